@@ -1,0 +1,343 @@
+//! The ordered ledgers of SPEC §2: per key (on_hand with counts as barriers, holds with expiry,
+//! the policy) and per purchase order, applying each tick's messages in the total order.
+//!
+//! Order inside a tick matters (a `count` before or after a `sale` at the same millisecond), so
+//! these are timely operators that stash a tick's messages until the frontier has passed it and
+//! then apply them sorted. Their output is a differential update stream of the key's *netted*
+//! state per tick: a key touched by a thousand sales in one tick yields at most two updates.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+use crate::clock::{Ticks, DEFAULT_HOLD_MS};
+use crate::model::{Body, Event, Millis, Policy, PoStatus};
+use crate::{shard, Key, Stream};
+
+/// The ledger's netted stock of a key at a tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stock {
+    /// Physical stock.
+    pub on_hand: i64,
+    /// Sum of the active holds.
+    pub reserved: i64,
+}
+
+impl Stock {
+    fn is_zero(&self) -> bool {
+        self.on_hand == 0 && self.reserved == 0
+    }
+}
+
+/// Ledger outcomes that are counted in the run summary, not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Counter {
+    /// `release`/`fulfill` of an unknown or inactive hold.
+    Orphan,
+    /// `reserve` of a hold that is active.
+    Duplicate,
+    /// `reserve` whose `expires_at` is not after its effective time.
+    ExpiredOnArrival,
+    /// A movement, count or fulfill's on_hand part older than the key's latest count.
+    Absorbed,
+}
+
+/// One kind of fact the ledgers publish, as a differential update.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Fact {
+    /// The key's stock (present only when non-zero).
+    Stock(Key, Stock),
+    /// The key's policy.
+    Policy(Key, Policy),
+    /// One open purchase order's quantity towards the key's `on_order`.
+    OnOrder(Key, i64),
+    /// One counted ledger outcome.
+    Counter(Counter),
+}
+
+/// A differential update of a [`Fact`].
+pub type FactUpdate = (Fact, Millis, isize);
+
+/// Applies messages to one shard of ledger state, a tick at a time.
+trait Book: 'static {
+    /// Applies the messages of logical time `time` (sorted in SPEC order), plus whatever timers
+    /// fall due at `time`, appending the resulting updates to `out`.
+    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>);
+    /// The earliest logical time at which the book needs to run without new messages.
+    fn next_timer(&self) -> Option<Millis>;
+}
+
+/// Runs `book` as an operator: messages are exchanged by `route`, stashed per logical time and
+/// applied once the input frontier has passed that time.
+fn run_book<'s, B: Book>(
+    events: Stream<'s, Event>,
+    name: &str,
+    route: fn(&Event) -> u64,
+    ticks: Ticks,
+    mut book: B,
+) -> Stream<'s, FactUpdate> {
+    events.unary_frontier(Exchange::new(move |e: &Event| route(e)), name, move |_, _| {
+        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<Event>)> = BTreeMap::new();
+        let mut timer_cap: Option<Capability<Millis>> = None;
+        let mut out = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                for event in data.drain(..) {
+                    // The sources never send messages beyond the window; anything else is a bug
+                    // upstream, and dropping it here would hide it from the summary, so keep it.
+                    let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+                    stash
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                        .1
+                        .push(event);
+                }
+            });
+            loop {
+                let next_events = stash.keys().next().copied();
+                let time = match (next_events, book.next_timer()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
+                    (None, None) => break,
+                };
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut events) = match stash.remove(&time) {
+                    Some(entry) => entry,
+                    None => {
+                        let held = timer_cap.as_ref().expect("a pending timer holds a capability");
+                        (held.delayed(&time), Vec::new())
+                    }
+                };
+                events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
+                book.close_tick(time, events, &mut out);
+                if !out.is_empty() {
+                    output.session(&cap).give_iterator(out.drain(..));
+                }
+                timer_cap = book.next_timer().map(|next| cap.delayed(&next));
+            }
+        }
+    })
+}
+
+/// A hold (reservation) on a key.
+#[derive(Clone, Debug)]
+struct Hold {
+    res_id: String,
+    qty: i64,
+    expires_at: Millis,
+}
+
+/// One key's ledger.
+#[derive(Clone, Debug, Default)]
+struct KeyBook {
+    on_hand: i64,
+    /// `ts` of the latest applied count: older movements are absorbed.
+    barrier: Option<Millis>,
+    holds: Vec<Hold>,
+    policy: Option<Policy>,
+    /// The stock last published, to publish only changes.
+    published: Stock,
+}
+
+impl KeyBook {
+    fn active_hold(&self, res_id: &str, at: Millis) -> Option<usize> {
+        self.holds.iter().position(|h| h.res_id == res_id && h.expires_at > at)
+    }
+
+    /// Whether a movement with this `ts` is older than the latest count.
+    fn behind_barrier(&self, ts: Millis) -> bool {
+        self.barrier.is_some_and(|b| ts < b)
+    }
+
+    fn is_forgettable(&self) -> bool {
+        // The barrier must survive even at zero stock: a late sale behind it must stay absorbed.
+        self.on_hand == 0
+            && self.barrier.is_none()
+            && self.holds.is_empty()
+            && self.policy.is_none()
+            && self.published.is_zero()
+    }
+}
+
+/// The per-key ledger: stock, holds, counts and policies.
+struct KeyLedger {
+    ticks: Ticks,
+    books: HashMap<Key, KeyBook>,
+    /// Keys with a hold expiring at each logical time.
+    expiries: BTreeMap<Millis, Vec<Key>>,
+    counts: BTreeMap<Counter, isize>,
+}
+
+impl KeyLedger {
+    fn apply(&mut self, event: Event, touched: &mut Vec<Key>, out: &mut Vec<FactUpdate>, time: Millis) {
+        let at = event.order.effective;
+        let message = event.message;
+        let key = (message.sku, message.loc);
+        let book = self.books.entry(key.clone()).or_default();
+        let ts = message.ts;
+        let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
+        match message.body {
+            Body::Sale { qty } | Body::Return { qty } | Body::Receipt { qty, .. } | Body::Adjust { delta: qty, .. }
+                if book.behind_barrier(ts) =>
+            {
+                let _ = qty;
+                count(Counter::Absorbed);
+            }
+            Body::Count { .. } if book.behind_barrier(ts) => count(Counter::Absorbed),
+            Body::Sale { qty } => book.on_hand = book.on_hand.saturating_sub(qty),
+            Body::Return { qty } | Body::Receipt { qty, .. } => book.on_hand = book.on_hand.saturating_add(qty),
+            Body::Adjust { delta, .. } => book.on_hand = book.on_hand.saturating_add(delta),
+            Body::Count { qty } => {
+                book.on_hand = qty;
+                book.barrier = Some(ts);
+            }
+            Body::Reserve { res_id, qty, expires_at } => {
+                let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
+                if book.active_hold(&res_id, at).is_some() {
+                    count(Counter::Duplicate);
+                } else if expires_at <= at {
+                    count(Counter::ExpiredOnArrival);
+                } else {
+                    book.holds.retain(|h| h.res_id != res_id);
+                    book.holds.push(Hold { res_id, qty, expires_at });
+                    if let Some(due) = self.ticks.emission(expires_at).filter(|&due| due > time) {
+                        self.expiries.entry(due).or_default().push(key.clone());
+                    }
+                }
+            }
+            Body::Release { res_id } => match book.active_hold(&res_id, at) {
+                Some(i) => {
+                    book.holds.swap_remove(i);
+                }
+                None => count(Counter::Orphan),
+            },
+            Body::Fulfill { res_id, qty } => {
+                match book.active_hold(&res_id, at) {
+                    Some(i) => {
+                        book.holds.swap_remove(i);
+                    }
+                    None => count(Counter::Orphan),
+                }
+                if book.behind_barrier(ts) {
+                    count(Counter::Absorbed);
+                } else {
+                    book.on_hand = book.on_hand.saturating_sub(qty);
+                }
+            }
+            Body::Policy(policy) => {
+                if book.policy != policy {
+                    if let Some(old) = book.policy.take() {
+                        out.push((Fact::Policy(key.clone(), old), time, -1));
+                    }
+                    if let Some(new) = policy.clone() {
+                        out.push((Fact::Policy(key.clone(), new), time, 1));
+                    }
+                    book.policy = policy;
+                }
+            }
+            Body::Po { .. } => unreachable!("purchase orders are routed to the PO ledger"),
+        }
+        touched.push(key);
+    }
+}
+
+impl Book for KeyLedger {
+    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>) {
+        let mut touched = Vec::with_capacity(events.len());
+        for event in events {
+            self.apply(event, &mut touched, out, time);
+        }
+        if let Some(due) = self.expiries.remove(&time) {
+            touched.extend(due);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            let Some(book) = self.books.get_mut(&key) else { continue };
+            book.holds.retain(|h| h.expires_at > time);
+            let reserved = book.holds.iter().fold(0i64, |sum, h| sum.saturating_add(h.qty));
+            let now = Stock { on_hand: book.on_hand, reserved };
+            if now != book.published {
+                if !book.published.is_zero() {
+                    out.push((Fact::Stock(key.clone(), book.published), time, -1));
+                }
+                if !now.is_zero() {
+                    out.push((Fact::Stock(key.clone(), now), time, 1));
+                }
+                book.published = now;
+            }
+            if book.is_forgettable() {
+                self.books.remove(&key);
+            }
+        }
+        for (counter, n) in std::mem::take(&mut self.counts) {
+            out.push((Fact::Counter(counter), time, n));
+        }
+    }
+
+    fn next_timer(&self) -> Option<Millis> {
+        self.expiries.keys().next().copied()
+    }
+}
+
+/// The purchase-order ledger: the latest message per `po_id` is the order's state.
+struct PoLedger {
+    /// Open orders only: a closed or cancelled order contributes nothing and is forgotten
+    /// (a later `open` message simply starts it again).
+    open: HashMap<String, (Key, i64)>,
+}
+
+impl Book for PoLedger {
+    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>) {
+        // Publishing per message is fine: consolidation nets repeated updates of a tick.
+        for event in events {
+            let message = event.message;
+            let Body::Po { po_id, qty, status, .. } = message.body else {
+                unreachable!("only purchase orders are routed to the PO ledger")
+            };
+            if let Some((key, old)) = self.open.remove(&po_id) {
+                out.push((Fact::OnOrder(key, old), time, -1));
+            }
+            if status == PoStatus::Open && qty != 0 {
+                let key = (message.sku, message.loc);
+                out.push((Fact::OnOrder(key.clone(), qty), time, 1));
+                self.open.insert(po_id, (key, qty));
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Millis> {
+        None
+    }
+}
+
+fn route_by_key(event: &Event) -> u64 {
+    shard(&(&event.message.sku, &event.message.loc))
+}
+
+fn route_by_po(event: &Event) -> u64 {
+    match &event.message.body {
+        Body::Po { po_id, .. } => shard(po_id),
+        _ => 0,
+    }
+}
+
+/// Applies every message in SPEC order and publishes the netted ledger facts per tick.
+///
+/// `events` may arrive at any logical time at or before their own tick; each is held back
+/// until its tick is complete.
+pub fn ledger<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Stream<'s, FactUpdate> {
+    use timely::dataflow::operators::{vec::Filter, Concat};
+    let orders = events.clone().filter(|e| matches!(e.message.body, Body::Po { .. }));
+    let keyed = events.filter(|e| !matches!(e.message.body, Body::Po { .. }));
+    let keys = KeyLedger { ticks, books: HashMap::new(), expiries: BTreeMap::new(), counts: BTreeMap::new() };
+    let key_facts = run_book(keyed, "KeyLedger", route_by_key, ticks, keys);
+    let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: HashMap::new() });
+    key_facts.concat(po_facts)
+}

@@ -1,0 +1,121 @@
+//! SPEC §3's order lines: the fixpoint over the sourcing graph, where a store's line is
+//! outbound demand on its distribution center, whose own line goes further up, to any depth.
+
+use differential_dataflow::AsCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Filter;
+use timely::order::Product;
+
+use crate::atp::Base;
+use crate::model::Policy;
+use crate::{Collection, Key};
+
+/// Rounds of the sourcing fixpoint. An acyclic network converges in (depth + 1) rounds; a cycle
+/// never does, so the iteration stops here and values on the cycle are whatever this round
+/// left (SPEC: unspecified). Sourcing chains deeper than this are treated like cycles.
+pub const MAX_ROUNDS: u64 = 100;
+
+/// An order line of a key (sku, dest): what it asks of its source.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Line {
+    /// Where it orders from: a location id or `vendor:...`.
+    pub source: String,
+    /// ceil(max(need, moq) / pack) * pack.
+    pub requested: i64,
+    /// The dest policy's pack size, which allocation hands out.
+    pub pack: i64,
+}
+
+/// Whether a source is external (a vendor), hence unconstrained and never a key's outbound.
+pub fn is_external(source: &str) -> bool {
+    source.starts_with("vendor:")
+}
+
+/// The order line of a key with `policy` at `position`, if it orders.
+pub fn line_for(policy: &Policy, position: i64) -> Option<Line> {
+    let source = policy.source.as_ref()?;
+    if position > policy.reorder_point {
+        return None;
+    }
+    let need = policy.order_up_to.saturating_sub(position);
+    if need <= 0 {
+        return None;
+    }
+    let pack = policy.pack_size.max(1);
+    let wanted = need.max(policy.moq);
+    let requested = (wanted.saturating_add(pack - 1) / pack).saturating_mul(pack);
+    Some(Line { source: source.clone(), requested, pack })
+}
+
+/// A key that plans: its position before outbound, and its policy (which has a source).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Planner {
+    own_position: i64,
+    policy: Policy,
+}
+
+/// Outbound demand per (sku, source loc), summed over lines with internal sources.
+pub fn outbound<'s>(lines: Collection<'s, (Key, Line)>) -> Collection<'s, (Key, i64)> {
+    outbound_in(lines, "Outbound")
+}
+
+fn outbound_in<'s, T>(
+    lines: differential_dataflow::VecCollection<'s, T, (Key, Line)>,
+    name: &str,
+) -> differential_dataflow::VecCollection<'s, T, (Key, i64)>
+where
+    T: timely::progress::Timestamp + differential_dataflow::lattice::Lattice + Ord,
+{
+    lines
+        .flat_map(|((sku, _dest), line)| (!is_external(&line.source)).then(|| ((sku, line.source), line.requested)))
+        .reduce_named(name, |_key, demands, out| {
+            let total = demands.iter().fold(0i64, |sum, (r, n)| sum.saturating_add(r.saturating_mul(*n as i64)));
+            if total != 0 {
+                out.push((total, 1));
+            }
+        })
+}
+
+/// The order lines, keyed by (sku, dest): the fixpoint of "each key's line, given the demand
+/// its dependents' lines put on it", bounded by [`MAX_ROUNDS`].
+pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> Collection<'s, (Key, Line)> {
+    let planners = base.flat_map(|(key, b)| {
+        let own_position = b.own_position();
+        b.policy.filter(|p| p.source.is_some()).map(|policy| (key, Planner { own_position, policy }))
+    });
+    let outer = planners.scope();
+    outer.iterative::<u64, _, _>(|inner| {
+        let planners = planners.enter(inner);
+        let first = planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|l| (key, l)));
+        let (variable, lines) =
+            differential_dataflow::operators::iterate::Variable::new_from(first, Product::new(0, 1));
+
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+        enum Part {
+            Planner(Planner),
+            Outbound(i64),
+        }
+        let next = planners
+            .map(|(k, p)| (k, Part::Planner(p)))
+            .concat(outbound_in(lines, "RoundOutbound").map(|(k, o)| (k, Part::Outbound(o))))
+            .reduce_named("RoundLines", |_key, parts, out| {
+                let mut planner = None;
+                let mut outbound = 0;
+                for &(part, _) in parts {
+                    match part {
+                        Part::Planner(p) => planner = Some(p),
+                        Part::Outbound(o) => outbound = *o,
+                    }
+                }
+                if let Some(p) = planner {
+                    if let Some(line) = line_for(&p.policy, p.own_position.saturating_sub(outbound)) {
+                        out.push((line, 1));
+                    }
+                }
+            });
+        // Stop feeding rounds back past the bound, so a cycle cannot iterate forever.
+        let bounded = next.inner.clone().filter(|(_, time, _)| time.inner < MAX_ROUNDS).as_collection();
+        variable.set(bounded);
+        next.leave(outer)
+    })
+}

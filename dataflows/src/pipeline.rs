@@ -1,0 +1,76 @@
+//! The whole of SPEC §3 wired together: from ordered events to the output change streams.
+
+use crate::allocation::{allocate, PlanLine};
+use crate::atp::{arrange_rows, counters, key_base, network_atp, rows, Row};
+use crate::changes::{changes, Change};
+use crate::clock::Ticks;
+use crate::ledger::{ledger, Counter};
+use crate::low_stock::{signals, transitions, LowView, Transition};
+use crate::model::Event;
+use crate::order_plan::{order_lines, outbound};
+use crate::{Collection, Key, Stream};
+
+/// An ATP record's numbers (SPEC §4 `atp`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Atp {
+    /// Physical stock.
+    pub on_hand: i64,
+    /// Sum of active holds.
+    pub reserved: i64,
+    /// Sum of open purchase orders.
+    pub on_order: i64,
+    /// on_hand - reserved.
+    pub available: i64,
+    /// max(0, available - safety_stock).
+    pub atp: i64,
+    /// on_hand + on_order - reserved - outbound.
+    pub position: i64,
+}
+
+impl From<&Row> for Atp {
+    fn from(r: &Row) -> Self {
+        Atp {
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            on_order: r.on_order,
+            available: r.available,
+            atp: r.atp,
+            position: r.position,
+        }
+    }
+}
+
+/// The output streams of one run, each partitioned across workers by key.
+pub struct Outputs<'s> {
+    /// `atp` changes per (sku, loc).
+    pub atp: Stream<'s, Change<Key, Atp>>,
+    /// `low_stock` transitions per (sku, loc).
+    pub low_stock: Stream<'s, Transition>,
+    /// The keys currently LOW/OUT and their numbers, as changes (for snapshots).
+    pub low_stock_current: Stream<'s, Change<Key, LowView>>,
+    /// `order_plan` changes per (dest, sku).
+    pub order_plan: Stream<'s, Change<Key, PlanLine>>,
+    /// `network_atp` changes per sku.
+    pub network_atp: Stream<'s, Change<String, i64>>,
+    /// Ledger outcomes counted per tick (orphan, duplicate, expired_on_arrival, absorbed).
+    pub counters: Collection<'s, Counter>,
+}
+
+/// Builds the dataflow from ordered events (sent at or before their tick) to every output.
+pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
+    let facts = ledger(events, ticks);
+    let counters = counters(facts.clone());
+    let base = key_base(facts);
+    let lines = order_lines(base.clone());
+    let rows = rows(base, outbound(lines.clone()));
+    let arranged = arrange_rows(rows.clone());
+    let plan = allocate(lines, arranged);
+    Outputs {
+        atp: changes(rows.clone().map(|(k, r)| (k, Atp::from(&r))), "AtpChanges"),
+        low_stock: transitions(rows.clone()),
+        low_stock_current: changes(signals(rows.clone()), "LowStockCurrent"),
+        order_plan: changes(plan, "OrderPlanChanges"),
+        network_atp: changes(network_atp(rows), "NetworkAtpChanges"),
+        counters,
+    }
+}

@@ -1,0 +1,210 @@
+//! The `stockflow` binary: parses the command line into a validated run configuration and
+//! dispatches on the mode.
+
+mod config;
+mod format;
+mod sink;
+mod source;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dataflows::clock::Ticks;
+use dataflows::decode::parse_time;
+
+use config::{Cluster, Output, ReplayConfig};
+use sink::dir::DirSink;
+use sink::stdout::StdoutSink;
+use sink::Sink;
+use worker::Progress;
+
+/// Exact, live replenishment signals: available-to-promise, low-stock triggers and the order
+/// plan, maintained incrementally over inventory events.
+#[derive(Parser, Debug)]
+#[command(name = "stockflow", version, disable_help_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replays fixture files through the dataflow and writes the outputs (SPEC §4).
+    Replay(ReplayArgs),
+}
+
+/// Timely's cluster flags (`-h` is the hostfile, as in timely; help is `--help`).
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// This process's index, 0-based.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// Hostfile: one host:port per line, one line per process (default localhost:2101+i).
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct ReplayArgs {
+    /// Fixture directories (every *.jsonl inside, names sorted) or .jsonl files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output directory, or `-` to print the final snapshot on stdout.
+    #[arg(long)]
+    out: String,
+    /// Print the final snapshot on stdout (in addition to --out DIR).
+    #[arg(long)]
+    print: bool,
+    /// Tick length in milliseconds: outputs are emitted at its multiples.
+    #[arg(long, default_value_t = 1000)]
+    tick_ms: u64,
+    /// Allowed lateness per (source, partition), in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    lateness_ms: u64,
+    /// End of the window: milliseconds since the epoch or RFC 3339.
+    #[arg(long)]
+    until: Option<String>,
+    /// No progress line on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn replay_config(args: ReplayArgs) -> Result<ReplayConfig> {
+    if args.tick_ms == 0 {
+        bail!("--tick-ms must be at least 1");
+    }
+    let until = match &args.until {
+        None => None,
+        Some(text) => Some(parse_time(text).with_context(|| {
+            format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
+        })?),
+    };
+    let c = &args.cluster;
+    if c.workers == 0 || c.processes == 0 || c.process >= c.processes {
+        bail!("need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", c.workers, c.processes, c.process);
+    }
+    let output = if args.out == "-" { Output::Stdout } else { Output::Dir(PathBuf::from(&args.out)) };
+    Ok(ReplayConfig {
+        inputs: config::resolve_inputs(&args.inputs)?,
+        output,
+        ticks: Ticks { tick_ms: args.tick_ms, until },
+        lateness_ms: args.lateness_ms,
+        quiet: args.quiet,
+        print: args.print,
+        cluster: Cluster {
+            workers: c.workers,
+            processes: c.processes,
+            process: c.process,
+            hostfile: c.hostfile.clone(),
+        },
+    })
+}
+
+/// Both sinks at once, for `--out DIR --print`.
+struct Tee(Vec<Box<dyn Sink>>);
+
+impl Sink for Tee {
+    fn tick(&mut self, time: u64, batch: &sink::TickBatch) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.tick(time, batch))
+    }
+    fn finish(
+        &mut self,
+        dead: &[dataflows::model::DeadLetter],
+        snapshot: &sink::Snapshot,
+        summary: &sink::Summary,
+    ) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.finish(dead, snapshot, summary))
+    }
+}
+
+fn replay(config: ReplayConfig) -> Result<()> {
+    let config = Arc::new(config);
+    let progress = Arc::new(Progress::default());
+    let started = Instant::now();
+    let reporter = (!config.quiet && config.cluster.process == 0).then(|| spawn_progress(Arc::clone(&progress)));
+    let timely_config = config.cluster.timely_config()?;
+    let worker_config = Arc::clone(&config);
+    let worker_progress = Arc::clone(&progress);
+    let guards = timely::execute(timely_config, move |worker| {
+        let config = &worker_config;
+        let make_sink = || -> std::io::Result<Box<dyn Sink>> {
+            let names: Vec<String> = config.inputs.iter().map(|i| i.name.clone()).collect();
+            let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            match &config.output {
+                Output::Dir(dir) => sinks.push(Box::new(DirSink::create(dir, names)?)),
+                Output::Stdout => sinks.push(Box::new(StdoutSink)),
+            }
+            if config.print && matches!(config.output, Output::Dir(_)) {
+                sinks.push(Box::new(StdoutSink));
+            }
+            Ok(Box::new(Tee(sinks)))
+        };
+        worker::replay_worker(worker, config, &worker_progress, &make_sink)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => bail!("{message}"),
+            Err(panic) => bail!("a worker failed: {panic}"),
+        }
+    }
+    if let Some((stop, handle)) = reporter {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+        let read = progress.read.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("replay: {read} messages in {secs:.2} s ({:.0}/s)", read as f64 / secs.max(1e-9));
+    }
+    Ok(())
+}
+
+/// A thread printing a progress line to stderr every second.
+fn spawn_progress(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        while !stop_flag.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            last = Instant::now();
+            let read = progress.read.load(Ordering::Relaxed);
+            let mb = progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+            let secs = started.elapsed().as_secs_f64();
+            let watermark = progress.watermark.load(Ordering::Relaxed);
+            eprintln!(
+                "replay: {read} messages, {mb:.1} MB, {:.0} msg/s, watermark {watermark}",
+                read as f64 / secs.max(1e-9)
+            );
+        }
+    });
+    (stop, handle)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay(args) => replay(replay_config(args)?),
+    }
+}

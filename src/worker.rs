@@ -1,0 +1,218 @@
+//! The timely worker loop of a replay: build the dataflow, feed each worker's share of the
+//! input in time order, advance the input frontier, step, and hand closed ticks to the sink.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dataflows::clock::Ticks;
+use dataflows::ledger::Counter;
+use dataflows::model::{DeadLetter, Event, Millis};
+use dataflows::pipeline::stockflow;
+use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use timely::dataflow::ProbeHandle;
+
+use crate::config::ReplayConfig;
+use crate::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::source::file::LineReader;
+use crate::source::{Decoded, PartitionDecoder, SourceStats};
+
+/// Lines read from one partition before the worker looks at the others and steps the dataflow.
+const BATCH_LINES: usize = 4096;
+
+/// What the dataflow hands to worker 0 for the sink.
+#[derive(Default)]
+struct Collected {
+    ticks: BTreeMap<Millis, TickBatch>,
+    counters: BTreeMap<Counter, i64>,
+    stats: SourceStats,
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// Process-wide progress counters, read by the progress line.
+#[derive(Default)]
+pub struct Progress {
+    /// Messages read by this process's workers.
+    pub read: AtomicU64,
+    /// Bytes read by this process's workers.
+    pub bytes: AtomicU64,
+    /// The least input frontier among this process's workers.
+    pub watermark: AtomicU64,
+}
+
+/// One partition being read by this worker.
+struct Partition {
+    lines: LineReader,
+    decoder: PartitionDecoder,
+    done: bool,
+}
+
+/// Runs one timely worker of a replay. Worker 0 owns the sink; `make_sink` is called there only.
+pub fn replay_worker(
+    worker: &mut timely::worker::Worker,
+    config: &ReplayConfig,
+    progress: &Progress,
+    make_sink: &dyn Fn() -> std::io::Result<Box<dyn Sink>>,
+) -> Result<(), String> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let ticks = config.ticks;
+    let collected = Rc::new(RefCell::new(Collected::default()));
+    let probe = ProbeHandle::new();
+
+    let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
+        let (events_in, events) = scope.new_input::<Vec<Event>>();
+        let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
+        let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
+        let outputs = stockflow(events, ticks);
+
+        macro_rules! collect {
+            ($stream:expr, |$c:ident, $x:ident| $body:expr) => {{
+                let collected = Rc::clone(&collected);
+                $stream
+                    .exchange(|_| 0)
+                    .inspect(move |$x| {
+                        let mut $c = collected.borrow_mut();
+                        $body
+                    })
+                    .probe_with(&probe);
+            }};
+        }
+        fn tick<'a>(c: &'a mut Collected, time: Millis) -> &'a mut TickBatch {
+            c.ticks.entry(time).or_default()
+        }
+        collect!(outputs.atp, |c, x| tick(&mut c, x.time).atp.push(x.clone()));
+        collect!(outputs.low_stock, |c, x| tick(&mut c, x.time).low_stock.push(x.clone()));
+        collect!(outputs.low_stock_current, |c, x| tick(&mut c, x.time).low_stock_current.push(x.clone()));
+        collect!(outputs.order_plan, |c, x| tick(&mut c, x.time).order_plan.push(x.clone()));
+        collect!(outputs.network_atp, |c, x| tick(&mut c, x.time).network_atp.push(x.clone()));
+        collect!(outputs.counters.inner, |c, x| *c.counters.entry(x.0).or_default() += x.2 as i64);
+        collect!(dead, |c, x| c.dead_letters.push(x.clone()));
+        collect!(stats, |c, x| c.stats.absorb(x));
+        (events_in, dead_in, stats_in)
+    });
+
+    let mut sink = if index == 0 { Some(make_sink().map_err(|e| e.to_string())?) } else { None };
+    let mut writer = Writer { snapshot: Snapshot::default(), ticks };
+
+    // Files are the unit of parallel reading: worker i reads files i, i + peers, ...
+    let mut partitions = Vec::new();
+    for (source, input) in config.inputs.iter().enumerate() {
+        if source % peers != index {
+            continue;
+        }
+        let lines = LineReader::open(&input.path)
+            .map_err(|e| format!("cannot open input {}: {e}", input.path.display()))?;
+        let decoder = PartitionDecoder::new(source as u32, 0, config.lateness_ms, ticks);
+        partitions.push(Partition { lines, decoder, done: false });
+    }
+
+    let mut previous_time = 0;
+    loop {
+        // Read from the partition furthest behind, so that no partition's events wait long in
+        // the ledger for the others to catch up.
+        let next = partitions
+            .iter_mut()
+            .filter(|p| !p.done)
+            .min_by_key(|p| p.decoder.frontier().unwrap_or(Millis::MAX));
+        let Some(partition) = next else { break };
+        let before = partition.lines.bytes_read();
+        let mut read = 0;
+        while read < BATCH_LINES {
+            let line = partition.lines.next_message().map_err(|e| e.to_string())?;
+            let Some((offset, raw)) = line else {
+                partition.done = true;
+                break;
+            };
+            read += 1;
+            match partition.decoder.decode(offset, raw) {
+                Decoded::Event(event) => events_in.send(event),
+                Decoded::Dead(dead) => dead_in.send(dead),
+                Decoded::BeyondWindow => {}
+            }
+        }
+        stats_in.send(partition.decoder.take_stats());
+        progress.read.fetch_add(read as u64, Ordering::Relaxed);
+        progress.bytes.fetch_add(partition.lines.bytes_read() - before, Ordering::Relaxed);
+
+        let time = input_frontier(&partitions, ticks.until);
+        if time > *events_in.time() {
+            events_in.advance_to(time);
+            dead_in.advance_to(time);
+            stats_in.advance_to(time);
+            progress.watermark.store(time, Ordering::Relaxed);
+        }
+        // Keep at most one batch of input ahead of the outputs, so memory stays bounded.
+        worker.step_while(|| probe.less_than(&previous_time));
+        previous_time = time;
+        if let Some(sink) = sink.as_mut() {
+            writer.drain(&collected, &probe, sink.as_mut(), false).map_err(|e| e.to_string())?;
+        }
+    }
+    drop((events_in, dead_in, stats_in));
+    while !probe.done() {
+        worker.step();
+        if let Some(sink) = sink.as_mut() {
+            writer.drain(&collected, &probe, sink.as_mut(), false).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(sink) = sink.as_mut() {
+        writer.drain(&collected, &probe, sink.as_mut(), true).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The least logical time at which any of these partitions can still emit an event.
+fn input_frontier(partitions: &[Partition], until: Option<Millis>) -> Millis {
+    partitions
+        .iter()
+        .filter(|p| !p.done)
+        .map(|p| p.decoder.frontier().unwrap_or(until.unwrap_or(Millis::MAX)))
+        .min()
+        .unwrap_or(Millis::MAX)
+}
+
+/// Moves closed ticks from the dataflow to the sink, in order.
+struct Writer {
+    snapshot: Snapshot,
+    ticks: Ticks,
+}
+
+impl Writer {
+    /// Writes every closed tick that is known to lie within the window. A tick holding only hold
+    /// expiries may lie after the last message; it waits until the window's end is known.
+    fn drain(
+        &mut self,
+        collected: &RefCell<Collected>,
+        probe: &ProbeHandle<Millis>,
+        sink: &mut dyn Sink,
+        finished: bool,
+    ) -> std::io::Result<()> {
+        let mut c = collected.borrow_mut();
+        let end = self.window_end(&c);
+        while let Some(entry) = c.ticks.first_entry() {
+            let time = *entry.key();
+            if probe.less_equal(&time) || end.is_none_or(|end| time > end) {
+                break;
+            }
+            let mut batch = entry.remove();
+            batch.sort();
+            sink.tick(time, &batch)?;
+            self.snapshot.apply(&batch);
+        }
+        if finished {
+            let mut dead_letters = std::mem::take(&mut c.dead_letters);
+            dead_letters.sort();
+            let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of: end };
+            sink.finish(&dead_letters, &self.snapshot, &summary)?;
+        }
+        Ok(())
+    }
+
+    /// The last logical time known to be in the window: `--until`, else the tick of the
+    /// largest effective time applied so far (final once the input is exhausted).
+    fn window_end(&self, c: &Collected) -> Option<Millis> {
+        self.ticks.until.or(c.stats.max_effective.and_then(|t| self.ticks.emission(t)))
+    }
+}
