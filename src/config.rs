@@ -77,8 +77,9 @@ pub struct ReplayConfig {
 pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for input in inputs {
-        let meta = std::fs::metadata(input)
-            .with_context(|| format!("input {} cannot be read; pass a fixture directory or .jsonl files", input.display()))?;
+        let meta = std::fs::metadata(input).with_context(|| {
+            format!("input {} cannot be read; pass a fixture directory or .jsonl files", input.display())
+        })?;
         let files: Vec<PathBuf> = if meta.is_dir() {
             let mut files = Vec::new();
             for entry in std::fs::read_dir(input).with_context(|| format!("cannot list {}", input.display()))? {

@@ -93,7 +93,9 @@ fn replay_config(args: ReplayArgs) -> Result<ReplayConfig> {
     let until = match &args.until {
         None => None,
         Some(text) => Some(parse_time(text).with_context(|| {
-            format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
+            format!(
+                "--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999"
+            )
         })?),
     };
     let c = &args.cluster;

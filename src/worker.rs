@@ -102,8 +102,8 @@ pub fn replay_worker(
         if source % peers != index {
             continue;
         }
-        let lines = LineReader::open(&input.path)
-            .map_err(|e| format!("cannot open input {}: {e}", input.path.display()))?;
+        let lines =
+            LineReader::open(&input.path).map_err(|e| format!("cannot open input {}: {e}", input.path.display()))?;
         let decoder = PartitionDecoder::new(source as u32, 0, config.lateness_ms, ticks);
         partitions.push(Partition { lines, decoder, done: false });
     }
@@ -112,10 +112,8 @@ pub fn replay_worker(
     loop {
         // Read from the partition furthest behind, so that no partition's events wait long in
         // the ledger for the others to catch up.
-        let next = partitions
-            .iter_mut()
-            .filter(|p| !p.done)
-            .min_by_key(|p| p.decoder.frontier().unwrap_or(Millis::MAX));
+        let next =
+            partitions.iter_mut().filter(|p| !p.done).min_by_key(|p| p.decoder.frontier().unwrap_or(Millis::MAX));
         let Some(partition) = next else { break };
         let before = partition.lines.bytes_read();
         let mut read = 0;

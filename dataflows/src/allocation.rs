@@ -76,9 +76,8 @@ pub fn fair_share(supply: i64, claims: &[Claim]) -> Vec<i64> {
 /// internal source share its ATP.
 pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: RowsArranged<'s>) -> Collection<'s, (Key, PlanLine)> {
     let external = lines.clone().flat_map(|((sku, dest), line)| {
-        is_external(&line.source).then(|| {
-            ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested })
-        })
+        is_external(&line.source)
+            .then(|| ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
     });
     // A line's source always has an ATP row (its outbound is non-zero), so an inner join finds it.
     let internal = lines

@@ -110,9 +110,9 @@ pub fn rows<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key
         Base(Base),
         Outbound(i64),
     }
-    base.map(|(k, b)| (k, Part::Base(b)))
-        .concat(outbound.map(|(k, o)| (k, Part::Outbound(o))))
-        .reduce_named("AtpRows", |_key, parts, out| {
+    base.map(|(k, b)| (k, Part::Base(b))).concat(outbound.map(|(k, o)| (k, Part::Outbound(o)))).reduce_named(
+        "AtpRows",
+        |_key, parts, out| {
             let mut base = None;
             let mut outbound = 0i64;
             for &(part, _) in parts {
@@ -140,7 +140,8 @@ pub fn rows<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key
                 },
                 1,
             ));
-        })
+        },
+    )
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row).

@@ -31,42 +31,36 @@ where
     K: differential_dataflow::ExchangeData + std::hash::Hash,
     V: differential_dataflow::ExchangeData,
 {
-    collection.inner.unary_frontier(
-        Exchange::new(|((k, _), _, _): &((K, V), Millis, isize)| shard(k)),
-        name,
-        |_, _| {
-            let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<((K, V), isize)>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    for (kv, time, diff) in data.drain(..) {
-                        stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((kv, diff));
-                    }
-                });
-                while let Some(entry) = stash.first_entry() {
-                    let time = *entry.key();
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let (cap, mut updates) = entry.remove();
-                    differential_dataflow::consolidation::consolidate(&mut updates);
-                    let mut session = output.session(&cap);
-                    let mut updates = updates.into_iter().peekable();
-                    while let Some(((key, value), diff)) = updates.next() {
-                        // Per key: at most a retraction of the old value and an insertion of the
-                        // new one, adjacent after sorting.
-                        let mut new = (diff > 0).then_some(value);
-                        while let Some(((next_key, next_value), next_diff)) =
-                            updates.next_if(|((k, _), _)| *k == key)
-                        {
-                            let _ = next_key;
-                            if next_diff > 0 {
-                                new = Some(next_value);
-                            }
+    collection.inner.unary_frontier(Exchange::new(|((k, _), _, _): &((K, V), Millis, isize)| shard(k)), name, |_, _| {
+        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<((K, V), isize)>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                for (kv, time, diff) in data.drain(..) {
+                    stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((kv, diff));
+                }
+            });
+            while let Some(entry) = stash.first_entry() {
+                let time = *entry.key();
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut updates) = entry.remove();
+                differential_dataflow::consolidation::consolidate(&mut updates);
+                let mut session = output.session(&cap);
+                let mut updates = updates.into_iter().peekable();
+                while let Some(((key, value), diff)) = updates.next() {
+                    // Per key: at most a retraction of the old value and an insertion of the
+                    // new one, adjacent after sorting.
+                    let mut new = (diff > 0).then_some(value);
+                    while let Some(((next_key, next_value), next_diff)) = updates.next_if(|((k, _), _)| *k == key) {
+                        let _ = next_key;
+                        if next_diff > 0 {
+                            new = Some(next_value);
                         }
-                        session.give(Change { time, key, value: new });
                     }
+                    session.give(Change { time, key, value: new });
                 }
             }
-        },
-    )
+        }
+    })
 }

@@ -119,9 +119,17 @@ enum Val {
     Null,
     Bool(bool),
     /// `int` is false when the literal has a fraction or an exponent.
-    Num { start: usize, end: usize, int: bool },
+    Num {
+        start: usize,
+        end: usize,
+        int: bool,
+    },
     /// The bytes between the quotes; `escaped` when they contain a backslash escape.
-    Str { start: usize, end: usize, escaped: bool },
+    Str {
+        start: usize,
+        end: usize,
+        escaped: bool,
+    },
     /// An object or an array: valid JSON, but never a valid value for a known field.
     Container,
 }
@@ -470,9 +478,7 @@ fn is_low_surrogate(unit: u32) -> bool {
 }
 
 fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)?
-        .iter()
-        .try_fold(0u32, |v, &c| Some(v * 16 + char::from(c).to_digit(16)?))
+    b.get(at..at.checked_add(4)?)?.iter().try_fold(0u32, |v, &c| Some(v * 16 + char::from(c).to_digit(16)?))
 }
 
 /// Appends the unescaped form of a string body the parser has already validated.
@@ -605,12 +611,9 @@ fn rfc3339(s: &[u8]) -> Option<Millis> {
     {
         return None;
     }
-    let t = days_from_civil(year, month, day) * 86_400_000
-        + hour * 3_600_000
-        + minute * 60_000
-        + second * 1000
-        + millis
-        - offset_minutes * 60_000;
+    let t =
+        days_from_civil(year, month, day) * 86_400_000 + hour * 3_600_000 + minute * 60_000 + second * 1000 + millis
+            - offset_minutes * 60_000;
     Millis::try_from(t).ok().filter(|&t| t <= MAX_TIME)
 }
 
@@ -874,7 +877,8 @@ mod tests {
 
     #[test]
     fn fixtures_reject_exactly_their_dead_letters() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        // The repository's copy of shared/fixtures (CI checks the two are identical).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
         let mut cases: Vec<_> = std::fs::read_dir(&root)
             .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
             .map(|e| e.unwrap().path())
@@ -925,7 +929,10 @@ mod tests {
                 r#"{"type":"receipt","ts":1000,"sku":"S","loc":"L","qty":1,"po_id":"P"}"#,
                 key(Body::Receipt { qty: 1, po_id: Some("P".into()) }),
             ),
-            (r#"{"type":"adjust","ts":1000,"sku":"S","loc":"L","delta":-7}"#, key(Body::Adjust { delta: -7, reason: None })),
+            (
+                r#"{"type":"adjust","ts":1000,"sku":"S","loc":"L","delta":-7}"#,
+                key(Body::Adjust { delta: -7, reason: None }),
+            ),
             (
                 r#"{"type":"adjust","ts":1000,"sku":"S","loc":"L","delta":7,"reason":""}"#,
                 key(Body::Adjust { delta: 7, reason: Some(String::new()) }),
@@ -940,7 +947,10 @@ mod tests {
                 r#"{"type":"reserve","ts":1000,"sku":"S","loc":"L","res_id":"R","qty":2,"expires_at":null}"#,
                 key(Body::Reserve { res_id: "R".into(), qty: 2, expires_at: None }),
             ),
-            (r#"{"type":"release","ts":1000,"sku":"S","loc":"L","res_id":"R"}"#, key(Body::Release { res_id: "R".into() })),
+            (
+                r#"{"type":"release","ts":1000,"sku":"S","loc":"L","res_id":"R"}"#,
+                key(Body::Release { res_id: "R".into() }),
+            ),
             (
                 r#"{"type":"fulfill","ts":1000,"sku":"S","loc":"L","res_id":"R","qty":4}"#,
                 key(Body::Fulfill { res_id: "R".into(), qty: 4 }),
@@ -1008,7 +1018,11 @@ mod tests {
     fn schemas() -> Vec<(&'static str, Vec<Field>)> {
         use Rule::*;
         let key = |mut rest: Vec<Field>| {
-            let mut v = vec![("ts", "1000", Time, true), ("sku", "\"S\"", Str(1, 64), true), ("loc", "\"L\"", Str(1, 64), true)];
+            let mut v = vec![
+                ("ts", "1000", Time, true),
+                ("sku", "\"S\"", Str(1, 64), true),
+                ("loc", "\"L\"", Str(1, 64), true),
+            ];
             v.append(&mut rest);
             v
         };
@@ -1089,7 +1103,8 @@ mod tests {
                         for v in [format!("{mid}.0"), format!("{mid}e0"), format!("{mid}E+0"), format!("\"{mid}\"")] {
                             push(v, &bad);
                         }
-                        for v in ["true", "false", "0.5", "99999999999999999999999999", "-99999999999999999999", "1e3"] {
+                        for v in ["true", "false", "0.5", "99999999999999999999999999", "-99999999999999999999", "1e3"]
+                        {
                             push(v.into(), &bad);
                         }
                         if name == "delta" {
@@ -1098,7 +1113,13 @@ mod tests {
                         }
                     }
                     Rule::Time => {
-                        for v in ["0", "-0", "253402300799999", "\"1970-01-01T00:00:00Z\"", "\"9999-12-31t23:59:59.999999z\""] {
+                        for v in [
+                            "0",
+                            "-0",
+                            "253402300799999",
+                            "\"1970-01-01T00:00:00Z\"",
+                            "\"9999-12-31t23:59:59.999999z\"",
+                        ] {
                             push(v.into(), "ok");
                         }
                         for v in [
@@ -1165,11 +1186,15 @@ mod tests {
     #[test]
     fn type_is_checked_first() {
         for ty in ["", "\"\"", "\"SALE\"", "\"sale \"", "1", "null", "true", "[\"sale\"]", "{\"sale\":1}"] {
-            let line = if ty.is_empty() { "{\"ts\":\"x\"}".to_string() } else { format!("{{\"type\":{ty},\"ts\":\"x\"}}") };
+            let line =
+                if ty.is_empty() { "{\"ts\":\"x\"}".to_string() } else { format!("{{\"type\":{ty},\"ts\":\"x\"}}") };
             assert_eq!(reason(&line), "unknown_type", "{line}");
         }
         assert_eq!(reason(r#"{}"#), "unknown_type");
-        assert_eq!(reason(r#"{"type":"s\u0061le","ts":1,"sku":"S","loc":"L","qty":1}"#), "accepted Message { ts: 1, sku: \"S\", loc: \"L\", body: Sale { qty: 1 } }");
+        assert_eq!(
+            reason(r#"{"type":"s\u0061le","ts":1,"sku":"S","loc":"L","qty":1}"#),
+            "accepted Message { ts: 1, sku: \"S\", loc: \"L\", body: Sale { qty: 1 } }"
+        );
     }
 
     #[test]
@@ -1181,7 +1206,10 @@ mod tests {
             (r#"{"qty":"a","loc":"L","sku":"S","ts":1,"type":"sale"}"#, "invalid_field:qty"),
             (r#"{"type":"po","ts":1,"qty":-1,"sku":""}"#, "missing_field:po_id"),
             (r#"{"type":"po","ts":1,"po_id":"P","sku":"","qty":-1}"#, "invalid_field:sku"),
-            (r#"{"type":"po","ts":1,"po_id":"P","sku":"S","loc":"L","qty":1,"status":"x","eta":"x"}"#, "invalid_field:status"),
+            (
+                r#"{"type":"po","ts":1,"po_id":"P","sku":"S","loc":"L","qty":1,"status":"x","eta":"x"}"#,
+                "invalid_field:status",
+            ),
             (r#"{"type":"po","ts":1,"po_id":"P","sku":"S","loc":"L","qty":1,"eta":"x"}"#, "invalid_field:eta"),
             (r#"{"type":"reserve","ts":1,"sku":"S","loc":"L","qty":0}"#, "missing_field:res_id"),
             (r#"{"type":"reserve","ts":1,"sku":"S","loc":"L","res_id":"R","expires_at":"x"}"#, "missing_field:qty"),
@@ -1364,9 +1392,13 @@ mod tests {
         assert!(decode(big_string.as_bytes()).is_ok());
         let big_number = format!("{{{SALE},\"x\":{}}}", "9".repeat(ten_mb));
         assert!(decode(big_number.as_bytes()).is_ok());
-        let big_qty = format!("{{\"type\":\"sale\",\"ts\":1,\"sku\":\"S\",\"loc\":\"L\",\"qty\":{}}}", "9".repeat(ten_mb));
+        let big_qty =
+            format!("{{\"type\":\"sale\",\"ts\":1,\"sku\":\"S\",\"loc\":\"L\",\"qty\":{}}}", "9".repeat(ten_mb));
         assert_eq!(reason(&big_qty), "invalid_field:qty");
-        let big_fraction = format!("{{\"type\":\"sale\",\"ts\":\"2024-01-01T00:00:00.{}Z\",\"sku\":\"S\",\"loc\":\"L\",\"qty\":1}}", "9".repeat(ten_mb));
+        let big_fraction = format!(
+            "{{\"type\":\"sale\",\"ts\":\"2024-01-01T00:00:00.{}Z\",\"sku\":\"S\",\"loc\":\"L\",\"qty\":1}}",
+            "9".repeat(ten_mb)
+        );
         assert_eq!(ok(&big_fraction).ts, 1_704_067_200_999);
         let members: Vec<String> = (0..ten_mb / 16).map(|i| format!("\"{i}\":0")).collect();
         let wide = format!("{{{SALE},\"x\":{{{}}}}}", members.join(","));
@@ -1443,7 +1475,9 @@ mod tests {
         ];
         for &(text, want) in cases {
             assert_eq!(parse_time(text), want, "{text}");
-            let in_json = decode(format!("{{\"type\":\"sale\",\"ts\":\"{text}\",\"sku\":\"S\",\"loc\":\"L\",\"qty\":1}}").as_bytes());
+            let in_json = decode(
+                format!("{{\"type\":\"sale\",\"ts\":\"{text}\",\"sku\":\"S\",\"loc\":\"L\",\"qty\":1}}").as_bytes(),
+            );
             // In JSON, a time is an RFC 3339 string or a number, never a digit string.
             let json_want = if text.bytes().all(|c| c.is_ascii_digit()) { None } else { want };
             assert_eq!(in_json.map(|m| m.ts).ok(), json_want, "{text} in JSON");
@@ -1454,12 +1488,15 @@ mod tests {
 
     #[test]
     fn unescaped_strings_are_stored() {
-        let m = ok(r#"{"type":"reserve","ts":1,"sku":"a\"b\\c\/d\u00e9\ud83d\ude00","loc":"\n\t","res_id":"é","qty":1}"#);
+        let m =
+            ok(r#"{"type":"reserve","ts":1,"sku":"a\"b\\c\/d\u00e9\ud83d\ude00","loc":"\n\t","res_id":"é","qty":1}"#);
         assert_eq!(m.sku, "a\"b\\c/dé😀");
         assert_eq!(m.loc, "\n\t");
         assert_eq!(m.body, Body::Reserve { res_id: "é".into(), qty: 1, expires_at: None });
         // Limits are in bytes of the unescaped text: 32 two-byte chars fit 64, 33 do not.
-        let sku = |n: usize| format!("{{\"type\":\"sale\",\"ts\":1,\"sku\":\"{}\",\"loc\":\"L\",\"qty\":1}}", "\\u00e9".repeat(n));
+        let sku = |n: usize| {
+            format!("{{\"type\":\"sale\",\"ts\":1,\"sku\":\"{}\",\"loc\":\"L\",\"qty\":1}}", "\\u00e9".repeat(n))
+        };
         assert!(decode(sku(32).as_bytes()).is_ok());
         assert_eq!(reason(&sku(33)), "invalid_field:sku");
     }
@@ -1741,10 +1778,10 @@ mod tests {
             arb_qty(1).prop_map(|qty| Body::Sale { qty }),
             arb_qty(1).prop_map(|qty| Body::Return { qty }),
             (arb_qty(1), proptest::option::of(arb_string(128))).prop_map(|(qty, po_id)| Body::Receipt { qty, po_id }),
-            (prop_oneof![-MAX_QTY..=MAX_QTY, Just(-MAX_QTY), Just(-1), Just(1)], proptest::option::of(prop_oneof![
-                Just(String::new()),
-                arb_string(200)
-            ]))
+            (
+                prop_oneof![-MAX_QTY..=MAX_QTY, Just(-MAX_QTY), Just(-1), Just(1)],
+                proptest::option::of(prop_oneof![Just(String::new()), arb_string(200)])
+            )
                 .prop_filter("non-zero", |(d, _)| *d != 0)
                 .prop_map(|(delta, reason)| Body::Adjust { delta, reason }),
             arb_qty(0).prop_map(|qty| Body::Count { qty }),
@@ -1760,21 +1797,25 @@ mod tests {
             )
                 .prop_map(|(po_id, qty, status, eta)| Body::Po { po_id, qty, status, eta }),
             Just(Body::Policy(None)),
-            (arb_qty(0), arb_qty(0), arb_qty(0), arb_qty(1), arb_qty(0), proptest::option::of(arb_string(64))).prop_map(
-                |(a, b, safety_stock, pack_size, moq, source)| Body::Policy(Some(Policy {
+            (arb_qty(0), arb_qty(0), arb_qty(0), arb_qty(1), arb_qty(0), proptest::option::of(arb_string(64)))
+                .prop_map(|(a, b, safety_stock, pack_size, moq, source)| Body::Policy(Some(Policy {
                     safety_stock,
                     reorder_point: a.min(b),
                     order_up_to: a.max(b),
                     pack_size,
                     moq,
                     source,
-                }))
-            ),
+                }))),
         ]
     }
 
     fn arb_message() -> impl Strategy<Value = Message> {
-        (arb_time(), arb_string(64), arb_string(64), arb_body()).prop_map(|(ts, sku, loc, body)| Message { ts, sku, loc, body })
+        (arb_time(), arb_string(64), arb_string(64), arb_body()).prop_map(|(ts, sku, loc, body)| Message {
+            ts,
+            sku,
+            loc,
+            body,
+        })
     }
 
     /// What every accepted message must satisfy, whatever bytes it came from.

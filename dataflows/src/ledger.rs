@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
-use crate::model::{Body, Event, Millis, Policy, PoStatus};
+use crate::model::{Body, Event, Millis, PoStatus, Policy};
 use crate::{shard, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
@@ -89,11 +89,7 @@ fn run_book<'s, B: Book>(
                     // The sources never send messages beyond the window; anything else is a bug
                     // upstream, and dropping it here would hide it from the summary, so keep it.
                     let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-                    stash
-                        .entry(time)
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                        .1
-                        .push(event);
+                    stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push(event);
                 }
             });
             loop {

@@ -49,7 +49,10 @@ impl LineReader {
         loop {
             self.buffer.clear();
             let n = self.reader.read_until(b'\n', &mut self.buffer).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("error reading {} after line {}: {e}", self.path.display(), self.line_number))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("error reading {} after line {}: {e}", self.path.display(), self.line_number),
+                )
             })?;
             if n == 0 {
                 return Ok(None);

@@ -62,7 +62,14 @@ pub struct PartitionDecoder {
 impl PartitionDecoder {
     /// A decoder for partition `partition` of source id `source`.
     pub fn new(source: u32, partition: u32, lateness: Millis, ticks: Ticks) -> Self {
-        PartitionDecoder { source, partition, clock: PartitionClock::default(), lateness, ticks, stats: SourceStats::default() }
+        PartitionDecoder {
+            source,
+            partition,
+            clock: PartitionClock::default(),
+            lateness,
+            ticks,
+            stats: SourceStats::default(),
+        }
     }
 
     /// Decodes the message at `offset`.
