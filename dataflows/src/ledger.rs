@@ -337,3 +337,109 @@ pub fn ledger<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Stream<'s, FactUpd
     let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: HashMap::new() });
     key_facts.concat(po_facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, OrderKey, Position};
+
+    fn event(effective: Millis, offset: u64, loc: &str, body: Body) -> Event {
+        Event {
+            order: OrderKey { effective, position: Position { source: 0, partition: 0, offset } },
+            message: Message { ts: effective, sku: "S".into(), loc: loc.into(), body },
+        }
+    }
+
+    fn key_ledger() -> KeyLedger {
+        let ticks = Ticks { tick_ms: 1000, until: None };
+        KeyLedger { ticks, books: HashMap::new(), expiries: BTreeMap::new(), counts: BTreeMap::new() }
+    }
+
+    fn stock_of(out: &[FactUpdate]) -> Vec<(Stock, isize)> {
+        out.iter()
+            .filter_map(|(f, _, d)| match f {
+                Fact::Stock(_, s) => Some((*s, *d)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tick_of_many_movements_publishes_one_netted_change() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        let events: Vec<Event> = (0..1000).map(|i| event(500, i, "L", Body::Return { qty: 1 })).collect();
+        ledger.close_tick(1000, events, &mut out);
+        assert_eq!(stock_of(&out), vec![(Stock { on_hand: 1000, reserved: 0 }, 1)]);
+    }
+
+    #[test]
+    fn ended_holds_and_empty_keys_are_forgotten() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        for round in 0..100u64 {
+            let t = round * 1000 + 1;
+            let res_id = format!("R{round}");
+            let events = vec![
+                event(t, 1, "L", Body::Reserve { res_id: res_id.clone(), qty: 2, expires_at: Some(t + 5000) }),
+                event(t, 2, "L", Body::Release { res_id }),
+            ];
+            ledger.close_tick(round * 1000 + 1000, events, &mut out);
+        }
+        // Every hold ended and nothing is left on the key: no book, though expiries stay scheduled.
+        assert!(ledger.books.is_empty(), "books: {:?}", ledger.books);
+        // A key with stock keeps one book whose size does not depend on how many holds it saw.
+        let events = vec![event(200_001, 1, "L", Body::Count { qty: 5 })];
+        ledger.close_tick(201_000, events, &mut out);
+        assert_eq!(ledger.books.len(), 1);
+        assert!(ledger.books.values().all(|b| b.holds.is_empty()));
+    }
+
+    #[test]
+    fn holds_expire_at_their_tick_without_a_later_message() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        let reserve = Body::Reserve { res_id: "R".into(), qty: 3, expires_at: Some(4500) };
+        ledger.close_tick(1000, vec![event(800, 1, "L", reserve)], &mut out);
+        assert_eq!(ledger.next_timer(), Some(5000));
+        out.clear();
+        ledger.close_tick(5000, Vec::new(), &mut out);
+        assert_eq!(stock_of(&out), vec![(Stock { on_hand: 0, reserved: 3 }, -1)]);
+        assert_eq!(ledger.next_timer(), None);
+        assert!(ledger.books.is_empty());
+    }
+
+    #[test]
+    fn the_barrier_survives_a_key_at_zero() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        ledger.close_tick(1000, vec![event(1000, 1, "L", Body::Count { qty: 0 })], &mut out);
+        let mut late_sale = event(2000, 2, "L", Body::Sale { qty: 4 });
+        late_sale.message.ts = 900;
+        ledger.close_tick(2000, vec![late_sale], &mut out);
+        assert!(stock_of(&out).is_empty());
+        assert_eq!(out.last(), Some(&(Fact::Counter(Counter::Absorbed), 2000, 1)));
+    }
+
+    #[test]
+    fn closed_purchase_orders_are_dropped() {
+        let mut ledger = PoLedger { open: HashMap::new() };
+        let mut out = Vec::new();
+        let po = |qty, status| Body::Po { po_id: "P".into(), qty, status, eta: None };
+        ledger.close_tick(1000, vec![event(1, 1, "L", po(10, PoStatus::Open))], &mut out);
+        ledger.close_tick(2000, vec![event(1001, 2, "M", po(4, PoStatus::Open))], &mut out);
+        ledger.close_tick(3000, vec![event(2001, 3, "M", po(4, PoStatus::Closed))], &mut out);
+        assert!(ledger.open.is_empty());
+        let on_order: Vec<_> = out.iter().map(|(f, t, d)| (f.clone(), *t, *d)).collect();
+        let key = |loc: &str| ("S".to_string(), loc.to_string());
+        assert_eq!(
+            on_order,
+            vec![
+                (Fact::OnOrder(key("L"), 10), 1000, 1),
+                (Fact::OnOrder(key("L"), 10), 2000, -1),
+                (Fact::OnOrder(key("M"), 4), 2000, 1),
+                (Fact::OnOrder(key("M"), 4), 3000, -1),
+            ]
+        );
+    }
+}

@@ -1,7 +1,6 @@
 //! The event model of SPEC §1–2: decoded messages, their positions and the total order they apply in.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Milliseconds since the Unix epoch; also the timely/differential time type of every dataflow.
 pub type Millis = u64;
@@ -149,27 +148,20 @@ pub struct Message {
 }
 
 /// Why a message was rejected (SPEC §1 "Rejection"). Displays as the dead-letter `reason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
     /// Not UTF-8, not strict JSON, or not a JSON object.
+    #[error("invalid_json")]
     InvalidJson,
     /// `type` missing or not one of the known kinds.
+    #[error("unknown_type")]
     UnknownType,
     /// A required field is absent or null.
+    #[error("missing_field:{0}")]
     MissingField(&'static str),
     /// A field has the wrong JSON type or is out of range.
+    #[error("invalid_field:{0}")]
     InvalidField(&'static str),
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejection::InvalidJson => f.write_str("invalid_json"),
-            Rejection::UnknownType => f.write_str("unknown_type"),
-            Rejection::MissingField(name) => write!(f, "missing_field:{name}"),
-            Rejection::InvalidField(name) => write!(f, "invalid_field:{name}"),
-        }
-    }
 }
 
 /// A decoded, valid message with its place in the total order, ready for the ledger.

@@ -34,11 +34,6 @@ impl LineReader {
         })
     }
 
-    /// The file being read.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Bytes consumed so far, line endings included.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
