@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::atp::RowsArranged;
+use crate::atp::Row;
 use crate::order_plan::{is_external, Line};
 use crate::{Collection, Key};
 
@@ -72,21 +72,66 @@ pub fn fair_share(supply: i64, claims: &[Claim]) -> Vec<i64> {
     qty.into_iter().map(|q| q as i64).collect()
 }
 
+/// What an internal source can do for its lines, from its requested total R and its ATP A.
+///
+/// Only a short source couples its lines: when it has enough, or nothing, each line's qty
+/// depends on that line alone, so a change to one line does not recompute its neighbours.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Supply {
+    /// R <= A: every line gets what it requests.
+    Enough,
+    /// A <= 0 < R: every line gets 0.
+    Empty,
+    /// 0 < A < R: the lines share A.
+    Short(i64),
+}
+
+impl Supply {
+    /// The supply of a source with requested total `requested` (R > 0) and ATP `atp` (A).
+    pub fn of(requested: i64, atp: i64) -> Self {
+        if requested <= atp {
+            Supply::Enough
+        } else if atp <= 0 {
+            Supply::Empty
+        } else {
+            Supply::Short(atp)
+        }
+    }
+}
+
 /// The order plan keyed by (dest, sku): external lines get what they request, lines on an
 /// internal source share its ATP.
-pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: RowsArranged<'s>) -> Collection<'s, (Key, PlanLine)> {
+pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Key, PlanLine)> {
     let external = lines.clone().flat_map(|((sku, dest), line)| {
-        is_external(&line.source)
-            .then(|| ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
-    });
-    // A line's source always has an ATP row (its outbound is non-zero), so an inner join finds it.
-    let internal = lines
-        .flat_map(|((sku, dest), line)| {
-            (!is_external(&line.source))
-                .then(|| ((sku, line.source), Claim { dest, requested: line.requested, pack: line.pack }))
+        is_external(&line.source).then(|| {
+            ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested })
         })
-        .join_core(rows, |source_key, claim, row| Some((source_key.clone(), (claim.clone(), row.atp))))
-        .reduce_named("Allocation", |_source_key, claims, out| {
+    });
+    // A source's row carries R (its outbound) and A (its atp); it changes with the source's
+    // position every tick, its supply status far less often.
+    let supply = rows.flat_map(|(key, row)| (row.outbound > 0).then(|| (key, Supply::of(row.outbound, row.atp))));
+    let claims = lines.flat_map(|((sku, dest), line)| {
+        (!is_external(&line.source))
+            .then(|| ((sku, line.source), Claim { dest, requested: line.requested, pack: line.pack }))
+    });
+    let matched = claims.join(supply);
+    let plan = |(sku, source): Key, claim: Claim, qty: i64| {
+        ((claim.dest, sku), PlanLine { source, requested: claim.requested, qty })
+    };
+    let independent = matched.clone().flat_map(move |(key, (claim, supply))| match supply {
+        Supply::Enough => {
+            let qty = claim.requested;
+            Some(plan(key, claim, qty))
+        }
+        Supply::Empty => Some(plan(key, claim, 0)),
+        Supply::Short(_) => None,
+    });
+    let shared = matched
+        .flat_map(|(key, (claim, supply))| match supply {
+            Supply::Short(atp) => Some((key, (claim, atp))),
+            _ => None,
+        })
+        .reduce_named("FairShare", |_source_key, claims, out| {
             let supply = claims.first().map_or(0, |((_, atp), _)| *atp);
             let claims: Vec<Claim> = claims.iter().map(|((claim, _), _)| claim.clone()).collect();
             for (claim, qty) in claims.iter().zip(fair_share(supply, &claims)) {
@@ -94,7 +139,7 @@ pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: RowsArranged<'s>) 
             }
         })
         .map(|((sku, source), (dest, requested, qty))| ((dest, sku), PlanLine { source, requested, qty }));
-    external.concat(internal)
+    external.concat(independent).concat(shared)
 }
 
 #[cfg(test)]
@@ -123,6 +168,19 @@ mod tests {
         // The allocation fixture at tick 1000: A=22 over S1 12/4, S2 20/4, S3 9/3.
         let claims = [claim("S1", 12, 4), claim("S2", 20, 4), claim("S3", 9, 3)];
         assert_eq!(fair_share(22, &claims), vec![4, 12, 6]);
+    }
+
+    #[test]
+    fn supply_status_matches_fair_share() {
+        let claims = [claim("S1", 12, 4), claim("S2", 20, 4), claim("S3", 9, 3)];
+        for atp in -3..50 {
+            let expected = fair_share(atp, &claims);
+            match Supply::of(41, atp) {
+                Supply::Enough => assert_eq!(expected, vec![12, 20, 9]),
+                Supply::Empty => assert_eq!(expected, vec![0, 0, 0]),
+                Supply::Short(a) => assert_eq!(a, atp),
+            }
+        }
     }
 
     #[test]

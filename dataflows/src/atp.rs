@@ -42,6 +42,8 @@ pub struct Row {
     pub atp: i64,
     /// on_hand + on_order - reserved - outbound.
     pub position: i64,
+    /// Requested quantity of the order lines sourced from this key (R in SPEC's allocation).
+    pub outbound: i64,
     /// The policy's reorder point; `None` without a policy.
     pub reorder_point: Option<i64>,
 }
@@ -136,6 +138,7 @@ pub fn rows<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key
                     available,
                     atp: available.saturating_sub(safety_stock).max(0),
                     position: base.own_position().saturating_sub(outbound),
+                    outbound,
                     reorder_point: base.policy.as_ref().map(|p| p.reorder_point),
                 },
                 1,
@@ -152,17 +155,4 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Stri
         let total = atps.iter().fold(0i64, |sum, (atp, n)| sum.saturating_add(atp.saturating_mul(*n as i64)));
         out.push((total, 1));
     })
-}
-
-/// The ATP rows arranged by key, shared by every lookup of a key's row.
-pub type RowsArranged<'s> = differential_dataflow::operators::arrange::Arranged<
-    's,
-    differential_dataflow::operators::arrange::TraceAgent<
-        differential_dataflow::trace::implementations::ValSpine<Key, Row, crate::model::Millis, isize>,
-    >,
->;
-
-/// Arranges rows by key once, for the joins that look up a source's supply.
-pub fn arrange_rows(rows: Collection<'_, (Key, Row)>) -> RowsArranged<'_> {
-    rows.arrange_by_key_named("AtpRowsByKey")
 }

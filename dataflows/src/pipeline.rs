@@ -1,7 +1,7 @@
 //! The whole of SPEC §3 wired together: from ordered events to the output change streams.
 
 use crate::allocation::{allocate, PlanLine};
-use crate::atp::{arrange_rows, counters, key_base, network_atp, rows, Row};
+use crate::atp::{counters, key_base, network_atp, rows, Row};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
 use crate::ledger::{ledger, Counter};
@@ -63,8 +63,7 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
     let base = key_base(facts);
     let lines = order_lines(base.clone());
     let rows = rows(base, outbound(lines.clone()));
-    let arranged = arrange_rows(rows.clone());
-    let plan = allocate(lines, arranged);
+    let plan = allocate(lines, rows.clone());
     Outputs {
         atp: changes(rows.clone().map(|(k, r)| (k, Atp::from(&r))), "AtpChanges"),
         low_stock: transitions(rows.clone()),
