@@ -3,6 +3,7 @@
 
 mod config;
 mod format;
+mod gen;
 mod sink;
 mod source;
 mod worker;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Replays fixture files through the dataflow and writes the outputs (SPEC §4).
     Replay(ReplayArgs),
+    /// Writes fixture files of a synthetic retail network (a workload for tests and benchmarks).
+    Gen(gen::GenArgs),
 }
 
 /// Timely's cluster flags (`-h` is the hostfile, as in timely; help is `--help`).
@@ -208,5 +211,6 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => replay(replay_config(args)?),
+        Command::Gen(args) => gen::run(args),
     }
 }
