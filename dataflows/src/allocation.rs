@@ -114,7 +114,10 @@ pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: Collection<'s, (Ke
         (!is_external(&line.source))
             .then(|| ((sku, line.source), Claim { dest, requested: line.requested, pack: line.pack }))
     });
-    let matched = claims.join(supply);
+    let supply = supply.arrange_by_key_named("SupplyBySource");
+    let matched = claims
+        .arrange_by_key_named("ClaimsBySource")
+        .join_core(supply, |key, claim, supply| Some((key.clone(), (claim.clone(), supply.clone()))));
     let plan = |(sku, source): Key, claim: Claim, qty: i64| {
         ((claim.dest, sku), PlanLine { source, requested: claim.requested, qty })
     };

@@ -84,7 +84,7 @@ pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> Collection<'s, (Key
         b.policy.filter(|p| p.source.is_some()).map(|policy| (key, Planner { own_position, policy }))
     });
     let outer = planners.scope();
-    outer.iterative::<u64, _, _>(|inner| {
+    outer.scoped::<Product<crate::model::Millis, u64>, _, _>("OrderPlanFixpoint", |inner| {
         let planners = planners.enter(inner);
         let first = planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|l| (key, l)));
         let (variable, lines) =
