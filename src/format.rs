@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn atp_record_matches_the_spec_layout() {
         let mut out = Vec::new();
-        let key = ("A".to_string(), "ST1".to_string());
+        let key = ("A".into(), "ST1".into());
         let a = Atp { on_hand: 12, reserved: 0, on_order: 0, available: 12, atp: 10, position: 12 };
         atp(&mut out, Some(2000), &key, Some(&a));
         atp(&mut out, Some(3000), &key, None);

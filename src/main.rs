@@ -214,3 +214,8 @@ fn main() -> Result<()> {
         Command::Gen(args) => gen::run(args),
     }
 }
+
+// glibc's malloc took a third of a profile of many small keys; mimalloc's thread-local size
+// classes suit differential's batch churn better (replay of 400k events on 100k keys: 43 s -> 19 s).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -2,6 +2,7 @@
 //! clean line, a plausible message mix, bad lines that replay rejects without losing count,
 //! and replays of a generated network that do not depend on the worker count.
 
+use dataflows::model::Name;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,10 +118,10 @@ fn clean_workload_decodes_and_looks_like_retail() {
         &["--skus", "30", "--stores", "12", "--dcs", "3", "--events", "60000", "--partitions", "4", "--seed", "3"],
     );
     let mut mix = Mix::default();
-    let mut start_policies: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
+    let mut start_policies: BTreeMap<(Name, Name), Option<Name>> = BTreeMap::new();
     let mut start_counts = BTreeSet::new();
-    let mut partition_of: HashMap<(String, String), String> = HashMap::new();
-    let mut reserved: HashMap<String, (String, String)> = HashMap::new();
+    let mut partition_of: HashMap<(Name, Name), String> = HashMap::new();
+    let mut reserved: HashMap<Name, (Name, Name)> = HashMap::new();
     let mut total = 0;
     for (name, bytes) in files(dir.path()) {
         let mut last_ts = 0;
@@ -171,13 +172,13 @@ fn clean_workload_decodes_and_looks_like_retail() {
     assert_eq!(total, events + 2 * keys, "setup (a policy and a count per key) plus --events messages");
     for s in 0..skus {
         for j in 0..stores {
-            let key = (format!("K{s:06}"), format!("S{j:04}"));
-            assert_eq!(start_policies.get(&key), Some(&Some(format!("DC{:02}", j % dcs))), "policy of {key:?}");
+            let key: (Name, Name) = (format!("K{s:06}").into(), format!("S{j:04}").into());
+            assert_eq!(start_policies.get(&key), Some(&Some(Name::from(format!("DC{:02}", j % dcs)))), "policy of {key:?}");
             assert!(start_counts.contains(&key), "starting count of {key:?}");
         }
         for d in 0..dcs {
-            let key = (format!("K{s:06}"), format!("DC{d:02}"));
-            assert_eq!(start_policies.get(&key), Some(&Some(format!("vendor:V{}", s % 7))), "policy of {key:?}");
+            let key: (Name, Name) = (format!("K{s:06}").into(), format!("DC{d:02}").into());
+            assert_eq!(start_policies.get(&key), Some(&Some(Name::from(format!("vendor:V{}", s % 7)))), "policy of {key:?}");
             assert!(start_counts.contains(&key), "starting count of {key:?}");
         }
     }

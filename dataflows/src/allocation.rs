@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::atp::Row;
+use crate::model::Name;
 use crate::order_plan::{is_external, Line};
 use crate::{Collection, Key};
 
@@ -11,7 +12,7 @@ use crate::{Collection, Key};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PlanLine {
     /// Where the line orders from.
-    pub source: String,
+    pub source: Name,
     /// What the dest asks for.
     pub requested: i64,
     /// What the source can give it.
@@ -22,7 +23,7 @@ pub struct PlanLine {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Claim {
     /// The ordering location.
-    pub dest: String,
+    pub dest: Name,
     /// Its requested quantity (r_i).
     pub requested: i64,
     /// Its own policy's pack size (p_i).
@@ -150,7 +151,7 @@ mod tests {
     use super::*;
 
     fn claim(dest: &str, requested: i64, pack: i64) -> Claim {
-        Claim { dest: dest.to_string(), requested, pack }
+        Claim { dest: dest.into(), requested, pack }
     }
 
     #[test]

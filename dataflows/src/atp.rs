@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{Fact, FactUpdate};
-use crate::model::Policy;
+use crate::model::{Name, Policy};
 use crate::{Collection, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
@@ -148,7 +148,7 @@ pub fn rows<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row).
-pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Collection<'s, (String, i64)> {
+pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Name, i64)> {
     // Group by (sku, atp) first: the reduce then sees one value per distinct atp, with the
     // number of locations holding it, instead of one value per location.
     rows.map(|((sku, _loc), row)| (sku, row.atp)).reduce_named("NetworkAtp", |_sku, atps, out| {

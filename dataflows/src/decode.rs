@@ -7,7 +7,7 @@
 //! prescribes. Apart from the owned strings of the returned [`Message`], a typical line allocates
 //! nothing; escaped names and objects other than the top-level one are the rare exception.
 
-use crate::model::{Body, Message, Millis, PoStatus, Policy, Rejection, MAX_QTY, MAX_TIME};
+use crate::model::{Body, Message, Millis, Name, PoStatus, Policy, Rejection, MAX_QTY, MAX_TIME};
 use std::borrow::Cow;
 
 /// Decodes one message: `raw` is one line (or one Kafka value) without its line ending.
@@ -680,7 +680,7 @@ impl<'a> Fields<'a> {
                 if delta == 0 {
                     return Err(Rejection::InvalidField("delta"));
                 }
-                Body::Adjust { delta, reason: self.string(REASON, 0, usize::MAX)? }
+                Body::Adjust { delta, reason: self.string(REASON, 0, usize::MAX)?.map(Name::into_string) }
             }
             Kind::Count => Body::Count { qty: self.req_int(QTY, 0, MAX_QTY)? },
             Kind::Reserve => {
@@ -763,13 +763,13 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional string of `min..=max` bytes; `None` when absent or null.
-    fn string(&self, k: usize, min: usize, max: usize) -> Result<Option<String>, Rejection> {
+    fn string(&self, k: usize, min: usize, max: usize) -> Result<Option<Name>, Rejection> {
         match self.slots[k] {
             Val::Absent | Val::Null => Ok(None),
             Val::Str { start, end, escaped } => {
                 let s = self.str(start, end, escaped)?;
                 if (min..=max).contains(&s.len()) {
-                    Ok(Some(s.into_owned()))
+                    Ok(Some(Name::from(s.as_ref())))
                 } else {
                     Err(Rejection::InvalidField(NAMES[k]))
                 }
@@ -779,7 +779,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A required string of 1..=`max` bytes.
-    fn req_str(&self, k: usize, max: usize) -> Result<String, Rejection> {
+    fn req_str(&self, k: usize, max: usize) -> Result<Name, Rejection> {
         self.string(k, 1, max)?.ok_or(Rejection::MissingField(NAMES[k]))
     }
 
@@ -1755,7 +1755,7 @@ mod tests {
         format!("{}{{{}}}{}", ws(r), body.join(","), ws(r))
     }
 
-    fn arb_string(max: usize) -> impl Strategy<Value = String> {
+    fn arb_string(max: usize) -> impl Strategy<Value = Name> {
         prop_oneof![
             "[A-Za-z0-9_:.-]{1,12}",
             proptest::collection::vec(any::<char>(), 1..16).prop_map(String::from_iter),
@@ -1763,6 +1763,7 @@ mod tests {
             Just("é".repeat(max / 2)),
         ]
         .prop_filter("byte length", move |s| !s.is_empty() && s.len() <= max)
+        .prop_map(Name::from)
     }
 
     fn arb_time() -> impl Strategy<Value = Millis> {
@@ -1780,7 +1781,7 @@ mod tests {
             (arb_qty(1), proptest::option::of(arb_string(128))).prop_map(|(qty, po_id)| Body::Receipt { qty, po_id }),
             (
                 prop_oneof![-MAX_QTY..=MAX_QTY, Just(-MAX_QTY), Just(-1), Just(1)],
-                proptest::option::of(prop_oneof![Just(String::new()), arb_string(200)])
+                proptest::option::of(prop_oneof![Just(String::new()), arb_string(200).prop_map(Name::into_string)])
             )
                 .prop_filter("non-zero", |(d, _)| *d != 0)
                 .prop_map(|(delta, reason)| Body::Adjust { delta, reason }),

@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
-use crate::model::{Body, Event, Millis, PoStatus, Policy};
+use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::{shard, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
@@ -124,7 +124,7 @@ fn run_book<'s, B: Book>(
 /// A hold (reservation) on a key.
 #[derive(Clone, Debug)]
 struct Hold {
-    res_id: String,
+    res_id: Name,
     qty: i64,
     expires_at: Millis,
 }
@@ -286,7 +286,7 @@ impl Book for KeyLedger {
 struct PoLedger {
     /// Open orders only: a closed or cancelled order contributes nothing and is forgotten
     /// (a later `open` message simply starts it again).
-    open: HashMap<String, (Key, i64)>,
+    open: HashMap<Name, (Key, i64)>,
 }
 
 impl Book for PoLedger {
@@ -379,7 +379,7 @@ mod tests {
         let mut out = Vec::new();
         for round in 0..100u64 {
             let t = round * 1000 + 1;
-            let res_id = format!("R{round}");
+            let res_id = Name::from(format!("R{round}"));
             let events = vec![
                 event(t, 1, "L", Body::Reserve { res_id: res_id.clone(), qty: 2, expires_at: Some(t + 5000) }),
                 event(t, 2, "L", Body::Release { res_id }),
@@ -431,7 +431,7 @@ mod tests {
         ledger.close_tick(3000, vec![event(2001, 3, "M", po(4, PoStatus::Closed))], &mut out);
         assert!(ledger.open.is_empty());
         let on_order: Vec<_> = out.iter().map(|(f, t, d)| (f.clone(), *t, *d)).collect();
-        let key = |loc: &str| ("S".to_string(), loc.to_string());
+        let key = |loc: &str| (Name::from("S"), Name::from(loc));
         assert_eq!(
             on_order,
             vec![

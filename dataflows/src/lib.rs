@@ -24,7 +24,7 @@ pub type Collection<'s, D, R = isize> = differential_dataflow::VecCollection<'s,
 pub type Stream<'s, D> = timely::dataflow::Stream<'s, model::Millis, Vec<D>>;
 
 /// A stock key: (sku, loc). Tuples of `String` order part by part, bytewise, as SPEC §4 asks.
-pub type Key = (String, String);
+pub type Key = (model::Name, model::Name);
 
 /// Hashes a value the way the dataflows shard it, so every stage agrees on a key's worker.
 pub fn shard<T: std::hash::Hash>(value: &T) -> u64 {

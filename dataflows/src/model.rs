@@ -11,6 +11,11 @@ pub const MAX_TIME: Millis = 253_402_300_799_999;
 /// Largest quantity or policy number a message may carry (SPEC §1: 1e9).
 pub const MAX_QTY: i64 = 1_000_000_000;
 
+/// An identifier (sku, loc, res_id, po_id, source): ids of up to 24 bytes are stored inline, so
+/// cloning and comparing the keys that flow through every operator needs no allocation.
+/// Ordering is bytewise, as SPEC §4 asks of keys.
+pub type Name = compact_str::CompactString;
+
 /// Index of an input source (a fixture file's base name or a Kafka topic).
 ///
 /// Ids are handed out in bytewise order of the names, so comparing ids compares names,
@@ -63,7 +68,7 @@ pub struct Policy {
     /// Minimum order quantity.
     pub moq: i64,
     /// Where the key is replenished from: a location id or `vendor:...`; `None` orders nothing.
-    pub source: Option<String>,
+    pub source: Option<Name>,
 }
 
 /// What a message does, by `type` (SPEC §1's table).
@@ -84,7 +89,7 @@ pub enum Body {
         /// 1..=1e9
         qty: i64,
         /// The PO received against, informational.
-        po_id: Option<String>,
+        po_id: Option<Name>,
     },
     /// `adjust`: on_hand += delta.
     Adjust {
@@ -101,7 +106,7 @@ pub enum Body {
     /// `reserve`: opens hold `res_id` of `qty` until `expires_at`.
     Reserve {
         /// 1..=128 bytes
-        res_id: String,
+        res_id: Name,
         /// 1..=1e9
         qty: i64,
         /// Absent: effective time + 15 minutes.
@@ -110,19 +115,19 @@ pub enum Body {
     /// `release`: ends the hold.
     Release {
         /// 1..=128 bytes
-        res_id: String,
+        res_id: Name,
     },
     /// `fulfill`: ends the hold and on_hand -= qty.
     Fulfill {
         /// 1..=128 bytes
-        res_id: String,
+        res_id: Name,
         /// 1..=1e9
         qty: i64,
     },
     /// `po`: upsert of purchase/transfer order `po_id`.
     Po {
         /// 1..=128 bytes
-        po_id: String,
+        po_id: Name,
         /// Open quantity, 0..=1e9.
         qty: i64,
         /// Defaults to open.
@@ -140,9 +145,9 @@ pub struct Message {
     /// Event time as sent (before lateness is applied).
     pub ts: Millis,
     /// Stock keeping unit.
-    pub sku: String,
+    pub sku: Name,
     /// Location id.
-    pub loc: String,
+    pub loc: Name,
     /// What the message does.
     pub body: Body,
 }

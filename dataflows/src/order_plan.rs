@@ -7,7 +7,7 @@ use timely::dataflow::operators::vec::Filter;
 use timely::order::Product;
 
 use crate::atp::Base;
-use crate::model::Policy;
+use crate::model::{Name, Policy};
 use crate::{Collection, Key};
 
 /// Rounds of the sourcing fixpoint. An acyclic network converges in (depth + 1) rounds; a cycle
@@ -19,7 +19,7 @@ pub const MAX_ROUNDS: u64 = 100;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Line {
     /// Where it orders from: a location id or `vendor:...`.
-    pub source: String,
+    pub source: Name,
     /// ceil(max(need, moq) / pack) * pack.
     pub requested: i64,
     /// The dest policy's pack size, which allocation hands out.

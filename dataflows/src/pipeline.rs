@@ -6,7 +6,7 @@ use crate::changes::{changes, Change};
 use crate::clock::Ticks;
 use crate::ledger::{ledger, Counter};
 use crate::low_stock::{signals, transitions, LowView, Transition};
-use crate::model::Event;
+use crate::model::{Event, Name};
 use crate::order_plan::{order_lines, outbound};
 use crate::{Collection, Key, Stream};
 
@@ -51,7 +51,7 @@ pub struct Outputs<'s> {
     /// `order_plan` changes per (dest, sku).
     pub order_plan: Stream<'s, Change<Key, PlanLine>>,
     /// `network_atp` changes per sku.
-    pub network_atp: Stream<'s, Change<String, i64>>,
+    pub network_atp: Stream<'s, Change<Name, i64>>,
     /// Ledger outcomes counted per tick (orphan, duplicate, expired_on_arrival, absorbed).
     pub counters: Collection<'s, Counter>,
 }

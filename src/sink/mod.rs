@@ -28,7 +28,7 @@ pub struct TickBatch {
     /// `order_plan` changes, keyed by (dest, sku).
     pub order_plan: Vec<Change<Key, PlanLine>>,
     /// `network_atp` changes.
-    pub network_atp: Vec<Change<String, i64>>,
+    pub network_atp: Vec<Change<dataflows::model::Name, i64>>,
 }
 
 impl TickBatch {
@@ -52,7 +52,7 @@ pub struct Snapshot {
     /// Current order lines by (dest, sku).
     pub order_plan: BTreeMap<Key, PlanLine>,
     /// Current network ATP per sku.
-    pub network_atp: BTreeMap<String, i64>,
+    pub network_atp: BTreeMap<dataflows::model::Name, i64>,
 }
 
 fn apply<K: Ord + Clone, V: Clone>(map: &mut BTreeMap<K, V>, changes: &[Change<K, V>]) {

@@ -140,7 +140,7 @@ impl Ledger {
 
     fn apply(&mut self, ev: &Applied) {
         let m = &ev.msg;
-        let key: Key = (m.sku.clone(), m.loc.clone());
+        let key: Key = (m.sku.to_string(), m.loc.to_string());
         let (ts, eff) = (m.ts, ev.effective);
         self.counters.applied += 1;
         if ev.late {
@@ -159,7 +159,7 @@ impl Ledger {
                 }
             }
             Body::Reserve { res_id, qty, expires_at } => {
-                let hk = (key, res_id.clone());
+                let hk = (key, res_id.to_string());
                 let expires_at = expires_at.unwrap_or(eff + DEFAULT_HOLD_MS);
                 if self.holds.get(&hk).is_some_and(|h| h.active_at(eff)) {
                     self.counters.duplicate += 1;
@@ -170,18 +170,18 @@ impl Ledger {
                 }
             }
             Body::Release { res_id } => {
-                if !self.end_hold(&(key, res_id.clone()), eff) {
+                if !self.end_hold(&(key, res_id.to_string()), eff) {
                     self.counters.orphan += 1;
                 }
             }
             Body::Fulfill { res_id, qty } => {
-                if !self.end_hold(&(key.clone(), res_id.clone()), eff) {
+                if !self.end_hold(&(key.clone(), res_id.to_string()), eff) {
                     self.counters.orphan += 1;
                 }
                 self.movement(&key, ts, -qty);
             }
             Body::Po { po_id, qty, status, .. } => {
-                self.pos.insert(po_id.clone(), (key, *qty, *status));
+                self.pos.insert(po_id.to_string(), (key, *qty, *status));
             }
             Body::Policy(Some(p)) => {
                 self.policies.insert(key, p.clone());
@@ -277,7 +277,7 @@ fn derive(ledger: &Ledger, t: u64) -> View {
             let need = p.order_up_to - pos;
             if pos <= p.reorder_point && need > 0 {
                 let requested = ceil_to(need.max(p.moq), p.pack_size);
-                next.insert((k.1.clone(), k.0.clone()), (source.clone(), requested));
+                next.insert((k.1.clone(), k.0.clone()), (source.to_string(), requested));
             }
         }
         if next == lines {
