@@ -329,9 +329,15 @@ fn route_by_po(event: &Event) -> u64 {
 /// `events` may arrive at any logical time at or before their own tick; each is held back
 /// until its tick is complete.
 pub fn ledger<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Stream<'s, FactUpdate> {
-    use timely::dataflow::operators::{vec::Filter, Concat};
-    let orders = events.clone().filter(|e| matches!(e.message.body, Body::Po { .. }));
-    let keyed = events.filter(|e| !matches!(e.message.body, Body::Po { .. }));
+    use timely::dataflow::operators::{Concat, OkErr};
+    // Split without cloning: a filter per branch would copy every event for the first branch.
+    let (orders, keyed) = events.ok_err::<Vec<Event>, _, Vec<Event>, _, _>(|e| {
+        if matches!(e.message.body, Body::Po { .. }) {
+            Ok(e)
+        } else {
+            Err(e)
+        }
+    });
     let keys = KeyLedger { ticks, books: HashMap::new(), expiries: BTreeMap::new(), counts: BTreeMap::new() };
     let key_facts = run_book(keyed, "KeyLedger", route_by_key, ticks, keys);
     let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: HashMap::new() });

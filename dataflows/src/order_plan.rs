@@ -54,11 +54,6 @@ struct Planner {
     policy: Policy,
 }
 
-/// Outbound demand per (sku, source loc), summed over lines with internal sources.
-pub fn outbound<'s>(lines: Collection<'s, (Key, Line)>) -> Collection<'s, (Key, i64)> {
-    outbound_in(lines, "Outbound")
-}
-
 fn outbound_in<'s, T>(
     lines: differential_dataflow::VecCollection<'s, T, (Key, Line)>,
     name: &str,
@@ -76,46 +71,42 @@ where
         })
 }
 
-/// The order lines, keyed by (sku, dest): the fixpoint of "each key's line, given the demand
-/// its dependents' lines put on it", bounded by [`MAX_ROUNDS`].
-pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> Collection<'s, (Key, Line)> {
+/// The order lines keyed by (sku, dest), and the outbound demand they put on each internal
+/// source (sku, loc): the fixpoint of "each key's line, given the demand its dependents' lines
+/// put on it", bounded by [`MAX_ROUNDS`].
+///
+/// Most keys are never a source (stores), so their line is their *standalone* line, computed
+/// once outside the loop. The loop only corrects the lines of keys that have outbound demand,
+/// so a store's sale costs one outbound update per round, not a line recomputation per round.
+pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> (Collection<'s, (Key, Line)>, Collection<'s, (Key, i64)>) {
     let planners = base.flat_map(|(key, b)| {
         let own_position = b.own_position();
         b.policy.filter(|p| p.source.is_some()).map(|policy| (key, Planner { own_position, policy }))
     });
-    let outer = planners.scope();
+    let standalone =
+        planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|line| (key, line)));
+    let planners = planners.arrange_by_key_named("PlannersByKey");
+    let outer = standalone.scope();
     outer.scoped::<Product<crate::model::Millis, u64>, _, _>("OrderPlanFixpoint", |inner| {
+        let standalone = standalone.enter(inner);
         let planners = planners.enter(inner);
-        let first = planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|l| (key, l)));
         let (variable, lines) =
-            differential_dataflow::operators::iterate::Variable::new_from(first, Product::new(0, 1));
-
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-        enum Part {
-            Planner(Planner),
-            Outbound(i64),
-        }
-        let next = planners
-            .map(|(k, p)| (k, Part::Planner(p)))
-            .concat(outbound_in(lines, "RoundOutbound").map(|(k, o)| (k, Part::Outbound(o))))
-            .reduce_named("RoundLines", |_key, parts, out| {
-                let mut planner = None;
-                let mut outbound = 0;
-                for &(part, _) in parts {
-                    match part {
-                        Part::Planner(p) => planner = Some(p),
-                        Part::Outbound(o) => outbound = *o,
-                    }
-                }
-                if let Some(p) = planner {
-                    if let Some(line) = line_for(&p.policy, p.own_position.saturating_sub(outbound)) {
-                        out.push((line, 1));
-                    }
-                }
-            });
+            differential_dataflow::operators::iterate::Variable::new_from(standalone.clone(), Product::new(0, 1));
+        let outbound = outbound_in(lines, "RoundOutbound");
+        // For a key with outbound demand: retract its standalone line, add its line at the
+        // position the demand leaves it.
+        let corrections = outbound
+            .clone()
+            .join_core(planners, |key, outbound, p| {
+                let standalone = line_for(&p.policy, p.own_position).map(|line| ((key.clone(), line), -1));
+                let loaded = line_for(&p.policy, p.own_position.saturating_sub(*outbound)).map(|line| ((key.clone(), line), 1));
+                standalone.into_iter().chain(loaded)
+            })
+            .explode(|(update, sign)| Some((update, sign)));
+        let next = standalone.concat(corrections);
         // Stop feeding rounds back past the bound, so a cycle cannot iterate forever.
         let bounded = next.inner.clone().filter(|(_, time, _)| time.inner < MAX_ROUNDS).as_collection();
         variable.set(bounded);
-        next.leave(outer)
+        (next.leave(outer), outbound.leave(outer))
     })
 }

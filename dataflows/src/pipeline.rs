@@ -7,7 +7,7 @@ use crate::clock::Ticks;
 use crate::ledger::{ledger, Counter};
 use crate::low_stock::{signals, transitions, LowView, Transition};
 use crate::model::{Event, Name};
-use crate::order_plan::{order_lines, outbound};
+use crate::order_plan::order_lines;
 use crate::{Collection, Key, Stream};
 
 /// An ATP record's numbers (SPEC §4 `atp`).
@@ -61,8 +61,8 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
     let facts = ledger(events, ticks);
     let counters = counters(facts.clone());
     let base = key_base(facts);
-    let lines = order_lines(base.clone());
-    let rows = rows(base, outbound(lines.clone()));
+    let (lines, outbound) = order_lines(base.clone());
+    let rows = rows(base, outbound);
     let plan = allocate(lines, rows.clone());
     Outputs {
         atp: changes(rows.clone().map(|(k, r)| (k, Atp::from(&r))), "AtpChanges"),
