@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# bench.sh [EVENTS] [SKUS] [STORES] — replay throughput, memory and the engine's ceiling.
+#
+# Generates a workload with `stockflow gen` (kept between runs under $BENCH_DIR), replays it
+# end to end (JSON files in, every output written) at 1 and 2 workers, runs the minimal
+# differential job (`ceiling`: decode, exchange by key, count per key) on the same files, checks
+# that both replays wrote identical bytes, and prints a markdown table row per run.
+# Defaults: 10M events over 1M SKU-locations (10000 skus x (98 stores + 2 DCs)).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events=${1:-10000000}
+skus=${2:-10000}
+stores=${3:-98}
+dcs=2
+keys=$((skus * (stores + dcs)))
+root=${BENCH_DIR:-/tmp/stockflow-bench}
+dir="$root/e$events-k$keys"
+
+cargo build --release --bin stockflow --bin ceiling >&2
+bin=target/release
+if [ ! -f "$dir/input/.complete" ]; then
+  rm -rf "$dir/input"
+  "$bin/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
+    --dcs "$dcs" --partitions 4 --seed 1 --quiet
+  touch "$dir/input/.complete"
+fi
+lines=$(cat "$dir"/input/*.jsonl | wc -l)
+mb=$(du -sm "$dir/input" | cut -f1)
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); commit $(git rev-parse --short HEAD)"
+echo "workload: $lines lines ($events events + setup), $keys keys, $mb MB, 4 partitions"
+echo
+echo "| job | workers | seconds | lines/s | MB/s | peak RSS MB | RSS bytes/key | ratio to ceiling |"
+echo "|---|---|---|---|---|---|---|---|"
+for w in 1 2; do
+  ceiling_out=$( { /usr/bin/time -f "%e %M" "$bin/ceiling" "$dir/input" -w "$w" 2>&1 >/dev/null; } | tail -1)
+  read -r csecs crss <<<"$ceiling_out"
+  replay_out=$( { /usr/bin/time -f "%e %M" "$bin/stockflow" replay "$dir/input" --out "$dir/out-w$w" -w "$w" -q 2>&1 >/dev/null; } | tail -1)
+  read -r secs rss <<<"$replay_out"
+  awk -v job=ceiling -v w="$w" -v s="$csecs" -v rss="$crss" -v n="$lines" -v mb="$mb" -v k="$keys" \
+    'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | 1 |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
+  awk -v job=stockflow -v w="$w" -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" -v cs="$csecs" \
+    'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | %.2f |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k, cs/s }'
+done
+if diff -rq "$dir/out-w1" "$dir/out-w2" >/dev/null; then
+  echo; echo "outputs at 1 and 2 workers: byte-identical"
+else
+  echo; echo "outputs at 1 and 2 workers DIFFER"; exit 1
+fi

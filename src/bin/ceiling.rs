@@ -1,0 +1,69 @@
+//! The engine's ceiling for benchmarks: the least a timely/differential job must do with the
+//! same input — read each worker's files, decode every line, exchange by key, count per key —
+//! so that stockflow's throughput can be reported as a ratio of it.
+//!
+//! Usage: `ceiling INPUT_DIR [-w N]` (timely's flags). Prints events/s on stderr.
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use differential_dataflow::input::Input;
+use differential_dataflow::operators::CountTotal;
+use timely::dataflow::operators::Probe;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Lines sent per epoch, like stockflow's batches.
+const BATCH: usize = 4096;
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.len() < 2 {
+        eprintln!("usage: ceiling INPUT_DIR [-w N]");
+        std::process::exit(2);
+    }
+    let dir = args.remove(1);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let started = Instant::now();
+    let guards = timely::execute_from_args(args.into_iter(), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, keys) = scope.new_collection::<(dataflows::model::Name, dataflows::model::Name), isize>();
+            let probe = keys.count_total().inner.probe().0;
+            (input, probe)
+        });
+        let mut read = 0u64;
+        let mut epoch = 0u64;
+        for path in files.iter().skip(index).step_by(peers) {
+            let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+            for line in reader.split(b'\n') {
+                let line = line.unwrap();
+                if let Ok(m) = dataflows::decode::decode(&line) {
+                    input.insert((m.sku, m.loc));
+                }
+                read += 1;
+                if read % BATCH as u64 == 0 {
+                    epoch += 1;
+                    input.advance_to(epoch);
+                    input.flush();
+                    worker.step_while(|| probe.less_than(&(epoch - 1)));
+                }
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+        read
+    })
+    .expect("timely starts");
+    let read: u64 = guards.join().into_iter().map(|r| r.expect("worker finished")).sum();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("ceiling: {read} lines in {secs:.2} s ({:.0} lines/s)", read as f64 / secs);
+}
