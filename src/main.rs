@@ -4,8 +4,11 @@
 mod config;
 mod format;
 mod gen;
+mod kafka;
+mod produce;
 mod sink;
 mod source;
+mod stream;
 mod worker;
 
 use std::path::PathBuf;
@@ -31,6 +34,9 @@ use worker::Progress;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print help (`-h` is timely's hostfile in every mode).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -39,6 +45,48 @@ enum Command {
     Replay(ReplayArgs),
     /// Writes fixture files of a synthetic retail network (a workload for tests and benchmarks).
     Gen(gen::GenArgs),
+    /// Streams Kafka topics through the dataflow forever (until SIGINT/SIGTERM), outputs to Kafka.
+    Run(RunArgs),
+    /// Reads Kafka topics up to their current end, writes the state at --until, commits, exits.
+    Batch(BatchArgs),
+    /// Produces a fixture directory to a topic, one file per partition.
+    Produce(produce::ProduceArgs),
+    /// Prints an output topic's latest value per key, sorted by key.
+    Consume(produce::ConsumeArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct RunArgs {
+    #[command(flatten)]
+    stream: stream::StreamArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct BatchArgs {
+    /// End of the window: milliseconds since the epoch or RFC 3339.
+    #[arg(long, required = true)]
+    until: String,
+    #[command(flatten)]
+    stream: stream::StreamArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn cluster(c: &ClusterArgs) -> Result<Cluster> {
+    if c.workers == 0 || c.processes == 0 || c.process >= c.processes {
+        bail!("need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", c.workers, c.processes, c.process);
+    }
+    Ok(Cluster { workers: c.workers, processes: c.processes, process: c.process, hostfile: c.hostfile.clone() })
 }
 
 /// Timely's cluster flags (`-h` is the hostfile, as in timely; help is `--help`).
@@ -212,6 +260,20 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay(replay_config(args)?),
         Command::Gen(args) => gen::run(args),
+        Command::Run(args) => stream::run(stream::StreamConfig {
+            ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },
+            cluster: cluster(&args.cluster)?,
+            args: args.stream,
+            batch: false,
+        }),
+        Command::Batch(args) => stream::run(stream::StreamConfig {
+            ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
+            cluster: cluster(&args.cluster)?,
+            args: args.stream,
+            batch: true,
+        }),
+        Command::Produce(args) => produce::produce(args),
+        Command::Consume(args) => produce::consume(args),
     }
 }
 

@@ -21,13 +21,69 @@ use crate::source::{Decoded, PartitionDecoder, SourceStats};
 /// Lines read from one partition before the worker looks at the others and steps the dataflow.
 const BATCH_LINES: usize = 4096;
 
-/// What the dataflow hands to worker 0 for the sink.
+/// What the dataflow hands to worker 0 for the sinks.
 #[derive(Default)]
-struct Collected {
-    ticks: BTreeMap<Millis, TickBatch>,
-    counters: BTreeMap<Counter, i64>,
-    stats: SourceStats,
-    dead_letters: Vec<DeadLetter>,
+pub struct Collected {
+    /// Records of each tick not yet written.
+    pub ticks: BTreeMap<Millis, TickBatch>,
+    /// Ledger outcome counts so far.
+    pub counters: BTreeMap<Counter, i64>,
+    /// Source counts so far.
+    pub stats: SourceStats,
+    /// Dead letters so far, in arrival order.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A dataflow input fed by the worker loop.
+pub type InputOf<D> = timely::dataflow::InputHandle<Millis, timely::container::CapacityContainerBuilder<Vec<D>>>;
+
+/// The inputs every worker feeds.
+pub struct Inputs {
+    /// Decoded, stamped events within the window.
+    pub events: InputOf<Event>,
+    /// Rejected messages.
+    pub dead_letters: InputOf<DeadLetter>,
+    /// Source counts, per batch.
+    pub stats: InputOf<SourceStats>,
+}
+
+/// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, and every output, dead
+/// letter and count collected on worker 0 into `collected`, all of them probed by `probe`.
+pub fn build(
+    scope: timely::dataflow::Scope<'_, Millis>,
+    ticks: Ticks,
+    collected: &Rc<RefCell<Collected>>,
+    probe: &ProbeHandle<Millis>,
+) -> Inputs {
+    let (events_in, events) = scope.new_input::<Vec<Event>>();
+    let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
+    let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
+    let outputs = stockflow(events, ticks);
+
+    macro_rules! collect {
+        ($stream:expr, |$c:ident, $x:ident| $body:expr) => {{
+            let collected = Rc::clone(collected);
+            $stream
+                .exchange(|_| 0)
+                .inspect(move |$x| {
+                    let mut $c = collected.borrow_mut();
+                    $body
+                })
+                .probe_with(probe);
+        }};
+    }
+    fn tick(c: &mut Collected, time: Millis) -> &mut TickBatch {
+        c.ticks.entry(time).or_default()
+    }
+    collect!(outputs.atp, |c, x| tick(&mut c, x.time).atp.push(x.clone()));
+    collect!(outputs.low_stock, |c, x| tick(&mut c, x.time).low_stock.push(x.clone()));
+    collect!(outputs.low_stock_current, |c, x| tick(&mut c, x.time).low_stock_current.push(x.clone()));
+    collect!(outputs.order_plan, |c, x| tick(&mut c, x.time).order_plan.push(x.clone()));
+    collect!(outputs.network_atp, |c, x| tick(&mut c, x.time).network_atp.push(x.clone()));
+    collect!(outputs.counters.inner, |c, x| *c.counters.entry(x.0).or_default() += x.2 as i64);
+    collect!(dead, |c, x| c.dead_letters.push(x.clone()));
+    collect!(stats, |c, x| c.stats.absorb(x));
+    Inputs { events: events_in, dead_letters: dead_in, stats: stats_in }
 }
 
 /// Process-wide progress counters, read by the progress line.
@@ -62,35 +118,8 @@ pub fn replay_worker(
     let probe = ProbeHandle::new();
 
     let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
-        let (events_in, events) = scope.new_input::<Vec<Event>>();
-        let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
-        let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
-        let outputs = stockflow(events, ticks);
-
-        macro_rules! collect {
-            ($stream:expr, |$c:ident, $x:ident| $body:expr) => {{
-                let collected = Rc::clone(&collected);
-                $stream
-                    .exchange(|_| 0)
-                    .inspect(move |$x| {
-                        let mut $c = collected.borrow_mut();
-                        $body
-                    })
-                    .probe_with(&probe);
-            }};
-        }
-        fn tick<'a>(c: &'a mut Collected, time: Millis) -> &'a mut TickBatch {
-            c.ticks.entry(time).or_default()
-        }
-        collect!(outputs.atp, |c, x| tick(&mut c, x.time).atp.push(x.clone()));
-        collect!(outputs.low_stock, |c, x| tick(&mut c, x.time).low_stock.push(x.clone()));
-        collect!(outputs.low_stock_current, |c, x| tick(&mut c, x.time).low_stock_current.push(x.clone()));
-        collect!(outputs.order_plan, |c, x| tick(&mut c, x.time).order_plan.push(x.clone()));
-        collect!(outputs.network_atp, |c, x| tick(&mut c, x.time).network_atp.push(x.clone()));
-        collect!(outputs.counters.inner, |c, x| *c.counters.entry(x.0).or_default() += x.2 as i64);
-        collect!(dead, |c, x| c.dead_letters.push(x.clone()));
-        collect!(stats, |c, x| c.stats.absorb(x));
-        (events_in, dead_in, stats_in)
+        let inputs = build(scope, ticks, &collected, &probe);
+        (inputs.events, inputs.dead_letters, inputs.stats)
     });
 
     let mut sink = if index == 0 { Some(make_sink().map_err(|e| e.to_string())?) } else { None };

@@ -2,6 +2,7 @@
 //! of the dataflow. `dir` writes SPEC §4's files, `stdout` prints the final snapshot.
 
 pub mod dir;
+pub mod kafka;
 pub mod stdout;
 
 use std::collections::BTreeMap;

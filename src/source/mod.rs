@@ -3,6 +3,7 @@
 //! dead letters and counts.
 
 pub mod file;
+pub mod kafka;
 
 use dataflows::clock::{PartitionClock, Ticks};
 use dataflows::decode::decode;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs and runs a Kafka-compatible broker (tansu, in-memory storage) on loopback, for the
+# end-to-end tests and demos.
+#
+#   scripts/kafka-broker.sh install   build tansu into .tools/ (reused when the version matches)
+#   scripts/kafka-broker.sh start     install if needed, start on 127.0.0.1:$KAFKA_PORT, wait
+#   scripts/kafka-broker.sh stop      stop the broker started by `start`
+#
+# Building tansu takes ~15-20 min on 2 cores; `install` once, early.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+PORT="${KAFKA_PORT:-19092}"
+ROOT="${TANSU_ROOT:-$PWD/.tools}"
+STATE="${TANSU_STATE:-$PWD/target/kafka-broker}"
+mkdir -p "$STATE"
+
+find_tansu() {
+  # A binary of the pinned version: project-local first, then cargo's bin dir.
+  for bin in "$ROOT/bin/tansu" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q " $TANSU_VERSION\$"; then
+      echo "$bin"
+      return 0
+    fi
+  done
+  return 1
+}
+
+install() {
+  if bin=$(find_tansu); then
+    echo "tansu $TANSU_VERSION: $bin"
+    return 0
+  fi
+  echo "building tansu $TANSU_VERSION into $ROOT (takes ~15-20 min on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$ROOT"
+  find_tansu
+}
+
+start() {
+  install >/dev/null
+  bin=$(find_tansu)
+  if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+    echo "broker already running (pid $(cat "$STATE/pid")) on 127.0.0.1:$PORT"
+    return 0
+  fi
+  "$bin" broker \
+    --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+    --storage-engine "memory://tansu/" \
+    >"$STATE/broker.log" 2>&1 &
+  echo $! >"$STATE/pid"
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+      echo "broker up on 127.0.0.1:$PORT (pid $(cat "$STATE/pid"), log $STATE/broker.log)"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+      echo "broker exited; its log:" >&2
+      cat "$STATE/broker.log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "broker did not answer on 127.0.0.1:$PORT within 20 s; see $STATE/broker.log" >&2
+  return 1
+}
+
+stop() {
+  if [ -f "$STATE/pid" ]; then
+    pid=$(cat "$STATE/pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$STATE/pid"
+  fi
+}
+
+case "${1:-start}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+esac
