@@ -212,13 +212,7 @@ fn replay(config: ReplayConfig) -> Result<()> {
         worker::replay_worker(worker, config, &worker_progress, &make_sink)
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    for result in guards.join() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => bail!("{message}"),
-            Err(panic) => bail!("a worker failed: {panic}"),
-        }
-    }
+    worker::join_workers(guards)?;
     if let Some((stop, handle)) = reporter {
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();

@@ -120,14 +120,7 @@ pub fn run(config: StreamConfig) -> Result<()> {
     let config = Arc::new(config);
     let guards = timely::execute(timely_config, move |worker| stream_worker(worker, &config))
         .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    for result in guards.join() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => bail!("{message}"),
-            Err(panic) => bail!("a worker failed: {panic}"),
-        }
-    }
-    Ok(())
+    crate::worker::join_workers(guards)
 }
 
 
@@ -370,14 +363,8 @@ fn drain(
 ) -> Result<(), String> {
     let mut c = collected.borrow_mut();
     let end = ticks.until.or(c.stats.max_effective.and_then(|t| ticks.emission(t)));
-    while let Some(entry) = c.ticks.first_entry() {
-        let time = *entry.key();
-        // Without --until (run), a tick holding only hold expiries waits for later input.
-        if probe.less_equal(&time) || end.is_none_or(|end| time > end) {
-            break;
-        }
-        let mut batch = entry.remove();
-        batch.sort();
+    // Without --until (run), a tick holding only hold expiries waits for later input.
+    for (time, batch) in crate::worker::closed_ticks(&mut c, probe, end) {
         sinks.tick(time, &batch).map_err(|e| e.to_string())?;
     }
     if !batch && c.dead_letters.len() > sinks.dead_produced {

@@ -190,6 +190,35 @@ pub fn replay_worker(
     Ok(())
 }
 
+/// Removes and returns, in time order and sorted by key, the ticks the frontier has passed that
+/// lie within the window (`end`, when known). A tick holding only hold expiries may lie after the
+/// last message, so without a known end nothing is released.
+pub fn closed_ticks(c: &mut Collected, probe: &ProbeHandle<Millis>, end: Option<Millis>) -> Vec<(Millis, TickBatch)> {
+    let mut closed = Vec::new();
+    while let Some(entry) = c.ticks.first_entry() {
+        let time = *entry.key();
+        if probe.less_equal(&time) || end.is_none_or(|end| time > end) {
+            break;
+        }
+        let mut batch = entry.remove();
+        batch.sort();
+        closed.push((time, batch));
+    }
+    closed
+}
+
+/// Waits for every timely worker and turns the first failure into an error.
+pub fn join_workers(guards: timely::communication::WorkerGuards<Result<(), String>>) -> anyhow::Result<()> {
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => anyhow::bail!("{message}"),
+            Err(panic) => anyhow::bail!("a worker failed: {panic}"),
+        }
+    }
+    Ok(())
+}
+
 /// The least logical time at which any of these partitions can still emit an event.
 fn input_frontier(partitions: &[Partition], until: Option<Millis>) -> Millis {
     partitions
@@ -218,13 +247,7 @@ impl Writer {
     ) -> std::io::Result<()> {
         let mut c = collected.borrow_mut();
         let end = self.window_end(&c);
-        while let Some(entry) = c.ticks.first_entry() {
-            let time = *entry.key();
-            if probe.less_equal(&time) || end.is_none_or(|end| time > end) {
-                break;
-            }
-            let mut batch = entry.remove();
-            batch.sort();
+        for (time, batch) in closed_ticks(&mut c, probe, end) {
             sink.tick(time, &batch)?;
             self.snapshot.apply(&batch);
         }
