@@ -362,7 +362,7 @@ fn drain(
     batch: bool,
 ) -> Result<(), String> {
     let mut c = collected.borrow_mut();
-    let end = ticks.until.or(c.stats.max_effective.and_then(|t| ticks.emission(t)));
+    let end = c.window_end(ticks);
     // Without --until (run), a tick holding only hold expiries waits for later input.
     for (time, batch) in crate::worker::closed_ticks(&mut c, probe, end) {
         sinks.tick(time, &batch).map_err(|e| e.to_string())?;

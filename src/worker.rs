@@ -34,6 +34,14 @@ pub struct Collected {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+impl Collected {
+    /// The last logical time known to be in the window: `--until`, else the tick of the largest
+    /// effective time applied so far (final once the input is exhausted).
+    pub fn window_end(&self, ticks: Ticks) -> Option<Millis> {
+        ticks.until.or(self.stats.max_effective.and_then(|t| ticks.emission(t)))
+    }
+}
+
 /// A dataflow input fed by the worker loop.
 pub type InputOf<D> = timely::dataflow::InputHandle<Millis, timely::container::CapacityContainerBuilder<Vec<D>>>;
 
@@ -246,7 +254,7 @@ impl Writer {
         finished: bool,
     ) -> std::io::Result<()> {
         let mut c = collected.borrow_mut();
-        let end = self.window_end(&c);
+        let end = c.window_end(self.ticks);
         for (time, batch) in closed_ticks(&mut c, probe, end) {
             sink.tick(time, &batch)?;
             self.snapshot.apply(&batch);
@@ -258,11 +266,5 @@ impl Writer {
             sink.finish(&dead_letters, &self.snapshot, &summary)?;
         }
         Ok(())
-    }
-
-    /// The last logical time known to be in the window: `--until`, else the tick of the
-    /// largest effective time applied so far (final once the input is exhausted).
-    fn window_end(&self, c: &Collected) -> Option<Millis> {
-        self.ticks.until.or(c.stats.max_effective.and_then(|t| self.ticks.emission(t)))
     }
 }

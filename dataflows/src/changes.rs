@@ -52,8 +52,7 @@ where
                     // Per key: at most a retraction of the old value and an insertion of the
                     // new one, adjacent after sorting.
                     let mut new = (diff > 0).then_some(value);
-                    while let Some(((next_key, next_value), next_diff)) = updates.next_if(|((k, _), _)| *k == key) {
-                        let _ = next_key;
+                    while let Some(((_, next_value), next_diff)) = updates.next_if(|((k, _), _)| *k == key) {
                         if next_diff > 0 {
                             new = Some(next_value);
                         }

@@ -179,13 +179,11 @@ impl KeyLedger {
         let ts = message.ts;
         let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
         match message.body {
-            Body::Sale { qty } | Body::Return { qty } | Body::Receipt { qty, .. } | Body::Adjust { delta: qty, .. }
+            Body::Sale { .. } | Body::Return { .. } | Body::Receipt { .. } | Body::Adjust { .. } | Body::Count { .. }
                 if book.behind_barrier(ts) =>
             {
-                let _ = qty;
-                count(Counter::Absorbed);
+                count(Counter::Absorbed)
             }
-            Body::Count { .. } if book.behind_barrier(ts) => count(Counter::Absorbed),
             Body::Sale { qty } => book.on_hand = book.on_hand.saturating_sub(qty),
             Body::Return { qty } | Body::Receipt { qty, .. } => book.on_hand = book.on_hand.saturating_add(qty),
             Body::Adjust { delta, .. } => book.on_hand = book.on_hand.saturating_add(delta),
