@@ -104,9 +104,12 @@ if [ "${#flink_job[@]}" -gt 0 ]; then
   echo
   echo "| parallelism | mini-batch | job seconds | lines/s | lines/s per task |"
   echo "|---|---|---|---|---|"
-  for j in "${flink_job[@]}"; do
-    "$py" -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"| {r[\"parallelism\"]} | {r[\"mini_batch\"]} | {r[\"job_seconds\"]:.2f} | {r[\"lines_per_s\"]:,} | {r[\"lines_per_s_per_task\"]:,} |")' "$j"
-  done
+  printf '%s\n' "${flink_job[@]}" | "$py" -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print(f"| {r['"'"'parallelism'"'"']} | {r['"'"'mini_batch'"'"']} | {r['"'"'job_seconds'"'"']:.2f} | "
+          f"{r['"'"'lines_per_s'"'"']:,} | {r['"'"'lines_per_s_per_task'"'"']:,} |")'
 fi
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
