@@ -8,6 +8,7 @@
 #   PEERS_EVENTS (1000000)  PEERS_SKUS (1000)  PEERS_STORES (98)   — 2 DCs; keys = skus x 100
 #   10M events over 1M keys: PEERS_EVENTS=10000000 PEERS_SKUS=10000 scripts/bench-peers.sh
 #   PEERS_REPEATS (1)       every job runs this many times; the table shows each run
+#   PEERS_WORKERS ("1 2")   stockflow workers = DuckDB threads = Flink parallelism, per job
 #   PEERS_FLINK (1)         0 skips Flink (its JVM needs ~1.5 GB and the longest time)
 #   PEERS_VERIFY (1)        compare DuckDB's snapshot with stockflow's, Flink's totals with DuckDB's
 # Python tools go into a venv under .tools/ (pip from PyPI: duckdb, apache-flink); Flink needs a
@@ -20,6 +21,7 @@ stores=${PEERS_STORES:-98}
 repeats=${PEERS_REPEATS:-1}
 with_flink=${PEERS_FLINK:-1}
 verify=${PEERS_VERIFY:-1}
+workers=${PEERS_WORKERS:-1 2}
 dcs=2
 keys=$((skus * (stores + dcs)))
 root=${BENCH_DIR:-/tmp/stockflow-bench}
@@ -62,6 +64,8 @@ measure() {
   local res="$work/measure.json" tv="$work/time-v.txt"
   /usr/bin/time -v -o "$tv" "$py" scripts/peers/measure.py "$res" -- "$@" >"$work/stdout.txt"
   local own_rss
+  "$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], r["wall_s"], r["cpu_s"], sep="\t")' \
+    "$res" "$name" "$used_cores" >>"$work/results.tsv"
   own_rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")
   rows+=("$("$py" - "$res" "$name" "$used_cores" "$lines" "$own_rss" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
 import json, sys
@@ -73,8 +77,9 @@ EOF
 }
 
 flink_job=()
+: >"$work/results.tsv"
 for run in $(seq "$repeats"); do
-  for w in 1 2; do
+  for w in $workers; do
     measure "stockflow replay (full job, all outputs)" "$w" \
       "$bin/stockflow" replay "$dir/input" --out "$work/stockflow-w$w" -w "$w" -q
     measure "ceiling (decode, exchange, count per key)" "$w" "$bin/ceiling" "$dir/input" -w "$w"
@@ -113,8 +118,40 @@ for line in sys.stdin:
 fi
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "### Against the targets (best run of each job)"
+echo
+printf '%s\n' "${flink_job[@]}" >"$work/flink-jobs.jsonl"
+"$py" - "$work/results.tsv" "$work/flink-jobs.jsonl" "$lines" <<'EOF'
+import json, sys
+best = {}
+for line in open(sys.argv[1]):
+    name, cores, wall, cpu = line.rstrip("\n").split("\t")
+    key = (name.split(" (")[0].split(" final")[0].split(" streaming")[0], int(cores), "mini" in name)
+    best[key] = min(best.get(key, float("inf")), float(wall))
+lines = int(sys.argv[3])
+def fastest(prefix):
+    runs = [(w, c) for (n, c, _), w in best.items() if n == prefix]
+    return min(runs) if runs else None
+sf, duck, flink = fastest("stockflow replay"), fastest("DuckDB"), fastest("Flink")
+print(f"- batch window, final snapshot: stockflow {sf[0]:.2f} s ({sf[1]} workers), "
+      f"DuckDB {duck[0]:.2f} s ({duck[1]} threads)"
+      + (f", Flink (aggregate only) {flink[0]:.2f} s (parallelism {flink[1]})" if flink else "")
+      + f" — stockflow faster than {'both peers' if flink else 'DuckDB'}: "
+      + ("yes" if sf[0] < duck[0] and (not flink or sf[0] < flink[0]) else "NO"))
+jobs = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+if jobs:
+    flink_task = max(j["lines_per_s_per_task"] for j in jobs)
+    def per_core(prefix):
+        return max(lines / w / c for (n, c, _), w in best.items() if n == prefix)
+    sf1, ceil1 = per_core("stockflow replay"), per_core("ceiling")
+    print(f"- streaming aggregate per core: Flink's best {flink_task:,} lines/s per task (job time only, "
+          f"start-up excluded); stockflow replay's best {sf1:,.0f} lines/s per worker = {sf1 / flink_task:.2f}x "
+          f"(target 5x: {'met' if sf1 >= 5 * flink_task else 'NOT met'}); the ceiling job (decode, "
+          f"exchange, count per key) {ceil1:,.0f} lines/s = {ceil1 / flink_task:.2f}x")
+EOF
 
-if [ "$verify" = 1 ]; then
+if [ "$verify" = 1 ] && [ -d "$work/stockflow-w1" ] && [ -d "$work/duckdb-t1" ]; then
   echo
   echo "### Same answers?"
   echo
