@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# End to end against a real Kafka-compatible broker (tansu on loopback, scripts/kafka-broker.sh):
-# every golden case is produced to its own topic, then
-#   - `stockflow batch` (-w 1, -w 2, and 2 processes) must write the case's expected snapshot,
-#     change streams and summary byte for byte;
+# End to end against a real Kafka-compatible broker (tansu on loopback, scripts/kafka-broker.sh).
+# Every golden case is produced to its own topic (one fixture file per partition), then:
+#   - `stockflow batch` at -w 1, -w 2 and as 2 processes must write the case's expected outputs
+#     (SPEC's fields) and the very bytes `stockflow replay` writes for the same files; the
+#     output topics read back with `stockflow consume` must hold the snapshot (latest value per
+#     key) and the low_stock transition stream;
 #   - `stockflow run` is stopped (SIGTERM) once its change streams caught up, and must have
-#     written the same streams and snapshot.
-# Dead letters are not compared: their source names differ (topic vs file) by design.
+#     written the same streams; a second run in the same consumer group must then find
+#     nothing left to read (its offsets were committed).
+#   - outages (when the script started the broker itself): the broker is frozen (SIGSTOP) as a
+#     `run` starts and again once it caught up; the run waits, resumes, and ends with the same
+#     outputs and its offsets committed.
+# Dead letters of fixture file i must come from partition i of the topic, at the same offset.
+#
+#   scripts/e2e-kafka.sh            uses a broker on 127.0.0.1:$KAFKA_PORT, else starts one
+#   E2E_CASES="basic window" ...    only these cases
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +28,7 @@ RUN_PID=
 
 cleanup() {
   if [ -n "$RUN_PID" ]; then kill "$RUN_PID" 2>/dev/null || true; fi
+  if [ -f target/kafka-broker/pid ]; then kill -CONT "$(cat target/kafka-broker/pid)" 2>/dev/null || true; fi
   if [ "$STARTED_BROKER" = 1 ]; then KAFKA_PORT="$PORT" scripts/kafka-broker.sh stop || true; fi
   rm -rf "$WORK"
 }
@@ -44,37 +54,157 @@ check() { # name, command...
   fi
 }
 
-same_outputs() { # expected_dir, out_dir, what ("all" or "streams")
-  local exp=$1 out=$2 what=$3 ok=0
-  for f in atp.jsonl low_stock.jsonl order_plan.jsonl network_atp.jsonl; do
-    cmp -s "$exp/snapshot/$f" "$out/snapshot/$f" || { echo "  snapshot/$f differs" >&2; diff "$exp/snapshot/$f" "$out/snapshot/$f" | head -5 >&2; ok=1; }
-    cmp -s "$exp/$f" "$out/$f" || { echo "  $f differs" >&2; diff "$exp/$f" "$out/$f" | head -5 >&2; ok=1; }
+STREAMS="atp.jsonl low_stock.jsonl order_plan.jsonl network_atp.jsonl"
+
+# expected_dir out_dir streams|all [topic input_dir]: SPEC's fields equal. A dead letter of fixture
+# file i (sorted names) must come from partition i of the topic, at the same offset.
+same_as_expected() {
+  python3 - "$@" <<'PY'
+import json, sys, os
+exp, out = sys.argv[1], sys.argv[2]
+only_streams = sys.argv[3] == "streams"
+def lines(path, drop=()):
+    if not os.path.exists(path):
+        return None
+    rows = []
+    for l in open(path):
+        if l.strip():
+            r = json.loads(l)
+            for k in drop: r.pop(k, None)
+            rows.append(r)
+    return rows
+ok = True
+names = ["atp.jsonl", "low_stock.jsonl", "order_plan.jsonl", "network_atp.jsonl"]
+files = names + ([] if only_streams else ["snapshot/" + n for n in names])
+for f in files:
+    a, b = lines(os.path.join(exp, f)), lines(os.path.join(out, f))
+    if a != b:
+        print(f"  {f} differs from expected", file=sys.stderr); ok = False
+if not only_streams:
+    topic, inputs = sys.argv[4], sys.argv[5]
+    files = sorted(f for f in os.listdir(inputs) if f.endswith(".jsonl"))
+    want = lines(os.path.join(exp, "dead_letter.jsonl")) or []
+    # A file's offsets are line numbers (1-based, blank lines counted); `produce` skips blank
+    # lines, so the Kafka offset is the count of non-blank lines before it.
+    kafka_offset = {}
+    for f in files:
+        non_blank = [n for n, l in enumerate(open(os.path.join(inputs, f), "rb"), 1) if l.strip()]
+        kafka_offset[f] = {n: i for i, n in enumerate(non_blank)}
+    for r in want:
+        r["offset"] = kafka_offset[r["source"]][r["offset"]]
+        r["partition"] = files.index(r["source"]); r["source"] = topic
+    if want != (lines(os.path.join(out, "dead_letter.jsonl")) or []):
+        print("  dead_letter.jsonl differs (file i = partition i of the topic)", file=sys.stderr); ok = False
+    se, so = json.load(open(os.path.join(exp, "summary.json"))), json.load(open(os.path.join(out, "summary.json")))
+    for k, v in se.items():
+        if so.get(k) != v:
+            print(f"  summary.json {k}: expected {v}, got {so.get(k)}", file=sys.stderr); ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+# replay_dir out_dir: the same bytes as the replay, but for dead letters' source names.
+same_as_replay() {
+  local ok=0
+  for f in $STREAMS snapshot/atp.jsonl snapshot/low_stock.jsonl snapshot/order_plan.jsonl snapshot/network_atp.jsonl summary.json; do
+    cmp -s "$1/$f" "$2/$f" || { echo "  $f: not the replay's bytes" >&2; diff "$1/$f" "$2/$f" | head -5 >&2; ok=1; }
   done
-  if [ "$what" = all ]; then
-    cmp -s "$exp/summary.json" "$out/summary.json" || { echo "  summary.json differs" >&2; diff "$exp/summary.json" "$out/summary.json" >&2; ok=1; }
-  fi
   return $ok
 }
 
-batch_case() { # expected_dir, out_dir, batch args...
-  local exp=$1 out=$2
-  shift 2
-  if ! timeout 300 "$BIN" batch --brokers "$BROKERS" --out "$out" --quiet "$@" 2>"$WORK/batch.err"; then
+# prefix expected_dir: the output topics hold the snapshot and the transition stream.
+topics_hold() {
+  local prefix=$1 exp=$2 ok=0
+  for t in atp order_plan network_atp; do
+    "$BIN" consume "$prefix.$t" --brokers "$BROKERS" >"$WORK/topic.$t" || return 1
+    python3 - "$WORK/topic.$t" "$exp/snapshot/$t.jsonl" <<'PY' || { echo "  topic $prefix.$t does not hold the snapshot" >&2; ok=1; }
+import json, sys
+got = []
+for l in open(sys.argv[1]):
+    key, value = l.rstrip("\n").split("\t", 1)
+    v = json.loads(value); v.pop("ts", None); got.append(v)
+want = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+key = lambda r: json.dumps(r, sort_keys=True)
+sys.exit(0 if sorted(got, key=key) == sorted(want, key=key) else 1)
+PY
+  done
+  "$BIN" consume --all "$prefix.low_stock" --brokers "$BROKERS" | cut -f2 >"$WORK/topic.low_stock"
+  cmp -s "$WORK/topic.low_stock" "$exp/low_stock.jsonl" || { echo "  topic $prefix.low_stock is not the transition stream" >&2; ok=1; }
+  return $ok
+}
+
+batch_case() { # expected_dir replay_dir out_dir prefix batch-args...
+  local exp=$1 replay=$2 out=$3 prefix=$4
+  shift 4
+  if ! timeout 300 "$BIN" batch --brokers "$BROKERS" --out "$out" --prefix "$prefix" --quiet "$@" 2>"$WORK/batch.err"; then
     cat "$WORK/batch.err" >&2
     return 1
   fi
-  same_outputs "$exp" "$out" all
+  same_as_expected "$exp" "$out" all "$topic" "$(dirname "$exp")/input" && same_as_replay "$replay" "$out" && topics_hold "$prefix" "$exp"
 }
 
-streams_caught_up() { # expected_dir, out_dir
-  for f in atp.jsonl low_stock.jsonl order_plan.jsonl network_atp.jsonl; do
+streams_caught_up() { # expected_dir out_dir
+  for f in $STREAMS; do
     cmp -s "$1/$f" "$2/$f" || return 1
   done
+}
+
+# run until the change streams caught up, then SIGTERM. With `outage`, the broker is frozen
+# (SIGSTOP) when the run starts and for 12 s once it caught up: the run must wait, resume, and
+# stop cleanly with the same outputs.
+run_case() { # expected_dir out_dir group prefix outage opts...
+  local exp=$1 out=$2 group=$3 prefix=$4 outage=$5 broker
+  shift 5
+  broker=$(cat target/kafka-broker/pid 2>/dev/null || true)
+  if [ "$outage" = 1 ]; then kill -STOP "$broker"; fi
+  "$BIN" run --brokers "$BROKERS" --topics "$topic" --group "$group" --prefix "$prefix" --out "$out" \
+    --idle-ms 2000 "$@" 2>"$WORK/run.err" &
+  RUN_PID=$!
+  if [ "$outage" = 1 ]; then
+    sleep 6
+    kill -CONT "$broker"
+  fi
+  for _ in $(seq 1 300); do
+    streams_caught_up "$exp" "$out" && break
+    sleep 0.2
+  done
+  if [ "$outage" = 1 ]; then
+    kill -STOP "$broker"
+    sleep 12
+    kill -CONT "$broker"
+    sleep 3
+  fi
+  kill -TERM "$RUN_PID"
+  local status=0
+  wait "$RUN_PID" || status=$?
+  RUN_PID=
+  if [ "$status" != 0 ]; then
+    echo "  run exited $status" >&2
+    tail -20 "$WORK/run.err" >&2
+    return 1
+  fi
+  same_as_expected "$exp" "$out" streams
+}
+
+# After a run stopped, the group's committed offsets cover everything: a second run reads nothing.
+nothing_left() { # group prefix opts...
+  local group=$1 prefix=$2 out="$WORK/rerun"
+  shift 2
+  rm -rf "$out"
+  "$BIN" run --brokers "$BROKERS" --topics "$topic" --group "$group" --prefix "$prefix-again" --out "$out" \
+    --idle-ms 500 --no-kafka-out "$@" 2>"$WORK/rerun.err" &
+  local pid=$!
+  sleep 4
+  kill -TERM "$pid"
+  wait "$pid" || { tail "$WORK/rerun.err" >&2; return 1; }
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["read"]==0 else 1)' "$out/summary.json" ||
+    { echo "  a second run in group $group read $(grep '"read"' "$out/summary.json")" >&2; return 1; }
 }
 
 for case_dir in fixtures/*/; do
   case=$(basename "$case_dir")
   [ -d "$case_dir/input" ] || continue
+  if [ -n "${E2E_CASES:-}" ] && ! [[ " $E2E_CASES " == *" $case "* ]]; then continue; fi
   topic="e2e-$SEED-$case"
   read -r -a opts <<<"$(cat "$case_dir/options.txt" 2>/dev/null || true)"
   # Replay's lateness default is 0, Kafka's 5000: pass the replay's unless the case sets it.
@@ -85,46 +215,40 @@ for case_dir in fixtures/*/; do
     as_of=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["as_of"])' "$case_dir/expected/summary.json")
     until_opt=(--until "$as_of")
   fi
-  "$BIN" produce "$case_dir/input" --topic "$topic" --brokers "$BROKERS"
+  replay="$WORK/$case-replay"
+  "$BIN" replay "$case_dir/input" --out "$replay" --quiet "${opts[@]}" "${until_opt[@]}"
+  "$BIN" produce "$case_dir/input" --topic "$topic" --brokers "$BROKERS" 2>/dev/null
 
   for w in 1 2; do
-    out="$WORK/$case-batch-w$w"
-    check "$case batch -w $w" batch_case "$case_dir/expected" "$out" \
-      --topics "$topic" --group "$topic-b$w" --prefix "$topic-b$w" -w "$w" "${opts[@]}" "${until_opt[@]}"
+    check "$case batch -w $w" batch_case "$case_dir/expected" "$replay" "$WORK/$case-batch-w$w" "$topic-b$w" \
+      --topics "$topic" --group "$topic-b$w" -w "$w" "${opts[@]}" "${until_opt[@]}"
   done
 
-  # Two processes of one worker each, on loopback; process 0 writes --out.
-  out="$WORK/$case-batch-n2"
+  # Two processes of one worker each, on loopback; process 0 writes --out and produces.
   hosts="$WORK/hosts-$case"
   base=$((23000 + RANDOM % 20000))
   printf '127.0.0.1:%d\n127.0.0.1:%d\n' "$base" $((base + 1)) >"$hosts"
-  n2=(--topics "$topic" --group "$topic-n2" --prefix "$topic-n2" -n 2 -h "$hosts" "${opts[@]}" "${until_opt[@]}")
-  timeout 300 "$BIN" batch --brokers "$BROKERS" -p 1 --quiet "${n2[@]}" >/dev/null 2>"$WORK/p1.err" &
+  n2=(--topics "$topic" --group "$topic-n2" -n 2 -h "$hosts" "${opts[@]}" "${until_opt[@]}")
+  timeout 300 "$BIN" batch --brokers "$BROKERS" --prefix "$topic-n2" -p 1 --quiet "${n2[@]}" >/dev/null 2>"$WORK/p1.err" &
   p1=$!
-  check "$case batch -n 2" batch_case "$case_dir/expected" "$out" -p 0 "${n2[@]}"
+  check "$case batch -n 2" batch_case "$case_dir/expected" "$replay" "$WORK/$case-batch-n2" "$topic-n2" -p 0 "${n2[@]}"
   wait "$p1" || { echo "  process 1 failed:" >&2; cat "$WORK/p1.err" >&2; failed=$((failed + 1)); }
 
-  # run: continuous; stop it once its change streams caught up with the expected ones.
+  # run: continuous, without --until; only for cases whose window is their data.
   if [ ${#until_opt[@]} -gt 0 ]; then
-    out="$WORK/$case-run"
-    "$BIN" run --brokers "$BROKERS" --topics "$topic" --group "$topic-run" --prefix "$topic-run" --out "$out" \
-      --idle-ms 1000 --quiet "${opts[@]}" 2>"$WORK/run.err" &
-    RUN_PID=$!
-    for _ in $(seq 1 300); do
-      streams_caught_up "$case_dir/expected" "$out" && break
-      sleep 0.2
-    done
-    kill -TERM "$RUN_PID"
-    run_status=0
-    wait "$RUN_PID" || run_status=$?
-    RUN_PID=
-    if [ "$run_status" = 0 ] && same_outputs "$case_dir/expected" "$out" streams; then
-      passed=$((passed + 1)); echo "ok   $case run"
-    else
-      failed=$((failed + 1)); echo "FAIL $case run (exit $run_status)"; tail -20 "$WORK/run.err" >&2
-    fi
+    check "$case run -w 2" run_case "$case_dir/expected" "$WORK/$case-run" "$topic-run" "$topic-run" 0 -w 2 "${opts[@]}"
+    check "$case run: offsets committed" nothing_left "$topic-run" "$topic-run" "${opts[@]}"
   fi
 done
+
+# Broker outages (at start-up and while running) on the medium case, with our own broker only.
+if [ "$STARTED_BROKER" = 1 ] && { [ -z "${E2E_CASES:-}" ] || [[ " $E2E_CASES " == *" medium "* ]]; }; then
+  topic="e2e-$SEED-medium"
+  read -r -a opts <<<"$(cat fixtures/medium/options.txt 2>/dev/null || true)"
+  if ! printf '%s\n' "${opts[@]}" | grep -qx -- --lateness-ms; then opts+=(--lateness-ms 0); fi
+  check "medium run through broker outages" run_case fixtures/medium/expected "$WORK/medium-outage" "$topic-outage" "$topic-outage" 1 -w 2 "${opts[@]}"
+  check "medium run through broker outages: offsets committed" nothing_left "$topic-outage" "$topic-outage" "${opts[@]}"
+fi
 
 echo "e2e-kafka: $passed passed, $failed failed"
 [ "$failed" = 0 ]

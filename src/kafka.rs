@@ -4,8 +4,13 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 /// Kafka connection flags shared by `run`, `batch`, `produce` and `consume`.
@@ -62,6 +67,74 @@ impl KafkaArgs {
             config.set(k, v);
         }
         Ok(config)
+    }
+}
+
+/// A topic stockflow creates when it is missing.
+pub struct TopicSpec<'a> {
+    /// The topic's name.
+    pub name: &'a str,
+    /// Partitions to create it with.
+    pub partitions: i32,
+    /// Upsert tables are compacted (latest value per key; tombstones delete); streams are not.
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet. Failures are logged, not fatal: a broker may
+/// forbid topic creation and have them made by an operator, or create them on first use; the
+/// produce or metadata calls that follow report what is really missing.
+pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
+    let admin: AdminClient<DefaultClientContext> = match config.create() {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("stockflow: cannot create a Kafka admin client ({e}); topics are used as they are");
+            return;
+        }
+    };
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let topic = NewTopic::new(t.name, t.partitions.max(1), TopicReplication::Fixed(1));
+            if t.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let timeout = Some(Duration::from_secs(10));
+    let opts = AdminOptions::new().operation_timeout(timeout).request_timeout(timeout);
+    match block_on(admin.create_topics(&new, &opts)) {
+        Err(e) => eprintln!("stockflow: could not create topics ({e}); using them as they are"),
+        Ok(results) => {
+            for r in results {
+                if let Err((name, code)) = r {
+                    if code != RDKafkaErrorCode::TopicAlreadyExists {
+                        eprintln!("stockflow: could not create topic {name} ({code}); using it as it is");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls a future to completion on this thread (admin calls are the only futures used).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context as TaskContext, Poll, RawWaker, RawWakerVTable, Waker};
+    fn noop(_: *const ()) {}
+    fn clone(p: *const ()) -> RawWaker {
+        RawWaker::new(p, &VTABLE)
+    }
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: the vtable's functions ignore the data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -51,7 +51,7 @@ enum Command {
     Batch(BatchArgs),
     /// Produces a fixture directory to a topic, one file per partition.
     Produce(produce::ProduceArgs),
-    /// Prints an output topic's latest value per key, sorted by key.
+    /// Prints an output topic's latest value per key (sorted by key), or every record with --all.
     Consume(produce::ConsumeArgs),
 }
 

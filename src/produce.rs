@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -35,6 +33,10 @@ pub struct ProduceArgs {
 pub struct ConsumeArgs {
     /// The output topic to read, from the beginning to its current end.
     pub topic: String,
+    /// Print every record (partition by partition, in offset order) instead of the latest
+    /// value per key: for streams such as `<prefix>.low_stock`.
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -46,23 +48,12 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         bail!("{} holds no *.jsonl file to produce", args.fixture_dir.display());
     }
     let config = args.kafka.client_config(&[])?;
-    let admin: AdminClient<DefaultClientContext> = config.create().context("cannot create a Kafka admin client")?;
-    let topic = NewTopic::new(&args.topic, files.len() as i32, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
     // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
     // the partition check below decides.
-    match futures_lite_block_on(admin.create_topics([&topic], &opts)) {
-        Err(e) => eprintln!("produce: could not create topic {} ({e}); using it as it is", args.topic),
-        Ok(results) => {
-            for r in results {
-                if let Err((name, code)) = r {
-                    if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                        eprintln!("produce: could not create topic {name} ({code}); using it as it is");
-                    }
-                }
-            }
-        }
-    }
+    crate::kafka::create_topics(
+        &config,
+        &[crate::kafka::TopicSpec { name: &args.topic, partitions: files.len() as i32, compacted: false }],
+    );
     let producer: BaseProducer = config.create().context("cannot create the Kafka producer")?;
     // Partition count: an existing topic must have enough partitions for the files.
     let metadata = producer.client().fetch_metadata(Some(&args.topic), TIMEOUT)?;
@@ -79,11 +70,15 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     for (partition, file) in files.iter().enumerate() {
         let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
         while let Some((_, raw)) = lines.next_message()? {
-            let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
+            let mut record: BaseRecord<'_, (), [u8]> =
+                BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
                         record = r;
                         producer.poll(Duration::from_millis(50));
                     }
@@ -99,75 +94,87 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Polls a future to completion on this thread (admin calls are the only futures used).
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context as TaskContext, Poll, RawWaker, RawWakerVTable, Waker};
-    fn noop(_: *const ()) {}
-    fn clone(p: *const ()) -> RawWaker {
-        RawWaker::new(p, &VTABLE)
-    }
-    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
-    // SAFETY: the vtable's functions ignore the data pointer.
-    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
-    let mut cx = TaskContext::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Reads `topic` from the beginning to its end; the latest value per key (tombstones remove
+/// the key). Keys are sorted bytewise. The end is where each partition reports end-of-partition
+/// (the high watermark of a fetch response), not a ListOffsets answer: some Kafka-compatible
+/// brokers (tansu 0.6.0) under-report that one after multi-record batches.
+pub fn latest_per_key(kafka: &KafkaArgs, topic: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut latest = BTreeMap::new();
+    read_topic(kafka, topic, |_, _, key, value| {
+        match value {
+            Some(v) => latest.insert(key.to_vec(), v.to_vec()),
+            None => latest.remove(key),
+        };
+    })?;
+    Ok(latest)
 }
 
-/// Reads `topic` from the beginning to its end offsets; the latest value per key (tombstones
-/// remove the key). Keys are sorted bytewise.
-pub fn latest_per_key(kafka: &KafkaArgs, topic: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let config = kafka.client_config(&[("group.id", "stockflow-consume"), ("enable.auto.commit", "false")])?;
+/// Every record of `topic` from the beginning to each partition's end, partition by partition
+/// in offset order, as (partition, offset, key, value).
+pub fn all_records(kafka: &KafkaArgs, topic: &str) -> Result<Vec<(i32, i64, Vec<u8>, Option<Vec<u8>>)>> {
+    let mut records = Vec::new();
+    read_topic(kafka, topic, |partition, offset, key, value| {
+        records.push((partition, offset, key.to_vec(), value.map(<[u8]>::to_vec)));
+    })?;
+    records.sort_by_key(|r| (r.0, r.1));
+    Ok(records)
+}
+
+/// Calls `f(key, value)` for every record of `topic` up to each partition's end.
+fn read_topic(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(i32, i64, &[u8], Option<&[u8]>)) -> Result<()> {
+    let config = kafka.client_config(&[
+        ("group.id", "stockflow-consume"),
+        ("enable.auto.commit", "false"),
+        ("enable.partition.eof", "true"),
+    ])?;
     let consumer: BaseConsumer = config.create().context("cannot create the Kafka consumer")?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
         bail!("topic {topic} does not exist");
     };
-    let mut ends = BTreeMap::new();
+    let mut pending = std::collections::BTreeSet::new();
     let mut tpl = TopicPartitionList::new();
     for p in t.partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
-        if high > low {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-        }
+        pending.insert(p.id());
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut latest = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !ends.is_empty() {
+    while !pending.is_empty() {
         if std::time::Instant::now() > deadline {
-            bail!("timed out reading {topic}: partitions {:?} did not reach their end offsets", ends.keys());
+            bail!("timed out reading {topic}: partitions {pending:?} did not reach their end");
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let m = m.with_context(|| format!("reading {topic}"))?;
-        let key = m.key().unwrap_or_default().to_vec();
-        match m.payload() {
-            Some(v) => latest.insert(key, v.to_vec()),
-            None => latest.remove(&key),
-        };
-        if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
-            ends.remove(&m.partition());
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+            Some(Ok(m)) => f(m.partition(), m.offset(), m.key().unwrap_or_default(), m.payload()),
         }
     }
-    Ok(latest)
+    Ok(())
 }
 
-/// Prints `key<TAB>value` per key, sorted by key.
+/// Prints `key<TAB>value`: the latest value per key, sorted by key, or with `--all` every
+/// record in offset order (a tombstone's value printed as `null`).
 pub fn consume(args: ConsumeArgs) -> Result<()> {
     use std::io::Write;
-    let latest = latest_per_key(&args.kafka, &args.topic)?;
     let mut out = std::io::stdout().lock();
-    for (k, v) in latest {
-        out.write_all(&k)?;
+    let mut line = |key: &[u8], value: Option<&[u8]>| -> std::io::Result<()> {
+        out.write_all(key)?;
         out.write_all(b"\t")?;
-        out.write_all(&v)?;
-        out.write_all(b"\n")?;
+        out.write_all(value.unwrap_or(b"null"))?;
+        out.write_all(b"\n")
+    };
+    if args.all {
+        for (_, _, key, value) in all_records(&args.kafka, &args.topic)? {
+            line(&key, value.as_deref())?;
+        }
+    } else {
+        for (key, value) in latest_per_key(&args.kafka, &args.topic)? {
+            line(&key, Some(&value))?;
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! they cover have been acknowledged.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +25,9 @@ use crate::kafka::KafkaArgs;
 use crate::sink::dir::DirSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::worker::Collected;
-use crate::source::kafka::{list_partitions, KafkaReader, Start};
+use crate::source::kafka::{list_partitions, owner, KafkaReader, Start};
 use crate::source::{Decoded, PartitionDecoder};
+use crate::worker::Collected;
 
 /// Flags shared by `run` and `batch`.
 #[derive(Args, Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct StreamArgs {
     /// Also write SPEC §4's files into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Partitions of the output topics stockflow creates (existing topics are used as they are).
+    #[arg(long, default_value_t = 1)]
+    pub output_partitions: i32,
     /// Do not produce to Kafka output topics (use with --out).
     #[arg(long)]
     pub no_kafka_out: bool,
@@ -58,6 +61,9 @@ pub struct StreamArgs {
     /// `run` only: a partition with nothing new for this long advances with the wall clock.
     #[arg(long, default_value_t = 10000)]
     pub idle_ms: u64,
+    /// `run` only: how often to look for new partitions and for input topics that did not exist.
+    #[arg(long, default_value_t = 10000)]
+    pub metadata_refresh_ms: u64,
     /// Start position without committed offsets: earliest, latest, or ms since the epoch.
     #[arg(long, default_value = "earliest")]
     pub start: Start,
@@ -97,7 +103,8 @@ extern "C" {
 
 /// Parses `--until` for batch runs.
 pub fn parse_until(text: &str) -> Result<Millis> {
-    parse_time(text).with_context(|| format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
+    parse_time(text)
+        .with_context(|| format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
 }
 
 /// Runs `run` or `batch` to completion.
@@ -118,11 +125,19 @@ pub fn run(config: StreamConfig) -> Result<()> {
     install_signal_handlers();
     let timely_config = config.cluster.timely_config()?;
     let config = Arc::new(config);
-    let guards = timely::execute(timely_config, move |worker| stream_worker(worker, &config))
+    let guards = timely::execute(timely_config, move |worker| {
+        // Timely workers share fate: the others would wait forever for this one's progress.
+        // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
+        if let Err(message) = stream_worker(worker, &config) {
+            eprintln!("stockflow: {message}");
+            eprintln!("stockflow: stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
+            std::process::exit(1);
+        }
+        Ok(())
+    })
         .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
     crate::worker::join_workers(guards)
 }
-
 
 /// Worker 0's outputs: Kafka and/or a directory.
 struct Sinks {
@@ -140,6 +155,7 @@ impl Sinks {
         }
         if let Some(d) = self.dir.as_mut() {
             d.tick(time, batch)?;
+            d.flush()?;
         }
         self.snapshot.apply(batch);
         Ok(())
@@ -156,6 +172,88 @@ struct Reading {
     /// (next offset, largest emission time of the messages before it), oldest first.
     pending: VecDeque<(i64, Millis)>,
     max_emission: Millis,
+}
+
+/// A worker's Kafka input: its partitions and their decoders, side by side.
+struct Inputs {
+    reader: KafkaReader,
+    readings: Vec<Reading>,
+    /// Input topics the broker did not know at the last look (`run` waits for them).
+    missing: BTreeSet<String>,
+    checked: Instant,
+}
+
+impl Inputs {
+    /// Starts reading the partitions this worker owns that it does not read yet: at start-up
+    /// all of them, later those added to a topic or of a topic created since. A `batch` run
+    /// needs every topic to exist; `run` logs the missing ones and keeps looking. Returns
+    /// whether the broker answered (`run` logs an unreachable broker and tries again later).
+    fn discover(&mut self, config: &StreamConfig, index: usize, peers: usize, first: bool) -> Result<bool, String> {
+        self.checked = Instant::now();
+        let args = &config.args;
+        let unreachable = |e: String| {
+            eprintln!("stockflow: worker {index}: {e} (retrying; state is kept)");
+        };
+        let listed = match list_partitions(self.reader.consumer(), &args.topics) {
+            Ok(listed) => listed,
+            Err(e) if !config.batch => {
+                unreachable(e);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut new = Vec::new();
+        for (source, (topic, partitions)) in args.topics.iter().zip(&listed).enumerate() {
+            let Some(partitions) = partitions else {
+                if config.batch {
+                    return Err(format!(
+                        "input topic {topic} does not exist (or has no partitions); create it or fix --topics"
+                    ));
+                }
+                if self.missing.insert(topic.clone()) && index == 0 {
+                    eprintln!("stockflow: input topic {topic} does not exist yet; reading it once it does (checked every {} ms)", args.metadata_refresh_ms);
+                }
+                continue;
+            };
+            if self.missing.remove(topic) && index == 0 && !first {
+                eprintln!("stockflow: input topic {topic} exists now; reading it");
+            }
+            for &partition in partitions {
+                let known = self.reader.partitions.iter().any(|p| p.topic == *topic && p.partition == partition);
+                if owner(source, partition, peers) == index && !known {
+                    new.push((source, topic.clone(), partition));
+                }
+            }
+        }
+        // --start applies to what exists at start-up; a partition or topic that appears later
+        // holds only new messages, all of which must be read.
+        let start = if first { args.start } else { Start::Earliest };
+        let added = match self.reader.add(new.iter().map(|(_, t, p)| (t.clone(), *p)).collect(), start, config.batch) {
+            Ok(added) => added,
+            Err(e) if !config.batch => {
+                unreachable(e);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        for (i, (source, _, _)) in added.into_iter().zip(new) {
+            let p = &self.reader.partitions[i];
+            if !args.quiet || !first {
+                let end = p.end.map_or(String::new(), |e| format!(" up to offset {e} (at least)"));
+                let when = if first { "" } else { "new partition: " };
+                eprintln!(
+                    "stockflow: worker {index}/{peers} {when}reads {}[{}] from offset {}{end}",
+                    p.topic, p.partition, p.next
+                );
+            }
+            self.readings.push(Reading {
+                decoder: PartitionDecoder::new(source as u32, p.partition as u32, args.lateness_ms, config.ticks),
+                pending: VecDeque::new(),
+                max_emission: 0,
+            });
+        }
+        Ok(true)
+    }
 }
 
 fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> Result<(), String> {
@@ -190,33 +288,32 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
             ("auto.offset.reset", "earliest"),
         ])
         .map_err(|e| e.to_string())?;
-    let consumer = KafkaReader::consumer(&base)?;
-    let all = list_partitions(&consumer, topics)?;
-    // Partition i of the sorted list goes to worker i mod peers.
-    let mine: Vec<(String, i32)> = all.iter().enumerate().filter(|(i, _)| i % peers == index).map(|(_, p)| p.clone()).collect();
-    if !args.quiet {
-        eprintln!("stockflow: worker {index}/{peers} reads {mine:?}");
+    let mut inputs = Inputs {
+        reader: KafkaReader::new(KafkaReader::create_consumer(&base)?),
+        readings: Vec::new(),
+        missing: BTreeSet::new(),
+        checked: Instant::now(),
+    };
+    // `run` waits for the broker at start-up: until its partitions are known, no frontier may
+    // move (it would follow the wall clock past their data).
+    while !inputs.discover(config, index, peers, true)? {
+        if STOP.load(Ordering::Relaxed) {
+            break; // the loop below stops at once
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
-    let mut reader = KafkaReader::assign(consumer, mine, args.start, config.batch)?;
-    let mut readings: Vec<Reading> = reader
-        .partitions
-        .iter()
-        .map(|p| {
-            let source = topics.iter().position(|t| *t == p.topic).unwrap() as u32;
-            Reading {
-                decoder: PartitionDecoder::new(source, p.partition as u32, args.lateness_ms, ticks),
-                pending: VecDeque::new(),
-                max_emission: 0,
-            }
-        })
-        .collect();
 
     let mut sinks = if index == 0 {
         let kafka = if args.no_kafka_out {
             None
         } else {
-            let producer = args.kafka.client_config(&[("linger.ms", "5")]).map_err(|e| e.to_string())?;
-            Some(KafkaSink::new(&producer, &args.prefix, topics.clone()).map_err(|e| e.to_string())?)
+            // Deliveries never time out: while the broker is away the tick waits (and says so).
+            let producer = args
+                .kafka
+                .client_config(&[("linger.ms", "5"), ("message.timeout.ms", "0"), ("enable.idempotence", "true")])
+                .map_err(|e| e.to_string())?;
+            let sink = KafkaSink::new(&producer, &args.prefix, args.output_partitions, topics.clone());
+            Some(sink.map_err(|e| e.to_string())?.stop_on(&STOP))
         };
         let dir = match &args.out {
             Some(dir) => Some(DirSink::create(dir, topics.clone()).map_err(|e| e.to_string())?),
@@ -231,8 +328,11 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
     let mut last_step = Instant::now();
     let mut previous_time = 0;
     loop {
+        if !config.batch && inputs.checked.elapsed() >= Duration::from_millis(args.metadata_refresh_ms) {
+            inputs.discover(config, index, peers, false)?;
+        }
         let stopping = STOP.load(Ordering::Relaxed);
-        let all_done = config.batch && reader.partitions.iter().all(|p| p.done());
+        let all_done = config.batch && inputs.reader.partitions.iter().all(|p| p.done());
         if stopping || all_done {
             break;
         }
@@ -240,19 +340,20 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
         let mut read = 0;
         let started = Instant::now();
         while read < 4096 && started.elapsed() < Duration::from_millis(100) {
-            let Some(polled) = reader.poll(Duration::from_millis(20))? else {
+            let Some(polled) = inputs.reader.poll(Duration::from_millis(20))? else {
                 if config.batch {
-                    reader.refresh_positions();
+                    inputs.reader.refresh_positions();
                 }
                 break;
             };
-            let state = &reader.partitions[polled.index];
+            inputs.reader.confirm_end(polled.index);
+            let state = &inputs.reader.partitions[polled.index];
             if state.end.is_some_and(|end| polled.offset >= end) {
                 // Produced after a batch run started: not part of its window.
                 continue;
             }
             read += 1;
-            let r = &mut readings[polled.index];
+            let r = &mut inputs.readings[polled.index];
             match r.decoder.decode(polled.offset as u64, &polled.payload) {
                 Decoded::Event(mut event) => {
                     // After an idle advance the input may be past this message's tick: it is
@@ -269,7 +370,7 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
             }
             r.pending.push_back((polled.offset + 1, r.max_emission));
         }
-        for r in &mut readings {
+        for r in &mut inputs.readings {
             stats_in.send(r.decoder.take_stats());
         }
 
@@ -277,15 +378,17 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
         // (or a worker without partitions) follows the wall clock minus the lateness.
         let wall = ticks.emission(now_ms().saturating_sub(args.lateness_ms)).unwrap_or(Millis::MAX);
         let mut time = Millis::MAX;
-        for (p, r) in reader.partitions.iter().zip(&readings) {
+        for (p, r) in inputs.reader.partitions.iter().zip(&inputs.readings) {
             if config.batch && p.done() {
                 continue;
             }
-            let own = r.decoder.frontier().unwrap_or(ticks.until.unwrap_or(Millis::MAX));
+            // A partition that has delivered nothing yet holds the frontier (in `run` until it
+            // is idle): its first message may carry any time.
+            let own = r.decoder.frontier().unwrap_or(0);
             let own = if !config.batch && p.last_data.elapsed() >= idle { own.max(wall) } else { own };
             time = time.min(own);
         }
-        if !config.batch && reader.partitions.is_empty() {
+        if !config.batch && inputs.reader.partitions.is_empty() {
             time = wall;
         }
         if time > *events_in.time() {
@@ -302,14 +405,21 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
         if let Some(s) = sinks.as_mut() {
             drain(s, &collected, &probe, ticks, false, config.batch)?;
             if let Some(acks) = acks_in.as_mut() {
-                let through = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+                let written = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+                // Ticks are produced without waiting: only those before the first one with
+                // unacknowledged records count as written.
+                let unacknowledged = match s.kafka.as_ref() {
+                    Some(k) => k.unacknowledged().map_err(|e| e.to_string())?,
+                    None => None,
+                };
+                let through = unacknowledged.map_or(written, |t| t.min(written));
                 if through > *acks.time() {
                     acks.advance_to(through);
                 }
             }
         }
         if !config.batch {
-            commit_acknowledged(&reader, &mut readings, &ack_probe)?;
+            commit_acknowledged(&inputs.reader, &mut inputs.readings, &ack_probe)?;
         }
     }
     drop((events_in, dead_in, stats_in));
@@ -327,13 +437,17 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
     while !ack_probe.done() {
         worker.step();
     }
-    let all: Vec<(usize, i64)> = reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
-    reader.commit(&all)?;
+    let all: Vec<(usize, i64)> = inputs.reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
+    inputs.reader.commit(&all)?;
     Ok(())
 }
 
 /// Commits, per partition, the offsets whose messages' ticks are all acknowledged.
-fn commit_acknowledged(reader: &KafkaReader, readings: &mut [Reading], acks: &ProbeHandle<Millis>) -> Result<(), String> {
+fn commit_acknowledged(
+    reader: &KafkaReader,
+    readings: &mut [Reading],
+    acks: &ProbeHandle<Millis>,
+) -> Result<(), String> {
     let mut offsets = Vec::new();
     for (i, r) in readings.iter_mut().enumerate() {
         let mut last = None;
@@ -383,6 +497,10 @@ fn drain(
         if let Some(k) = sinks.kafka.as_mut() {
             if batch {
                 k.finish(&dead, &sinks.snapshot, &summary).map_err(|e| e.to_string())?;
+            } else {
+                // Dead letters went out as they came; everything must be acknowledged before
+                // the final commit.
+                k.flush().map_err(|e| e.to_string())?;
             }
         }
         if let Some(d) = sinks.dir.as_mut() {

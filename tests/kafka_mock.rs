@@ -28,11 +28,8 @@ fn mock() -> MockCluster<'static, DefaultProducerContext> {
 
 /// Every message of `topic` as (partition, offset, key, value).
 fn read_all(brokers: &str, topic: &str) -> Vec<(i32, i64, String, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "test-reader").create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -98,9 +95,24 @@ fn batch_over_the_basic_case_matches_the_golden_snapshot() {
     let outdir = dir.path().join("out");
     for workers in ["1", "2"] {
         let out = stockflow(&[
-            "batch", "--brokers", &brokers, "--topics", "basic", "--group", &format!("g{workers}"),
-            "--until", "10000", "--lateness-ms", "0", "--out", outdir.to_str().unwrap(), "-w", workers,
-            "--prefix", &format!("p{workers}"), "--quiet",
+            "batch",
+            "--brokers",
+            &brokers,
+            "--topics",
+            "basic",
+            "--group",
+            &format!("g{workers}"),
+            "--until",
+            "10000",
+            "--lateness-ms",
+            "0",
+            "--out",
+            outdir.to_str().unwrap(),
+            "-w",
+            workers,
+            "--prefix",
+            &format!("p{workers}"),
+            "--quiet",
         ]);
         assert!(out.success());
         let expected = common::fixtures_dir().join("basic/expected/snapshot");
@@ -116,14 +128,19 @@ fn batch_over_the_basic_case_matches_the_golden_snapshot() {
         }
         // The atp topic's records equal the directory's change stream, keyed sku@loc, in order.
         let atp = read_all(&brokers, &format!("p{workers}.atp"));
-        let lines: Vec<String> = std::fs::read_to_string(outdir.join("atp.jsonl")).unwrap().lines().map(String::from).collect();
+        let lines: Vec<String> =
+            std::fs::read_to_string(outdir.join("atp.jsonl")).unwrap().lines().map(String::from).collect();
         // Topics have several partitions: compare per key, where order is guaranteed.
-        let mut values: Vec<(String, String)> = atp.iter().map(|r| (r.2.clone(), r.3.clone().expect("no deletions in basic"))).collect();
+        let mut values: Vec<(String, String)> =
+            atp.iter().map(|r| (r.2.clone(), r.3.clone().expect("no deletions in basic"))).collect();
         values.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut lines: Vec<(String, String)> = lines.into_iter().map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-            (format!("{}@{}", v["sku"].as_str().unwrap(), v["loc"].as_str().unwrap()), l)
-        }).collect();
+        let mut lines: Vec<(String, String)> = lines
+            .into_iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                (format!("{}@{}", v["sku"].as_str().unwrap(), v["loc"].as_str().unwrap()), l)
+            })
+            .collect();
         lines.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(values, lines);
         for (_, _, key, value) in &atp {
@@ -161,13 +178,13 @@ fn tombstones_dead_letters_and_assignment_across_workers() {
     );
     cluster.create_topic("t", 4, 1).unwrap();
     assert!(stockflow(&["produce", input.to_str().unwrap(), "--topic", "t", "--brokers", &brokers]).success());
-    let out = stockflow(&[
-        "batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "-w", "2", "--group", "g",
-    ]);
+    let out =
+        stockflow(&["batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "-w", "2", "--group", "g"]);
     assert!(out.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("worker 0/2 reads [(\"t\", 0), (\"t\", 2)]"), "{stderr}");
-    assert!(stderr.contains("worker 1/2 reads [(\"t\", 1), (\"t\", 3)]"), "{stderr}");
+    for (worker, partition) in [(0, 0), (1, 1), (0, 2), (1, 3)] {
+        assert!(stderr.contains(&format!("worker {worker}/2 reads t[{partition}] from offset 0")), "{stderr}");
+    }
     let atp = read_all(&brokers, "stockflow.atp");
     let a: Vec<_> = atp.iter().filter(|r| r.2 == "A@S1").map(|r| r.3.clone()).collect();
     assert_eq!(a.len(), 2, "{atp:?}");
@@ -191,7 +208,10 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
     let dir = common::tempdir();
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
-    write_fixture(&input, &[("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n")]);
+    write_fixture(
+        &input,
+        &[("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n")],
+    );
     cluster.create_topic("t", 1, 1).unwrap();
     assert!(stockflow(&["produce", input.to_str().unwrap(), "--topic", "t", "--brokers", &brokers]).success());
     // Every produce request to the output fails: the tick is never acknowledged.
@@ -199,7 +219,16 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
         .topic_error("stockflow.atp", rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
         .unwrap();
     let out = stockflow(&[
-        "batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "--group", "g", "-X",
+        "batch",
+        "--brokers",
+        &brokers,
+        "--topics",
+        "t",
+        "--until",
+        "5000",
+        "--group",
+        "g",
+        "-X",
         "message.timeout.ms=3000",
     ]);
     assert!(!out.success(), "the run must fail when outputs are not delivered");
@@ -209,4 +238,98 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
     let out = stockflow(&["batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "--group", "g"]);
     assert!(out.success());
     assert_eq!(committed(&brokers, "g", "t", 1), vec![Some(1)]);
+}
+
+/// Polls `cond` every 100 ms for at most `secs` seconds.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn produce_one(brokers: &str, topic: &str, partition: i32, value: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    producer.send(BaseRecord::<(), str>::to(topic).partition(partition).payload(value)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A topic that does not exist when `run` starts is waited for and read once it appears, each
+/// partition by its owning worker, from its beginning. (A partition added to an existing topic
+/// takes the same path, `discover`; neither the mock cluster nor tansu implements
+/// CreatePartitions, so that is not tested against a broker.)
+#[test]
+fn run_reads_a_topic_created_while_it_runs() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    let dir = common::tempdir();
+    let out = dir.path().join("out");
+    // A worker without partitions follows the wall clock, so these times are a little ahead of
+    // it: nothing may arrive behind the frontier (it would be applied at the current time), and
+    // the first ticks close once the wall clock passes them.
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 10_000;
+    let event =
+        |sku: &str, ts: u64| format!("{{\"type\":\"receipt\",\"ts\":{ts},\"sku\":\"{sku}\",\"loc\":\"S1\",\"qty\":3}}");
+    let running = common::spawn([
+        "run",
+        "--brokers",
+        &brokers,
+        "--topics",
+        "late",
+        "--group",
+        "g",
+        "--out",
+        out.to_str().unwrap(),
+        "--lateness-ms",
+        "0",
+        "--idle-ms",
+        "600000",
+        "--metadata-refresh-ms",
+        "200",
+        "-w",
+        "2",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.create_topic("late", 2, 1).unwrap();
+    produce_one(&brokers, "late", 0, &event("A", base));
+    produce_one(&brokers, "late", 1, &event("B", base + 3000));
+    produce_one(&brokers, "late", 0, &event("A", base + 9000));
+    produce_one(&brokers, "late", 1, &event("B", base + 9000));
+    let atp = out.join("atp.jsonl");
+    let rows = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    // The files are flushed after every tick, so they can be followed while `run` runs.
+    assert!(
+        eventually(40, || rows(&atp).contains("\"sku\":\"A\"") && rows(&atp).contains("\"sku\":\"B\"")),
+        "not written while running: {}",
+        rows(&atp)
+    );
+    // SIGTERM: finish, commit, exit 0.
+    assert_eq!(unsafe { libc_kill(running.pid() as i32, 15) }, 0);
+    let done = common::wait_all(vec![running], Duration::from_secs(30), Duration::from_secs(1));
+    assert!(done[0].success(), "{}", done[0].describe());
+    let stderr = done[0].stderr_str();
+    assert!(stderr.contains("input topic late does not exist yet"), "{stderr}");
+    assert!(stderr.contains("worker 0/2 new partition: reads late[0] from offset 0"), "{stderr}");
+    assert!(stderr.contains("worker 1/2 new partition: reads late[1] from offset 0"), "{stderr}");
+    // Each first receipt is on_hand 3 at its own tick: not lost, not moved.
+    for (sku, ts) in [("A", base), ("B", base + 3000)] {
+        let first = rows(&atp).lines().find(|l| l.contains(&format!("\"sku\":\"{sku}\""))).map(String::from);
+        let tick = ts.div_ceil(1000) * 1000;
+        assert!(
+            first.as_ref().is_some_and(|l| l.contains(&format!("\"ts\":{tick},")) && l.contains("\"on_hand\":3")),
+            "{sku}: {first:?}"
+        );
+    }
+    // Everything read is committed.
+    assert_eq!(committed(&brokers, "g", "late", 2), vec![Some(2), Some(2)]);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
 }

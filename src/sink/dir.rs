@@ -44,6 +44,15 @@ impl DirSink {
             line: Vec::new(),
         })
     }
+
+    /// Writes out the buffered change streams: `run` does so after every tick, so the files
+    /// can be followed while it runs.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        for w in [&mut self.atp, &mut self.low_stock, &mut self.order_plan, &mut self.network_atp] {
+            w.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes the snapshot files into `dir/snapshot/`.
@@ -97,9 +106,7 @@ impl Sink for DirSink {
     }
 
     fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()> {
-        for w in [&mut self.atp, &mut self.low_stock, &mut self.order_plan, &mut self.network_atp] {
-            w.flush()?;
-        }
+        self.flush()?;
         let mut buf = Vec::new();
         for d in dead_letters {
             format::dead_letter(&mut buf, &self.sources[d.position.source as usize], d);

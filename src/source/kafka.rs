@@ -47,6 +47,10 @@ pub struct PartitionState {
     pub next: i64,
     /// For batch runs: the end offset captured at start-up (exclusive).
     pub end: Option<i64>,
+    /// Whether `end` was checked against the high watermark of a fetch response. Some
+    /// Kafka-compatible brokers (tansu 0.6.0) answer ListOffsets with the start of the last
+    /// record batch, not its end; fetch responses carry the true high watermark.
+    end_confirmed: bool,
     /// When a message last arrived (or the reader started).
     pub last_data: Instant,
 }
@@ -54,7 +58,7 @@ pub struct PartitionState {
 impl PartitionState {
     /// Whether a batch run has read everything up to the captured end.
     pub fn done(&self) -> bool {
-        self.end.is_some_and(|end| self.next >= end)
+        self.end_confirmed && self.end.is_some_and(|end| self.next >= end)
     }
 }
 
@@ -79,57 +83,94 @@ pub struct KafkaReader {
 /// How long metadata, offset and watermark requests may take before the run gives up.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Every (topic, partition) of `topics`, sorted; a missing topic is an error saying what to do.
-pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, String> {
+/// The worker that reads `partition` of the topic with source id `source`, out of `peers`.
+/// It depends on nothing but the pair, so a partition added while the job runs gets the same
+/// owner on every worker without any coordination, and existing partitions never move.
+pub fn owner(source: usize, partition: i32, peers: usize) -> usize {
+    (source + partition.max(0) as usize) % peers
+}
+
+/// The partitions of each of `topics` (in the order given); a topic the broker does not know
+/// is `None`. Fails only when the broker cannot be asked at all.
+pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<Option<Vec<i32>>>, String> {
     let mut all = Vec::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up"))?;
+        let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| {
+            format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up")
+        })?;
         let t = metadata.topics().iter().find(|t| t.name() == topic);
-        match t {
+        all.push(match t {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+                let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                ids.sort();
+                Some(ids)
             }
-            _ => return Err(format!("input topic {topic} does not exist (or has no partitions); create it or fix --topics")),
-        }
+            _ => None,
+        });
     }
-    all.sort();
     Ok(all)
+}
+
+/// The high watermark of `topic[partition]` as the last fetch response told it, without a
+/// request; `None` until a fetch response arrived. (rdkafka has no safe wrapper for
+/// `rd_kafka_get_watermark_offsets`.)
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives, the topic is a NUL-terminated
+    // string, and librdkafka only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 impl KafkaReader {
     /// A consumer for `config` (group.id included), not yet assigned.
-    pub fn consumer(config: &ClientConfig) -> Result<BaseConsumer, String> {
-        config.create().map_err(|e| format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config"))
+    pub fn create_consumer(config: &ClientConfig) -> Result<BaseConsumer, String> {
+        config
+            .create()
+            .map_err(|e| format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config"))
     }
 
-    /// Assigns `mine` to `consumer`, each from its committed offset, else from `start`. With
-    /// `batch`, also captures each partition's current end offset.
-    pub fn assign(consumer: BaseConsumer, mine: Vec<(String, i32)>, start: Start, batch: bool) -> Result<Self, String> {
+    /// A reader of no partitions yet; [`KafkaReader::add`] gives it some.
+    pub fn new(consumer: BaseConsumer) -> Self {
+        KafkaReader { consumer, partitions: Vec::new(), index: BTreeMap::new() }
+    }
+
+    /// Starts reading `new` partitions, each from its committed offset, else from `start`
+    /// (`--start` applies to partitions known at start-up; a partition that appears later is
+    /// read from its beginning, since everything in it is new). With `batch`, also captures
+    /// each partition's end offset. Returns the indices of the added partitions.
+    pub fn add(&mut self, new: Vec<(String, i32)>, start: Start, batch: bool) -> Result<Vec<usize>, String> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let consumer = &self.consumer;
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in &mine {
+        for (t, p) in &new {
             tpl.add_partition(t, *p);
         }
-        let committed = if mine.is_empty() {
-            TopicPartitionList::new()
-        } else {
-            consumer
-                .committed_offsets(tpl.clone(), TIMEOUT)
-                .map_err(|e| format!("cannot read the committed offsets of the consumer group: {e}"))?
-        };
-        let mut partitions = Vec::new();
-        let mut assignment = TopicPartitionList::new();
-        for (topic, partition) in mine {
+        let committed = consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .map_err(|e| format!("cannot read the committed offsets of the consumer group: {e}"))?;
+        // Every position is looked up before any is taken, so a failure (broker away) leaves
+        // the reader as it was, to be retried.
+        let mut positions = Vec::new();
+        for (topic, partition) in new {
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, TIMEOUT)
                 .map_err(|e| format!("cannot read the offsets of {topic}[{partition}]: {e}"))?;
-            let from_commit = committed
-                .find_partition(&topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o),
-                    _ => None,
-                });
+            let from_commit = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            });
             let next = match (from_commit, start) {
                 (Some(o), _) => o.max(low),
                 (None, Start::Earliest) => low,
@@ -147,20 +188,52 @@ impl KafkaReader {
                     }
                 }
             };
-            assignment
-                .add_partition_offset(&topic, partition, Offset::Offset(next))
-                .map_err(|e| format!("{topic}[{partition}]: {e}"))?;
-            partitions.push(PartitionState {
+            positions.push((topic, partition, next, high));
+        }
+        let mut added = Vec::new();
+        for (topic, partition, next, high) in positions {
+            self.index.insert((topic.clone(), partition), self.partitions.len());
+            added.push(self.partitions.len());
+            self.partitions.push(PartitionState {
                 topic,
                 partition,
                 next,
                 end: batch.then_some(high),
+                end_confirmed: !batch,
                 last_data: Instant::now(),
             });
         }
-        consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))?;
-        let index = partitions.iter().enumerate().map(|(i, p)| ((p.topic.clone(), p.partition), i)).collect();
-        Ok(KafkaReader { consumer, partitions, index })
+        self.reassign()?;
+        Ok(added)
+    }
+
+    /// Points the consumer at every partition's next offset.
+    fn reassign(&self) -> Result<(), String> {
+        let mut assignment = TopicPartitionList::new();
+        for p in &self.partitions {
+            assignment
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+                .map_err(|e| format!("{}[{}]: {e}", p.topic, p.partition))?;
+        }
+        self.consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))
+    }
+
+    /// Confirms partition `i`'s end offset once a fetch response told its high watermark
+    /// (always before a message at or past the start-up end is judged out of the window).
+    pub fn confirm_end(&mut self, i: usize) {
+        let p = &mut self.partitions[i];
+        if p.end_confirmed {
+            return;
+        }
+        if let Some(high) = cached_high_watermark(&self.consumer, &p.topic, p.partition) {
+            p.end = p.end.map(|end| end.max(high));
+            p.end_confirmed = true;
+        }
+    }
+
+    /// The consumer, for metadata requests.
+    pub fn consumer(&self) -> &BaseConsumer {
+        &self.consumer
     }
 
     /// The next message, waiting at most `timeout`. Transient errors (broker down, leader
@@ -189,9 +262,13 @@ impl KafkaReader {
         }
     }
 
-    /// For batch runs: partitions whose messages ended in a gap (compaction, transaction
-    /// markers) are done when the consumer's position reached the end offset.
+    /// For batch runs: confirms end offsets against the high watermarks of fetch responses,
+    /// and marks done the partitions whose messages ended in a gap (compaction, transaction
+    /// markers) when the consumer's position reached the end offset.
     pub fn refresh_positions(&mut self) {
+        for i in 0..self.partitions.len() {
+            self.confirm_end(i);
+        }
         if let Ok(tpl) = self.consumer.position() {
             for p in &mut self.partitions {
                 if let Some(Offset::Offset(o)) = tpl.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
