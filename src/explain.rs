@@ -413,6 +413,9 @@ pub struct AllocationView {
     pub status: String,
     /// A minus the floor shares (short sources only).
     pub leftover: i64,
+    /// The order in which leftover packs are handed out: largest remainder first, ties by
+    /// dest (short sources only).
+    pub visit_order: Vec<String>,
     /// Every line at the source, by dest.
     pub lines: Vec<ShareView>,
 }
@@ -687,10 +690,12 @@ fn allocation_at(
     let r = i128::from(total);
     let mut shares = Vec::new();
     let mut floors = 0i64;
+    let mut fractions: Vec<(i128, i128, &str)> = Vec::new();
     for (line, claim) in lines.iter().zip(&claims) {
         let p = i128::from(claim.pack);
         let (floor_share, remainder) = if status == "short" {
             let numerator = a * i128::from(claim.requested);
+            fractions.push((numerator % (r * p), r * p, line.dest.as_str()));
             ((numerator / (r * p) * p) as i64, format!("{}/{}", numerator % (r * p), r * p))
         } else {
             (line.qty, "0".to_string())
@@ -709,12 +714,15 @@ fn allocation_at(
     for ((line, claim), qty) in lines.iter().zip(&claims).zip(fair_share(supply, &claims)) {
         check(checks, &format!("qty: fair share of {} at {source} vs engine", claim.dest), qty, line.qty);
     }
+    // SPEC §3: remainders compared exactly (cross-multiplied), ties by dest bytewise.
+    fractions.sort_by(|x, y| (y.0 * x.1).cmp(&(x.0 * y.1)).then_with(|| x.2.as_bytes().cmp(y.2.as_bytes())));
     AllocationView {
         source: source.to_string(),
         supply,
         requested_total: total,
         status: status.to_string(),
         leftover: if status == "short" { supply - floors } else { 0 },
+        visit_order: fractions.iter().map(|f| f.2.to_string()).collect(),
         lines: shares,
     }
 }
@@ -864,6 +872,15 @@ pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &Ke
 // Text.
 // ---------------------------------------------------------------------------
 
+/// A number substituted into a formula: negatives in parentheses, so `37 - (-10)` reads right.
+fn n(v: i64) -> String {
+    if v < 0 {
+        format!("({v})")
+    } else {
+        v.to_string()
+    }
+}
+
 fn time(ms: Millis) -> String {
     format!("{} ({ms})", rfc3339(ms))
 }
@@ -921,6 +938,7 @@ fn render_allocation(out: &mut String, a: &AllocationView, sku: &str) {
             );
             let _ =
                 writeln!(out, "  largest remainder first (ties by dest), while qty_i + p_i <= r_i and p_i <= leftover");
+            let _ = writeln!(out, "  visiting order: {}", a.visit_order.join(", "));
         }
     }
     if a.status != "short" {
@@ -1080,16 +1098,28 @@ pub fn render_text(e: &Explanation) -> String {
                 "  outbound  = {}   (requested of the lines sourced from {}: {lines})",
                 e.engine.outbound, e.loc
             );
-            let _ = writeln!(o, "  available = on_hand - reserved = {} - {} = {}", a.on_hand, a.reserved, a.available);
+            let _ = writeln!(
+                o,
+                "  available = on_hand - reserved = {} - {} = {}",
+                n(a.on_hand),
+                n(a.reserved),
+                a.available
+            );
             let _ = writeln!(
                 o,
                 "  atp       = max(0, on_hand - reserved - safety_stock) = max(0, {} - {} - {ss}) = {}",
-                a.on_hand, a.reserved, a.atp
+                n(a.on_hand),
+                n(a.reserved),
+                a.atp
             );
             let _ = writeln!(
                 o,
                 "  position  = on_hand + on_order - reserved - outbound = {} + {} - {} - {} = {}",
-                a.on_hand, a.on_order, a.reserved, e.engine.outbound, a.position
+                n(a.on_hand),
+                n(a.on_order),
+                n(a.reserved),
+                n(e.engine.outbound),
+                a.position
             );
             match policy {
                 Some(p) => {
@@ -1117,8 +1147,13 @@ pub fn render_text(e: &Explanation) -> String {
     match (&e.formula, policy) {
         (Some(f), Some(p)) => {
             let _ = writeln!(o, "  {}", f.verdict);
-            let _ =
-                writeln!(o, "  need      = order_up_to - position = {} - {} = {}", p.order_up_to, f.position, f.need);
+            let _ = writeln!(
+                o,
+                "  need      = order_up_to - position = {} - {} = {}",
+                p.order_up_to,
+                n(f.position),
+                f.need
+            );
             if let Some(requested) = f.requested {
                 let wanted = f.need.max(p.moq);
                 let _ = writeln!(
@@ -1128,8 +1163,11 @@ pub fn render_text(e: &Explanation) -> String {
                 );
             }
         }
-        _ => {
+        (_, Some(_)) => {
             let _ = writeln!(o, "  the key's policy has no source: it orders nothing");
+        }
+        (_, None) => {
+            let _ = writeln!(o, "  the key has no policy: it orders nothing");
         }
     }
     match &e.engine.order_line {
