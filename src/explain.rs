@@ -231,7 +231,7 @@ impl KeyInput {
                 events.push(event);
             }
         })?;
-        events.sort_by(|a, b| a.order.cmp(&b.order));
+        events.sort_by_key(|e| e.order);
         let purchase_orders = latest_po.into_iter().filter(|(po_id, _)| named_sku.contains(po_id)).collect();
         Ok(KeyInput { events, purchase_orders })
     }

@@ -313,14 +313,47 @@ fn no_data(id: &str, message: &str) -> String {
     )
 }
 
+/// Reduces a step series to at most a few points per pixel column: a long run has a point per
+/// tick, far more than the chart has pixels. A column keeps its first, lowest, highest and last
+/// value (drawn as a vertical stroke at the column's first time), so peaks stay visible.
+fn per_pixel(points: &[(Millis, Option<i64>)], x: impl Fn(Millis) -> f64) -> Vec<(Millis, Option<i64>)> {
+    let mut reduced = Vec::new();
+    let mut i = 0;
+    while i < points.len() {
+        let column = x(points[i].0).floor();
+        let mut j = i + 1;
+        while j < points.len() && x(points[j].0).floor() == column {
+            j += 1;
+        }
+        let group = &points[i..j];
+        if group.len() <= 4 {
+            reduced.extend_from_slice(group);
+        } else {
+            let at = group[0].0;
+            let values: Vec<i64> = group.iter().filter_map(|p| p.1).collect();
+            if let (Some(first), Some(min), Some(max), Some(last)) =
+                (values.first(), values.iter().min(), values.iter().max(), values.last())
+            {
+                for v in [first, min, max, last] {
+                    if reduced.last() != Some(&(at, Some(*v))) {
+                        reduced.push((at, Some(*v)));
+                    }
+                }
+            }
+            if group[group.len() - 1].1.is_none() {
+                reduced.push((at, None));
+            }
+        }
+        i = j;
+    }
+    reduced
+}
+
+/// A chart series: its name, colour and points (time, value; `None` = absent from then on).
+type Series<'a> = (String, &'a str, Vec<(Millis, Option<i64>)>);
+
 /// Step lines: each series holds its value until its next point; `None` draws nothing.
-fn step_chart(
-    id: &str,
-    title: &str,
-    start: Millis,
-    end: Millis,
-    series: &[(String, &str, Vec<(Millis, Option<i64>)>)],
-) -> String {
+fn step_chart(id: &str, title: &str, start: Millis, end: Millis, series: &[Series<'_>]) -> String {
     let values = series.iter().flat_map(|(_, _, points)| points.iter().filter_map(|(_, v)| *v));
     let (min, max) = values.fold((0i64, 0i64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let axes = Axes {
@@ -333,6 +366,7 @@ fn step_chart(
     let mut svg = String::new();
     axes.open(&mut svg, id, title);
     for (name, colour, points) in series {
+        let points = per_pixel(points, |t| axes.x(t));
         let mut path = String::new();
         let mut pen: Option<(f64, f64)> = None;
         for (i, (t, v)) in points.iter().enumerate() {
@@ -456,15 +490,18 @@ impl ReportSink {
                 *sum += n;
             }
         }
-        let max = buckets.values().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0);
-        let last_bucket = (end - start) / per_bucket;
-        let axes = Axes {
-            frame: Frame::time_chart(),
-            start,
-            end: start + (last_bucket + 1) * per_bucket,
-            low: 0,
-            high: nice_max(max as i64),
+        let mut totals: Vec<i64> = buckets.values().map(|c| c.iter().sum::<u64>() as i64).collect();
+        totals.sort_unstable();
+        // A start-up burst (every key's policy and count at one time) would flatten the rest of
+        // the chart: a bar over 3x the next largest is cut at the axis and labelled with its total.
+        let high = match totals[..] {
+            [.., second, first] if first > 3 * second => nice_max(second.max(1) * 3 / 2),
+            [.., first] => nice_max(first),
+            [] => 1,
         };
+        let last_bucket = (end - start) / per_bucket;
+        let axes =
+            Axes { frame: Frame::time_chart(), start, end: start + (last_bucket + 1) * per_bucket, low: 0, high };
         let mut svg = String::new();
         axes.open(&mut svg, "events-per-type", "applied messages per type over time");
         for (bucket, counts) in &buckets {
@@ -473,10 +510,11 @@ impl ReportSink {
             let bar = (axes.x(t0 + per_bucket) - x0 - 1.0).max(1.0);
             let mut stacked = 0i64;
             for ((name, colour), n) in TYPES.iter().zip(counts) {
-                if *n == 0 {
+                if *n == 0 || stacked >= high {
+                    stacked += *n as i64;
                     continue;
                 }
-                let top = axes.y(stacked + *n as i64);
+                let top = axes.y((stacked + *n as i64).min(high));
                 let bottom = axes.y(stacked);
                 stacked += *n as i64;
                 let _ = write!(
@@ -484,6 +522,14 @@ impl ReportSink {
                     "<rect class=\"bar\" x=\"{x0:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{name}: {n} from {}</title></rect>",
                     bottom - top,
                     rfc3339(t0)
+                );
+            }
+            if stacked > high {
+                let _ = write!(
+                    svg,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">&#8593; {stacked} (cut)</text>",
+                    x0 + bar + 3.0,
+                    axes.frame.top + 10.0
                 );
             }
         }
@@ -642,7 +688,7 @@ impl ReportSink {
                     "<p class=\"note\">network ATP (sum of atp over the sku's locations) of the {} SKUs with the most applied messages</p>",
                     self.top_skus.len()
                 );
-                let series: Vec<(String, &str, Vec<(Millis, Option<i64>)>)> = self
+                let series: Vec<Series<'_>> = self
                     .top_skus
                     .iter()
                     .zip(SERIES)
@@ -676,6 +722,17 @@ mod tests {
         assert_eq!(nice_max(11), 20);
         assert_eq!(nice_max(480), 500);
         assert_eq!(nice_max(i64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn per_pixel_keeps_the_envelope_and_the_last_value() {
+        // Ten points in one column, then one in the next.
+        let points: Vec<(Millis, Option<i64>)> =
+            (0..10).map(|t| (t, Some([5, 9, 1, 7, 3, 8, 2, 6, 4, 5][t as usize]))).chain([(100, None)]).collect();
+        let reduced = per_pixel(&points, |t| t as f64 / 50.0);
+        assert_eq!(reduced, vec![(0, Some(5)), (0, Some(1)), (0, Some(9)), (0, Some(5)), (100, None)]);
+        let sparse = vec![(0, Some(1)), (60, Some(2))];
+        assert_eq!(per_pixel(&sparse, |t| t as f64 / 50.0), sparse);
     }
 
     #[test]
