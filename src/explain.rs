@@ -881,10 +881,6 @@ fn n(v: i64) -> String {
     }
 }
 
-fn time(ms: Millis) -> String {
-    format!("{} ({ms})", rfc3339(ms))
-}
-
 /// Lays out rows as left-aligned columns (the last column is not padded).
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>], numeric: &[bool]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -980,7 +976,7 @@ pub fn render_text(e: &Explanation) -> String {
     let _ = writeln!(o, "Why {} at {} is where it is", e.sku, e.loc);
     match e.as_of {
         Some(t) => {
-            let _ = writeln!(o, "as of {} (tick {} ms, lateness {} ms)", time(t), e.tick_ms, e.lateness_ms);
+            let _ = writeln!(o, "as of {} = {t} ms (tick {} ms, lateness {} ms)", rfc3339(t), e.tick_ms, e.lateness_ms);
         }
         None => {
             let _ = writeln!(o, "nothing was applied: the input holds no valid message within the window");
