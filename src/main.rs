@@ -2,10 +2,12 @@
 //! dispatches on the mode.
 
 mod config;
+mod explain;
 mod format;
 mod gen;
 mod kafka;
 mod produce;
+mod report;
 mod sink;
 mod source;
 mod stream;
@@ -53,6 +55,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Prints an output topic's latest value per key (sorted by key), or every record with --all.
     Consume(produce::ConsumeArgs),
+    /// Replays the input and explains why one key (sku, loc) is where it is.
+    Explain(explain::ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +134,9 @@ struct ReplayArgs {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Also write a self-contained HTML report (charts of the run) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Print help.
@@ -187,7 +194,7 @@ impl Sink for Tee {
     }
 }
 
-fn replay(config: ReplayConfig) -> Result<()> {
+fn replay(config: ReplayConfig, report: Option<PathBuf>) -> Result<()> {
     let config = Arc::new(config);
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
@@ -206,6 +213,9 @@ fn replay(config: ReplayConfig) -> Result<()> {
             }
             if config.print && matches!(config.output, Output::Dir(_)) {
                 sinks.push(Box::new(StdoutSink));
+            }
+            if let Some(path) = &report {
+                sinks.push(Box::new(report::ReportSink::create(path, config)?));
             }
             Ok(Box::new(Tee(sinks)))
         };
@@ -252,7 +262,11 @@ fn spawn_progress(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay(args) => replay(replay_config(args)?),
+        Command::Replay(args) => {
+            let report = args.report.clone();
+            replay(replay_config(args)?, report)
+        }
+        Command::Explain(args) => explain::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Run(args) => stream::run(stream::StreamConfig {
             ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },

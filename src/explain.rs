@@ -1,0 +1,1215 @@
+//! `stockflow explain`: why one key (sku, loc) is where it is at the end of a replay's window —
+//! its ledger, holds, purchase orders, policy, SPEC §3's formulas with the engine's numbers
+//! substituted, its order line and the allocation at its source.
+//!
+//! Two kinds of facts meet here, and the output labels each:
+//! - `[engine]` numbers come from the final snapshot of a real replay (the same worker loop and
+//!   dataflows as `stockflow replay`): the ATP row, the order-plan lines, the low-stock state.
+//! - `[input]` lists come from the key's decoded messages (the same decoder, clock and window
+//!   as the replay) in SPEC §2's order, annotated with SPEC §2's ledger rules. Their totals are
+//!   checked against the engine's (`checks`), so an annotation that drifted from the engine
+//!   shows up as a MISMATCH instead of a wrong story.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dataflows::allocation::{fair_share, Claim, PlanLine};
+use dataflows::clock::{Ticks, DEFAULT_HOLD_MS};
+use dataflows::decode::parse_time;
+use dataflows::low_stock::LowView;
+use dataflows::model::{Body, DeadLetter, Event, Millis, Name, OrderKey, PoStatus, Policy};
+use dataflows::order_plan::{is_external, line_for};
+use dataflows::pipeline::Atp;
+use dataflows::Key;
+use serde::Serialize;
+
+use crate::config::{self, Cluster, InputFile, Output, ReplayConfig};
+use crate::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::source::file::LineReader;
+use crate::source::{Decoded, PartitionDecoder};
+use crate::worker;
+
+/// `stockflow explain`: the replay flags, the key, and the time to explain.
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct ExplainArgs {
+    /// Fixture directories (every *.jsonl inside, names sorted) or .jsonl files, as in replay.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The key's sku.
+    #[arg(long)]
+    sku: String,
+    /// The key's location.
+    #[arg(long)]
+    loc: String,
+    /// Explain the state at this time (ms or RFC 3339) instead of the end of the window.
+    #[arg(long)]
+    at: Option<String>,
+    /// Tick length in milliseconds, as in replay.
+    #[arg(long, default_value_t = 1000)]
+    tick_ms: u64,
+    /// Allowed lateness per (source, partition), as in replay.
+    #[arg(long, default_value_t = 0)]
+    lateness_ms: u64,
+    /// End of the window, as in replay.
+    #[arg(long)]
+    until: Option<String>,
+    /// Print the explanation as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Timely worker threads (the numbers do not depend on it).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn time_arg(flag: &str, text: &str) -> Result<Millis> {
+    parse_time(text).with_context(|| {
+        format!("{flag} {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
+    })
+}
+
+/// Runs `stockflow explain`: replays, explains, prints.
+pub fn run(args: ExplainArgs) -> Result<()> {
+    if args.tick_ms == 0 {
+        bail!("--tick-ms must be at least 1");
+    }
+    if args.workers == 0 {
+        bail!("-w must be at least 1");
+    }
+    let until = args.until.as_deref().map(|t| time_arg("--until", t)).transpose()?;
+    let at = args.at.as_deref().map(|t| time_arg("--at", t)).transpose()?;
+    // The state at T is the state of the window that ends at T (SPEC §2), so `--at` is a
+    // narrower window: same effective times, same ticks, nothing after T applied.
+    let window = match (at, until) {
+        (Some(at), Some(until)) if at > until => {
+            bail!("--at {at} lies after --until {until}; the state after the window's end is not computed")
+        }
+        (Some(at), _) => Some(at),
+        (None, until) => until,
+    };
+    let config = ReplayConfig {
+        inputs: config::resolve_inputs(&args.inputs)?,
+        output: Output::Stdout,
+        ticks: Ticks { tick_ms: args.tick_ms, until: window },
+        lateness_ms: args.lateness_ms,
+        quiet: true,
+        print: false,
+        cluster: Cluster { workers: args.workers, processes: 1, process: 0, hostfile: None },
+    };
+    let key: Key = (Name::from(args.sku.as_str()), Name::from(args.loc.as_str()));
+    let engine = replay_final_state(&config)?;
+    let input = KeyInput::read(&config, &key)?;
+    let explanation = explain(&config, &key, &engine, &input);
+    let text = if args.json {
+        let mut text = serde_json::to_string_pretty(&explanation).context("cannot encode the explanation")?;
+        text.push('\n');
+        text
+    } else {
+        render_text(&explanation)
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The engine's side: a replay whose sink keeps the final snapshot.
+// ---------------------------------------------------------------------------
+
+/// The final state of a replay, as its sink saw it.
+#[derive(Default)]
+pub struct FinalState {
+    /// ATP rows by (sku, loc).
+    pub atp: BTreeMap<Key, Atp>,
+    /// LOW/OUT keys by (sku, loc).
+    pub low_stock: BTreeMap<Key, LowView>,
+    /// Order lines by (dest, sku).
+    pub order_plan: BTreeMap<Key, PlanLine>,
+    /// The run summary.
+    pub summary: Summary,
+}
+
+/// A sink that keeps the final snapshot for the caller.
+struct Capture(Arc<Mutex<Option<FinalState>>>);
+
+impl Sink for Capture {
+    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _dead: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()> {
+        let state = FinalState {
+            atp: snapshot.atp.clone(),
+            low_stock: snapshot.low_stock.clone(),
+            order_plan: snapshot.order_plan.clone(),
+            summary: summary.clone(),
+        };
+        *self.0.lock().expect("no other holder panics") = Some(state);
+        Ok(())
+    }
+}
+
+/// Replays `config` with the replay's own worker loop and returns its final snapshot.
+pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
+    let captured = Arc::new(Mutex::new(None));
+    let config = Arc::new(config.clone());
+    let progress = Arc::new(worker::Progress::default());
+    let timely_config = config.cluster.timely_config()?;
+    let slot = Arc::clone(&captured);
+    let guards = timely::execute(timely_config, move |w| {
+        let slot = Arc::clone(&slot);
+        let make_sink = move || -> std::io::Result<Box<dyn Sink>> { Ok(Box::new(Capture(Arc::clone(&slot)))) };
+        worker::replay_worker(w, &config, &progress, &make_sink)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    worker::join_workers(guards)?;
+    let state = captured.lock().expect("workers have finished").take();
+    state.context("the replay ended without a final snapshot")
+}
+
+// ---------------------------------------------------------------------------
+// The input's side: the key's messages, decoded and stamped as the replay does.
+// ---------------------------------------------------------------------------
+
+/// Calls `each` with every valid message within the window, decoded and stamped exactly as
+/// the replay's sources do (file by file; the caller sorts if it needs SPEC order).
+pub fn for_each_event(
+    inputs: &[InputFile],
+    lateness_ms: Millis,
+    ticks: Ticks,
+    mut each: impl FnMut(Event),
+) -> Result<()> {
+    for (source, input) in inputs.iter().enumerate() {
+        let mut lines =
+            LineReader::open(&input.path).with_context(|| format!("cannot open input {}", input.path.display()))?;
+        let mut decoder = PartitionDecoder::new(source as u32, 0, lateness_ms, ticks);
+        while let Some((offset, raw)) = lines.next_message()? {
+            if let Decoded::Event(event) = decoder.decode(offset, raw) {
+                each(event);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the input says about one sku: its keyed messages in SPEC order, and the latest
+/// message of every purchase order that ever named the sku.
+pub struct KeyInput {
+    /// Messages of the sku (every loc), purchase orders excluded, in SPEC order.
+    events: Vec<Event>,
+    /// The latest `po` message of each po_id (whatever sku it names now) that ever named the sku.
+    purchase_orders: BTreeMap<Name, Event>,
+}
+
+impl KeyInput {
+    /// Reads the inputs of `config` once, keeping what concerns `key`'s sku.
+    pub fn read(config: &ReplayConfig, key: &Key) -> Result<Self> {
+        let mut events = Vec::new();
+        // A purchase order may move to another sku or loc (README: the latest message carries
+        // its quantity), so the latest message of every po_id is kept, not only the sku's.
+        let mut latest_po: BTreeMap<Name, Event> = BTreeMap::new();
+        let mut named_sku: std::collections::BTreeSet<Name> = std::collections::BTreeSet::new();
+        for_each_event(&config.inputs, config.lateness_ms, config.ticks, |event| {
+            if let Body::Po { po_id, .. } = &event.message.body {
+                if event.message.sku == key.0 {
+                    named_sku.insert(po_id.clone());
+                }
+                let newer = latest_po.get(po_id).is_none_or(|seen| seen.order < event.order);
+                if newer {
+                    latest_po.insert(po_id.clone(), event);
+                }
+            } else if event.message.sku == key.0 {
+                events.push(event);
+            }
+        })?;
+        events.sort_by_key(|e| e.order);
+        let purchase_orders = latest_po.into_iter().filter(|(po_id, _)| named_sku.contains(po_id)).collect();
+        Ok(KeyInput { events, purchase_orders })
+    }
+
+    /// The latest policy of (sku, `loc`) and the position of its message.
+    fn policy_of(&self, loc: &str) -> Option<(&Event, Option<&Policy>)> {
+        self.events.iter().rev().find(|e| e.message.loc == loc && matches!(e.message.body, Body::Policy(_))).map(|e| {
+            match &e.message.body {
+                Body::Policy(p) => (e, p.as_ref()),
+                _ => unreachable!("filtered on policy messages"),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The explanation.
+// ---------------------------------------------------------------------------
+
+/// One message of the key's ledger, with the key's state right after it.
+#[derive(Serialize, Debug)]
+pub struct LedgerEntry {
+    /// Effective time (ms).
+    pub effective: Millis,
+    /// The message's own `ts` (differs from `effective` when late).
+    pub ts: Millis,
+    /// `file:line`.
+    pub position: String,
+    /// The message, in words.
+    pub message: String,
+    /// on_hand after the message.
+    pub on_hand: i64,
+    /// reserved after the message (holds active at its effective time). Hold expiries are
+    /// listed as entries of their own, at position `-`.
+    pub reserved: i64,
+    /// What SPEC §2 made of it, when it was not simply applied.
+    pub note: Option<String>,
+}
+
+/// A hold active at the explained time.
+#[derive(Serialize, Debug)]
+pub struct HoldView {
+    /// res_id.
+    pub res_id: String,
+    /// Held quantity.
+    pub qty: i64,
+    /// When it expires (ms).
+    pub expires_at: Millis,
+    /// Where the reserve was read.
+    pub position: String,
+}
+
+/// An open purchase order of the key.
+#[derive(Serialize, Debug)]
+pub struct PoView {
+    /// po_id.
+    pub po_id: String,
+    /// Open quantity.
+    pub qty: i64,
+    /// Expected arrival (ms), when given.
+    pub eta: Option<Millis>,
+    /// Where its latest message was read.
+    pub position: String,
+}
+
+/// The key's policy and where it was set.
+#[derive(Serialize, Debug)]
+pub struct PolicyView {
+    /// The latest policy message's position.
+    pub position: String,
+    /// Effective time of that message.
+    pub effective: Millis,
+    /// `None` when the latest policy message deleted it.
+    pub policy: Option<PolicyFields>,
+}
+
+/// A policy's fields.
+#[derive(Serialize, Debug, Clone)]
+pub struct PolicyFields {
+    /// reorder_point.
+    pub reorder_point: i64,
+    /// order_up_to.
+    pub order_up_to: i64,
+    /// safety_stock.
+    pub safety_stock: i64,
+    /// pack_size.
+    pub pack_size: i64,
+    /// moq.
+    pub moq: i64,
+    /// source, when it has one.
+    pub source: Option<String>,
+}
+
+impl From<&Policy> for PolicyFields {
+    fn from(p: &Policy) -> Self {
+        PolicyFields {
+            reorder_point: p.reorder_point,
+            order_up_to: p.order_up_to,
+            safety_stock: p.safety_stock,
+            pack_size: p.pack_size,
+            moq: p.moq,
+            source: p.source.as_ref().map(|s| s.to_string()),
+        }
+    }
+}
+
+/// An order line as the engine planned it.
+#[derive(Serialize, Debug, Clone)]
+pub struct LineView {
+    /// The ordering location.
+    pub dest: String,
+    /// Where it orders from.
+    pub source: String,
+    /// What it asks for.
+    pub requested: i64,
+    /// What it gets.
+    pub qty: i64,
+}
+
+/// The engine's numbers for the key (`null` fields without an ATP row).
+#[derive(Serialize, Debug)]
+pub struct EngineView {
+    /// The key's ATP row at the explained time, `None` when it has none.
+    pub atp: Option<Atp>,
+    /// on_hand + on_order - reserved - position: the demand of the lines sourced here.
+    pub outbound: i64,
+    /// The lines sourced from this key's loc (same sku).
+    pub outbound_lines: Vec<LineView>,
+    /// The low-stock state (`OK`, `LOW`, `OUT`; `OK` also for keys without a policy).
+    pub low_stock: String,
+    /// The key's own order line, when it has one.
+    pub order_line: Option<LineView>,
+}
+
+/// SPEC §3's order-line formula with the numbers substituted.
+#[derive(Serialize, Debug)]
+pub struct FormulaView {
+    /// position (engine).
+    pub position: i64,
+    /// reorder_point (policy).
+    pub reorder_point: i64,
+    /// order_up_to - position.
+    pub need: i64,
+    /// ceil(max(need, moq) / pack_size) * pack_size, when the key orders.
+    pub requested: Option<i64>,
+    /// Why the key orders or not, in words.
+    pub verdict: String,
+}
+
+/// A line competing for an internal source.
+#[derive(Serialize, Debug)]
+pub struct ShareView {
+    /// The ordering location.
+    pub dest: String,
+    /// r_i.
+    pub requested: i64,
+    /// p_i, from the dest's policy.
+    pub pack: i64,
+    /// floor(A*r_i / (R*p_i)) * p_i.
+    pub floor_share: i64,
+    /// A*r_i mod R*p_i (the remainder's numerator; the denominator is R*p_i).
+    pub remainder: String,
+    /// Packs handed out of the leftover: (qty - floor_share) / pack.
+    pub leftover_packs: i64,
+    /// qty (engine).
+    pub qty: i64,
+}
+
+/// SPEC §3's allocation at one internal source for the sku.
+#[derive(Serialize, Debug)]
+pub struct AllocationView {
+    /// The source location.
+    pub source: String,
+    /// A: atp of (sku, source) (engine; 0 without a row).
+    pub supply: i64,
+    /// R: the sum of the lines' requested.
+    pub requested_total: i64,
+    /// `enough` (R <= A), `empty` (A <= 0), or `short`.
+    pub status: String,
+    /// A minus the floor shares (short sources only).
+    pub leftover: i64,
+    /// The order in which leftover packs are handed out: largest remainder first, ties by
+    /// dest (short sources only).
+    pub visit_order: Vec<String>,
+    /// Every line at the source, by dest.
+    pub lines: Vec<ShareView>,
+}
+
+/// One comparison of an `[input]` total (or a formula) with the engine's number.
+#[derive(Serialize, Debug)]
+pub struct Check {
+    /// What is compared.
+    pub what: String,
+    /// From the input's ledger or SPEC's formula.
+    pub derived: String,
+    /// From the engine.
+    pub engine: String,
+    /// Whether they agree.
+    pub ok: bool,
+}
+
+/// Everything `stockflow explain` says about a key.
+#[derive(Serialize, Debug)]
+pub struct Explanation {
+    /// The key's sku.
+    pub sku: String,
+    /// The key's loc.
+    pub loc: String,
+    /// The explained time: the window's end (null when nothing was applied).
+    pub as_of: Option<Millis>,
+    /// Tick length.
+    pub tick_ms: Millis,
+    /// Allowed lateness.
+    pub lateness_ms: Millis,
+    /// Messages of the key before the last applied count (not listed).
+    pub earlier_messages: usize,
+    /// The last applied count and every message of the key after it [input].
+    pub ledger: Vec<LedgerEntry>,
+    /// Holds active at `as_of` [input].
+    pub holds: Vec<HoldView>,
+    /// Open purchase orders of the key [input].
+    pub purchase_orders: Vec<PoView>,
+    /// The key's latest policy message [input].
+    pub policy: Option<PolicyView>,
+    /// The engine's numbers.
+    pub engine: EngineView,
+    /// The order-line formula, for keys whose policy has a source.
+    pub formula: Option<FormulaView>,
+    /// The allocation at the key's internal source.
+    pub allocation: Option<AllocationView>,
+    /// The allocation at this key's loc, when lines are sourced from it.
+    pub allocation_as_source: Option<AllocationView>,
+    /// Input totals and formulas compared with the engine.
+    pub checks: Vec<Check>,
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+fn position_of(config: &ReplayConfig, order: &OrderKey) -> String {
+    let name = config.inputs.get(order.position.source as usize).map_or("?", |i| i.name.as_str());
+    format!("{name}:{}", order.position.offset)
+}
+
+fn describe(body: &Body) -> String {
+    match body {
+        Body::Sale { qty } => format!("sale {qty}"),
+        Body::Return { qty } => format!("return {qty}"),
+        Body::Receipt { qty, po_id: Some(po) } => format!("receipt {qty} (po {po})"),
+        Body::Receipt { qty, po_id: None } => format!("receipt {qty}"),
+        Body::Adjust { delta, reason: Some(r) } => format!("adjust {delta:+} ({r})"),
+        Body::Adjust { delta, reason: None } => format!("adjust {delta:+}"),
+        Body::Count { qty } => format!("count {qty}"),
+        Body::Reserve { res_id, qty, expires_at: Some(e) } => format!("reserve {res_id} {qty} until {}", rfc3339(*e)),
+        Body::Reserve { res_id, qty, expires_at: None } => format!("reserve {res_id} {qty}"),
+        Body::Release { res_id } => format!("release {res_id}"),
+        Body::Fulfill { res_id, qty } => format!("fulfill {res_id} {qty}"),
+        Body::Po { po_id, qty, .. } => format!("po {po_id} {qty}"),
+        Body::Policy(Some(p)) => format!(
+            "policy rp {} up-to {} ss {} pack {} moq {}{}",
+            p.reorder_point,
+            p.order_up_to,
+            p.safety_stock,
+            p.pack_size,
+            p.moq,
+            p.source.as_ref().map_or(String::new(), |s| format!(" from {s}"))
+        ),
+        Body::Policy(None) => "policy deleted".to_string(),
+    }
+}
+
+struct HoldState {
+    qty: i64,
+    expires_at: Millis,
+    position: String,
+}
+
+/// The key's ledger per SPEC §2: counts as barriers on `ts`, holds with expiry, orphans.
+struct LedgerWalk {
+    entries: Vec<LedgerEntry>,
+    last_count: Option<usize>,
+    on_hand: i64,
+    holds: BTreeMap<Name, HoldState>,
+}
+
+impl LedgerWalk {
+    /// Lists (and forgets) the holds that expire at or before `until`, in expiry order: a hold
+    /// is active for [effective time, expires_at).
+    fn expire(&mut self, until: Millis) {
+        let mut due: Vec<(Millis, Name)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.expires_at <= until)
+            .map(|(id, h)| (h.expires_at, id.clone()))
+            .collect();
+        due.sort();
+        for (expires_at, res_id) in due {
+            let hold = self.holds.remove(&res_id).expect("listed from the map");
+            let reserved = self.holds.values().fold(0i64, |s, h| s.saturating_add(h.qty));
+            self.entries.push(LedgerEntry {
+                effective: expires_at,
+                ts: expires_at,
+                position: "-".to_string(),
+                message: format!("hold {res_id} ({}) expires", hold.qty),
+                on_hand: self.on_hand,
+                reserved,
+                note: None,
+            });
+        }
+    }
+}
+
+fn walk_ledger(config: &ReplayConfig, key: &Key, input: &KeyInput, as_of: Option<Millis>) -> LedgerWalk {
+    let mut walk = LedgerWalk { entries: Vec::new(), last_count: None, on_hand: 0, holds: BTreeMap::new() };
+    let mut barrier: Option<Millis> = None;
+    for event in input.events.iter().filter(|e| e.message.loc == key.1) {
+        let at = event.order.effective;
+        if !matches!(event.message.body, Body::Policy(_)) {
+            walk.expire(at);
+        }
+        let ts = event.message.ts;
+        let behind = barrier.is_some_and(|b| ts < b);
+        let absorbed =
+            behind.then(|| format!("absorbed: ts {ts} is older than the last count's ts {}", barrier.unwrap_or(0)));
+        let active = |holds: &BTreeMap<Name, HoldState>, id: &Name| holds.get(id).is_some_and(|h| h.expires_at > at);
+        let mut note = None;
+        let mut is_count = false;
+        match &event.message.body {
+            Body::Sale { .. }
+            | Body::Return { .. }
+            | Body::Receipt { .. }
+            | Body::Adjust { .. }
+            | Body::Count { .. }
+                if behind =>
+            {
+                note = absorbed
+            }
+            Body::Sale { qty } => walk.on_hand = walk.on_hand.saturating_sub(*qty),
+            Body::Return { qty } | Body::Receipt { qty, .. } => walk.on_hand = walk.on_hand.saturating_add(*qty),
+            Body::Adjust { delta, .. } => walk.on_hand = walk.on_hand.saturating_add(*delta),
+            Body::Count { qty } => {
+                walk.on_hand = *qty;
+                barrier = Some(ts);
+                is_count = true;
+            }
+            Body::Reserve { res_id, qty, expires_at } => {
+                let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
+                if active(&walk.holds, res_id) {
+                    note = Some("duplicate: the hold is active".to_string());
+                } else if expires_at <= at {
+                    note = Some("expired on arrival".to_string());
+                } else {
+                    let position = position_of(config, &event.order);
+                    walk.holds.insert(res_id.clone(), HoldState { qty: *qty, expires_at, position });
+                }
+            }
+            Body::Release { res_id } => {
+                if active(&walk.holds, res_id) {
+                    walk.holds.remove(res_id);
+                } else {
+                    note = Some("orphan: no active hold".to_string());
+                }
+            }
+            Body::Fulfill { res_id, qty } => {
+                let mut notes = Vec::new();
+                if active(&walk.holds, res_id) {
+                    walk.holds.remove(res_id);
+                } else {
+                    notes.push("orphan: no active hold".to_string());
+                }
+                if behind {
+                    notes.extend(absorbed);
+                } else {
+                    walk.on_hand = walk.on_hand.saturating_sub(*qty);
+                }
+                note = (!notes.is_empty()).then(|| notes.join("; "));
+            }
+            // The policy has its own section; purchase orders are not keyed messages here.
+            Body::Policy(_) | Body::Po { .. } => continue,
+        }
+        if ts != at {
+            let late = format!("late: ts {ts}");
+            note = Some(note.map_or(late.clone(), |n| format!("{late}; {n}")));
+        }
+        let reserved = walk.holds.values().fold(0i64, |s, h| s.saturating_add(h.qty));
+        if is_count {
+            walk.last_count = Some(walk.entries.len());
+        }
+        walk.entries.push(LedgerEntry {
+            effective: at,
+            ts,
+            position: position_of(config, &event.order),
+            message: describe(&event.message.body),
+            on_hand: walk.on_hand,
+            reserved,
+            note,
+        });
+    }
+    walk.expire(as_of.unwrap_or(Millis::MAX));
+    walk
+}
+
+/// The lines of `sku` sourced from `source`, by dest (engine).
+fn lines_from(engine: &FinalState, sku: &str, source: &str) -> Vec<LineView> {
+    engine
+        .order_plan
+        .iter()
+        .filter(|((_, s), line)| s == sku && line.source == source)
+        .map(|((dest, _), line)| LineView {
+            dest: dest.to_string(),
+            source: line.source.to_string(),
+            requested: line.requested,
+            qty: line.qty,
+        })
+        .collect()
+}
+
+fn allocation_at(
+    engine: &FinalState,
+    input: &KeyInput,
+    sku: &str,
+    source: &str,
+    checks: &mut Vec<Check>,
+) -> AllocationView {
+    let supply = engine.atp.get(&(Name::from(sku), Name::from(source))).map_or(0, |a| a.atp);
+    let lines = lines_from(engine, sku, source);
+    let pack_of = |dest: &str| input.policy_of(dest).and_then(|(_, p)| p).map_or(1, |p| p.pack_size.max(1));
+    let claims: Vec<Claim> = lines
+        .iter()
+        .map(|l| Claim { dest: Name::from(l.dest.as_str()), requested: l.requested, pack: pack_of(&l.dest) })
+        .collect();
+    let total: i64 = lines.iter().map(|l| l.requested).sum();
+    let status = if total <= supply {
+        "enough"
+    } else if supply <= 0 {
+        "empty"
+    } else {
+        "short"
+    };
+    let a = i128::from(supply.max(0));
+    let r = i128::from(total);
+    let mut shares = Vec::new();
+    let mut floors = 0i64;
+    let mut fractions: Vec<(i128, i128, &str)> = Vec::new();
+    for (line, claim) in lines.iter().zip(&claims) {
+        let p = i128::from(claim.pack);
+        let (floor_share, remainder) = if status == "short" {
+            let numerator = a * i128::from(claim.requested);
+            fractions.push((numerator % (r * p), r * p, line.dest.as_str()));
+            ((numerator / (r * p) * p) as i64, format!("{}/{}", numerator % (r * p), r * p))
+        } else {
+            (line.qty, "0".to_string())
+        };
+        floors += floor_share;
+        shares.push(ShareView {
+            dest: line.dest.clone(),
+            requested: line.requested,
+            pack: claim.pack,
+            floor_share,
+            remainder,
+            leftover_packs: (line.qty - floor_share) / claim.pack,
+            qty: line.qty,
+        });
+    }
+    for ((line, claim), qty) in lines.iter().zip(&claims).zip(fair_share(supply, &claims)) {
+        check(checks, &format!("qty: fair share of {} at {source} vs engine", claim.dest), qty, line.qty);
+    }
+    // SPEC §3: remainders compared exactly (cross-multiplied), ties by dest bytewise.
+    fractions.sort_by(|x, y| (y.0 * x.1).cmp(&(x.0 * y.1)).then_with(|| x.2.as_bytes().cmp(y.2.as_bytes())));
+    AllocationView {
+        source: source.to_string(),
+        supply,
+        requested_total: total,
+        status: status.to_string(),
+        leftover: if status == "short" { supply - floors } else { 0 },
+        visit_order: fractions.iter().map(|f| f.2.to_string()).collect(),
+        lines: shares,
+    }
+}
+
+fn check<T: PartialEq + ToString>(checks: &mut Vec<Check>, what: &str, derived: T, engine: T) {
+    let ok = derived == engine;
+    checks.push(Check { what: what.to_string(), derived: derived.to_string(), engine: engine.to_string(), ok });
+}
+
+/// Builds the explanation of `key` from the engine's final state and the key's input.
+pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &KeyInput) -> Explanation {
+    let (sku, loc) = key;
+    let mut checks = Vec::new();
+    let as_of = engine.summary.as_of;
+    let walk = walk_ledger(config, key, input, as_of);
+    let holds: Vec<HoldView> = walk
+        .holds
+        .iter()
+        .map(|(id, h)| HoldView {
+            res_id: id.to_string(),
+            qty: h.qty,
+            expires_at: h.expires_at,
+            position: h.position.clone(),
+        })
+        .collect();
+    let purchase_orders: Vec<PoView> = input
+        .purchase_orders
+        .iter()
+        .filter_map(|(po_id, event)| match &event.message.body {
+            Body::Po { qty, status: PoStatus::Open, eta, .. }
+                if *qty != 0 && event.message.sku == *sku && event.message.loc == *loc =>
+            {
+                Some(PoView {
+                    po_id: po_id.to_string(),
+                    qty: *qty,
+                    eta: *eta,
+                    position: position_of(config, &event.order),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let policy_entry = input.policy_of(loc);
+    let policy = policy_entry.map(|(event, p)| PolicyView {
+        position: position_of(config, &event.order),
+        effective: event.order.effective,
+        policy: p.map(PolicyFields::from),
+    });
+    let current_policy: Option<&Policy> = policy_entry.and_then(|(_, p)| p);
+
+    let row = engine.atp.get(key).cloned();
+    let zero = Atp { on_hand: 0, reserved: 0, on_order: 0, available: 0, atp: 0, position: 0 };
+    let numbers = row.clone().unwrap_or(zero);
+    let outbound = numbers.on_hand + numbers.on_order - numbers.reserved - numbers.position;
+    let outbound_lines: Vec<LineView> = if is_external(loc) { Vec::new() } else { lines_from(engine, sku, loc) };
+    let low_stock = engine.low_stock.get(key).map_or("OK", |v| v.state.as_str()).to_string();
+    let order_line = engine.order_plan.get(&(loc.clone(), sku.clone())).map(|l| LineView {
+        dest: loc.to_string(),
+        source: l.source.to_string(),
+        requested: l.requested,
+        qty: l.qty,
+    });
+
+    check(&mut checks, "on_hand: ledger vs engine", walk.on_hand, numbers.on_hand);
+    check(&mut checks, "reserved: active holds vs engine", holds.iter().map(|h| h.qty).sum(), numbers.reserved);
+    check(&mut checks, "on_order: open POs vs engine", purchase_orders.iter().map(|p| p.qty).sum(), numbers.on_order);
+    check(
+        &mut checks,
+        "outbound: lines sourced here vs engine",
+        outbound_lines.iter().map(|l| l.requested).sum(),
+        outbound,
+    );
+    let safety_stock = current_policy.map_or(0, |p| p.safety_stock);
+    check(
+        &mut checks,
+        "atp: max(0, on_hand - reserved - safety_stock)",
+        (numbers.on_hand - numbers.reserved - safety_stock).max(0),
+        numbers.atp,
+    );
+    if let Some(p) = current_policy.filter(|_| row.is_some()) {
+        let state = if numbers.available <= 0 {
+            "OUT"
+        } else if numbers.position <= p.reorder_point {
+            "LOW"
+        } else {
+            "OK"
+        };
+        check(&mut checks, "low stock: SPEC's state vs engine", state, low_stock.as_str());
+    }
+
+    let formula = current_policy.filter(|p| p.source.is_some()).map(|p| {
+        let need = p.order_up_to - numbers.position;
+        let line = line_for(p, numbers.position);
+        let verdict = if numbers.position > p.reorder_point {
+            format!("no line: position {} > reorder_point {}", numbers.position, p.reorder_point)
+        } else if need <= 0 {
+            format!("no line: need {need} <= 0")
+        } else {
+            format!("orders: position {} <= reorder_point {} and need {need} > 0", numbers.position, p.reorder_point)
+        };
+        check(
+            &mut checks,
+            "requested: formula vs engine order line",
+            line.as_ref().map_or(0, |l| l.requested),
+            order_line.as_ref().map_or(0, |l| l.requested),
+        );
+        FormulaView {
+            position: numbers.position,
+            reorder_point: p.reorder_point,
+            need,
+            requested: line.map(|l| l.requested),
+            verdict,
+        }
+    });
+
+    let allocation = order_line
+        .as_ref()
+        .filter(|l| !is_external(&l.source))
+        .map(|l| allocation_at(engine, input, sku, &l.source, &mut checks));
+    let allocation_as_source =
+        (!outbound_lines.is_empty()).then(|| allocation_at(engine, input, sku, loc, &mut checks));
+
+    let from = walk.last_count.unwrap_or(0);
+    let mut ledger = walk.entries;
+    let earlier_messages = from;
+    ledger.drain(..from);
+    Explanation {
+        sku: sku.to_string(),
+        loc: loc.to_string(),
+        as_of,
+        tick_ms: config.ticks.tick_ms,
+        lateness_ms: config.lateness_ms,
+        earlier_messages,
+        ledger,
+        holds,
+        purchase_orders,
+        policy,
+        engine: EngineView { atp: row, outbound, outbound_lines, low_stock, order_line },
+        formula,
+        allocation,
+        allocation_as_source,
+        checks,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Text.
+// ---------------------------------------------------------------------------
+
+/// A number substituted into a formula: negatives in parentheses, so `37 - (-10)` reads right.
+fn n(v: i64) -> String {
+    if v < 0 {
+        format!("({v})")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Lays out rows as left-aligned columns (the last column is not padded).
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>], numeric: &[bool]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: &[String]| {
+        let mut text = String::from("  ");
+        for (i, cell) in cells.iter().enumerate() {
+            let last = i + 1 == cells.len();
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if numeric.get(i).copied().unwrap_or(false) {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                if !last {
+                    text.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                text.push_str("  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(out, &header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for row in rows {
+        line(out, row);
+    }
+}
+
+fn render_allocation(out: &mut String, a: &AllocationView, sku: &str) {
+    let _ = writeln!(out, "  supply A = atp of ({sku}, {}) = {}", a.source, a.supply);
+    let _ = writeln!(out, "  R = sum of requested = {}", a.requested_total);
+    match a.status.as_str() {
+        "enough" => {
+            let _ = writeln!(out, "  R {} <= A {}: every line gets what it requests", a.requested_total, a.supply);
+        }
+        "empty" => {
+            let _ = writeln!(out, "  A {} <= 0: every line gets 0 (unmet demand stays visible)", a.supply);
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  R {} > A {}: short; qty_i = floor(A*r_i / (R*p_i)) * p_i, then the leftover {} one pack at a time,",
+                a.requested_total, a.supply, a.leftover
+            );
+            let _ =
+                writeln!(out, "  largest remainder first (ties by dest), while qty_i + p_i <= r_i and p_i <= leftover");
+            let _ = writeln!(out, "  visiting order: {}", a.visit_order.join(", "));
+        }
+    }
+    if a.status != "short" {
+        let rows: Vec<Vec<String>> = a
+            .lines
+            .iter()
+            .map(|l| vec![l.dest.clone(), l.requested.to_string(), l.pack.to_string(), l.qty.to_string()])
+            .collect();
+        table(out, &["dest", "requested r", "pack p", "qty [engine]"], &rows, &[false, true, true, true]);
+        return;
+    }
+    let rows: Vec<Vec<String>> = a
+        .lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.dest.clone(),
+                l.requested.to_string(),
+                l.pack.to_string(),
+                l.floor_share.to_string(),
+                l.remainder.clone(),
+                format!("+{}", l.leftover_packs),
+                l.qty.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["dest", "requested r", "pack p", "floor share", "remainder", "leftover packs", "qty [engine]"],
+        &rows,
+        &[false, true, true, true, true, true, true],
+    );
+}
+
+/// The explanation as plain text for a planner.
+pub fn render_text(e: &Explanation) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    let _ = writeln!(o, "Why {} at {} is where it is", e.sku, e.loc);
+    match e.as_of {
+        Some(t) => {
+            let _ = writeln!(o, "as of {} = {t} ms (tick {} ms, lateness {} ms)", rfc3339(t), e.tick_ms, e.lateness_ms);
+        }
+        None => {
+            let _ = writeln!(o, "nothing was applied: the input holds no valid message within the window");
+        }
+    }
+    let _ = writeln!(o, "[engine] = the replay's final snapshot; [input] = the key's messages in SPEC order");
+
+    let _ = writeln!(o, "\nLedger [input]");
+    if e.ledger.is_empty() {
+        let _ = writeln!(o, "  no stock messages for this key");
+    } else {
+        if e.earlier_messages > 0 {
+            let _ = writeln!(
+                o,
+                "  {} earlier message(s) not shown: the last count below replaced their effect on on_hand",
+                e.earlier_messages
+            );
+        } else if !e.ledger.iter().any(|l| l.message.starts_with("count ")) {
+            let _ = writeln!(o, "  no count applied: on_hand is the sum of every movement");
+        }
+        let rows: Vec<Vec<String>> = e
+            .ledger
+            .iter()
+            .map(|l| {
+                vec![
+                    rfc3339(l.effective),
+                    l.position.clone(),
+                    l.message.clone(),
+                    l.on_hand.to_string(),
+                    l.reserved.to_string(),
+                    l.note.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(
+            o,
+            &["effective time", "position", "message", "on_hand", "reserved", "note"],
+            &rows,
+            &[false, false, false, true, true, false],
+        );
+    }
+
+    let _ = writeln!(o, "\nActive holds [input]");
+    if e.holds.is_empty() {
+        let _ = writeln!(o, "  none");
+    } else {
+        let rows: Vec<Vec<String>> = e
+            .holds
+            .iter()
+            .map(|h| vec![h.res_id.clone(), h.qty.to_string(), rfc3339(h.expires_at), h.position.clone()])
+            .collect();
+        table(o, &["res_id", "qty", "expires_at", "reserved at"], &rows, &[false, true, false, false]);
+    }
+
+    let _ = writeln!(o, "\nOpen purchase orders [input]");
+    if e.purchase_orders.is_empty() {
+        let _ = writeln!(o, "  none");
+    } else {
+        let rows: Vec<Vec<String>> = e
+            .purchase_orders
+            .iter()
+            .map(|p| {
+                vec![p.po_id.clone(), p.qty.to_string(), p.eta.map_or("-".to_string(), rfc3339), p.position.clone()]
+            })
+            .collect();
+        table(o, &["po_id", "qty", "eta", "latest message"], &rows, &[false, true, false, false]);
+    }
+
+    let _ = writeln!(o, "\nPolicy [input]");
+    match &e.policy {
+        None => {
+            let _ = writeln!(o, "  none: no low-stock signal and no order line");
+        }
+        Some(PolicyView { position, policy: None, .. }) => {
+            let _ = writeln!(o, "  deleted at {position}: no low-stock signal and no order line");
+        }
+        Some(PolicyView { position, effective, policy: Some(p) }) => {
+            let _ = writeln!(
+                o,
+                "  reorder_point {}, order_up_to {}, safety_stock {}, pack_size {}, moq {}, source {}",
+                p.reorder_point,
+                p.order_up_to,
+                p.safety_stock,
+                p.pack_size,
+                p.moq,
+                p.source.as_deref().unwrap_or("none (signals only, no order line)")
+            );
+            let _ = writeln!(o, "  set at {position}, {}", rfc3339(*effective));
+        }
+    }
+
+    let _ = writeln!(o, "\nPosition [engine]");
+    let policy = e.policy.as_ref().and_then(|p| p.policy.as_ref());
+    match &e.engine.atp {
+        None => {
+            let _ = writeln!(o, "  no ATP row: nothing on hand, reserved, on order or outbound, and no policy");
+        }
+        Some(a) => {
+            let ss = policy.map_or(0, |p| p.safety_stock);
+            let _ = writeln!(o, "  on_hand   = {}", a.on_hand);
+            let _ = writeln!(o, "  reserved  = {}", a.reserved);
+            let _ = writeln!(o, "  on_order  = {}", a.on_order);
+            let lines = if e.engine.outbound_lines.is_empty() {
+                "no lines are sourced here".to_string()
+            } else {
+                e.engine
+                    .outbound_lines
+                    .iter()
+                    .map(|l| format!("{} {}", l.dest, l.requested))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            };
+            let _ = writeln!(
+                o,
+                "  outbound  = {}   (requested of the lines sourced from {}: {lines})",
+                e.engine.outbound, e.loc
+            );
+            let _ = writeln!(
+                o,
+                "  available = on_hand - reserved = {} - {} = {}",
+                n(a.on_hand),
+                n(a.reserved),
+                a.available
+            );
+            let _ = writeln!(
+                o,
+                "  atp       = max(0, on_hand - reserved - safety_stock) = max(0, {} - {} - {ss}) = {}",
+                n(a.on_hand),
+                n(a.reserved),
+                a.atp
+            );
+            let _ = writeln!(
+                o,
+                "  position  = on_hand + on_order - reserved - outbound = {} + {} - {} - {} = {}",
+                n(a.on_hand),
+                n(a.on_order),
+                n(a.reserved),
+                n(e.engine.outbound),
+                a.position
+            );
+            match policy {
+                Some(p) => {
+                    let why = match e.engine.low_stock.as_str() {
+                        "OUT" => format!("available {} <= 0", a.available),
+                        "LOW" => format!(
+                            "available {} > 0 and position {} <= reorder_point {}",
+                            a.available, a.position, p.reorder_point
+                        ),
+                        _ => format!(
+                            "available {} > 0 and position {} > reorder_point {}",
+                            a.available, a.position, p.reorder_point
+                        ),
+                    };
+                    let _ = writeln!(o, "  low stock = {}: {why}", e.engine.low_stock);
+                }
+                None => {
+                    let _ = writeln!(o, "  low stock = no signal (no policy)");
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(o, "\nOrder line");
+    match (&e.formula, policy) {
+        (Some(f), Some(p)) => {
+            let _ = writeln!(o, "  {}", f.verdict);
+            let _ = writeln!(
+                o,
+                "  need      = order_up_to - position = {} - {} = {}",
+                p.order_up_to,
+                n(f.position),
+                f.need
+            );
+            if let Some(requested) = f.requested {
+                let wanted = f.need.max(p.moq);
+                let _ = writeln!(
+                    o,
+                    "  requested = ceil(max(need, moq) / pack_size) * pack_size = ceil(max({}, {}) / {}) * {} = ceil({wanted} / {}) * {} = {requested}",
+                    f.need, p.moq, p.pack_size, p.pack_size, p.pack_size, p.pack_size
+                );
+            }
+        }
+        (_, Some(_)) => {
+            let _ = writeln!(o, "  the key's policy has no source: it orders nothing");
+        }
+        (_, None) => {
+            let _ = writeln!(o, "  the key has no policy: it orders nothing");
+        }
+    }
+    match &e.engine.order_line {
+        Some(l) => {
+            let _ = writeln!(
+                o,
+                "  [engine] order_plan: {} -> {}: requested {}, qty {}",
+                l.source, l.dest, l.requested, l.qty
+            );
+            if is_external(&l.source) {
+                let _ = writeln!(o, "  {} is external (a vendor): qty = requested", l.source);
+            }
+        }
+        None => {
+            let _ = writeln!(o, "  [engine] order_plan: no line");
+        }
+    }
+    if let Some(a) = &e.allocation {
+        let _ = writeln!(o, "\nAllocation at {} for {} [engine]", a.source, e.sku);
+        render_allocation(o, a, &e.sku);
+    }
+    if let Some(a) = &e.allocation_as_source {
+        let _ = writeln!(o, "\nDemand on {} as a source for {} [engine]", a.source, e.sku);
+        render_allocation(o, a, &e.sku);
+    }
+
+    let _ = writeln!(o, "\nChecks ([input] and SPEC's formulas against [engine])");
+    for c in &e.checks {
+        let verdict = if c.ok { "ok" } else { "MISMATCH" };
+        let _ = writeln!(o, "  {verdict:<8}  {}: {} vs {}", c.what, c.derived, c.engine);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_formats_utc_with_milliseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        for ms in [1_500u64, 86_399_999, 1_709_251_199_000, 4_102_444_800_000] {
+            assert_eq!(dataflows::decode::parse_time(&rfc3339(ms)), Some(ms));
+        }
+    }
+}
