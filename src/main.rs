@@ -198,7 +198,8 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>) -> Result<()> {
     let config = Arc::new(config);
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
-    let reporter = (!config.quiet && config.cluster.process == 0).then(|| spawn_progress(Arc::clone(&progress)));
+    let reporter = (!config.quiet && config.cluster.process == 0)
+        .then(|| spawn_progress(Arc::clone(&progress), "replay", Duration::from_secs(1)));
     let timely_config = config.cluster.timely_config()?;
     let worker_config = Arc::clone(&config);
     let worker_progress = Arc::clone(&progress);
@@ -233,8 +234,27 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// A thread printing a progress line to stderr every second.
-fn spawn_progress(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+/// `run` or `batch`, with a progress line on stderr (every second in `batch`, every ten in the
+/// endless `run`) unless `--quiet`.
+fn streaming(config: stream::StreamConfig) -> Result<()> {
+    let progress = Arc::new(Progress::default());
+    let (label, every) = if config.batch { ("batch", 1) } else { ("run", 10) };
+    let reporter = (!config.args.quiet && config.cluster.process == 0)
+        .then(|| spawn_progress(Arc::clone(&progress), label, Duration::from_secs(every)));
+    let result = stream::run(config, Arc::clone(&progress));
+    if let Some((stop, handle)) = reporter {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    result
+}
+
+/// A thread printing a progress line (`label: ...`) to stderr every `every`.
+fn spawn_progress(
+    progress: Arc<Progress>,
+    label: &'static str,
+    every: Duration,
+) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_flag = Arc::clone(&stop);
     let handle = std::thread::spawn(move || {
@@ -242,7 +262,7 @@ fn spawn_progress(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool
         let mut last = Instant::now();
         while !stop_flag.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
-            if last.elapsed() < Duration::from_secs(1) {
+            if last.elapsed() < every {
                 continue;
             }
             last = Instant::now();
@@ -250,8 +270,10 @@ fn spawn_progress(progress: Arc<Progress>) -> (Arc<std::sync::atomic::AtomicBool
             let mb = progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
             let secs = started.elapsed().as_secs_f64();
             let watermark = progress.watermark.load(Ordering::Relaxed);
+            let lag = progress.lag.load(Ordering::Relaxed);
+            let lag = if label == "replay" { String::new() } else { format!(", lag {lag} messages") };
             eprintln!(
-                "replay: {read} messages, {mb:.1} MB, {:.0} msg/s, watermark {watermark}",
+                "{label}: {read} messages, {mb:.1} MB, {:.0} msg/s, watermark {watermark}{lag}",
                 read as f64 / secs.max(1e-9)
             );
         }
@@ -268,13 +290,13 @@ fn main() -> Result<()> {
         }
         Command::Explain(args) => explain::run(args),
         Command::Gen(args) => gen::run(args),
-        Command::Run(args) => stream::run(stream::StreamConfig {
+        Command::Run(args) => streaming(stream::StreamConfig {
             ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },
             cluster: cluster(&args.cluster)?,
             args: args.stream,
             batch: false,
         }),
-        Command::Batch(args) => stream::run(stream::StreamConfig {
+        Command::Batch(args) => streaming(stream::StreamConfig {
             ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
             cluster: cluster(&args.cluster)?,
             args: args.stream,

@@ -27,7 +27,7 @@ use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
 use crate::source::kafka::{list_partitions, owner, KafkaReader, Start};
 use crate::source::{Decoded, PartitionDecoder};
-use crate::worker::Collected;
+use crate::worker::{Collected, Progress};
 
 /// Flags shared by `run` and `batch`.
 #[derive(Args, Debug, Clone)]
@@ -108,7 +108,7 @@ pub fn parse_until(text: &str) -> Result<Millis> {
 }
 
 /// Runs `run` or `batch` to completion.
-pub fn run(config: StreamConfig) -> Result<()> {
+pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     if config.ticks.tick_ms == 0 {
         bail!("--tick-ms must be at least 1");
     }
@@ -128,7 +128,7 @@ pub fn run(config: StreamConfig) -> Result<()> {
     let guards = timely::execute(timely_config, move |worker| {
         // Timely workers share fate: the others would wait forever for this one's progress.
         // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
-        if let Err(message) = stream_worker(worker, &config) {
+        if let Err(message) = stream_worker(worker, &config, &progress) {
             eprintln!("stockflow: {message}");
             eprintln!("stockflow: stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
             std::process::exit(1);
@@ -256,7 +256,11 @@ impl Inputs {
     }
 }
 
-fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> Result<(), String> {
+fn stream_worker(
+    worker: &mut timely::worker::Worker,
+    config: &StreamConfig,
+    progress: &Progress,
+) -> Result<(), String> {
     let index = worker.index();
     let peers = worker.peers();
     let ticks = config.ticks;
@@ -325,6 +329,7 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
     };
 
     let idle = Duration::from_millis(args.idle_ms);
+    let (mut lag_checked, mut reported_lag) = (Instant::now(), 0u64);
     let mut last_step = Instant::now();
     let mut previous_time = 0;
     loop {
@@ -353,6 +358,7 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
                 continue;
             }
             read += 1;
+            progress.bytes.fetch_add(polled.payload.len() as u64, Ordering::Relaxed);
             let r = &mut inputs.readings[polled.index];
             match r.decoder.decode(polled.offset as u64, &polled.payload) {
                 Decoded::Event(mut event) => {
@@ -372,6 +378,15 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
         }
         for r in &mut inputs.readings {
             stats_in.send(r.decoder.take_stats());
+        }
+        progress.read.fetch_add(read as u64, Ordering::Relaxed);
+        if lag_checked.elapsed() >= Duration::from_secs(1) {
+            // Each worker adds the change of its own share, so the sum is the process's lag.
+            let lag = inputs.reader.lag();
+            progress.lag.fetch_add(lag, Ordering::Relaxed);
+            progress.lag.fetch_sub(reported_lag, Ordering::Relaxed);
+            reported_lag = lag;
+            lag_checked = Instant::now();
         }
 
         // The worker's frontier: the least over its partitions; in `run`, an idle partition
@@ -395,6 +410,9 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
             events_in.advance_to(time);
             dead_in.advance_to(time);
             stats_in.advance_to(time);
+            if index == 0 {
+                progress.watermark.store(time, Ordering::Relaxed);
+            }
         }
         worker.step_while(|| probe.less_than(&previous_time));
         previous_time = time;

@@ -103,6 +103,9 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// The least input frontier among this process's workers.
     pub watermark: AtomicU64,
+    /// Kafka: messages behind the partitions' high watermarks, summed over this process's
+    /// workers (each adds the change of its own share).
+    pub lag: AtomicU64,
 }
 
 /// One partition being read by this worker.

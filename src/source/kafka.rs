@@ -231,6 +231,17 @@ impl KafkaReader {
         }
     }
 
+    /// Messages between each partition's next offset and its high watermark (as the last fetch
+    /// response told it), summed: how far behind this reader is.
+    pub fn lag(&self) -> u64 {
+        self.partitions
+            .iter()
+            .filter_map(|p| {
+                cached_high_watermark(&self.consumer, &p.topic, p.partition).map(|high| (high - p.next).max(0) as u64)
+            })
+            .sum()
+    }
+
     /// The consumer, for metadata requests.
     pub fn consumer(&self) -> &BaseConsumer {
         &self.consumer

@@ -219,6 +219,14 @@ where
     Running { cmdline, child, started: Instant::now(), out, err }
 }
 
+/// A test that fails while its child runs must not leave the child behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Running {
     /// The child's process id (to signal it).
     pub fn pid(&self) -> u32 {
@@ -266,7 +274,7 @@ pub fn wait_all(mut running: Vec<Running>, timeout: Duration, grace: Duration) -
         .map(|(i, mut r)| {
             let elapsed = r.started.elapsed();
             RunOutput {
-                cmdline: r.cmdline,
+                cmdline: std::mem::take(&mut r.cmdline),
                 status: statuses[i],
                 timed_out: killed[i],
                 elapsed,
