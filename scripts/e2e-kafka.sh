@@ -43,14 +43,14 @@ fi
 passed=0
 failed=0
 check() { # name, command...
-  local name=$1
+  local name=$1 started=$SECONDS
   shift
   if "$@"; then
     passed=$((passed + 1))
-    echo "ok   $name"
+    echo "ok   $name ($((SECONDS - started)) s)"
   else
     failed=$((failed + 1))
-    echo "FAIL $name"
+    echo "FAIL $name ($((SECONDS - started)) s)"
   fi
 }
 
