@@ -940,7 +940,13 @@ impl Gen {
             (s, l) = self.pick_store_key();
         }
         let x = self.rng.f64();
-        let want = if x < 0.7 { 1 } else if x < 0.9 { 2 } else { 3 };
+        let want = if x < 0.7 {
+            1
+        } else if x < 0.9 {
+            2
+        } else {
+            3
+        };
         let k = self.k(s, l);
         let on_hand = self.keys[k].on_hand;
         let qty = if on_hand > 0 { want.min(on_hand) } else { 1 };

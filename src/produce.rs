@@ -48,7 +48,9 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     let config = args.kafka.client_config(&[])?;
     let admin: AdminClient<DefaultClientContext> = config.create().context("cannot create a Kafka admin client")?;
     let topic = NewTopic::new(&args.topic, files.len() as i32, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
     // the partition check below decides.
     match futures_lite_block_on(admin.create_topics([&topic], &opts)) {
@@ -79,11 +81,15 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     for (partition, file) in files.iter().enumerate() {
         let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
         while let Some((_, raw)) = lines.next_message()? {
-            let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
+            let mut record: BaseRecord<'_, (), [u8]> =
+                BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
                         record = r;
                         producer.poll(Duration::from_millis(50));
                     }

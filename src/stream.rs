@@ -25,9 +25,9 @@ use crate::kafka::KafkaArgs;
 use crate::sink::dir::DirSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::worker::Collected;
 use crate::source::kafka::{list_partitions, KafkaReader, Start};
 use crate::source::{Decoded, PartitionDecoder};
+use crate::worker::Collected;
 
 /// Flags shared by `run` and `batch`.
 #[derive(Args, Debug, Clone)]
@@ -97,7 +97,8 @@ extern "C" {
 
 /// Parses `--until` for batch runs.
 pub fn parse_until(text: &str) -> Result<Millis> {
-    parse_time(text).with_context(|| format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
+    parse_time(text)
+        .with_context(|| format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
 }
 
 /// Runs `run` or `batch` to completion.
@@ -122,7 +123,6 @@ pub fn run(config: StreamConfig) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
     crate::worker::join_workers(guards)
 }
-
 
 /// Worker 0's outputs: Kafka and/or a directory.
 struct Sinks {
@@ -193,7 +193,8 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
     let consumer = KafkaReader::consumer(&base)?;
     let all = list_partitions(&consumer, topics)?;
     // Partition i of the sorted list goes to worker i mod peers.
-    let mine: Vec<(String, i32)> = all.iter().enumerate().filter(|(i, _)| i % peers == index).map(|(_, p)| p.clone()).collect();
+    let mine: Vec<(String, i32)> =
+        all.iter().enumerate().filter(|(i, _)| i % peers == index).map(|(_, p)| p.clone()).collect();
     if !args.quiet {
         eprintln!("stockflow: worker {index}/{peers} reads {mine:?}");
     }
@@ -333,7 +334,11 @@ fn stream_worker(worker: &mut timely::worker::Worker, config: &StreamConfig) -> 
 }
 
 /// Commits, per partition, the offsets whose messages' ticks are all acknowledged.
-fn commit_acknowledged(reader: &KafkaReader, readings: &mut [Reading], acks: &ProbeHandle<Millis>) -> Result<(), String> {
+fn commit_acknowledged(
+    reader: &KafkaReader,
+    readings: &mut [Reading],
+    acks: &ProbeHandle<Millis>,
+) -> Result<(), String> {
     let mut offsets = Vec::new();
     for (i, r) in readings.iter_mut().enumerate() {
         let mut last = None;

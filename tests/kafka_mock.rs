@@ -28,11 +28,8 @@ fn mock() -> MockCluster<'static, DefaultProducerContext> {
 
 /// Every message of `topic` as (partition, offset, key, value).
 fn read_all(brokers: &str, topic: &str) -> Vec<(i32, i64, String, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "test-reader").create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -98,9 +95,24 @@ fn batch_over_the_basic_case_matches_the_golden_snapshot() {
     let outdir = dir.path().join("out");
     for workers in ["1", "2"] {
         let out = stockflow(&[
-            "batch", "--brokers", &brokers, "--topics", "basic", "--group", &format!("g{workers}"),
-            "--until", "10000", "--lateness-ms", "0", "--out", outdir.to_str().unwrap(), "-w", workers,
-            "--prefix", &format!("p{workers}"), "--quiet",
+            "batch",
+            "--brokers",
+            &brokers,
+            "--topics",
+            "basic",
+            "--group",
+            &format!("g{workers}"),
+            "--until",
+            "10000",
+            "--lateness-ms",
+            "0",
+            "--out",
+            outdir.to_str().unwrap(),
+            "-w",
+            workers,
+            "--prefix",
+            &format!("p{workers}"),
+            "--quiet",
         ]);
         assert!(out.success());
         let expected = common::fixtures_dir().join("basic/expected/snapshot");
@@ -116,14 +128,19 @@ fn batch_over_the_basic_case_matches_the_golden_snapshot() {
         }
         // The atp topic's records equal the directory's change stream, keyed sku@loc, in order.
         let atp = read_all(&brokers, &format!("p{workers}.atp"));
-        let lines: Vec<String> = std::fs::read_to_string(outdir.join("atp.jsonl")).unwrap().lines().map(String::from).collect();
+        let lines: Vec<String> =
+            std::fs::read_to_string(outdir.join("atp.jsonl")).unwrap().lines().map(String::from).collect();
         // Topics have several partitions: compare per key, where order is guaranteed.
-        let mut values: Vec<(String, String)> = atp.iter().map(|r| (r.2.clone(), r.3.clone().expect("no deletions in basic"))).collect();
+        let mut values: Vec<(String, String)> =
+            atp.iter().map(|r| (r.2.clone(), r.3.clone().expect("no deletions in basic"))).collect();
         values.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut lines: Vec<(String, String)> = lines.into_iter().map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-            (format!("{}@{}", v["sku"].as_str().unwrap(), v["loc"].as_str().unwrap()), l)
-        }).collect();
+        let mut lines: Vec<(String, String)> = lines
+            .into_iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                (format!("{}@{}", v["sku"].as_str().unwrap(), v["loc"].as_str().unwrap()), l)
+            })
+            .collect();
         lines.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(values, lines);
         for (_, _, key, value) in &atp {
@@ -161,9 +178,8 @@ fn tombstones_dead_letters_and_assignment_across_workers() {
     );
     cluster.create_topic("t", 4, 1).unwrap();
     assert!(stockflow(&["produce", input.to_str().unwrap(), "--topic", "t", "--brokers", &brokers]).success());
-    let out = stockflow(&[
-        "batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "-w", "2", "--group", "g",
-    ]);
+    let out =
+        stockflow(&["batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "-w", "2", "--group", "g"]);
     assert!(out.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("worker 0/2 reads [(\"t\", 0), (\"t\", 2)]"), "{stderr}");
@@ -191,7 +207,10 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
     let dir = common::tempdir();
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
-    write_fixture(&input, &[("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n")]);
+    write_fixture(
+        &input,
+        &[("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n")],
+    );
     cluster.create_topic("t", 1, 1).unwrap();
     assert!(stockflow(&["produce", input.to_str().unwrap(), "--topic", "t", "--brokers", &brokers]).success());
     // Every produce request to the output fails: the tick is never acknowledged.
@@ -199,7 +218,16 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
         .topic_error("stockflow.atp", rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
         .unwrap();
     let out = stockflow(&[
-        "batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "--group", "g", "-X",
+        "batch",
+        "--brokers",
+        &brokers,
+        "--topics",
+        "t",
+        "--until",
+        "5000",
+        "--group",
+        "g",
+        "-X",
         "message.timeout.ms=3000",
     ]);
     assert!(!out.success(), "the run must fail when outputs are not delivered");

@@ -179,7 +179,11 @@ impl KeyLedger {
         let ts = message.ts;
         let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
         match message.body {
-            Body::Sale { .. } | Body::Return { .. } | Body::Receipt { .. } | Body::Adjust { .. } | Body::Count { .. }
+            Body::Sale { .. }
+            | Body::Return { .. }
+            | Body::Receipt { .. }
+            | Body::Adjust { .. }
+            | Body::Count { .. }
                 if book.behind_barrier(ts) =>
             {
                 count(Counter::Absorbed)

@@ -83,8 +83,7 @@ pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> (Collection<'s, (Ke
         let own_position = b.own_position();
         b.policy.filter(|p| p.source.is_some()).map(|policy| (key, Planner { own_position, policy }))
     });
-    let standalone =
-        planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|line| (key, line)));
+    let standalone = planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|line| (key, line)));
     let planners = planners.arrange_by_key_named("PlannersByKey");
     let outer = standalone.scope();
     outer.scoped::<Product<crate::model::Millis, u64>, _, _>("OrderPlanFixpoint", |inner| {
@@ -99,7 +98,8 @@ pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> (Collection<'s, (Ke
             .clone()
             .join_core(planners, |key, outbound, p| {
                 let standalone = line_for(&p.policy, p.own_position).map(|line| ((key.clone(), line), -1));
-                let loaded = line_for(&p.policy, p.own_position.saturating_sub(*outbound)).map(|line| ((key.clone(), line), 1));
+                let loaded =
+                    line_for(&p.policy, p.own_position.saturating_sub(*outbound)).map(|line| ((key.clone(), line), 1));
                 standalone.into_iter().chain(loaded)
             })
             .explode(|(update, sign)| Some((update, sign)));

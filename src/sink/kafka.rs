@@ -9,7 +9,7 @@ use std::time::Duration;
 use dataflows::model::{DeadLetter, Millis};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, ClientConfig, Message};
+use rdkafka::{ClientConfig, ClientContext, Message};
 
 use super::{Sink, Snapshot, Summary, TickBatch};
 use crate::format;
@@ -97,9 +97,9 @@ impl KafkaSink {
 
     /// Waits until every queued record is acknowledged; fails if any delivery failed.
     pub fn flush(&self) -> std::io::Result<()> {
-        self.producer
-            .flush(ACK_TIMEOUT)
-            .map_err(|e| io_error(format!("Kafka did not acknowledge the outputs within {ACK_TIMEOUT:?}: {e}; is the broker up?")))?;
+        self.producer.flush(ACK_TIMEOUT).map_err(|e| {
+            io_error(format!("Kafka did not acknowledge the outputs within {ACK_TIMEOUT:?}: {e}; is the broker up?"))
+        })?;
         let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             let first = self.producer.context().first_error.lock().unwrap().take().unwrap_or_default();

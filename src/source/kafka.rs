@@ -83,15 +83,19 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, String> {
     let mut all = Vec::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up"))?;
+        let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| {
+            format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up")
+        })?;
         let t = metadata.topics().iter().find(|t| t.name() == topic);
         match t {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
             }
-            _ => return Err(format!("input topic {topic} does not exist (or has no partitions); create it or fix --topics")),
+            _ => {
+                return Err(format!(
+                    "input topic {topic} does not exist (or has no partitions); create it or fix --topics"
+                ))
+            }
         }
     }
     all.sort();
@@ -101,7 +105,9 @@ pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec
 impl KafkaReader {
     /// A consumer for `config` (group.id included), not yet assigned.
     pub fn consumer(config: &ClientConfig) -> Result<BaseConsumer, String> {
-        config.create().map_err(|e| format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config"))
+        config
+            .create()
+            .map_err(|e| format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config"))
     }
 
     /// Assigns `mine` to `consumer`, each from its committed offset, else from `start`. With
@@ -124,12 +130,10 @@ impl KafkaReader {
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, TIMEOUT)
                 .map_err(|e| format!("cannot read the offsets of {topic}[{partition}]: {e}"))?;
-            let from_commit = committed
-                .find_partition(&topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o),
-                    _ => None,
-                });
+            let from_commit = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            });
             let next = match (from_commit, start) {
                 (Some(o), _) => o.max(low),
                 (None, Start::Earliest) => low,

@@ -55,10 +55,7 @@ pub fn case_options(case: &str) -> Vec<String> {
 
 /// A fresh temporary directory, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("stockflow-test-")
-        .tempdir()
-        .expect("create temp dir")
+    tempfile::Builder::new().prefix("stockflow-test-").tempdir().expect("create temp dir")
 }
 
 /// The outcome of one child process.
@@ -336,8 +333,16 @@ pub const FIELDS: &[(&str, &[&str])] = &[
 
 /// The compared keys of summary.json.
 pub const SUMMARY: &[&str] = &[
-    "read", "applied", "rejected", "late", "beyond_window", "orphan", "duplicate",
-    "expired_on_arrival", "absorbed", "as_of",
+    "read",
+    "applied",
+    "rejected",
+    "late",
+    "beyond_window",
+    "orphan",
+    "duplicate",
+    "expired_on_arrival",
+    "absorbed",
+    "as_of",
 ];
 
 /// The four change streams, which also have a snapshot.
@@ -442,11 +447,8 @@ pub fn compare_outputs(expected: &Path, actual: &Path, snapshot_only: bool) -> R
     let mut report = String::new();
     let mut jobs: Vec<(String, Vec<&str>, bool)> = Vec::new();
     for name in STREAMS {
-        let f: Vec<&str> = fields_of(name)
-            .iter()
-            .copied()
-            .filter(|x| !matches!(*x, "ts" | "previous" | "deleted"))
-            .collect();
+        let f: Vec<&str> =
+            fields_of(name).iter().copied().filter(|x| !matches!(*x, "ts" | "previous" | "deleted")).collect();
         jobs.push((format!("snapshot/{name}.jsonl"), f, true));
         if !snapshot_only {
             jobs.push((format!("{name}.jsonl"), fields_of(name).to_vec(), false));
@@ -629,8 +631,7 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}:{}: {e}: {}", path.display(), i + 1, clip(l, 300)))
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}: {}", path.display(), i + 1, clip(l, 300)))
         })
         .collect()
 }
