@@ -62,8 +62,8 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
     let facts = ledger(events, ticks);
     let counters = counters(facts.clone());
     let base = key_base(facts);
-    let (lines, outbound) = order_lines(base.clone());
-    let row_changes = row_changes(base, outbound);
+    let (lines, outbound) = order_lines(base.standalone, base.source_planners);
+    let row_changes = row_changes(base.base, outbound);
     let rows = rows(row_changes.clone());
     let plan = allocate(lines, rows.clone());
     Outputs {
