@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::collections::HashMap;
-
 use dataflows::allocation::PlanLine;
 use dataflows::changes::Change;
 use dataflows::clock::Ticks;
@@ -15,7 +13,7 @@ use dataflows::ledger::Counter;
 use dataflows::low_stock::LowView;
 use dataflows::model::{DeadLetter, Event, Millis, Name};
 use dataflows::pipeline::{stockflow, Atp};
-use dataflows::Key;
+use dataflows::{FastMap, Key};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
@@ -171,13 +169,13 @@ impl ShareChange {
 /// work and the memory over the workers; the shares meet on worker 0 once, at the end.
 #[derive(Default)]
 struct SnapshotShare {
-    atp: HashMap<Key, Atp>,
-    low_stock: HashMap<Key, LowView>,
-    order_plan: HashMap<Key, PlanLine>,
-    network_atp: HashMap<Name, i64>,
+    atp: FastMap<Key, Atp>,
+    low_stock: FastMap<Key, LowView>,
+    order_plan: FastMap<Key, PlanLine>,
+    network_atp: FastMap<Name, i64>,
 }
 
-fn upsert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: Option<V>) {
+fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Option<V>) {
     match value {
         Some(v) => map.insert(key, v),
         None => map.remove(&key),

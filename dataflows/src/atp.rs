@@ -1,7 +1,7 @@
 //! SPEC §3's per-key state: the key base (on_hand, reserved, on_order, policy), the ATP rows
 //! with position, and network ATP per sku.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::AsCollection;
@@ -15,7 +15,7 @@ use crate::changes::Change;
 use crate::ledger::{Fact, FactUpdate};
 use crate::model::{Millis, Name, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
-use crate::{shard, Collection, Key, Stream};
+use crate::{shard, Collection, FastMap, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -187,9 +187,9 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
     let out = parts.binary_frontier(source_locs, Exchange::new(route), Pipeline, "KeyBase", |_, _| {
         let mut stash: Stash<(Key, BasePart)> = BTreeMap::new();
         let mut loc_stash: Stash<Name> = BTreeMap::new();
-        let mut bases: HashMap<Key, Base> = HashMap::new();
+        let mut bases: FastMap<Key, Base> = FastMap::default();
         // How many policies name each location as their internal source.
-        let mut sources: HashMap<Name, isize> = HashMap::new();
+        let mut sources: FastMap<Name, isize> = FastMap::default();
         move |(input, frontier), (locs, locs_frontier), output| {
             stash_input!(stash, input);
             stash_input!(loc_stash, locs);
@@ -208,7 +208,7 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
                 let cap = cap.or(cap2).expect("a stashed time holds a capability");
                 consolidate(&mut loc_updates);
                 // Locations that became or stopped being a source in this tick.
-                let mut flipped: HashMap<Name, bool> = HashMap::new();
+                let mut flipped: FastMap<Name, bool> = FastMap::default();
                 for (loc, diff) in loc_updates {
                     let count = sources.entry(loc.clone()).or_default();
                     let before = *count > 0;
@@ -400,7 +400,7 @@ pub fn row_changes<'s>(
         |_, _| {
             let mut bases: Stash<B> = BTreeMap::new();
             let mut outbounds: Stash<O> = BTreeMap::new();
-            let mut inputs: HashMap<Key, RowInputs> = HashMap::new();
+            let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
             move |(input1, frontier1), (input2, frontier2), output| {
                 stash_input!(bases, input1);
                 stash_input!(outbounds, input2);
@@ -491,7 +491,7 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Na
     atps.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
         let mut stash: Stash<(Name, i64)> = BTreeMap::new();
         // rows and the exact total (atp >= 0, so a saturated sum is the exact one capped).
-        let mut totals: HashMap<Name, (isize, i128)> = HashMap::new();
+        let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
         let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
         move |(input, frontier), output| {
             stash_input!(stash, input);
