@@ -16,8 +16,14 @@ keys=$((skus * (stores + dcs)))
 root=${BENCH_DIR:-/tmp/stockflow-bench}
 dir="$root/e$events-k$keys"
 
-cargo build --release --bin stockflow --bin ceiling >&2
-bin=target/release
+# BENCH_BIN: a directory holding already built `stockflow` and `ceiling` (e.g. copies, so that
+# a rebuild during a long run cannot swap the binaries under it); default: build them here.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --bin stockflow --bin ceiling >&2
+  bin=target/release
+fi
 if [ ! -f "$dir/input/.complete" ]; then
   rm -rf "$dir/input"
   "$bin/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
@@ -28,6 +34,7 @@ lines=$(cat "$dir"/input/*.jsonl | wc -l)
 mb=$(du -sm "$dir/input" | cut -f1)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); commit $(git rev-parse --short HEAD)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "workload: $lines lines ($events events + setup), $keys keys, $mb MB, 4 partitions"
 echo
 echo "| job | workers | seconds | lines/s | MB/s | peak RSS MB | RSS bytes/key | ratio to ceiling |"
@@ -42,6 +49,7 @@ for w in 1 2; do
   awk -v job=stockflow -v w="$w" -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" -v cs="$csecs" \
     'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | %.2f |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k, cs/s }'
 done
+echo; echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if diff -rq "$dir/out-w1" "$dir/out-w2" >/dev/null; then
   echo; echo "outputs at 1 and 2 workers: byte-identical"
 else

@@ -6,11 +6,18 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dataflows::allocation::PlanLine;
+use dataflows::changes::Change;
 use dataflows::clock::Ticks;
 use dataflows::ledger::Counter;
-use dataflows::model::{DeadLetter, Event, Millis};
-use dataflows::pipeline::stockflow;
-use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use dataflows::low_stock::LowView;
+use dataflows::model::{DeadLetter, Event, Millis, Name};
+use dataflows::pipeline::{stockflow, Atp};
+use dataflows::{FastMap, Key};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::ReplayConfig;
@@ -63,35 +70,208 @@ pub fn build(
     collected: &Rc<RefCell<Collected>>,
     probe: &ProbeHandle<Millis>,
 ) -> Inputs {
+    build_with(scope, ticks, collected, probe, None)
+}
+
+/// [`build`], optionally keeping the final snapshot in per-worker shares (see [`SnapshotShare`])
+/// instead of having worker 0 apply every change: the shares reach worker 0's `snapshot` only
+/// when the input is exhausted, probed by `snapshot.1`.
+fn build_with(
+    scope: timely::dataflow::Scope<'_, Millis>,
+    ticks: Ticks,
+    collected: &Rc<RefCell<Collected>>,
+    probe: &ProbeHandle<Millis>,
+    snapshot: Option<(&Rc<RefCell<Snapshot>>, &ProbeHandle<Millis>)>,
+) -> Inputs {
     let (events_in, events) = scope.new_input::<Vec<Event>>();
     let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
     let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
     let outputs = stockflow(events, ticks);
 
-    macro_rules! collect {
-        ($stream:expr, |$c:ident, $x:ident| $body:expr) => {{
-            let collected = Rc::clone(collected);
-            $stream
-                .exchange(|_| 0)
-                .inspect(move |$x| {
-                    let mut $c = collected.borrow_mut();
-                    $body
-                })
-                .probe_with(probe);
-        }};
-    }
     fn tick(c: &mut Collected, time: Millis) -> &mut TickBatch {
         c.ticks.entry(time).or_default()
     }
-    collect!(outputs.atp, |c, x| tick(&mut c, x.time).atp.push(x.clone()));
-    collect!(outputs.low_stock, |c, x| tick(&mut c, x.time).low_stock.push(x.clone()));
-    collect!(outputs.low_stock_current, |c, x| tick(&mut c, x.time).low_stock_current.push(x.clone()));
-    collect!(outputs.order_plan, |c, x| tick(&mut c, x.time).order_plan.push(x.clone()));
-    collect!(outputs.network_atp, |c, x| tick(&mut c, x.time).network_atp.push(x.clone()));
-    collect!(outputs.counters.inner, |c, x| *c.counters.entry(x.0).or_default() += x.2 as i64);
-    collect!(dead, |c, x| c.dead_letters.push(x.clone()));
-    collect!(stats, |c, x| c.stats.absorb(x));
+    if let Some((snapshot, snapshot_probe)) = snapshot {
+        let changes = outputs
+            .atp
+            .clone()
+            .map(ShareChange::Atp)
+            .concat(outputs.low_stock_current.map(ShareChange::LowStock))
+            .concat(outputs.order_plan.clone().map(ShareChange::OrderPlan))
+            .concat(outputs.network_atp.clone().map(ShareChange::NetworkAtp));
+        let records = snapshot_shares(changes, stats.clone().broadcast(), ticks);
+        let snapshot = Rc::clone(snapshot);
+        collect(records, snapshot_probe, move |change| snapshot.borrow_mut().apply_one(change));
+    } else {
+        let c = Rc::clone(collected);
+        collect(outputs.low_stock_current, probe, move |x| tick(&mut c.borrow_mut(), x.time).low_stock_current.push(x));
+    }
+    let c = Rc::clone(collected);
+    collect(outputs.atp, probe, move |x| tick(&mut c.borrow_mut(), x.time).atp.push(x));
+    let c = Rc::clone(collected);
+    collect(outputs.low_stock, probe, move |x| tick(&mut c.borrow_mut(), x.time).low_stock.push(x));
+    let c = Rc::clone(collected);
+    collect(outputs.order_plan, probe, move |x| tick(&mut c.borrow_mut(), x.time).order_plan.push(x));
+    let c = Rc::clone(collected);
+    collect(outputs.network_atp, probe, move |x| tick(&mut c.borrow_mut(), x.time).network_atp.push(x));
+    let c = Rc::clone(collected);
+    collect(outputs.counters.inner, probe, move |x| *c.borrow_mut().counters.entry(x.0).or_default() += x.2 as i64);
+    let c = Rc::clone(collected);
+    collect(dead, probe, move |x| c.borrow_mut().dead_letters.push(x));
+    let c = Rc::clone(collected);
+    collect(stats, probe, move |x| c.borrow_mut().stats.absorb(&x));
     Inputs { events: events_in, dead_letters: dead_in, stats: stats_in }
+}
+
+/// Moves every record of `stream` to worker 0 and hands it, by value, to `apply`; `probe`
+/// passes a time only once every record of it has been applied.
+fn collect<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    mut apply: impl FnMut(D) + 'static,
+) {
+    stream
+        .exchange(|_| 0)
+        .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Collect", |_, _| {
+            move |input, _output| {
+                input.for_each(|_, data| data.drain(..).for_each(&mut apply));
+            }
+        })
+        .probe_with(probe);
+}
+
+/// One change of a snapshot table, as it reaches a worker's [`SnapshotShare`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ShareChange {
+    /// An `atp` row.
+    Atp(Change<Key, Atp>),
+    /// A key entering, changing in or leaving the LOW/OUT set.
+    LowStock(Change<Key, LowView>),
+    /// An order line.
+    OrderPlan(Change<Key, PlanLine>),
+    /// A sku's network ATP.
+    NetworkAtp(Change<Name, i64>),
+}
+
+impl ShareChange {
+    fn time(&self) -> Millis {
+        match self {
+            ShareChange::Atp(c) => c.time,
+            ShareChange::LowStock(c) => c.time,
+            ShareChange::OrderPlan(c) => c.time,
+            ShareChange::NetworkAtp(c) => c.time,
+        }
+    }
+}
+
+/// A worker's share of the final snapshot: the current value of each key whose changes this
+/// worker produced. Keeping it here, instead of applying every change on worker 0, spreads the
+/// work and the memory over the workers; the shares meet on worker 0 once, at the end.
+#[derive(Default)]
+struct SnapshotShare {
+    atp: FastMap<Key, Atp>,
+    low_stock: FastMap<Key, LowView>,
+    order_plan: FastMap<Key, PlanLine>,
+    network_atp: FastMap<Name, i64>,
+}
+
+fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Option<V>) {
+    match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+}
+
+impl SnapshotShare {
+    fn apply(&mut self, change: ShareChange) {
+        match change {
+            ShareChange::Atp(c) => upsert(&mut self.atp, c.key, c.value),
+            ShareChange::LowStock(c) => upsert(&mut self.low_stock, c.key, c.value),
+            ShareChange::OrderPlan(c) => upsert(&mut self.order_plan, c.key, c.value),
+            ShareChange::NetworkAtp(c) => upsert(&mut self.network_atp, c.key, c.value),
+        }
+    }
+
+    /// The share's entries as changes that insert them.
+    fn into_changes(self, time: Millis) -> impl Iterator<Item = ShareChange> {
+        let atp = self.atp.into_iter().map(move |(key, v)| ShareChange::Atp(Change { time, key, value: Some(v) }));
+        let low =
+            self.low_stock.into_iter().map(move |(key, v)| ShareChange::LowStock(Change { time, key, value: Some(v) }));
+        let plan = self
+            .order_plan
+            .into_iter()
+            .map(move |(key, v)| ShareChange::OrderPlan(Change { time, key, value: Some(v) }));
+        let net = self
+            .network_atp
+            .into_iter()
+            .map(move |(key, v)| ShareChange::NetworkAtp(Change { time, key, value: Some(v) }));
+        atp.chain(low).chain(plan).chain(net)
+    }
+}
+
+impl Snapshot {
+    /// Inserts one entry of a worker's share.
+    fn apply_one(&mut self, change: ShareChange) {
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+            if let Some(v) = value {
+                map.insert(key, v);
+            }
+        }
+        match change {
+            ShareChange::Atp(c) => put(&mut self.atp, c.key, c.value),
+            ShareChange::LowStock(c) => put(&mut self.low_stock, c.key, c.value),
+            ShareChange::OrderPlan(c) => put(&mut self.order_plan, c.key, c.value),
+            ShareChange::NetworkAtp(c) => put(&mut self.network_atp, c.key, c.value),
+        }
+    }
+}
+
+/// Keeps each worker's [`SnapshotShare`] and, once every input is exhausted, emits it.
+///
+/// Each producer emits a key's changes on this worker in tick order, so applying them as they
+/// come keeps the latest value. Only ticks within the window count: a tick holding only hold
+/// expiries may lie after the last message (SPEC §2's window end, known from the broadcast
+/// source counts), so changes beyond the end known so far wait until it moves past them.
+fn snapshot_shares<'s>(
+    changes: dataflows::Stream<'s, ShareChange>,
+    stats: dataflows::Stream<'s, SourceStats>,
+    ticks: Ticks,
+) -> dataflows::Stream<'s, ShareChange> {
+    changes.binary_frontier(stats, Pipeline, Pipeline, "SnapshotShare", move |_, _| {
+        let mut share = SnapshotShare::default();
+        let mut pending: BTreeMap<Millis, Vec<ShareChange>> = BTreeMap::new();
+        let mut max_effective: Option<Millis> = None;
+        // Held from the first change on, to emit the share at the end.
+        let mut held: Option<timely::dataflow::operators::Capability<Millis>> = None;
+        move |(changes, changes_frontier), (stats, stats_frontier), output| {
+            stats.for_each(|_, data| data.drain(..).for_each(|s| max_effective = max_effective.max(s.max_effective)));
+            let end = ticks.until.or(max_effective.and_then(|t| ticks.emission(t)));
+            changes.for_each(|cap, data| {
+                if held.is_none() {
+                    held = cap.retain_least(0);
+                }
+                for change in data.drain(..) {
+                    let time = change.time();
+                    if pending.is_empty() && end.is_some_and(|end| time <= end) {
+                        share.apply(change);
+                    } else {
+                        pending.entry(time).or_default().push(change);
+                    }
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if end.is_none_or(|end| *entry.key() > end) {
+                    break;
+                }
+                entry.remove().into_iter().for_each(|change| share.apply(change));
+            }
+            if changes_frontier.is_empty() && stats_frontier.is_empty() {
+                if let Some(cap) = held.take() {
+                    output.session(&cap).give_iterator(std::mem::take(&mut share).into_changes(*cap.time()));
+                }
+            }
+        }
+    })
 }
 
 /// Process-wide progress counters, read by the progress line.
@@ -127,14 +307,17 @@ pub fn replay_worker(
     let ticks = config.ticks;
     let collected = Rc::new(RefCell::new(Collected::default()));
     let probe = ProbeHandle::new();
+    let snapshot = Rc::new(RefCell::new(Snapshot::default()));
+    let snapshot_probe = ProbeHandle::new();
 
+    let profile = operator_profile(worker);
     let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
-        let inputs = build(scope, ticks, &collected, &probe);
+        let inputs = build_with(scope, ticks, &collected, &probe, Some((&snapshot, &snapshot_probe)));
         (inputs.events, inputs.dead_letters, inputs.stats)
     });
 
     let mut sink = if index == 0 { Some(make_sink().map_err(|e| e.to_string())?) } else { None };
-    let mut writer = Writer { snapshot: Snapshot::default(), ticks };
+    let mut writer = Writer { snapshot, ticks };
 
     // Files are the unit of parallel reading: worker i reads files i, i + peers, ...
     let mut partitions = Vec::new();
@@ -189,7 +372,7 @@ pub fn replay_worker(
         }
     }
     drop((events_in, dead_in, stats_in));
-    while !probe.done() {
+    while !probe.done() || !snapshot_probe.done() {
         worker.step();
         if let Some(sink) = sink.as_mut() {
             writer.drain(&collected, &probe, sink.as_mut(), false).map_err(|e| e.to_string())?;
@@ -198,7 +381,71 @@ pub fn replay_worker(
     if let Some(sink) = sink.as_mut() {
         writer.drain(&collected, &probe, sink.as_mut(), true).map_err(|e| e.to_string())?;
     }
+    if let Some(profile) = profile {
+        // Dropping the logger flushes its last events.
+        worker.log_register().map(|mut r| r.remove("timely"));
+        profile.borrow().report(index);
+    }
     Ok(())
+}
+
+/// Time spent inside each operator (excluding the operators nested in it), from timely's own
+/// event log. Enabled by `STOCKFLOW_PROFILE_OPERATORS=1`; benchmarks use it to find the time.
+#[derive(Default)]
+struct OperatorProfile {
+    names: std::collections::HashMap<usize, String>,
+    own: std::collections::HashMap<usize, std::time::Duration>,
+    /// Operators being scheduled, innermost last, with the time they (re)started.
+    stack: Vec<(usize, std::time::Duration)>,
+}
+
+impl OperatorProfile {
+    fn report(&self, worker: usize) {
+        let mut rows: Vec<_> = self.own.iter().map(|(id, d)| (*d, *id)).collect();
+        rows.sort_by(|a, b| b.cmp(a));
+        let total: f64 = rows.iter().map(|(d, _)| d.as_secs_f64()).sum();
+        eprintln!("operator profile, worker {worker}: {total:.2} s scheduled");
+        for (d, id) in rows.iter().take(30) {
+            let name = self.names.get(id).map_or("?", String::as_str);
+            eprintln!("{:8.3} s {:5.1}%  {name} ({id})", d.as_secs_f64(), 100.0 * d.as_secs_f64() / total);
+        }
+    }
+}
+
+fn operator_profile(worker: &mut timely::worker::Worker) -> Option<Rc<RefCell<OperatorProfile>>> {
+    use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+    std::env::var_os("STOCKFLOW_PROFILE_OPERATORS")?;
+    let profile = Rc::new(RefCell::new(OperatorProfile::default()));
+    let shared = Rc::clone(&profile);
+    worker.log_register()?.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
+        let Some(data) = data else { return };
+        let mut p = shared.borrow_mut();
+        for (at, event) in data.iter() {
+            match event {
+                TimelyEvent::Operates(o) => {
+                    p.names.insert(o.id, o.name.clone());
+                }
+                TimelyEvent::Schedule(s) => match s.start_stop {
+                    StartStop::Start => {
+                        if let Some(&(outer, since)) = p.stack.last() {
+                            *p.own.entry(outer).or_default() += *at - since;
+                        }
+                        p.stack.push((s.id, *at));
+                    }
+                    StartStop::Stop => {
+                        if let Some((id, since)) = p.stack.pop() {
+                            *p.own.entry(id).or_default() += *at - since;
+                        }
+                        if let Some(outer) = p.stack.last_mut() {
+                            outer.1 = *at;
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+    });
+    Some(profile)
 }
 
 /// Removes and returns, in time order and sorted by key, the ticks the frontier has passed that
@@ -242,7 +489,8 @@ fn input_frontier(partitions: &[Partition], until: Option<Millis>) -> Millis {
 
 /// Moves closed ticks from the dataflow to the sink, in order.
 struct Writer {
-    snapshot: Snapshot,
+    /// The final snapshot, filled from the workers' shares when the input is exhausted.
+    snapshot: Rc<RefCell<Snapshot>>,
     ticks: Ticks,
 }
 
@@ -260,13 +508,12 @@ impl Writer {
         let end = c.window_end(self.ticks);
         for (time, batch) in closed_ticks(&mut c, probe, end) {
             sink.tick(time, &batch)?;
-            self.snapshot.apply(&batch);
         }
         if finished {
             let mut dead_letters = std::mem::take(&mut c.dead_letters);
             dead_letters.sort();
             let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of: end };
-            sink.finish(&dead_letters, &self.snapshot, &summary)?;
+            sink.finish(&dead_letters, &self.snapshot.borrow(), &summary)?;
         }
         Ok(())
     }

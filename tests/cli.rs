@@ -30,10 +30,12 @@ fn write_hostile_inputs(dir: &Path) -> Vec<Dl> {
     w(
         "crlf.jsonl",
         concat!(
-            r#"{"type":"sale","ts":2000,"sku":"A","loc":"L","qty":1}"#, "\r\n",
+            r#"{"type":"sale","ts":2000,"sku":"A","loc":"L","qty":1}"#,
+            "\r\n",
             "\r\n",
             "oops\r\n",
-            r#"{"type":"receipt","ts":2000,"sku":"B","loc":"L","qty":5}"#, "\r\n",
+            r#"{"type":"receipt","ts":2000,"sku":"B","loc":"L","qty":5}"#,
+            "\r\n",
         )
         .as_bytes()
         .to_vec(),
@@ -42,9 +44,7 @@ fn write_hostile_inputs(dir: &Path) -> Vec<Dl> {
     // Deep nesting: 200 levels in a field, 200 nested objects, 100 000 arrays.
     let mut d = Vec::new();
     let arr200 = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    d.extend(line(&format!(
-        r#"{{"type":"receipt","ts":1000,"sku":"Z","loc":"L","qty":1,"x":{arr200}}}"#
-    )));
+    d.extend(line(&format!(r#"{{"type":"receipt","ts":1000,"sku":"Z","loc":"L","qty":1,"x":{arr200}}}"#)));
     let mut obj = String::from("1");
     for _ in 0..200 {
         obj = format!(r#"{{"a":{obj}}}"#);
@@ -72,10 +72,7 @@ fn write_hostile_inputs(dir: &Path) -> Vec<Dl> {
     let mut n = line(r#"{"type":"receipt","ts":3000,"sku":"D","loc":"L","qty":3}"#);
     n.extend_from_slice(br#"{"type":"bogus","ts":1}"#);
     w("nonl.jsonl", n);
-    w(
-        "nonl_valid.jsonl",
-        br#"{"type":"receipt","ts":3000,"sku":"E","loc":"L","qty":4}"#.to_vec(),
-    );
+    w("nonl_valid.jsonl", br#"{"type":"receipt","ts":3000,"sku":"E","loc":"L","qty":4}"#.to_vec());
 
     // Huge numbers: valid JSON, out of range (or not integers) for the field.
     let nums = [
@@ -138,24 +135,13 @@ fn hostile_input_is_dead_lettered_not_fatal() {
                 )
             })
             .collect();
-        let want: Vec<(String, Value, Value, String)> = expected_dl
-            .iter()
-            .map(|(s, o, r)| (s.to_string(), json!(0), json!(o), r.to_string()))
-            .collect();
-        assert_eq!(
-            got, want,
-            "-w {w}: dead letters (source, partition, offset, reason) differ from the bad lines"
-        );
+        let want: Vec<(String, Value, Value, String)> =
+            expected_dl.iter().map(|(s, o, r)| (s.to_string(), json!(0), json!(o), r.to_string())).collect();
+        assert_eq!(got, want, "-w {w}: dead letters (source, partition, offset, reason) differ from the bad lines");
 
         let payload = |src: &str, off: u64| -> String {
-            let d = dl
-                .iter()
-                .find(|d| field(d, "source") == src && field(d, "offset") == off)
-                .unwrap();
-            field(d, "payload")
-                .as_str()
-                .unwrap_or_else(|| panic!("payload of {src}:{off} is not a string"))
-                .to_owned()
+            let d = dl.iter().find(|d| field(d, "source") == src && field(d, "offset") == off).unwrap();
+            field(d, "payload").as_str().unwrap_or_else(|| panic!("payload of {src}:{off} is not a string")).to_owned()
         };
         // Invalid UTF-8 is replaced by U+FFFD.
         let p = payload("bad_utf8.jsonl", 2);
@@ -177,9 +163,7 @@ fn hostile_input_is_dead_lettered_not_fatal() {
 
         // Counters: blank lines are not read; nothing is lost.
         let s = read_json(&out.join("summary.json"));
-        let n = |k: &str| {
-            field(&s, k).as_u64().unwrap_or_else(|| panic!("summary.json: {k} is not a count: {s}"))
-        };
+        let n = |k: &str| field(&s, k).as_u64().unwrap_or_else(|| panic!("summary.json: {k} is not a count: {s}"));
         assert_eq!(n("read"), 21, "summary read (non-blank lines): {s}");
         assert_eq!(n("rejected"), expected_dl.len() as u64, "summary rejected: {s}");
         assert_eq!(n("applied"), 6, "summary applied: {s}");
@@ -202,11 +186,10 @@ fn hostile_input_is_dead_lettered_not_fatal() {
                 )
             })
             .collect();
-        let want: Vec<(String, String, Value)> =
-            [("A", 9), ("B", 5), ("C", 7), ("D", 3), ("E", 4)]
-                .iter()
-                .map(|(s, q)| (s.to_string(), "L".to_owned(), json!(q)))
-                .collect();
+        let want: Vec<(String, String, Value)> = [("A", 9), ("B", 5), ("C", 7), ("D", 3), ("E", 4)]
+            .iter()
+            .map(|(s, q)| (s.to_string(), "L".to_owned(), json!(q)))
+            .collect();
         assert_eq!(rows, want, "-w {w}: snapshot/atp.jsonl (sku, loc, on_hand)");
     }
 }
@@ -230,12 +213,7 @@ fn duplicate_base_names_are_rejected() {
     let err = r.stderr_str();
     assert!(err.contains("a.jsonl"), "stderr does not name a.jsonl:\n{}", r.describe());
     for f in &files {
-        assert!(
-            err.contains(&f.display().to_string()),
-            "stderr does not name {}:\n{}",
-            f.display(),
-            r.describe()
-        );
+        assert!(err.contains(&f.display().to_string()), "stderr does not name {}:\n{}", f.display(), r.describe());
     }
 
     // The same directory twice is the same clash.
@@ -278,8 +256,8 @@ fn until_accepts_rfc3339() {
     let mut failures = Vec::new();
     for (i, t) in [
         "2023-11-14T22:13:50Z",
-        "2023-11-14t22:13:50.0009z",  // lower-case T/Z; sub-millisecond fraction truncated
-        "2023-11-14T23:43:50+01:30",  // offsets
+        "2023-11-14t22:13:50.0009z", // lower-case T/Z; sub-millisecond fraction truncated
+        "2023-11-14T23:43:50+01:30", // offsets
         "2023-11-14T22:13:50.000-00:00",
     ]
     .iter()

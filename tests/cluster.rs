@@ -47,14 +47,8 @@ fn cluster_attempt(dir: &Path, workers: &str) -> Vec<RunOutput> {
     let children = (0..2)
         .map(|p| {
             let out = dir.join(format!("out{p}"));
-            let mut extra: Vec<String> = vec![
-                "-n".into(),
-                "2".into(),
-                "-p".into(),
-                p.to_string(),
-                "-h".into(),
-                hostfile.display().to_string(),
-            ];
+            let mut extra: Vec<String> =
+                vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "-h".into(), hostfile.display().to_string()];
             extra.extend(opts.iter().cloned());
             extra.extend(["-w".into(), workers.into()]);
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -82,10 +76,7 @@ fn check_cluster(workers: &str) {
     let out0 = tmp.path().join("out0");
     let out1 = tmp.path().join("out1");
     let written_by_1 = list_files(&out1);
-    assert!(
-        written_by_1.is_empty(),
-        "process 1 wrote into its --out dir (only process 0 writes): {written_by_1:?}"
-    );
+    assert!(written_by_1.is_empty(), "process 1 wrote into its --out dir (only process 0 writes): {written_by_1:?}");
 
     let single = tmp.path().join("single");
     replay_case(CASE, &single, &["-w", "1"]).unwrap_or_else(|e| panic!("{e}"));
@@ -94,9 +85,7 @@ fn check_cluster(workers: &str) {
         failures.push(format!("cluster output differs from fixtures/{CASE}/expected:\n{d}"));
     }
     if let Err(d) = compare_dirs_bytes(&single, &out0) {
-        failures.push(format!(
-            "2 processes x {workers} workers vs 1 process x 1 worker not byte-identical: {d}"
-        ));
+        failures.push(format!("2 processes x {workers} workers vs 1 process x 1 worker not byte-identical: {d}"));
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }

@@ -81,7 +81,20 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[test]
 fn same_seed_same_bytes_other_seed_other_bytes() {
     let (a, b, c) = (tempdir(), tempdir(), tempdir());
-    let args = ["--skus", "40", "--stores", "8", "--events", "30000", "--partitions", "3", "--disorder", "0.02", "--bad", "0.01"];
+    let args = [
+        "--skus",
+        "40",
+        "--stores",
+        "8",
+        "--events",
+        "30000",
+        "--partitions",
+        "3",
+        "--disorder",
+        "0.02",
+        "--bad",
+        "0.01",
+    ];
     gen(a.path(), &[&args[..], &["--seed", "7"]].concat());
     gen(b.path(), &[&args[..], &["--seed", "7"]].concat());
     gen(c.path(), &[&args[..], &["--seed", "8"]].concat());
@@ -173,12 +186,20 @@ fn clean_workload_decodes_and_looks_like_retail() {
     for s in 0..skus {
         for j in 0..stores {
             let key: (Name, Name) = (format!("K{s:06}").into(), format!("S{j:04}").into());
-            assert_eq!(start_policies.get(&key), Some(&Some(Name::from(format!("DC{:02}", j % dcs)))), "policy of {key:?}");
+            assert_eq!(
+                start_policies.get(&key),
+                Some(&Some(Name::from(format!("DC{:02}", j % dcs)))),
+                "policy of {key:?}"
+            );
             assert!(start_counts.contains(&key), "starting count of {key:?}");
         }
         for d in 0..dcs {
             let key: (Name, Name) = (format!("K{s:06}").into(), format!("DC{d:02}").into());
-            assert_eq!(start_policies.get(&key), Some(&Some(Name::from(format!("vendor:V{}", s % 7)))), "policy of {key:?}");
+            assert_eq!(
+                start_policies.get(&key),
+                Some(&Some(Name::from(format!("vendor:V{}", s % 7)))),
+                "policy of {key:?}"
+            );
             assert!(start_counts.contains(&key), "starting count of {key:?}");
         }
     }

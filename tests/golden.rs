@@ -18,9 +18,7 @@ fn check_case(case: &str) -> Result<(), String> {
         match replay_case(case, &out, &["-w", w]) {
             Ok(_) => {
                 if let Err(d) = compare_outputs(&expected, &out, false) {
-                    failures.push(format!(
-                        "{case} (-w {w}) differs from fixtures/{case}/expected:\n{d}"
-                    ));
+                    failures.push(format!("{case} (-w {w}) differs from fixtures/{case}/expected:\n{d}"));
                 }
                 outs.push(out);
             }
@@ -58,19 +56,13 @@ golden!(allocation, basic, late_and_bad, medium, ties, window);
 /// A case added to `fixtures/` must get its own test above.
 #[test]
 fn every_fixture_case_has_a_test() {
-    let missing: Vec<String> = case_names()
-        .into_iter()
-        .filter(|c| !LISTED.contains(&c.as_str()))
-        .collect();
+    let missing: Vec<String> = case_names().into_iter().filter(|c| !LISTED.contains(&c.as_str())).collect();
     assert!(
         missing.is_empty(),
         "fixtures without a golden test (add them to golden!(...) in tests/golden.rs): {missing:?}"
     );
     for c in LISTED {
-        assert!(
-            fixtures_dir().join(c).join("expected").is_dir(),
-            "fixtures/{c}/expected is missing"
-        );
+        assert!(fixtures_dir().join(c).join("expected").is_dir(), "fixtures/{c}/expected is missing");
     }
 }
 
@@ -84,10 +76,7 @@ fn out_dash_prints_snapshot_on_stdout() {
     let r = wait_all(vec![spawn_in(tmp.path(), args)], RUN_TIMEOUT, Duration::ZERO).pop().unwrap();
     assert!(r.success(), "replay fixtures/basic/input --out - failed:\n{}", r.describe());
     assert!(!r.panicked(), "{}", r.describe());
-    assert!(
-        !tmp.path().join("-").exists(),
-        "--out - created a directory named '-'"
-    );
+    assert!(!tmp.path().join("-").exists(), "--out - created a directory named '-'");
     let stdout = r.stdout_str();
 
     // Every JSON object printed (at any nesting depth, whatever the envelope).

@@ -127,7 +127,18 @@ fn compare_like_golden(expected: &Path, actual: &Outputs) -> Vec<String> {
     }
     let es: Value = serde_json::from_str(&std::fs::read_to_string(expected.join("summary.json")).unwrap()).unwrap();
     let as_: Value = serde_json::from_str(&actual["summary.json"]).unwrap();
-    for k in ["read", "applied", "rejected", "late", "beyond_window", "orphan", "duplicate", "expired_on_arrival", "absorbed", "as_of"] {
+    for k in [
+        "read",
+        "applied",
+        "rejected",
+        "late",
+        "beyond_window",
+        "orphan",
+        "duplicate",
+        "expired_on_arrival",
+        "absorbed",
+        "as_of",
+    ] {
         if es.get(k) != as_.get(k) {
             problems.push(format!("summary.json: {k} expected {:?} got {:?}", es.get(k), as_.get(k)));
         }
@@ -138,7 +149,8 @@ fn compare_like_golden(expected: &Path, actual: &Outputs) -> Vec<String> {
 #[test]
 fn reference_matches_golden_fixtures() {
     let dir = fixtures_dir().expect("no fixtures directory (../shared/fixtures or fixtures/)");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
     assert!(!cases.is_empty(), "no golden cases in {}", dir.display());
     let mut failures = String::new();
@@ -249,7 +261,11 @@ impl Gen {
 
     fn head(&mut self, ty: &str, ts: i64, sku: &str, loc: &str) -> String {
         let ts = self.ts_field(ts);
-        format!(r#"{{"type":"{ty}","ts":{ts},"sku":{},"loc":{}"#, serde_json::to_string(sku).unwrap(), serde_json::to_string(loc).unwrap())
+        format!(
+            r#"{{"type":"{ty}","ts":{ts},"sku":{},"loc":{}"#,
+            serde_json::to_string(sku).unwrap(),
+            serde_json::to_string(loc).unwrap()
+        )
     }
 
     fn policy(&mut self, ts: i64, sku: &str, loc: &str) -> String {
@@ -310,7 +326,11 @@ impl Gen {
                     8 => r#","expires_at":null"#.to_string(),
                     _ => String::new(),
                 };
-                format!("{},\"res_id\":\"{res}\",\"qty\":{}{exp}}}", self.head("reserve", ts, &sku, &loc), self.rng.range(1, 8))
+                format!(
+                    "{},\"res_id\":\"{res}\",\"qty\":{}{exp}}}",
+                    self.head("reserve", ts, &sku, &loc),
+                    self.rng.range(1, 8)
+                )
             }
             46..=58 => {
                 let (sku, loc, res) = if !self.holds.is_empty() && self.rng.chance(75) {
@@ -321,14 +341,22 @@ impl Gen {
                 if kind <= 51 {
                     format!("{},\"res_id\":\"{res}\"}}", self.head("release", ts, &sku, &loc))
                 } else {
-                    format!("{},\"res_id\":\"{res}\",\"qty\":{}}}", self.head("fulfill", ts, &sku, &loc), self.rng.range(1, 8))
+                    format!(
+                        "{},\"res_id\":\"{res}\",\"qty\":{}}}",
+                        self.head("fulfill", ts, &sku, &loc),
+                        self.rng.range(1, 8)
+                    )
                 }
             }
             59..=70 => return self.po_step(ts),
             71..=78 => self.policy(ts, &sku, &loc),
             79..=86 => {
                 // A valid message with an unknown extra field.
-                format!("{},\"qty\":{},\"note\":{{\"x\":[1,2]}}}}", self.head("sale", ts, &sku, &loc), self.rng.range(1, 3))
+                format!(
+                    "{},\"qty\":{},\"note\":{{\"x\":[1,2]}}}}",
+                    self.head("sale", ts, &sku, &loc),
+                    self.rng.range(1, 3)
+                )
             }
             87..=93 => return vec![self.bad_line(ts)],
             _ => return vec![self.rng.pick(&["", "   ", "\t", " \t ", "\r"]).as_bytes().to_vec()],
@@ -410,7 +438,8 @@ impl Gen {
             format!(r#"{{"type":"count","ts":{ts},"sku":"","loc":"ST1","qty":2}}"#).into_bytes(),
             format!(r#"{{"type":"sale","ts":{ts},"sku":"A","loc":"ST1","qty":"2"}}"#).into_bytes(),
             format!(r#"{{"type":"sale","ts":{ts},"sku":"A","loc":"ST1","qty":1,"qty":2}}"#).into_bytes(),
-            format!(r#"{{"type":"policy","ts":{ts},"sku":"A","loc":"ST1","reorder_point":9,"order_up_to":3}}"#).into_bytes(),
+            format!(r#"{{"type":"policy","ts":{ts},"sku":"A","loc":"ST1","reorder_point":9,"order_up_to":3}}"#)
+                .into_bytes(),
             format!(r#"{{"type":"release","ts":{ts},"sku":"A","loc":"ST1"}}"#).into_bytes(),
             b"\xff\xfe bad \xc3 utf8".to_vec(),
             b"[1,2,3]".to_vec(),
@@ -513,9 +542,17 @@ fn reference_invariants_on_random_logs() {
         // With --until, the final state does not depend on the tick.
         if let Some(until) = case.opts.until {
             for tick in [1000, 500, 3000, 7] {
-                let other = reference::run(&case.files, &Options { tick_ms: tick, until: Some(until), ..case.opts.clone() });
-                for f in OUTPUT_FILES.iter().filter(|f| f.starts_with("snapshot/") || **f == "summary.json" || **f == "dead_letter.jsonl") {
-                    assert_eq!(out[*f], other[*f], "seed {seed}: {f} differs between tick {} and {tick}", case.opts.tick_ms);
+                let other =
+                    reference::run(&case.files, &Options { tick_ms: tick, until: Some(until), ..case.opts.clone() });
+                for f in OUTPUT_FILES
+                    .iter()
+                    .filter(|f| f.starts_with("snapshot/") || **f == "summary.json" || **f == "dead_letter.jsonl")
+                {
+                    assert_eq!(
+                        out[*f], other[*f],
+                        "seed {seed}: {f} differs between tick {} and {tick}",
+                        case.opts.tick_ms
+                    );
                 }
             }
         }
@@ -526,7 +563,8 @@ fn reference_invariants_on_random_logs() {
 // The real binary vs the reference.
 
 fn describe(opts: &Options) -> Vec<String> {
-    let mut args = vec!["--tick-ms".to_string(), opts.tick_ms.to_string(), "--lateness-ms".into(), opts.lateness_ms.to_string()];
+    let mut args =
+        vec!["--tick-ms".to_string(), opts.tick_ms.to_string(), "--lateness-ms".into(), opts.lateness_ms.to_string()];
     if let Some(t) = opts.until {
         args.extend(["--until".to_string(), t.to_string()]);
     }
@@ -551,7 +589,13 @@ fn diff_outputs(expected: &Outputs, actual: &BTreeMap<String, Option<String>>) -
         for i in 0..el.len().max(al.len()) {
             let (x, y) = (el.get(i), al.get(i));
             if x != y {
-                let _ = writeln!(report, "    line {}:\n      expected {:?}\n      actual   {:?}", i + 1, x.unwrap_or(&"<none>"), y.unwrap_or(&"<none>"));
+                let _ = writeln!(
+                    report,
+                    "    line {}:\n      expected {:?}\n      actual   {:?}",
+                    i + 1,
+                    x.unwrap_or(&"<none>"),
+                    y.unwrap_or(&"<none>")
+                );
                 shown += 1;
                 if shown == 3 {
                     break;
@@ -601,11 +645,20 @@ fn check_seed(seed: u64, workers: &[u32]) -> Option<String> {
         let out = tmp.path().join(format!("out-w{w}"));
         let stderr_path = tmp.path().join(format!("stderr-w{w}.txt"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stockflow"));
-        cmd.arg("replay").arg(&input).arg("--out").arg(&out).args(["-w", &w.to_string()]).args(describe(&case.opts)).arg("--quiet");
+        cmd.arg("replay")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(["-w", &w.to_string()])
+            .args(describe(&case.opts))
+            .arg("--quiet");
         let status = run_with_timeout(cmd, &stderr_path, Duration::from_secs(60));
         let mut actual = BTreeMap::new();
         for f in OUTPUT_FILES {
-            actual.insert(f.to_string(), std::fs::read(out.join(f)).ok().map(|b| String::from_utf8_lossy(&b).into_owned()));
+            actual.insert(
+                f.to_string(),
+                std::fs::read(out.join(f)).ok().map(|b| String::from_utf8_lossy(&b).into_owned()),
+            );
         }
         let mut problems = diff_outputs(&expected, &actual);
         match status {

@@ -102,11 +102,13 @@ impl Supply {
 
 /// The order plan keyed by (dest, sku): external lines get what they request, lines on an
 /// internal source share its ATP.
-pub fn allocate<'s>(lines: Collection<'s, (Key, Line)>, rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Key, PlanLine)> {
+pub fn allocate<'s>(
+    lines: Collection<'s, (Key, Line)>,
+    rows: Collection<'s, (Key, Row)>,
+) -> Collection<'s, (Key, PlanLine)> {
     let external = lines.clone().flat_map(|((sku, dest), line)| {
-        is_external(&line.source).then(|| {
-            ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested })
-        })
+        is_external(&line.source)
+            .then(|| ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
     });
     // A source's row carries R (its outbound) and A (its atp); it changes with the source's
     // position every tick, its supply status far less often.

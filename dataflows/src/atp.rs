@@ -1,11 +1,21 @@
 //! SPEC §3's per-key state: the key base (on_hand, reserved, on_order, policy), the ATP rows
 //! with position, and network ATP per sku.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::AsCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
+
+use crate::changes::Change;
 use crate::ledger::{Fact, FactUpdate};
-use crate::model::{Name, Policy};
-use crate::{Collection, Key, Stream};
+use crate::model::{Millis, Name, Policy};
+use crate::order_plan::{is_external, line_for, Line, Planner};
+use crate::{shard, Collection, FastMap, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -24,6 +34,11 @@ impl Base {
     /// Position before outbound demand: on_hand + on_order - reserved.
     pub fn own_position(&self) -> i64 {
         self.on_hand.saturating_add(self.on_order).saturating_sub(self.reserved)
+    }
+
+    /// A key with nothing of this has no base (and no ATP row unless it has outbound demand).
+    pub fn is_empty(&self) -> bool {
+        self.on_hand == 0 && self.reserved == 0 && self.on_order == 0 && self.policy.is_none()
     }
 }
 
@@ -48,18 +63,8 @@ pub struct Row {
     pub reorder_point: Option<i64>,
 }
 
-/// The inputs of a key's base, as one value type so that a single reduce can combine them.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum BasePart {
-    Stock(i64, i64),
-    OnOrder(i64),
-    Policy(Policy),
-}
-
 /// The counted ledger outcomes, as a collection whose multiplicities are the counts.
 pub fn counters<'s>(facts: Stream<'s, FactUpdate>) -> Collection<'s, crate::ledger::Counter> {
-    use differential_dataflow::AsCollection;
-    use timely::dataflow::operators::vec::Map;
     facts
         .flat_map(|(fact, time, diff)| match fact {
             Fact::Counter(c) => Some((c, time, diff)),
@@ -68,91 +73,457 @@ pub fn counters<'s>(facts: Stream<'s, FactUpdate>) -> Collection<'s, crate::ledg
         .as_collection()
 }
 
-/// Combines the ledger facts into one [`Base`] per key that has stock, open orders or a policy.
-pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> Collection<'s, (Key, Base)> {
-    use differential_dataflow::AsCollection;
-    use timely::dataflow::operators::vec::Map;
-    facts
-        .flat_map(|(fact, time, diff)| {
-            let part = match fact {
-                Fact::Stock(key, s) => (key, BasePart::Stock(s.on_hand, s.reserved)),
-                Fact::OnOrder(key, qty) => (key, BasePart::OnOrder(qty)),
-                Fact::Policy(key, p) => (key, BasePart::Policy(p)),
-                Fact::Counter(_) => return None,
-            };
-            Some((part, time, diff))
-        })
-        .as_collection()
-        .reduce_named("KeyBase", |_key, parts, out| {
-            let mut base = Base::default();
-            for &(part, n) in parts {
-                match part {
-                    BasePart::Stock(on_hand, reserved) => {
-                        base.on_hand = *on_hand;
-                        base.reserved = *reserved;
-                    }
-                    BasePart::OnOrder(qty) => {
-                        base.on_order = base.on_order.saturating_add(qty.saturating_mul(n as i64))
-                    }
-                    BasePart::Policy(p) => base.policy = Some(p.clone()),
-                }
-            }
-            if base.on_hand != 0 || base.reserved != 0 || base.on_order != 0 || base.policy.is_some() {
-                out.push((base, 1));
-            }
-        })
+/// One ledger fact about a key's base, as it reaches the [`key_base`] operator.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum BasePart {
+    Stock(i64, i64),
+    OnOrder(i64),
+    Policy(Policy),
 }
 
-/// The ATP rows: every key with non-zero on_hand, reserved, on_order or outbound, or a policy.
-///
-/// `outbound` is the demand of order lines sourced from the key (internal sources only).
-pub fn rows<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key, i64)>) -> Collection<'s, (Key, Row)> {
-    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-    enum Part {
-        Base(Base),
-        Outbound(i64),
+/// Stashes the updates of each logical time until `frontier` has passed it; shared by the
+/// keyed operators below, which all apply a tick's updates at once, in key order.
+type Stash<U> = BTreeMap<Millis, (Capability<Millis>, Vec<(U, isize)>)>;
+
+/// Moves everything `$input` holds into `$stash`, by logical time.
+macro_rules! stash_input {
+    ($stash:expr, $input:expr) => {
+        $input.for_each(|cap, data| {
+            for (update, time, diff) in data.drain(..) {
+                $stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((update, diff));
+            }
+        })
+    };
+}
+
+/// A whole-record value (stock, policy, base, outbound) as a tick's consolidated updates leave it:
+/// the inserted value if any, else nothing if the old one was retracted, else unchanged.
+struct Replace<T> {
+    inserted: Option<T>,
+    retracted: bool,
+}
+
+impl<T> Default for Replace<T> {
+    fn default() -> Self {
+        Replace { inserted: None, retracted: false }
     }
-    base.map(|(k, b)| (k, Part::Base(b))).concat(outbound.map(|(k, o)| (k, Part::Outbound(o)))).reduce_named(
-        "AtpRows",
-        |_key, parts, out| {
-            let mut base = None;
-            let mut outbound = 0i64;
-            for &(part, _) in parts {
-                match part {
-                    Part::Base(b) => base = Some(b),
-                    Part::Outbound(o) => outbound = *o,
+}
+
+impl<T> Replace<T> {
+    fn update(&mut self, value: T, diff: isize) {
+        if diff > 0 {
+            self.inserted = Some(value);
+        } else {
+            self.retracted = true;
+        }
+    }
+
+    /// Applies the tick to `current`; `None` when nothing changed.
+    fn apply(self, current: &mut Option<T>) {
+        if let Some(value) = self.inserted {
+            *current = Some(value);
+        } else if self.retracted {
+            *current = None;
+        }
+    }
+}
+
+/// What [`key_base`] derives from the ledger facts, per key.
+pub struct KeyBase<'s> {
+    /// One [`Base`] per key that has stock, open orders or a policy.
+    pub base: Collection<'s, (Key, Base)>,
+    /// Each key's order line at its own position, before outbound demand (SPEC §3's line
+    /// of a key nobody orders from).
+    pub standalone: Collection<'s, (Key, Line)>,
+    /// The planners (sourced policy and own position) of the keys at locations that some
+    /// policy names as its internal source: the only keys that can have outbound demand.
+    pub source_planners: Collection<'s, (Key, Planner)>,
+}
+
+/// One record of [`KeyBase`]'s three collections, as the operator emits them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum BaseOut {
+    Base(Key, Base),
+    Line(Key, Line),
+    Planner(Key, Planner),
+}
+
+fn planner_of(base: &Base) -> Option<Planner> {
+    let policy = base.policy.as_ref().filter(|p| p.source.is_some())?;
+    Some(Planner { own_position: base.own_position(), policy: policy.clone() })
+}
+
+/// Combines the ledger facts into one [`Base`] per key that has stock, open orders or a
+/// policy, and derives the keys' standalone order lines and the source keys' planners.
+///
+/// Time here is a plain tick, totally ordered, so instead of a differential `reduce` (which keeps
+/// its input and its output as arrangements and replays a key's history on every change) this
+/// is a hash map of each key's base, updated once per tick from the consolidated facts.
+///
+/// Only keys with outbound demand need their planner inside the order-plan fixpoint, and only
+/// keys at a location some policy names as its source can have any; the set of such locations
+/// is broadcast to every worker, so the fixpoint arranges the planners of distribution centers
+/// only, not of every store whose position moves with each sale.
+pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::vec::Broadcast;
+    let source_locs = facts
+        .clone()
+        .flat_map(|(fact, time, diff)| match fact {
+            Fact::Policy(_, Policy { source: Some(source), .. }) if !is_external(&source) => Some((source, time, diff)),
+            _ => None,
+        })
+        .broadcast();
+    let parts = facts.flat_map(|(fact, time, diff)| {
+        let part = match fact {
+            Fact::Stock(key, s) => (key, BasePart::Stock(s.on_hand, s.reserved)),
+            Fact::OnOrder(key, qty) => (key, BasePart::OnOrder(qty)),
+            Fact::Policy(key, p) => (key, BasePart::Policy(p)),
+            Fact::Counter(_) => return None,
+        };
+        Some((part, time, diff))
+    });
+    let route = |((key, _), _, _): &((Key, BasePart), Millis, isize)| shard(key);
+    let out = parts.binary_frontier(source_locs, Exchange::new(route), Pipeline, "KeyBase", |_, _| {
+        let mut stash: Stash<(Key, BasePart)> = BTreeMap::new();
+        let mut loc_stash: Stash<Name> = BTreeMap::new();
+        let mut bases: FastMap<Key, Base> = FastMap::default();
+        // How many policies name each location as their internal source.
+        let mut sources: FastMap<Name, isize> = FastMap::default();
+        move |(input, frontier), (locs, locs_frontier), output| {
+            stash_input!(stash, input);
+            stash_input!(loc_stash, locs);
+            loop {
+                let time = match (stash.keys().next(), loc_stash.keys().next()) {
+                    (Some(&a), Some(&b)) => a.min(b),
+                    (Some(&a), None) => a,
+                    (None, Some(&b)) => b,
+                    (None, None) => break,
+                };
+                if frontier.less_equal(&time) || locs_frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut updates) = stash.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let (cap2, mut loc_updates) = loc_stash.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let cap = cap.or(cap2).expect("a stashed time holds a capability");
+                consolidate(&mut loc_updates);
+                // Locations that became or stopped being a source in this tick.
+                let mut flipped: FastMap<Name, bool> = FastMap::default();
+                for (loc, diff) in loc_updates {
+                    let count = sources.entry(loc.clone()).or_default();
+                    let before = *count > 0;
+                    *count += diff;
+                    let after = *count > 0;
+                    if *count == 0 {
+                        sources.remove(&loc);
+                    }
+                    if before != after {
+                        flipped.insert(loc, after);
+                    }
+                }
+                let is_source = |loc: &Name| sources.get(loc).is_some_and(|n| *n > 0);
+                let was_source = |loc: &Name| is_source(loc) ^ flipped.contains_key(loc);
+                consolidate(&mut updates);
+                let mut session = output.session(&cap);
+                let mut touched: Vec<Key> = Vec::new();
+                let mut updates = updates.into_iter().peekable();
+                while let Some(((key, first), first_diff)) = updates.next() {
+                    let old = bases.get(&key);
+                    let mut stock = Replace::default();
+                    let mut policy = Replace::default();
+                    let mut on_order = old.map_or(0, |b| b.on_order);
+                    let mut part = Some((first, first_diff));
+                    while let Some((value, diff)) = part {
+                        match value {
+                            BasePart::Stock(on_hand, reserved) => stock.update((on_hand, reserved), diff),
+                            BasePart::Policy(p) => policy.update(p, diff),
+                            BasePart::OnOrder(qty) => {
+                                on_order = on_order.saturating_add(qty.saturating_mul(diff as i64))
+                            }
+                        }
+                        part = updates.next_if(|((k, _), _)| *k == key).map(|((_, v), d)| (v, d));
+                    }
+                    let mut new = old.cloned().unwrap_or_default();
+                    let mut current_stock = Some((new.on_hand, new.reserved)).filter(|s| *s != (0, 0));
+                    stock.apply(&mut current_stock);
+                    (new.on_hand, new.reserved) = current_stock.unwrap_or((0, 0));
+                    policy.apply(&mut new.policy);
+                    new.on_order = on_order;
+                    if old == Some(&new) || (old.is_none() && new.is_empty()) {
+                        // Unchanged: a flip of its location is the scan's business below.
+                        continue;
+                    }
+                    if !flipped.is_empty() {
+                        touched.push(key.clone());
+                    }
+                    let old = bases.remove(&key);
+                    let old_planner = old.as_ref().and_then(planner_of);
+                    let new_planner = planner_of(&new);
+                    let old_line = old_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
+                    let new_line = new_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
+                    if old_line != new_line {
+                        if let Some(line) = old_line {
+                            session.give((BaseOut::Line(key.clone(), line), time, -1));
+                        }
+                        if let Some(line) = new_line {
+                            session.give((BaseOut::Line(key.clone(), line), time, 1));
+                        }
+                    }
+                    let old_planner = old_planner.filter(|_| was_source(&key.1));
+                    let new_planner = new_planner.filter(|_| is_source(&key.1));
+                    if old_planner != new_planner {
+                        if let Some(p) = old_planner {
+                            session.give((BaseOut::Planner(key.clone(), p), time, -1));
+                        }
+                        if let Some(p) = new_planner {
+                            session.give((BaseOut::Planner(key.clone(), p), time, 1));
+                        }
+                    }
+                    if let Some(old) = old {
+                        session.give((BaseOut::Base(key.clone(), old), time, -1));
+                    }
+                    if !new.is_empty() {
+                        session.give((BaseOut::Base(key.clone(), new.clone()), time, 1));
+                        bases.insert(key, new);
+                    }
+                }
+                if !flipped.is_empty() {
+                    // Rare (a location's first or last sourcing policy): the untouched keys at a
+                    // flipped location gain or lose their planner.
+                    touched.sort_unstable();
+                    let mut gained: Vec<(&Key, Planner, isize)> = bases
+                        .iter()
+                        .filter(|(key, _)| touched.binary_search(key).is_err())
+                        .filter_map(|(key, base)| {
+                            let now = *flipped.get(&key.1)?;
+                            planner_of(base).map(|p| (key, p, if now { 1 } else { -1 }))
+                        })
+                        .collect();
+                    gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (key, planner, diff) in gained {
+                        session.give((BaseOut::Planner(key.clone(), planner), time, diff));
+                    }
                 }
             }
-            let empty = Base::default();
-            let base = base.unwrap_or(&empty);
-            if base.on_hand == 0 && base.reserved == 0 && base.on_order == 0 && outbound == 0 && base.policy.is_none() {
-                return;
+        }
+    });
+    KeyBase {
+        base: out
+            .clone()
+            .flat_map(|(o, t, d)| match o {
+                BaseOut::Base(k, b) => Some(((k, b), t, d)),
+                _ => None,
+            })
+            .as_collection(),
+        standalone: out
+            .clone()
+            .flat_map(|(o, t, d)| match o {
+                BaseOut::Line(k, l) => Some(((k, l), t, d)),
+                _ => None,
+            })
+            .as_collection(),
+        source_planners: out
+            .flat_map(|(o, t, d)| match o {
+                BaseOut::Planner(k, p) => Some(((k, p), t, d)),
+                _ => None,
+            })
+            .as_collection(),
+    }
+}
+
+/// What the ATP row of a key depends on: its base (without the policy's sourcing) and the
+/// outbound demand the order plan puts on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RowInputs {
+    on_hand: i64,
+    reserved: i64,
+    on_order: i64,
+    /// (safety_stock, reorder_point) of the policy, if any.
+    policy: Option<(i64, i64)>,
+    outbound: i64,
+}
+
+impl RowInputs {
+    fn row(&self) -> Option<Row> {
+        if self.on_hand == 0 && self.reserved == 0 && self.on_order == 0 && self.outbound == 0 && self.policy.is_none()
+        {
+            return None;
+        }
+        let available = self.on_hand.saturating_sub(self.reserved);
+        let safety_stock = self.policy.map_or(0, |(s, _)| s);
+        let own_position = self.on_hand.saturating_add(self.on_order).saturating_sub(self.reserved);
+        Some(Row {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            on_order: self.on_order,
+            available,
+            atp: available.saturating_sub(safety_stock).max(0),
+            position: own_position.saturating_sub(self.outbound),
+            outbound: self.outbound,
+            reorder_point: self.policy.map(|(_, r)| r),
+        })
+    }
+}
+
+/// A key's ATP row changed at `time`: the row before and after (`None`: no row).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowChange {
+    /// The tick.
+    pub time: Millis,
+    /// The key.
+    pub key: Key,
+    /// The row before the tick.
+    pub old: Option<Row>,
+    /// The row from the tick on.
+    pub new: Option<Row>,
+}
+
+/// The ATP rows as a change stream: every key with non-zero on_hand, reserved, on_order or
+/// outbound, or a policy. One record per key whose row changed in a tick, with both the old
+/// and the new row, on the worker that owns the key (so the outputs derived from rows need
+/// neither another exchange nor another copy of the state).
+///
+/// `outbound` is the demand of order lines sourced from the key (internal sources only).
+pub fn row_changes<'s>(
+    base: Collection<'s, (Key, Base)>,
+    outbound: Collection<'s, (Key, i64)>,
+) -> Stream<'s, RowChange> {
+    type B = (Key, Base);
+    type O = (Key, i64);
+    let route_base = |((key, _), _, _): &(B, Millis, isize)| shard(key);
+    let route_outbound = |((key, _), _, _): &(O, Millis, isize)| shard(key);
+    base.inner.binary_frontier(
+        outbound.inner,
+        Exchange::new(route_base),
+        Exchange::new(route_outbound),
+        "AtpRows",
+        |_, _| {
+            let mut bases: Stash<B> = BTreeMap::new();
+            let mut outbounds: Stash<O> = BTreeMap::new();
+            let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
+            move |(input1, frontier1), (input2, frontier2), output| {
+                stash_input!(bases, input1);
+                stash_input!(outbounds, input2);
+                loop {
+                    let time = match (bases.keys().next(), outbounds.keys().next()) {
+                        (Some(&a), Some(&b)) => a.min(b),
+                        (Some(&a), None) => a,
+                        (None, Some(&b)) => b,
+                        (None, None) => break,
+                    };
+                    if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
+                        break;
+                    }
+                    let (cap, mut base_updates) = bases.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                    let (cap2, mut outbound_updates) =
+                        outbounds.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                    let cap = cap.or(cap2).expect("a stashed time holds a capability");
+                    consolidate(&mut base_updates);
+                    consolidate(&mut outbound_updates);
+                    let mut keys: Vec<&Key> = base_updates
+                        .iter()
+                        .map(|((k, _), _)| k)
+                        .chain(outbound_updates.iter().map(|((k, _), _)| k))
+                        .collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let keys: Vec<Key> = keys.into_iter().cloned().collect();
+                    let mut session = output.session(&cap);
+                    let mut base_updates = base_updates.into_iter().peekable();
+                    let mut outbound_updates = outbound_updates.into_iter().peekable();
+                    for key in keys {
+                        let old_inputs = inputs.get(&key);
+                        let old = old_inputs.and_then(RowInputs::row);
+                        let mut new_inputs = old_inputs.cloned().unwrap_or_default();
+                        let mut base = Replace::default();
+                        while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
+                            base.update(b, d);
+                        }
+                        let mut outbound = Replace::default();
+                        while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
+                            outbound.update(o, d);
+                        }
+                        let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
+                        outbound.apply(&mut current_outbound);
+                        new_inputs.outbound = current_outbound.unwrap_or(0);
+                        if base.inserted.is_some() || base.retracted {
+                            let mut current_base = None;
+                            base.apply(&mut current_base);
+                            let b = current_base.unwrap_or_default();
+                            new_inputs.on_hand = b.on_hand;
+                            new_inputs.reserved = b.reserved;
+                            new_inputs.on_order = b.on_order;
+                            new_inputs.policy = b.policy.map(|p| (p.safety_stock, p.reorder_point));
+                        }
+                        let new = new_inputs.row();
+                        if new.is_none() {
+                            inputs.remove(&key);
+                        } else {
+                            inputs.insert(key.clone(), new_inputs);
+                        }
+                        if old != new {
+                            session.give(RowChange { time, key, old, new });
+                        }
+                    }
+                }
             }
-            let available = base.on_hand.saturating_sub(base.reserved);
-            let safety_stock = base.policy.as_ref().map_or(0, |p| p.safety_stock);
-            out.push((
-                Row {
-                    on_hand: base.on_hand,
-                    reserved: base.reserved,
-                    on_order: base.on_order,
-                    available,
-                    atp: available.saturating_sub(safety_stock).max(0),
-                    position: base.own_position().saturating_sub(outbound),
-                    outbound,
-                    reorder_point: base.policy.as_ref().map(|p| p.reorder_point),
-                },
-                1,
-            ));
         },
     )
 }
 
-/// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row).
-pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Name, i64)> {
-    // Group by (sku, atp) first: the reduce then sees one value per distinct atp, with the
-    // number of locations holding it, instead of one value per location.
-    rows.map(|((sku, _loc), row)| (sku, row.atp)).reduce_named("NetworkAtp", |_sku, atps, out| {
-        let total = atps.iter().fold(0i64, |sum, (atp, n)| sum.saturating_add(atp.saturating_mul(*n as i64)));
-        out.push((total, 1));
+/// The ATP rows as a collection, from their change stream.
+pub fn rows<'s>(changes: Stream<'s, RowChange>) -> Collection<'s, (Key, Row)> {
+    changes
+        .flat_map(|c| {
+            let old = c.old.map(|row| ((c.key.clone(), row), c.time, -1));
+            let new = c.new.map(|row| ((c.key, row), c.time, 1));
+            old.into_iter().chain(new)
+        })
+        .as_collection()
+}
+
+/// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),
+/// as a change stream. A hash map of (rows, total) per sku, updated per tick: each row change
+/// adds and subtracts its atp, so a sku's cost does not grow with its number of locations.
+pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Name, i64>> {
+    let atps = rows.inner.map(|(((sku, _loc), row), time, diff)| ((sku, row.atp), time, diff));
+    let route = |((sku, _), _, _): &((Name, i64), Millis, isize)| shard(sku);
+    atps.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
+        let mut stash: Stash<(Name, i64)> = BTreeMap::new();
+        // rows and the exact total (atp >= 0, so a saturated sum is the exact one capped).
+        let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
+        let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
+        move |(input, frontier), output| {
+            stash_input!(stash, input);
+            while let Some(entry) = stash.first_entry() {
+                let time = *entry.key();
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut updates) = entry.remove();
+                consolidate(&mut updates);
+                let mut session = output.session(&cap);
+                let mut updates = updates.into_iter().peekable();
+                while let Some(((sku, atp), diff)) = updates.next() {
+                    let before = totals.get(&sku).copied().unwrap_or((0, 0));
+                    let mut after = before;
+                    let mut part = Some((atp, diff));
+                    while let Some((atp, diff)) = part {
+                        after.0 += diff;
+                        after.1 += i128::from(atp) * diff as i128;
+                        part = updates.next_if(|((s, _), _)| *s == sku).map(|((_, a), d)| (a, d));
+                    }
+                    if after.0 > 0 {
+                        totals.insert(sku.clone(), after);
+                    } else {
+                        totals.remove(&sku);
+                    }
+                    let (old, new) = (value(before), value(after));
+                    if old != new {
+                        session.give(Change { time, key: sku, value: new });
+                    }
+                }
+            }
+        }
     })
 }

@@ -6,7 +6,7 @@
 //! then apply them sorted. Their output is a differential update stream of the key's *netted*
 //! state per tick: a key touched by a thousand sales in one tick yields at most two updates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -15,7 +15,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
-use crate::{shard, Key, Stream};
+use crate::{shard, FastMap, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -164,7 +164,7 @@ impl KeyBook {
 /// The per-key ledger: stock, holds, counts and policies.
 struct KeyLedger {
     ticks: Ticks,
-    books: HashMap<Key, KeyBook>,
+    books: FastMap<Key, KeyBook>,
     /// Keys with a hold expiring at each logical time.
     expiries: BTreeMap<Millis, Vec<Key>>,
     counts: BTreeMap<Counter, isize>,
@@ -179,7 +179,11 @@ impl KeyLedger {
         let ts = message.ts;
         let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
         match message.body {
-            Body::Sale { .. } | Body::Return { .. } | Body::Receipt { .. } | Body::Adjust { .. } | Body::Count { .. }
+            Body::Sale { .. }
+            | Body::Return { .. }
+            | Body::Receipt { .. }
+            | Body::Adjust { .. }
+            | Body::Count { .. }
                 if book.behind_barrier(ts) =>
             {
                 count(Counter::Absorbed)
@@ -284,7 +288,7 @@ impl Book for KeyLedger {
 struct PoLedger {
     /// Open orders only: a closed or cancelled order contributes nothing and is forgotten
     /// (a later `open` message simply starts it again).
-    open: HashMap<Name, (Key, i64)>,
+    open: FastMap<Name, (Key, i64)>,
 }
 
 impl Book for PoLedger {
@@ -336,9 +340,9 @@ pub fn ledger<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Stream<'s, FactUpd
             Err(e)
         }
     });
-    let keys = KeyLedger { ticks, books: HashMap::new(), expiries: BTreeMap::new(), counts: BTreeMap::new() };
+    let keys = KeyLedger { ticks, books: FastMap::default(), expiries: BTreeMap::new(), counts: BTreeMap::new() };
     let key_facts = run_book(keyed, "KeyLedger", route_by_key, ticks, keys);
-    let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: HashMap::new() });
+    let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
     key_facts.concat(po_facts)
 }
 
@@ -356,7 +360,7 @@ mod tests {
 
     fn key_ledger() -> KeyLedger {
         let ticks = Ticks { tick_ms: 1000, until: None };
-        KeyLedger { ticks, books: HashMap::new(), expiries: BTreeMap::new(), counts: BTreeMap::new() }
+        KeyLedger { ticks, books: FastMap::default(), expiries: BTreeMap::new(), counts: BTreeMap::new() }
     }
 
     fn stock_of(out: &[FactUpdate]) -> Vec<(Stock, isize)> {
@@ -427,7 +431,7 @@ mod tests {
 
     #[test]
     fn closed_purchase_orders_are_dropped() {
-        let mut ledger = PoLedger { open: HashMap::new() };
+        let mut ledger = PoLedger { open: FastMap::default() };
         let mut out = Vec::new();
         let po = |qty, status| Body::Po { po_id: "P".into(), qty, status, eta: None };
         ledger.close_tick(1000, vec![event(1, 1, "L", po(10, PoStatus::Open))], &mut out);

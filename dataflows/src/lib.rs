@@ -26,6 +26,51 @@ pub type Stream<'s, D> = timely::dataflow::Stream<'s, model::Millis, Vec<D>>;
 /// A stock key: (sku, loc). Tuples of `String` order part by part, bytewise, as SPEC §4 asks.
 pub type Key = (model::Name, model::Name);
 
+/// A hash map for the operators' in-memory state. Its hasher is FxHash's multiply-rotate:
+/// keys are short names, where std's SipHash costs more than the lookup around it, and these
+/// maps never reach the user (their iteration order is never output unsorted).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// FxHash (as in rustc): fast and deterministic; not resistant to crafted collisions.
+#[derive(Clone, Copy, Default)]
+pub struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Hashes a value the way the dataflows shard it, so every stage agrees on a key's worker.
 pub fn shard<T: std::hash::Hash>(value: &T) -> u64 {
     use std::hash::Hasher;

@@ -1,15 +1,12 @@
 //! SPEC §3's low-stock states and the transitions stream: one record per change of state.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 
-use crate::atp::Row;
-use crate::changes::{changes, Change};
+use crate::atp::{Row, RowChange};
+use crate::changes::Change;
 use crate::model::Millis;
-use crate::{Collection, Key, Stream};
+use crate::{Key, Stream};
 
 /// A key's low-stock state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -73,38 +70,26 @@ pub struct Transition {
     pub view: LowView,
 }
 
-/// The keys currently LOW or OUT, with their numbers (what a snapshot shows).
-pub fn signals<'s>(rows: Collection<'s, (Key, Row)>) -> Collection<'s, (Key, LowView)> {
-    rows.flat_map(|(key, row)| {
-        let view = LowView::of(&row);
-        (view.state != LowState::Ok).then_some((key, view))
+/// The view of a key's row as a low-stock signal: `None` while the key is OK.
+fn signal(row: &Option<Row>) -> Option<LowView> {
+    row.as_ref().map(LowView::of).filter(|view| view.state != LowState::Ok)
+}
+
+/// The keys currently LOW or OUT, with their numbers (what a snapshot shows), as changes.
+pub fn current<'s>(rows: Stream<'s, RowChange>) -> Stream<'s, Change<Key, LowView>> {
+    rows.flat_map(|c| {
+        let (old, new) = (signal(&c.old), signal(&c.new));
+        (old != new).then_some(Change { time: c.time, key: c.key, value: new })
     })
 }
 
 /// The transitions of every key's state; a key's first record has previous `OK`.
-pub fn transitions<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Transition> {
-    let views = changes(rows.map(|(key, row)| (key, LowView::of(&row))), "LowStockViews");
-    // `changes` already placed each key on its worker and emits ticks in order.
-    views.unary(Pipeline, "LowStockTransitions", |_, _| {
-        // Only keys that are not OK are remembered.
-        let mut states: HashMap<Key, LowState> = HashMap::new();
-        move |input, output| {
-            input.for_each(|cap, data| {
-                let mut session = output.session(&cap);
-                for Change { time, key, value } in data.drain(..) {
-                    let view = value.unwrap_or_default();
-                    let previous = states.get(&key).copied().unwrap_or_default();
-                    if view.state == previous {
-                        continue;
-                    }
-                    if view.state == LowState::Ok {
-                        states.remove(&key);
-                    } else {
-                        states.insert(key.clone(), view.state);
-                    }
-                    session.give(Transition { time, key, previous, view });
-                }
-            });
-        }
+///
+/// A row change carries the row before it, so the previous state needs no memory of its own.
+pub fn transitions<'s>(rows: Stream<'s, RowChange>) -> Stream<'s, Transition> {
+    rows.flat_map(|c| {
+        let previous = c.old.as_ref().map_or(LowState::Ok, |row| LowView::of(row).state);
+        let view = c.new.as_ref().map(LowView::of).unwrap_or_default();
+        (view.state != previous).then_some(Transition { time: c.time, key: c.key, previous, view })
     })
 }

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Filter;
 use timely::order::Product;
 
-use crate::atp::Base;
 use crate::model::{Name, Policy};
 use crate::{Collection, Key};
 
@@ -49,9 +48,11 @@ pub fn line_for(policy: &Policy, position: i64) -> Option<Line> {
 
 /// A key that plans: its position before outbound, and its policy (which has a source).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct Planner {
-    own_position: i64,
-    policy: Policy,
+pub struct Planner {
+    /// on_hand + on_order - reserved.
+    pub own_position: i64,
+    /// The key's policy; its `source` is set.
+    pub policy: Policy,
 }
 
 fn outbound_in<'s, T>(
@@ -76,16 +77,14 @@ where
 /// put on it", bounded by [`MAX_ROUNDS`].
 ///
 /// Most keys are never a source (stores), so their line is their *standalone* line, computed
-/// once outside the loop. The loop only corrects the lines of keys that have outbound demand,
+/// once outside the loop (by [`crate::atp::key_base`], which also hands over the planners of
+/// the keys that can be a source). The loop only corrects the lines of keys that have outbound demand,
 /// so a store's sale costs one outbound update per round, not a line recomputation per round.
-pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> (Collection<'s, (Key, Line)>, Collection<'s, (Key, i64)>) {
-    let planners = base.flat_map(|(key, b)| {
-        let own_position = b.own_position();
-        b.policy.filter(|p| p.source.is_some()).map(|policy| (key, Planner { own_position, policy }))
-    });
-    let standalone =
-        planners.clone().flat_map(|(key, p)| line_for(&p.policy, p.own_position).map(|line| (key, line)));
-    let planners = planners.arrange_by_key_named("PlannersByKey");
+pub fn order_lines<'s>(
+    standalone: Collection<'s, (Key, Line)>,
+    source_planners: Collection<'s, (Key, Planner)>,
+) -> (Collection<'s, (Key, Line)>, Collection<'s, (Key, i64)>) {
+    let planners = source_planners.arrange_by_key_named("PlannersByKey");
     let outer = standalone.scope();
     outer.scoped::<Product<crate::model::Millis, u64>, _, _>("OrderPlanFixpoint", |inner| {
         let standalone = standalone.enter(inner);
@@ -99,7 +98,8 @@ pub fn order_lines<'s>(base: Collection<'s, (Key, Base)>) -> (Collection<'s, (Ke
             .clone()
             .join_core(planners, |key, outbound, p| {
                 let standalone = line_for(&p.policy, p.own_position).map(|line| ((key.clone(), line), -1));
-                let loaded = line_for(&p.policy, p.own_position.saturating_sub(*outbound)).map(|line| ((key.clone(), line), 1));
+                let loaded =
+                    line_for(&p.policy, p.own_position.saturating_sub(*outbound)).map(|line| ((key.clone(), line), 1));
                 standalone.into_iter().chain(loaded)
             })
             .explode(|(update, sign)| Some((update, sign)));

@@ -1,14 +1,15 @@
 //! The whole of SPEC §3 wired together: from ordered events to the output change streams.
 
 use crate::allocation::{allocate, PlanLine};
-use crate::atp::{counters, key_base, network_atp, rows, Row};
+use crate::atp::{counters, key_base, network_atp, row_changes, rows, Row};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
 use crate::ledger::{ledger, Counter};
-use crate::low_stock::{signals, transitions, LowView, Transition};
+use crate::low_stock::{current, transitions, LowView, Transition};
 use crate::model::{Event, Name};
 use crate::order_plan::order_lines;
 use crate::{Collection, Key, Stream};
+use timely::dataflow::operators::vec::Map;
 
 /// An ATP record's numbers (SPEC §4 `atp`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -61,15 +62,19 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
     let facts = ledger(events, ticks);
     let counters = counters(facts.clone());
     let base = key_base(facts);
-    let (lines, outbound) = order_lines(base.clone());
-    let rows = rows(base, outbound);
+    let (lines, outbound) = order_lines(base.standalone, base.source_planners);
+    let row_changes = row_changes(base.base, outbound);
+    let rows = rows(row_changes.clone());
     let plan = allocate(lines, rows.clone());
     Outputs {
-        atp: changes(rows.clone().map(|(k, r)| (k, Atp::from(&r))), "AtpChanges"),
-        low_stock: transitions(rows.clone()),
-        low_stock_current: changes(signals(rows.clone()), "LowStockCurrent"),
+        atp: row_changes.clone().flat_map(|c| {
+            let (old, new) = (c.old.as_ref().map(Atp::from), c.new.as_ref().map(Atp::from));
+            (old != new).then_some(Change { time: c.time, key: c.key, value: new })
+        }),
+        low_stock: transitions(row_changes.clone()),
+        low_stock_current: current(row_changes),
         order_plan: changes(plan, "OrderPlanChanges"),
-        network_atp: changes(network_atp(rows), "NetworkAtpChanges"),
+        network_atp: network_atp(rows),
         counters,
     }
 }

@@ -2,7 +2,11 @@
 //! same input — read each worker's files, decode every line, exchange by key, count per key —
 //! so that stockflow's throughput can be reported as a ratio of it.
 //!
-//! Usage: `ceiling INPUT_DIR [-w N]` (timely's flags). Prints events/s on stderr.
+//! Usage: `ceiling INPUT_DIR [--tick-ms MS] [-w N]` (timely's flags). Prints events/s on stderr.
+//!
+//! By default the input advances once per 4096 lines. With `--tick-ms`, each worker merges its
+//! files by `ts` and every record's timestamp is its tick, as in stockflow: the same number of
+//! logical times, which shows how much of the gap to the default ceiling is the tick itself.
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -24,6 +28,15 @@ fn main() {
         std::process::exit(2);
     }
     let dir = args.remove(1);
+    let tick_ms: Option<u64> = args.iter().position(|a| a == "--tick-ms").map(|i| {
+        let value = args.get(i + 1).and_then(|v| v.parse().ok()).filter(|&t: &u64| t > 0);
+        let value = value.unwrap_or_else(|| {
+            eprintln!("--tick-ms needs a positive number of milliseconds");
+            std::process::exit(2)
+        });
+        args.drain(i..i + 2);
+        value
+    });
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -40,19 +53,52 @@ fn main() {
         });
         let mut read = 0u64;
         let mut epoch = 0u64;
-        for path in files.iter().skip(index).step_by(peers) {
-            let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-            for line in reader.split(b'\n') {
-                let line = line.unwrap();
-                if let Ok(m) = dataflows::decode::decode(&line) {
-                    input.insert((m.sku, m.loc));
+        let mine: Vec<_> = files.iter().skip(index).step_by(peers).collect();
+        if let Some(tick) = tick_ms {
+            // Merge this worker's files by ts (each file is in ts order), one timestamp per tick.
+            let mut lines: Vec<_> = mine
+                .iter()
+                .map(|path| {
+                    let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+                    reader
+                        .split(b'\n')
+                        .filter_map(|line| dataflows::decode::decode(&line.unwrap()).ok())
+                        .map(|m| (m.ts, (m.sku, m.loc)))
+                        .peekable()
+                })
+                .collect();
+            let mut previous = 0u64;
+            loop {
+                let earliest = lines.iter_mut().enumerate().filter_map(|(i, l)| l.peek().map(|(ts, _)| (*ts, i))).min();
+                let Some((_, i)) = earliest else { break };
+                let (ts, key) = lines[i].next().expect("peeked");
+                let time = ts.div_ceil(tick) * tick;
+                if time > *input.time() {
+                    input.advance_to(time);
                 }
+                input.insert(key);
                 read += 1;
                 if read % BATCH as u64 == 0 {
-                    epoch += 1;
-                    input.advance_to(epoch);
                     input.flush();
-                    worker.step_while(|| probe.less_than(&(epoch - 1)));
+                    worker.step_while(|| probe.less_than(&previous));
+                    previous = *input.time();
+                }
+            }
+        } else {
+            for path in mine {
+                let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+                for line in reader.split(b'\n') {
+                    let line = line.unwrap();
+                    if let Ok(m) = dataflows::decode::decode(&line) {
+                        input.insert((m.sku, m.loc));
+                    }
+                    read += 1;
+                    if read % BATCH as u64 == 0 {
+                        epoch += 1;
+                        input.advance_to(epoch);
+                        input.flush();
+                        worker.step_while(|| probe.less_than(&(epoch - 1)));
+                    }
                 }
             }
         }

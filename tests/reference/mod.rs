@@ -473,7 +473,9 @@ fn diff(prev: &View, cur: &View, t: u64, out: &mut Outputs) {
             _ => {}
         }
     }
-    for (name, text) in [("atp.jsonl", atp), ("low_stock.jsonl", low), ("order_plan.jsonl", plan), ("network_atp.jsonl", net)] {
+    for (name, text) in
+        [("atp.jsonl", atp), ("low_stock.jsonl", low), ("order_plan.jsonl", plan), ("network_atp.jsonl", net)]
+    {
         out.get_mut(name).unwrap().push_str(&text);
     }
 }
@@ -518,11 +520,7 @@ fn lines_of(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     if parts.last().is_some_and(|l| l.is_empty()) {
         parts.pop(); // the piece after the final newline (or an empty file) is no line
     }
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
-        .collect()
+    parts.into_iter().enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l))).collect()
 }
 
 fn is_blank(line: &[u8]) -> bool {
