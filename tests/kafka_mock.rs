@@ -77,10 +77,14 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Op
         .collect()
 }
 
-fn write_fixture(dir: &Path, files: &[(&str, &str)]) {
+/// A fixture directory `in/` inside `dir` holding `files` (name, text).
+fn write_fixture(dir: &Path, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let input = dir.join("in");
+    std::fs::create_dir(&input).unwrap();
     for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
+        std::fs::write(input.join(name), text).unwrap();
     }
+    input
 }
 
 #[test]
@@ -163,12 +167,10 @@ fn tombstones_dead_letters_and_assignment_across_workers() {
     let cluster = mock();
     let brokers = cluster.bootstrap_servers();
     let dir = common::tempdir();
-    let input = dir.path().join("in");
-    std::fs::create_dir(&input).unwrap();
     // Partition 0 sets stock, partition 1 removes it again (a deletion) and holds a bad line;
     // partition 2 and 3 make sure 2 workers each get partitions.
-    write_fixture(
-        &input,
+    let input = write_fixture(
+        dir.path(),
         &[
             ("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n"),
             ("b.jsonl", "{\"type\":\"sale\",\"ts\":3000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\nnot json\n"),
@@ -206,10 +208,8 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
     let cluster = mock();
     let brokers = cluster.bootstrap_servers();
     let dir = common::tempdir();
-    let input = dir.path().join("in");
-    std::fs::create_dir(&input).unwrap();
-    write_fixture(
-        &input,
+    let input = write_fixture(
+        dir.path(),
         &[("a.jsonl", "{\"type\":\"receipt\",\"ts\":1000,\"sku\":\"A\",\"loc\":\"S1\",\"qty\":5}\n")],
     );
     cluster.create_topic("t", 1, 1).unwrap();
