@@ -269,10 +269,11 @@ fn run_reads_a_topic_created_while_it_runs() {
     let brokers = cluster.bootstrap_servers();
     let dir = common::tempdir();
     let out = dir.path().join("out");
-    // A worker without partitions follows the wall clock, so these times are a little ahead of
-    // it: nothing may arrive behind the frontier (it would be applied at the current time), and
-    // the first ticks close once the wall clock passes them.
-    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 10_000;
+    // A worker without partitions follows the wall clock, so these times are ahead of it (with
+    // room for a slow machine): nothing may arrive behind the frontier, where it would be
+    // applied at the current time. Once both workers read a partition, the messages' own times
+    // close the ticks.
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
     let event =
         |sku: &str, ts: u64| format!("{{\"type\":\"receipt\",\"ts\":{ts},\"sku\":\"{sku}\",\"loc\":\"S1\",\"qty\":3}}");
     let running = common::spawn([
