@@ -8,6 +8,37 @@ use anyhow::{bail, Context, Result};
 use dataflows::clock::Ticks;
 use dataflows::model::Millis;
 
+/// The window flags of a replay, shared by `replay` and `explain`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WindowArgs {
+    /// Tick length in milliseconds: outputs are emitted at its multiples.
+    #[arg(long, default_value_t = 1000)]
+    pub tick_ms: u64,
+    /// Allowed lateness per (source, partition), in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub lateness_ms: u64,
+    /// End of the window: milliseconds since the epoch or RFC 3339.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+impl WindowArgs {
+    /// `--until`, parsed; fails on a zero `--tick-ms` too, so callers check both at once.
+    pub fn until(&self) -> Result<Option<Millis>> {
+        if self.tick_ms == 0 {
+            bail!("--tick-ms must be at least 1");
+        }
+        self.until.as_deref().map(|t| time_arg("--until", t)).transpose()
+    }
+}
+
+/// Parses the time given to `flag`, naming both in the error.
+pub fn time_arg(flag: &str, text: &str) -> Result<Millis> {
+    dataflows::decode::parse_time(text).with_context(|| {
+        format!("{flag} {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
+    })
+}
+
 /// One input file: a partition-0 source named by its base name.
 #[derive(Clone, Debug)]
 pub struct InputFile {

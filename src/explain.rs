@@ -19,7 +19,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dataflows::allocation::{fair_share, Claim, PlanLine};
 use dataflows::clock::{Ticks, DEFAULT_HOLD_MS};
-use dataflows::decode::parse_time;
 use dataflows::low_stock::LowView;
 use dataflows::model::{Body, DeadLetter, Event, Millis, Name, OrderKey, PoStatus, Policy};
 use dataflows::order_plan::{is_external, line_for};
@@ -49,15 +48,8 @@ pub struct ExplainArgs {
     /// Explain the state at this time (ms or RFC 3339) instead of the end of the window.
     #[arg(long)]
     at: Option<String>,
-    /// Tick length in milliseconds, as in replay.
-    #[arg(long, default_value_t = 1000)]
-    tick_ms: u64,
-    /// Allowed lateness per (source, partition), as in replay.
-    #[arg(long, default_value_t = 0)]
-    lateness_ms: u64,
-    /// End of the window, as in replay.
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    window: config::WindowArgs,
     /// Print the explanation as one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -69,22 +61,13 @@ pub struct ExplainArgs {
     help: Option<bool>,
 }
 
-fn time_arg(flag: &str, text: &str) -> Result<Millis> {
-    parse_time(text).with_context(|| {
-        format!("{flag} {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
-    })
-}
-
 /// Runs `stockflow explain`: replays, explains, prints.
 pub fn run(args: ExplainArgs) -> Result<()> {
-    if args.tick_ms == 0 {
-        bail!("--tick-ms must be at least 1");
-    }
     if args.workers == 0 {
         bail!("-w must be at least 1");
     }
-    let until = args.until.as_deref().map(|t| time_arg("--until", t)).transpose()?;
-    let at = args.at.as_deref().map(|t| time_arg("--at", t)).transpose()?;
+    let until = args.window.until()?;
+    let at = args.at.as_deref().map(|t| config::time_arg("--at", t)).transpose()?;
     // The state at T is the state of the window that ends at T (SPEC §2), so `--at` is a
     // narrower window: same effective times, same ticks, nothing after T applied.
     let window = match (at, until) {
@@ -97,8 +80,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let config = ReplayConfig {
         inputs: config::resolve_inputs(&args.inputs)?,
         output: Output::Stdout,
-        ticks: Ticks { tick_ms: args.tick_ms, until: window },
-        lateness_ms: args.lateness_ms,
+        ticks: Ticks { tick_ms: args.window.tick_ms, until: window },
+        lateness_ms: args.window.lateness_ms,
         quiet: true,
         print: false,
         cluster: Cluster { workers: args.workers, processes: 1, process: 0, hostfile: None },

@@ -18,10 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use dataflows::clock::Ticks;
-use dataflows::decode::parse_time;
 
 use config::{Cluster, Output, ReplayConfig};
 use sink::dir::DirSink;
@@ -122,15 +121,8 @@ struct ReplayArgs {
     /// Print the final snapshot on stdout (in addition to --out DIR).
     #[arg(long)]
     print: bool,
-    /// Tick length in milliseconds: outputs are emitted at its multiples.
-    #[arg(long, default_value_t = 1000)]
-    tick_ms: u64,
-    /// Allowed lateness per (source, partition), in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    lateness_ms: u64,
-    /// End of the window: milliseconds since the epoch or RFC 3339.
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    window: config::WindowArgs,
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -145,17 +137,7 @@ struct ReplayArgs {
 }
 
 fn replay_config(args: ReplayArgs) -> Result<ReplayConfig> {
-    if args.tick_ms == 0 {
-        bail!("--tick-ms must be at least 1");
-    }
-    let until = match &args.until {
-        None => None,
-        Some(text) => Some(parse_time(text).with_context(|| {
-            format!(
-                "--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999"
-            )
-        })?),
-    };
+    let until = args.window.until()?;
     let c = &args.cluster;
     if c.workers == 0 || c.processes == 0 || c.process >= c.processes {
         bail!("need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", c.workers, c.processes, c.process);
@@ -164,8 +146,8 @@ fn replay_config(args: ReplayArgs) -> Result<ReplayConfig> {
     Ok(ReplayConfig {
         inputs: config::resolve_inputs(&args.inputs)?,
         output,
-        ticks: Ticks { tick_ms: args.tick_ms, until },
-        lateness_ms: args.lateness_ms,
+        ticks: Ticks { tick_ms: args.window.tick_ms, until },
+        lateness_ms: args.window.lateness_ms,
         quiet: args.quiet,
         print: args.print,
         cluster: Cluster {
