@@ -637,6 +637,20 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01: the inverse of
+/// `days_from_civil` (Howard Hinnant's `civil_from_days`), for printing times.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Sale,
@@ -1559,17 +1573,6 @@ mod tests {
         }
     }
 
-    fn civil(days: i64) -> (i64, i64, i64) {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        (yoe + era * 400 + i64::from(m <= 2), m, d)
-    }
 
     fn json_time(r: &mut Rng, t: Millis) -> String {
         if r.one_in(2) {
@@ -1577,11 +1580,11 @@ mod tests {
         }
         let mut offset = if r.one_in(3) { 0 } else { r.below(2 * 1440 - 1) as i64 - 1439 };
         let mut local = t as i64 + offset * 60_000;
-        if local < 0 || civil(local.div_euclid(86_400_000)).0 > 9999 {
+        if local < 0 || civil_from_days(local.div_euclid(86_400_000)).0 > 9999 {
             offset = 0;
             local = t as i64;
         }
-        let (y, mo, d) = civil(local.div_euclid(86_400_000));
+        let (y, mo, d) = civil_from_days(local.div_euclid(86_400_000));
         let ms = local.rem_euclid(86_400_000);
         let mut s = format!(
             "{y:04}-{mo:02}-{d:02}{}{:02}:{:02}:{:02}",

@@ -39,19 +39,25 @@ pub struct Acks {
 /// acknowledged before any offset after them is committed.
 const DEAD_LETTER_TICK: Millis = 0;
 
+impl Acks {
+    /// One record of `tick` is settled: delivered, failed, or never queued.
+    fn settle(&self, tick: Millis) {
+        let mut outstanding = self.outstanding.lock().unwrap();
+        if let Some(n) = outstanding.get_mut(&tick) {
+            *n -= 1;
+            if *n == 0 {
+                outstanding.remove(&tick);
+            }
+        }
+    }
+}
+
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, tick: usize) {
-        let mut outstanding = self.outstanding.lock().unwrap();
-        if let Some(n) = outstanding.get_mut(&(tick as Millis)) {
-            *n -= 1;
-            if *n == 0 {
-                outstanding.remove(&(tick as Millis));
-            }
-        }
-        drop(outstanding);
+        self.settle(tick as Millis);
         if let Err((e, m)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self.first_error.lock().unwrap();
@@ -121,13 +127,7 @@ impl KafkaSink {
                     self.producer.poll(Duration::from_millis(50));
                 }
                 Err((e, _)) => {
-                    let mut outstanding = self.producer.context().outstanding.lock().unwrap();
-                    if let Some(n) = outstanding.get_mut(&tick) {
-                        *n -= 1;
-                        if *n == 0 {
-                            outstanding.remove(&tick);
-                        }
-                    }
+                    self.producer.context().settle(tick);
                     return Err(io_error(format!("cannot produce to {topic}: {e}")));
                 }
             }
