@@ -1,6 +1,7 @@
 //! The `stockflow` binary: parses the command line into a validated run configuration and
 //! dispatches on the mode.
 
+mod checkpoint;
 mod config;
 mod explain;
 mod format;
@@ -277,12 +278,14 @@ fn main() -> Result<()> {
             cluster: cluster(&args.cluster)?,
             args: args.stream,
             batch: false,
+            restore: None,
         }),
         Command::Batch(args) => streaming(stream::StreamConfig {
             ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
             cluster: cluster(&args.cluster)?,
             args: args.stream,
             batch: true,
+            restore: None,
         }),
         Command::Produce(args) => produce::produce(args),
         Command::Consume(args) => produce::consume(args),

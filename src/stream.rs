@@ -5,7 +5,7 @@
 //! they cover have been acknowledged.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,18 +16,21 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dataflows::clock::Ticks;
 use dataflows::decode::parse_time;
+use dataflows::clock::PartitionClock;
+use dataflows::ledger::Control;
 use dataflows::model::Millis;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::ProbeHandle;
 
+use crate::checkpoint::{self, Chosen, Cut, SavedPartition, Shared};
 use crate::config::Cluster;
 use crate::kafka::KafkaArgs;
 use crate::sink::dir::DirSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
 use crate::source::kafka::{list_partitions, owner, KafkaReader, Start};
-use crate::source::{Decoded, PartitionDecoder};
-use crate::worker::{Collected, Progress};
+use crate::source::{Decoded, PartitionDecoder, SourceStats};
+use crate::worker::{Collected, InputOf, Progress};
 
 /// Flags shared by `run` and `batch`.
 #[derive(Args, Debug, Clone)]
@@ -70,6 +73,37 @@ pub struct StreamArgs {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Write checkpoints here, and start from the newest complete one found here.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often to checkpoint: `30s` / `5m` of wall-clock time, or a number of ticks of event
+    /// time. Decided by worker 0; every worker writes its share at the same logical time.
+    #[arg(long, default_value = "60s")]
+    pub checkpoint_every: CheckpointEvery,
+}
+
+/// `--checkpoint-every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointEvery {
+    /// Wall-clock interval.
+    Wall(Duration),
+    /// Event-time interval in ticks.
+    Ticks(u64),
+}
+
+impl std::str::FromStr for CheckpointEvery {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |digits: &str| digits.parse::<u64>().ok().filter(|&n| n > 0);
+        let parsed = if let Some(m) = text.strip_suffix('m') {
+            number(m).map(|n| CheckpointEvery::Wall(Duration::from_secs(n * 60)))
+        } else if let Some(sec) = text.strip_suffix('s') {
+            number(sec).map(|n| CheckpointEvery::Wall(Duration::from_secs(n)))
+        } else {
+            number(text).map(CheckpointEvery::Ticks)
+        };
+        parsed.ok_or_else(|| format!("{text:?}: expected a number of ticks (600), seconds (30s) or minutes (5m), above 0"))
+    }
 }
 
 /// Everything a worker needs.
@@ -79,6 +113,8 @@ pub struct StreamConfig {
     /// `batch`: read up to the end offsets captured at start-up, then finish.
     pub batch: bool,
     pub cluster: Cluster,
+    /// The checkpoint to start from, chosen before the workers start (so all agree).
+    pub restore: Option<Chosen>,
 }
 
 /// Set by SIGINT/SIGTERM: finish the current tick, commit, exit 0.
@@ -122,6 +158,22 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     config.args.topics = topics;
     // Validate the Kafka properties once, before any thread starts.
     config.args.kafka.properties()?;
+    if let Some(dir) = &config.args.checkpoint_dir {
+        config.restore = checkpoint::choose(dir)?;
+        if let Some(chosen) = &config.restore {
+            check_compatible(chosen, &config)?;
+            if config.cluster.process == 0 {
+                let workers = chosen.headers.first().map_or(0, |h| h.workers);
+                eprintln!(
+                    "stockflow: starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
+                    chosen.at,
+                    chosen.shares.len(),
+                    chosen.headers.iter().map(|h| h.keys).sum::<u64>(),
+                    dir.display()
+                );
+            }
+        }
+    }
     install_signal_handlers();
     let timely_config = config.cluster.timely_config()?;
     let config = Arc::new(config);
@@ -139,6 +191,32 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     crate::worker::join_workers(guards)
 }
 
+/// Refuses a checkpoint computed with settings that would change what its state means.
+fn check_compatible(chosen: &Chosen, config: &StreamConfig) -> Result<()> {
+    let Some(h) = chosen.headers.first() else { return Ok(()) };
+    let dir = config.args.checkpoint_dir.as_ref().map_or(String::new(), |d| d.display().to_string());
+    if h.topics != config.args.topics {
+        bail!(
+            "the checkpoint in {dir} was written for topics {:?}, this run reads {:?}; use the same --topics or another --checkpoint-dir",
+            h.topics,
+            config.args.topics
+        );
+    }
+    if h.tick_ms != config.ticks.tick_ms || h.lateness_ms != config.args.lateness_ms {
+        bail!(
+            "the checkpoint in {dir} was written with --tick-ms {} --lateness-ms {}; this run has {} and {}: use the same values or another --checkpoint-dir",
+            h.tick_ms,
+            h.lateness_ms,
+            config.ticks.tick_ms,
+            config.args.lateness_ms
+        );
+    }
+    if let Some(until) = config.ticks.until.filter(|&u| u < chosen.at) {
+        bail!("--until {until} lies before the checkpoint in {dir} (every tick before {} is already applied)", chosen.at);
+    }
+    Ok(())
+}
+
 /// Worker 0's outputs: Kafka and/or a directory.
 struct Sinks {
     kafka: Option<KafkaSink>,
@@ -146,10 +224,23 @@ struct Sinks {
     snapshot: Snapshot,
     /// `run`: how many collected dead letters are already produced.
     dead_produced: usize,
+    /// Ticks before this are a restored checkpoint's state: they update the snapshot only
+    /// (they were written before the checkpoint was taken).
+    restored_before: Millis,
+    /// Once stopping with checkpoints: ticks from this one on are left to the restart (the
+    /// dataflow drains them early, without the messages not read yet).
+    stop_at: Option<Millis>,
 }
 
 impl Sinks {
     fn tick(&mut self, time: Millis, batch: &TickBatch) -> std::io::Result<()> {
+        if time < self.restored_before {
+            self.snapshot.apply(batch);
+            return Ok(());
+        }
+        if self.stop_at.is_some_and(|stop| time >= stop) {
+            return Ok(());
+        }
         if let Some(k) = self.kafka.as_mut() {
             k.tick(time, batch)?;
         }
@@ -164,6 +255,57 @@ impl Sinks {
 
 fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// This worker's checkpointing: what it shares with its writer, and (worker 0) when to ask.
+struct Checkpoints {
+    shared: Rc<RefCell<Shared>>,
+    every: CheckpointEvery,
+    /// The latest checkpoint time asked for (or restored), and when it was asked.
+    last: Millis,
+    last_wall: Instant,
+    /// Clocks of restored partitions, taken up when the partition is first read.
+    clocks: BTreeMap<(String, i32), PartitionClock>,
+    /// Source counts of everything this worker sent.
+    sent: SourceStats,
+}
+
+impl Checkpoints {
+    /// Records where the sources stand as the input advances to `at`.
+    fn cut(&mut self, at: Millis, inputs: &Inputs) {
+        let partitions = inputs
+            .reader
+            .partitions
+            .iter()
+            .zip(&inputs.readings)
+            .map(|(p, r)| SavedPartition {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                next: p.next,
+                clock: r.decoder.clock(),
+            })
+            .collect();
+        let mut shared = self.shared.borrow_mut();
+        let held = shared.held.len();
+        shared.cuts.push(Cut { at, partitions, stats: self.sent, held });
+    }
+
+    /// Whether worker 0 should ask for a checkpoint at input time `now`.
+    fn due(&self, now: Millis, tick_ms: Millis) -> bool {
+        now > self.last
+            && match self.every {
+                CheckpointEvery::Wall(interval) => self.last_wall.elapsed() >= interval,
+                CheckpointEvery::Ticks(n) => now - self.last >= n.saturating_mul(tick_ms),
+            }
+    }
+}
+
+/// Asks every worker's ledgers for their state at the control input's current time.
+fn request_checkpoint(control: &mut InputOf<Control>, peers: usize) -> Millis {
+    for worker in 0..peers {
+        control.send(Control::Checkpoint { worker: worker as u64 });
+    }
+    *control.time()
 }
 
 /// One partition's decoder and the offsets waiting for their ticks to be acknowledged.
@@ -188,7 +330,14 @@ impl Inputs {
     /// all of them, later those added to a topic or of a topic created since. A `batch` run
     /// needs every topic to exist; `run` logs the missing ones and keeps looking. Returns
     /// whether the broker answered (`run` logs an unreachable broker and tries again later).
-    fn discover(&mut self, config: &StreamConfig, index: usize, peers: usize, first: bool) -> Result<bool, String> {
+    fn discover(
+        &mut self,
+        config: &StreamConfig,
+        index: usize,
+        peers: usize,
+        first: bool,
+        clocks: &BTreeMap<(String, i32), PartitionClock>,
+    ) -> Result<bool, String> {
         self.checked = Instant::now();
         let args = &config.args;
         let unreachable = |e: String| {
@@ -246,8 +395,10 @@ impl Inputs {
                     p.topic, p.partition, p.next
                 );
             }
+            let clock = clocks.get(&(p.topic.clone(), p.partition)).copied().unwrap_or_default();
             self.readings.push(Reading {
-                decoder: PartitionDecoder::new(source as u32, p.partition as u32, args.lateness_ms, config.ticks),
+                decoder: PartitionDecoder::new(source as u32, p.partition as u32, args.lateness_ms, config.ticks)
+                    .with_clock(clock),
                 pending: VecDeque::new(),
                 max_emission: 0,
             });
@@ -269,14 +420,21 @@ fn stream_worker(
     let probe = ProbeHandle::new();
     let ack_probe = ProbeHandle::new();
 
-    let (mut events_in, mut dead_in, mut stats_in, acks_in) = worker.dataflow::<Millis, _, _>(|scope| {
+    let shared = args.checkpoint_dir.as_ref().map(|root| {
+        let template = checkpoint::Header::template(index, peers, &args.topics, ticks, args.lateness_ms);
+        Rc::new(RefCell::new(Shared::new(root.clone(), template)))
+    });
+    let (mut events_in, mut dead_in, mut stats_in, mut control_in, acks_in) = worker.dataflow::<Millis, _, _>(|scope| {
         // Worker 0 advances this input to the time through which every tick is acknowledged;
         // the others close theirs, so its frontier tells every worker (in every process) which
         // offsets may be committed.
         let (acks_in, acks) = scope.new_input::<Vec<()>>();
         acks.probe_with(&ack_probe);
-        let inputs = crate::worker::build(scope, ticks, &collected, &probe);
-        (inputs.events, inputs.dead_letters, inputs.stats, acks_in)
+        let (inputs, saved) = crate::worker::build(scope, ticks, &collected, &probe);
+        if let Some(shared) = &shared {
+            checkpoint::writer(saved, Rc::clone(shared), &probe);
+        }
+        (inputs.events, inputs.dead_letters, inputs.stats, inputs.control, acks_in)
     });
     // `then_some` takes the handle by value, so the other workers close theirs right here.
     let mut acks_in = (index == 0).then_some(acks_in);
@@ -300,7 +458,34 @@ fn stream_worker(
     };
     // `run` waits for the broker at start-up: until its partitions are known, no frontier may
     // move (it would follow the wall clock past their data).
-    while !inputs.discover(config, index, peers, true)? {
+    let mut ckpt = shared.map(|shared| Checkpoints {
+        shared,
+        every: args.checkpoint_every,
+        last: 0,
+        last_wall: Instant::now(),
+        clocks: BTreeMap::new(),
+        sent: SourceStats::default(),
+    });
+    let mut restored_before = 0;
+    if let (Some(chosen), Some(c)) = (&config.restore, ckpt.as_mut()) {
+        restored_before = chosen.at;
+        c.last = chosen.at;
+        // The restored state enters just before the checkpoint's time, so that it is complete
+        // before the first tick at or after it.
+        let before = chosen.at - 1;
+        events_in.advance_to(before);
+        dead_in.advance_to(before);
+        stats_in.advance_to(before);
+        control_in.advance_to(before);
+        restore(chosen, index, peers, ticks, c, &mut inputs.reader, &mut events_in, &mut stats_in, &mut control_in)?;
+        events_in.advance_to(chosen.at);
+        dead_in.advance_to(chosen.at);
+        stats_in.advance_to(chosen.at);
+        control_in.advance_to(chosen.at);
+    }
+    let no_clocks = BTreeMap::new();
+    let clocks = ckpt.as_ref().map_or(&no_clocks, |c| &c.clocks).clone();
+    while !inputs.discover(config, index, peers, true, &clocks)? {
         if STOP.load(Ordering::Relaxed) {
             break; // the loop below stops at once
         }
@@ -323,7 +508,7 @@ fn stream_worker(
             Some(dir) => Some(DirSink::create(dir, topics.clone()).map_err(|e| e.to_string())?),
             None => None,
         };
-        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0 })
+        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0, restored_before, stop_at: None })
     } else {
         None
     };
@@ -334,11 +519,40 @@ fn stream_worker(
     let mut previous_time = 0;
     loop {
         if !config.batch && inputs.checked.elapsed() >= Duration::from_millis(args.metadata_refresh_ms) {
-            inputs.discover(config, index, peers, false)?;
+            inputs.discover(config, index, peers, false, &clocks)?;
         }
         let stopping = STOP.load(Ordering::Relaxed);
         let all_done = config.batch && inputs.reader.partitions.iter().all(|p| p.done());
         if stopping || all_done {
+            if let Some(c) = ckpt.as_mut() {
+                // A last checkpoint: a finished batch's covers its whole window (a later window
+                // continues from it); a stopped run's covers what is read, and the ticks from
+                // it on are left to the restart, which computes them with the messages that
+                // follow.
+                let now = *events_in.time();
+                let target = match ticks.until {
+                    Some(until) if all_done => (until + 1).max(now),
+                    _ => now,
+                };
+                if index == 0 {
+                    if target > now {
+                        c.cut(target, &inputs);
+                        events_in.advance_to(target);
+                        dead_in.advance_to(target);
+                        stats_in.advance_to(target);
+                        control_in.advance_to(target);
+                    }
+                    if target > c.last {
+                        c.last = request_checkpoint(&mut control_in, peers);
+                    }
+                    if let Some(s) = sinks.as_mut() {
+                        s.stop_at = Some(c.last);
+                    }
+                }
+                // Closing the inputs moves this worker past any checkpoint asked for: its share
+                // then holds everything read.
+                c.cut(Millis::MAX, &inputs);
+            }
             break;
         }
         // Read a batch of messages, then step the dataflow.
@@ -372,12 +586,20 @@ fn stream_worker(
                     events_in.send(event);
                 }
                 Decoded::Dead(dead) => dead_in.send(dead),
-                Decoded::BeyondWindow => {}
+                Decoded::BeyondWindow(event) => {
+                    if let Some(c) = &ckpt {
+                        c.shared.borrow_mut().held.push(event);
+                    }
+                }
             }
             r.pending.push_back((polled.offset + 1, r.max_emission));
         }
         for r in &mut inputs.readings {
-            stats_in.send(r.decoder.take_stats());
+            let stats = r.decoder.take_stats();
+            if let Some(c) = ckpt.as_mut() {
+                c.sent.absorb(&stats);
+            }
+            stats_in.send(stats);
         }
         progress.read.fetch_add(read as u64, Ordering::Relaxed);
         if lag_checked.elapsed() >= Duration::from_secs(1) {
@@ -406,12 +628,27 @@ fn stream_worker(
         if !config.batch && inputs.reader.partitions.is_empty() {
             time = wall;
         }
+        if let Some(until) = ticks.until {
+            // Nothing after the window is sent; staying just past it leaves room for the final
+            // checkpoint at `until + 1`.
+            time = time.min(until + 1);
+        }
         if time > *events_in.time() {
+            if let Some(c) = ckpt.as_mut() {
+                c.cut(time, &inputs);
+            }
             events_in.advance_to(time);
             dead_in.advance_to(time);
             stats_in.advance_to(time);
+            control_in.advance_to(time);
             if index == 0 {
                 progress.watermark.store(time, Ordering::Relaxed);
+            }
+        }
+        if let Some(c) = ckpt.as_mut().filter(|_| index == 0) {
+            if c.due(*events_in.time(), ticks.tick_ms) {
+                c.last = request_checkpoint(&mut control_in, peers);
+                c.last_wall = Instant::now();
             }
         }
         worker.step_while(|| probe.less_than(&previous_time));
@@ -436,11 +673,16 @@ fn stream_worker(
                 }
             }
         }
+        if let Some(c) = ckpt.as_mut() {
+            let acknowledged = ack_probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+            let settled = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+            c.publish(index, acknowledged, settled)?;
+        }
         if !config.batch {
             commit_acknowledged(&inputs.reader, &mut inputs.readings, &ack_probe)?;
         }
     }
-    drop((events_in, dead_in, stats_in));
+    drop((events_in, dead_in, stats_in, control_in));
     while !probe.done() {
         worker.step();
         if let Some(s) = sinks.as_mut() {
@@ -455,8 +697,94 @@ fn stream_worker(
     while !ack_probe.done() {
         worker.step();
     }
-    let all: Vec<(usize, i64)> = inputs.reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
-    inputs.reader.commit(&all)?;
+    if let Some(c) = ckpt.as_mut() {
+        c.publish(index, Millis::MAX, Millis::MAX)?;
+    }
+    let stopped_early = ckpt.is_some() && !(config.batch && inputs.reader.partitions.iter().all(|p| p.done()));
+    if stopped_early {
+        // What was read after the last checkpoint is not in any output: the restart reads it
+        // again from the checkpoint, and the group's offsets stay where outputs cover them.
+        commit_acknowledged(&inputs.reader, &mut inputs.readings, &ack_probe)?;
+    } else {
+        let all: Vec<(usize, i64)> = inputs.reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
+        inputs.reader.commit(&all)?;
+    }
+    Ok(())
+}
+
+impl Checkpoints {
+    /// Writes the shares whose ticks are acknowledged (worker 0 logs them and prunes old
+    /// checkpoints) and forgets the cuts no checkpoint can need: `settled` is the least time
+    /// the dataflow (the checkpoint writer included) may still be working on.
+    fn publish(&mut self, index: usize, acknowledged: Millis, settled: Millis) -> Result<(), String> {
+        let mut shared = self.shared.borrow_mut();
+        if let Some(e) = shared.error.take() {
+            return Err(format!("cannot write a checkpoint: {e}"));
+        }
+        let root = shared.root.clone();
+        let published = shared
+            .publish(acknowledged)
+            .map_err(|e| format!("cannot write a checkpoint into {}: {e}; check the directory and free space", root.display()))?;
+        shared.forget_before(settled);
+        if index == 0 && !published.is_empty() {
+            if let Some((at, bytes, keys, took)) = shared.last {
+                eprintln!(
+                    "stockflow: checkpoint at {at}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms",
+                    took.as_millis()
+                );
+            }
+            checkpoint::prune(&root, 2).map_err(|e| format!("cannot prune old checkpoints in {}: {e}", root.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Re-creates this worker's part of a checkpoint: the ledger entries and held messages of the
+/// shares it is given (share j goes to worker j mod peers; the ledgers route every entry to
+/// its key's worker, so any number of workers can load any number of shares), the source
+/// counts, and, for the partitions it will read, their positions and clocks.
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    chosen: &Chosen,
+    index: usize,
+    peers: usize,
+    ticks: Ticks,
+    c: &mut Checkpoints,
+    reader: &mut crate::source::kafka::KafkaReader,
+    events_in: &mut InputOf<dataflows::model::Event>,
+    stats_in: &mut InputOf<SourceStats>,
+    control_in: &mut InputOf<Control>,
+) -> Result<(), String> {
+    for header in &chosen.headers {
+        for p in &header.partitions {
+            reader.restored.insert((p.topic.clone(), p.partition), p.next);
+            c.clocks.insert((p.topic.clone(), p.partition), p.clock);
+        }
+    }
+    for (j, path) in chosen.shares.iter().enumerate() {
+        if j % peers != index {
+            continue;
+        }
+        let (header, body) = checkpoint::read_share(path).map_err(|e| format!("cannot load checkpoint share {e}"))?;
+        let mut stats = header.stats;
+        for entry in body.ledger {
+            control_in.send(Control::Restore(entry));
+        }
+        for event in body.held {
+            // Held beyond the previous window; this window may hold it.
+            if ticks.emission(event.order.effective).is_some() {
+                stats.beyond_window = stats.beyond_window.saturating_sub(1);
+                stats.applied += 1;
+                stats.late += u64::from(event.order.effective > event.message.ts);
+                stats.max_effective = stats.max_effective.max(Some(event.order.effective));
+                events_in.send(event);
+            } else {
+                c.shared.borrow_mut().held.push(event);
+            }
+        }
+        c.sent.absorb(&stats);
+        stats_in.send(stats);
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dataflows::allocation::PlanLine;
 use dataflows::changes::Change;
 use dataflows::clock::Ticks;
-use dataflows::ledger::Counter;
+use dataflows::ledger::{Control, Counter, Saved};
 use dataflows::low_stock::LowView;
 use dataflows::model::{DeadLetter, Event, Millis, Name};
 use dataflows::pipeline::{stockflow, Atp};
@@ -60,33 +60,38 @@ pub struct Inputs {
     pub dead_letters: InputOf<DeadLetter>,
     /// Source counts, per batch.
     pub stats: InputOf<SourceStats>,
+    /// Checkpoint requests and restored ledger state.
+    pub control: InputOf<Control>,
 }
 
 /// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, and every output, dead
-/// letter and count collected on worker 0 into `collected`, all of them probed by `probe`.
-pub fn build(
-    scope: timely::dataflow::Scope<'_, Millis>,
+/// letter and count collected on worker 0 into `collected`, all of them probed by `probe`;
+/// returns the inputs and this worker's checkpoint entries.
+pub fn build<'s>(
+    scope: timely::dataflow::Scope<'s, Millis>,
     ticks: Ticks,
     collected: &Rc<RefCell<Collected>>,
     probe: &ProbeHandle<Millis>,
-) -> Inputs {
+) -> (Inputs, dataflows::Stream<'s, Saved>) {
     build_with(scope, ticks, collected, probe, None)
 }
 
 /// [`build`], optionally keeping the final snapshot in per-worker shares (see [`SnapshotShare`])
 /// instead of having worker 0 apply every change: the shares reach worker 0's `snapshot` only
 /// when the input is exhausted, probed by `snapshot.1`.
-fn build_with(
-    scope: timely::dataflow::Scope<'_, Millis>,
+fn build_with<'s>(
+    scope: timely::dataflow::Scope<'s, Millis>,
     ticks: Ticks,
     collected: &Rc<RefCell<Collected>>,
     probe: &ProbeHandle<Millis>,
     snapshot: Option<(&Rc<RefCell<Snapshot>>, &ProbeHandle<Millis>)>,
-) -> Inputs {
+) -> (Inputs, dataflows::Stream<'s, Saved>) {
     let (events_in, events) = scope.new_input::<Vec<Event>>();
     let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
     let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
-    let outputs = stockflow(events, ticks);
+    let (control_in, control) = scope.new_input::<Vec<Control>>();
+    let outputs = stockflow(events, control, ticks);
+    let saved = outputs.saved;
 
     fn tick(c: &mut Collected, time: Millis) -> &mut TickBatch {
         c.ticks.entry(time).or_default()
@@ -120,7 +125,7 @@ fn build_with(
     collect(dead, probe, move |x| c.borrow_mut().dead_letters.push(x));
     let c = Rc::clone(collected);
     collect(stats, probe, move |x| c.borrow_mut().stats.absorb(&x));
-    Inputs { events: events_in, dead_letters: dead_in, stats: stats_in }
+    (Inputs { events: events_in, dead_letters: dead_in, stats: stats_in, control: control_in }, saved)
 }
 
 /// Moves every record of `stream` to worker 0 and hands it, by value, to `apply`; `probe`
@@ -312,7 +317,8 @@ pub fn replay_worker(
 
     let profile = operator_profile(worker);
     let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
-        let inputs = build_with(scope, ticks, &collected, &probe, Some((&snapshot, &snapshot_probe)));
+        // A replay neither restores nor checkpoints: its control input closes at once.
+        let (inputs, _) = build_with(scope, ticks, &collected, &probe, Some((&snapshot, &snapshot_probe)));
         (inputs.events, inputs.dead_letters, inputs.stats)
     });
 
@@ -350,7 +356,7 @@ pub fn replay_worker(
             match partition.decoder.decode(offset, raw) {
                 Decoded::Event(event) => events_in.send(event),
                 Decoded::Dead(dead) => dead_in.send(dead),
-                Decoded::BeyondWindow => {}
+                Decoded::BeyondWindow(_) => {}
             }
         }
         stats_in.send(partition.decoder.take_stats());

@@ -5,13 +5,18 @@
 //! these are timely operators that stash a tick's messages until the frontier has passed it and
 //! then apply them sorted. Their output is a differential update stream of the key's *netted*
 //! state per tick: a key touched by a thousand sales in one tick yields at most two updates.
+//!
+//! They also own the input side of a checkpoint: asked at a logical time `R`, each emits its
+//! state as of "every tick before `R` applied, nothing at or after it" ([`Saved`]), and a
+//! ledger given saved entries re-creates that state and publishes its facts again.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
@@ -61,6 +66,41 @@ pub enum Fact {
 /// A differential update of a [`Fact`].
 pub type FactUpdate = (Fact, Millis, isize);
 
+/// One entry of a ledger's state as saved in a checkpoint (and given back on restore).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Saved {
+    /// One key's ledger.
+    Key(Key, KeyState),
+    /// One open purchase order: its id, key and quantity.
+    Po(Name, Key, i64),
+    /// A message read before the checkpoint whose tick lies at or after it: not applied yet.
+    Pending(Event),
+    /// How often a ledger outcome has been counted since the first run (summed over shares).
+    Count(Counter, i64),
+    /// Ends one ledger's entries for the checkpoint at this logical time.
+    End(Millis),
+}
+
+/// What the ledgers take besides messages: saved entries to restore, and checkpoint requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// A saved entry to re-create, sent at the restored checkpoint's time minus one.
+    Restore(Saved),
+    /// Save the state as of this record's logical time; routed to worker `worker`, so one
+    /// request reaches each worker's ledgers.
+    Checkpoint {
+        /// The worker whose ledgers this request is for.
+        worker: u64,
+    },
+}
+
+/// What a ledger operator emits: facts for the dataflow, or saved entries for a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Out {
+    Fact(FactUpdate),
+    Saved(Saved),
+}
+
 /// Applies messages to one shard of ledger state, a tick at a time.
 trait Book: 'static {
     /// Applies the messages of logical time `time` (sorted in SPEC order), plus whatever timers
@@ -68,80 +108,152 @@ trait Book: 'static {
     fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>);
     /// The earliest logical time at which the book needs to run without new messages.
     fn next_timer(&self) -> Option<Millis>;
+    /// Re-creates one saved entry (never `Pending`/`End`) as of `time`, publishing its facts.
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>);
+    /// Appends the book's state (without pending messages) to `out`.
+    fn save(&self, out: &mut Vec<Saved>);
 }
 
 /// Runs `book` as an operator: messages are exchanged by `route`, stashed per logical time and
-/// applied once the input frontier has passed that time.
+/// applied once the input frontier has passed that time. `control` brings saved entries to
+/// restore (applied before anything at their time) and checkpoint requests (answered once every
+/// record sent before the request's time has arrived, before any tick at or after it).
 fn run_book<'s, B: Book>(
     events: Stream<'s, Event>,
+    control: Stream<'s, Control>,
     name: &str,
     route: fn(&Event) -> u64,
     ticks: Ticks,
     mut book: B,
-) -> Stream<'s, FactUpdate> {
-    events.unary_frontier(Exchange::new(move |e: &Event| route(e)), name, move |_, _| {
-        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<Event>)> = BTreeMap::new();
+) -> Stream<'s, Out> {
+    let control_route = move |c: &Control| match c {
+        Control::Checkpoint { worker } => *worker,
+        Control::Restore(Saved::Pending(event)) => route(event),
+        Control::Restore(Saved::Key(key, _)) => shard(&(&key.0, &key.1)),
+        Control::Restore(Saved::Po(po_id, _, _)) => shard(po_id),
+        Control::Restore(Saved::Count(..) | Saved::End(_)) => 0,
+    };
+    let pacts = (Exchange::new(move |e: &Event| route(e)), Exchange::new(control_route));
+    events.binary_frontier(control, pacts.0, pacts.1, name, move |_, _| {
+        // Each message keeps the logical time it was sent at: a checkpoint at R saves, as
+        // pending, exactly the messages sent before R whose tick is at or after R.
+        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<(Millis, Event)>)> = BTreeMap::new();
+        let mut restores: BTreeMap<Millis, (Capability<Millis>, Vec<Saved>)> = BTreeMap::new();
+        let mut requests: BTreeMap<Millis, Capability<Millis>> = BTreeMap::new();
         let mut timer_cap: Option<Capability<Millis>> = None;
         let mut out = Vec::new();
-        move |(input, frontier), output| {
-            input.for_each(|cap, data| {
-                for event in data.drain(..) {
-                    // The sources never send messages beyond the window; anything else is a bug
-                    // upstream, and dropping it here would hide it from the summary, so keep it.
-                    let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-                    stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push(event);
+        let mut saved = Vec::new();
+        move |(input, frontier), (control, control_frontier), output| {
+            let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
+                // The sources never send messages beyond the window; anything else is a bug
+                // upstream, and dropping it here would hide it from the summary, so keep it.
+                let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+                let sent = cap.least().copied().unwrap_or_default();
+                stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((sent, event));
+            };
+            input.for_each(|cap, data| data.drain(..).for_each(|event| stash_event(&cap, event)));
+            control.for_each(|cap, data| {
+                for c in data.drain(..) {
+                    match c {
+                        Control::Checkpoint { .. } => {
+                            if let Some(held) = cap.retain_least(0) {
+                                requests.entry(*held.time()).or_insert(held);
+                            }
+                        }
+                        Control::Restore(Saved::Pending(event)) => stash_event(&cap, event),
+                        Control::Restore(entry) => {
+                            if let Some(held) = cap.retain_least(0) {
+                                restores.entry(*held.time()).or_insert_with(|| (held, Vec::new())).1.push(entry);
+                            }
+                        }
+                    }
                 }
             });
+            // Whether every record sent before `time` (or, `inclusive`, at it) has arrived.
+            let passed = |time: &Millis, inclusive: bool| {
+                if inclusive {
+                    !frontier.less_equal(time) && !control_frontier.less_equal(time)
+                } else {
+                    !frontier.less_than(time) && !control_frontier.less_than(time)
+                }
+            };
             loop {
-                let next_events = stash.keys().next().copied();
-                let time = match (next_events, book.next_timer()) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (Some(a), None) => a,
-                    (None, Some(b)) => b,
-                    (None, None) => break,
-                };
-                if frontier.less_equal(&time) {
+                // At equal times: restore, then checkpoint, then the tick.
+                let candidates = [
+                    restores.keys().next().map(|&t| (t, 0)),
+                    requests.keys().next().map(|&t| (t, 1)),
+                    stash.keys().next().copied().into_iter().chain(book.next_timer()).min().map(|t| (t, 2)),
+                ];
+                let Some((time, kind)) = candidates.into_iter().flatten().min() else { break };
+                if !passed(&time, kind != 1) {
                     break;
                 }
-                let (cap, mut events) = match stash.remove(&time) {
-                    Some(entry) => entry,
-                    None => {
-                        let held = timer_cap.as_ref().expect("a pending timer holds a capability");
-                        (held.delayed(&time), Vec::new())
+                match kind {
+                    0 => {
+                        let (cap, entries) = restores.remove(&time).expect("a restore is due");
+                        entries.into_iter().for_each(|entry| book.restore(time, entry, &mut out));
+                        output.session(&cap).give_iterator(out.drain(..).map(Out::Fact));
+                        timer_cap = book.next_timer().map(|next| cap.delayed(&next));
                     }
-                };
-                events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
-                book.close_tick(time, events, &mut out);
-                if !out.is_empty() {
-                    output.session(&cap).give_iterator(out.drain(..));
+                    1 => {
+                        let cap = requests.remove(&time).expect("a request is due");
+                        book.save(&mut saved);
+                        for (_, (_, events)) in stash.range(time..) {
+                            let pending = events.iter().filter(|(sent, _)| *sent < time);
+                            saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
+                        }
+                        saved.push(Saved::End(time));
+                        output.session(&cap).give_iterator(saved.drain(..).map(Out::Saved));
+                    }
+                    _ => {
+                        let (cap, events) = match stash.remove(&time) {
+                            Some(entry) => entry,
+                            None => {
+                                let held = timer_cap.as_ref().expect("a pending timer holds a capability");
+                                (held.delayed(&time), Vec::new())
+                            }
+                        };
+                        let mut events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
+                        events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
+                        book.close_tick(time, events, &mut out);
+                        if !out.is_empty() {
+                            output.session(&cap).give_iterator(out.drain(..).map(Out::Fact));
+                        }
+                        timer_cap = book.next_timer().map(|next| cap.delayed(&next));
+                    }
                 }
-                timer_cap = book.next_timer().map(|next| cap.delayed(&next));
             }
         }
     })
 }
 
 /// A hold (reservation) on a key.
-#[derive(Clone, Debug)]
-struct Hold {
-    res_id: Name,
-    qty: i64,
-    expires_at: Millis,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The reservation's id.
+    pub res_id: Name,
+    /// Units held.
+    pub qty: i64,
+    /// When the hold ends unless released or fulfilled first.
+    pub expires_at: Millis,
 }
 
-/// One key's ledger.
-#[derive(Clone, Debug, Default)]
-struct KeyBook {
-    on_hand: i64,
+/// One key's ledger (saved as is in checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// Physical stock.
+    pub on_hand: i64,
     /// `ts` of the latest applied count: older movements are absorbed.
-    barrier: Option<Millis>,
-    holds: Vec<Hold>,
-    policy: Option<Policy>,
+    pub barrier: Option<Millis>,
+    /// Holds not yet ended (each ends at its expiry at the latest).
+    pub holds: Vec<Hold>,
+    /// The key's policy.
+    pub policy: Option<Policy>,
     /// The stock last published, to publish only changes.
-    published: Stock,
+    pub published: Stock,
 }
 
-impl KeyBook {
+impl KeyState {
     fn active_hold(&self, res_id: &str, at: Millis) -> Option<usize> {
         self.holds.iter().position(|h| h.res_id == res_id && h.expires_at > at)
     }
@@ -164,10 +276,31 @@ impl KeyBook {
 /// The per-key ledger: stock, holds, counts and policies.
 struct KeyLedger {
     ticks: Ticks,
-    books: FastMap<Key, KeyBook>,
+    books: FastMap<Key, KeyState>,
     /// Keys with a hold expiring at each logical time.
     expiries: BTreeMap<Millis, Vec<Key>>,
     counts: BTreeMap<Counter, isize>,
+    /// Every count published so far, for checkpoints.
+    totals: BTreeMap<Counter, i64>,
+}
+
+impl KeyLedger {
+    fn new(ticks: Ticks) -> Self {
+        KeyLedger {
+            ticks,
+            books: FastMap::default(),
+            expiries: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            totals: BTreeMap::new(),
+        }
+    }
+
+    /// Schedules the touch of `key` at the tick where a hold expiring at `expires_at` ends.
+    fn schedule_expiry(&mut self, key: &Key, expires_at: Millis, now: Millis) {
+        if let Some(due) = self.ticks.emission(expires_at).filter(|&due| due > now) {
+            self.expiries.entry(due).or_default().push(key.clone());
+        }
+    }
 }
 
 impl KeyLedger {
@@ -204,9 +337,7 @@ impl KeyLedger {
                 } else {
                     book.holds.retain(|h| h.res_id != res_id);
                     book.holds.push(Hold { res_id, qty, expires_at });
-                    if let Some(due) = self.ticks.emission(expires_at).filter(|&due| due > time) {
-                        self.expiries.entry(due).or_default().push(key.clone());
-                    }
+                    self.schedule_expiry(&key, expires_at, time);
                 }
             }
             Body::Release { res_id } => match book.active_hold(&res_id, at) {
@@ -275,12 +406,40 @@ impl Book for KeyLedger {
             }
         }
         for (counter, n) in std::mem::take(&mut self.counts) {
+            *self.totals.entry(counter).or_default() += n as i64;
             out.push((Fact::Counter(counter), time, n));
         }
     }
 
     fn next_timer(&self) -> Option<Millis> {
         self.expiries.keys().next().copied()
+    }
+
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>) {
+        match saved {
+            Saved::Key(key, book) => {
+                for hold in &book.holds {
+                    self.schedule_expiry(&key, hold.expires_at, time);
+                }
+                if !book.published.is_zero() {
+                    out.push((Fact::Stock(key.clone(), book.published), time, 1));
+                }
+                if let Some(policy) = &book.policy {
+                    out.push((Fact::Policy(key.clone(), policy.clone()), time, 1));
+                }
+                self.books.insert(key, book);
+            }
+            Saved::Count(counter, n) => {
+                *self.totals.entry(counter).or_default() += n;
+                out.push((Fact::Counter(counter), time, n as isize));
+            }
+            Saved::Po(..) | Saved::Pending(_) | Saved::End(_) => {}
+        }
+    }
+
+    fn save(&self, out: &mut Vec<Saved>) {
+        out.extend(self.books.iter().map(|(key, book)| Saved::Key(key.clone(), book.clone())));
+        out.extend(self.totals.iter().map(|(&counter, &n)| Saved::Count(counter, n)));
     }
 }
 
@@ -313,6 +472,17 @@ impl Book for PoLedger {
     fn next_timer(&self) -> Option<Millis> {
         None
     }
+
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>) {
+        if let Saved::Po(po_id, key, qty) = saved {
+            out.push((Fact::OnOrder(key.clone(), qty), time, 1));
+            self.open.insert(po_id, (key, qty));
+        }
+    }
+
+    fn save(&self, out: &mut Vec<Saved>) {
+        out.extend(self.open.iter().map(|(po_id, (key, qty))| Saved::Po(po_id.clone(), key.clone(), *qty)));
+    }
 }
 
 fn route_by_key(event: &Event) -> u64 {
@@ -326,24 +496,36 @@ fn route_by_po(event: &Event) -> u64 {
     }
 }
 
-/// Applies every message in SPEC order and publishes the netted ledger facts per tick.
+/// Applies every message in SPEC order and publishes the netted ledger facts per tick; also
+/// answers the checkpoint requests in `control` with each ledger's [`Saved`] entries (each
+/// ledger's ending with [`Saved::End`]) and re-creates the entries `control` restores.
 ///
 /// `events` may arrive at any logical time at or before their own tick; each is held back
 /// until its tick is complete.
-pub fn ledger<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Stream<'s, FactUpdate> {
+pub fn ledger<'s>(
+    events: Stream<'s, Event>,
+    control: Stream<'s, Control>,
+    ticks: Ticks,
+) -> (Stream<'s, FactUpdate>, Stream<'s, Saved>) {
     use timely::dataflow::operators::{Concat, OkErr};
+    let is_order = |e: &Event| matches!(e.message.body, Body::Po { .. });
     // Split without cloning: a filter per branch would copy every event for the first branch.
-    let (orders, keyed) = events.ok_err::<Vec<Event>, _, Vec<Event>, _, _>(|e| {
-        if matches!(e.message.body, Body::Po { .. }) {
-            Ok(e)
-        } else {
-            Err(e)
-        }
-    });
-    let keys = KeyLedger { ticks, books: FastMap::default(), expiries: BTreeMap::new(), counts: BTreeMap::new() };
-    let key_facts = run_book(keyed, "KeyLedger", route_by_key, ticks, keys);
-    let po_facts = run_book(orders, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
-    key_facts.concat(po_facts)
+    let (orders, keyed) = events.ok_err::<Vec<Event>, _, Vec<Event>, _, _>(move |e| if is_order(&e) { Ok(e) } else { Err(e) });
+    let for_orders = move |c: &Control| match c {
+        Control::Checkpoint { .. } => true,
+        Control::Restore(Saved::Po(..)) => true,
+        Control::Restore(Saved::Pending(e)) => is_order(e),
+        Control::Restore(_) => false,
+    };
+    let order_control = control.clone().flat_map(move |c| for_orders(&c).then_some(c));
+    let key_control =
+        control.flat_map(move |c| (matches!(c, Control::Checkpoint { .. }) || !for_orders(&c)).then_some(c));
+    let key_out = run_book(keyed, key_control, "KeyLedger", route_by_key, ticks, KeyLedger::new(ticks));
+    let po_out = run_book(orders, order_control, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
+    key_out.concat(po_out).ok_err::<Vec<FactUpdate>, _, Vec<Saved>, _, _>(|out| match out {
+        Out::Fact(fact) => Ok(fact),
+        Out::Saved(saved) => Err(saved),
+    })
 }
 
 #[cfg(test)]
@@ -359,8 +541,7 @@ mod tests {
     }
 
     fn key_ledger() -> KeyLedger {
-        let ticks = Ticks { tick_ms: 1000, until: None };
-        KeyLedger { ticks, books: FastMap::default(), expiries: BTreeMap::new(), counts: BTreeMap::new() }
+        KeyLedger::new(Ticks { tick_ms: 1000, until: None })
     }
 
     fn stock_of(out: &[FactUpdate]) -> Vec<(Stock, isize)> {

@@ -4,7 +4,7 @@ use crate::allocation::{allocate, PlanLine};
 use crate::atp::{counters, key_base, network_atp, row_changes, rows, Row};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
-use crate::ledger::{ledger, Counter};
+use crate::ledger::{ledger, Control, Counter, Saved};
 use crate::low_stock::{current, transitions, LowView, Transition};
 use crate::model::{Event, Name};
 use crate::order_plan::order_lines;
@@ -55,11 +55,15 @@ pub struct Outputs<'s> {
     pub network_atp: Stream<'s, Change<Name, i64>>,
     /// Ledger outcomes counted per tick (orphan, duplicate, expired_on_arrival, absorbed).
     pub counters: Collection<'s, Counter>,
+    /// The ledgers' state at each checkpoint requested through `control`, on the worker that
+    /// asked for it.
+    pub saved: Stream<'s, Saved>,
 }
 
-/// Builds the dataflow from ordered events (sent at or before their tick) to every output.
-pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
-    let facts = ledger(events, ticks);
+/// Builds the dataflow from ordered events (sent at or before their tick) to every output;
+/// `control` restores a checkpoint's state and asks for new checkpoints (see [`ledger`]).
+pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Outputs<'s> {
+    let (facts, saved) = ledger(events, control, ticks);
     let counters = counters(facts.clone());
     let base = key_base(facts);
     let (lines, outbound) = order_lines(base.standalone, base.source_planners);
@@ -76,5 +80,6 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, ticks: Ticks) -> Outputs<'s> {
         order_plan: changes(plan, "OrderPlanChanges"),
         network_atp: network_atp(rows),
         counters,
+        saved,
     }
 }

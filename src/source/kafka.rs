@@ -78,6 +78,8 @@ pub struct KafkaReader {
     /// The assigned partitions, sorted by (topic, partition).
     pub partitions: Vec<PartitionState>,
     index: BTreeMap<(String, i32), usize>,
+    /// Start positions from a checkpoint: they win over committed offsets and `--start`.
+    pub restored: BTreeMap<(String, i32), i64>,
 }
 
 /// How long metadata, offset and watermark requests may take before the run gives up.
@@ -141,7 +143,7 @@ impl KafkaReader {
 
     /// A reader of no partitions yet; [`KafkaReader::add`] gives it some.
     pub fn new(consumer: BaseConsumer) -> Self {
-        KafkaReader { consumer, partitions: Vec::new(), index: BTreeMap::new() }
+        KafkaReader { consumer, partitions: Vec::new(), index: BTreeMap::new(), restored: BTreeMap::new() }
     }
 
     /// Starts reading `new` partitions, each from its committed offset, else from `start`
@@ -171,7 +173,8 @@ impl KafkaReader {
                 Offset::Offset(o) if o >= 0 => Some(o),
                 _ => None,
             });
-            let next = match (from_commit, start) {
+            let restored = self.restored.get(&(topic.clone(), partition)).copied();
+            let next = match (restored.or(from_commit), start) {
                 (Some(o), _) => o.max(low),
                 (None, Start::Earliest) => low,
                 (None, Start::Latest) => high,

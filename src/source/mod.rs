@@ -45,8 +45,8 @@ pub enum Decoded {
     Event(Event),
     /// An invalid message.
     Dead(DeadLetter),
-    /// A valid message beyond the window: counted, not applied.
-    BeyondWindow,
+    /// A valid message beyond the window: counted, not applied (a later window may hold it).
+    BeyondWindow(Event),
 }
 
 /// Decodes and stamps the messages of one (source, partition), in order.
@@ -85,14 +85,26 @@ impl PartitionDecoder {
             }
         };
         let stamp = self.clock.stamp(message.ts, self.lateness);
+        let event = Event { order: OrderKey { effective: stamp.effective, position }, message };
         if self.ticks.emission(stamp.effective).is_none() {
             self.stats.beyond_window += 1;
-            return Decoded::BeyondWindow;
+            return Decoded::BeyondWindow(event);
         }
         self.stats.applied += 1;
         self.stats.late += u64::from(stamp.late);
         self.stats.max_effective = self.stats.max_effective.max(Some(stamp.effective));
-        Decoded::Event(Event { order: OrderKey { effective: stamp.effective, position }, message })
+        Decoded::Event(event)
+    }
+
+    /// The partition's clock, for checkpoints.
+    pub fn clock(&self) -> PartitionClock {
+        self.clock
+    }
+
+    /// Continues from a checkpoint's clock.
+    pub fn with_clock(mut self, clock: PartitionClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The earliest logical time any later message of this partition can be emitted at, or
