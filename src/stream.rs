@@ -728,8 +728,13 @@ impl Checkpoints {
         shared.forget_before(settled);
         if index == 0 && !published.is_empty() {
             if let Some((at, bytes, keys, took)) = shared.last {
+                // Shares wait for their ticks' acknowledgements, so several may land at once.
+                let also = match published.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} earlier)", n - 1),
+                };
                 eprintln!(
-                    "stockflow: checkpoint at {at}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms",
+                    "stockflow: checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms",
                     took.as_millis()
                 );
             }
