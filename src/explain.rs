@@ -37,8 +37,12 @@ use crate::worker;
 #[command(disable_help_flag = true)]
 pub struct ExplainArgs {
     /// Fixture directories (every *.jsonl inside, names sorted) or .jsonl files, as in replay.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "checkpoint")]
     inputs: Vec<PathBuf>,
+    /// Explain the state saved in the newest complete checkpoint of this directory (see
+    /// `--checkpoint-dir` of run and batch) instead of replaying inputs.
+    #[arg(long, conflicts_with_all = ["inputs", "at"])]
+    checkpoint: Option<PathBuf>,
     /// The key's sku.
     #[arg(long)]
     sku: String,
@@ -66,6 +70,16 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     if args.workers == 0 {
         bail!("-w must be at least 1");
     }
+    if let Some(dir) = &args.checkpoint {
+        let (config, key, engine, input) = from_checkpoint(dir, &args)?;
+        let legend = format!(
+            "[engine] = the dataflow restored from the newest checkpoint in {}; [input] = the key's saved \
+             ledger as the messages that re-create it (a count at its last count's ts, a reserve per hold, its policy, \
+             its open POs)",
+            dir.display()
+        );
+        return print(&args, &explain(&config, &key, &engine, &input), Some(&legend));
+    }
     let until = args.window.until()?;
     let at = args.at.as_deref().map(|t| config::time_arg("--at", t)).transpose()?;
     // The state at T is the state of the window that ends at T (SPEC §2), so `--at` is a
@@ -90,12 +104,22 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let engine = replay_final_state(&config)?;
     let input = KeyInput::read(&config, &key)?;
     let explanation = explain(&config, &key, &engine, &input);
+    print(&args, &explanation, None)
+}
+
+/// What `[engine]` and `[input]` mean in a replay's explanation.
+const LEGEND: &str = "[engine] = the replay's final snapshot; [input] = the key's messages in SPEC order";
+
+/// Writes the explanation to stdout as text (with `legend` in place of the replay's) or, with
+/// `--json`, one JSON object.
+fn print(args: &ExplainArgs, explanation: &Explanation, legend: Option<&str>) -> Result<()> {
     let text = if args.json {
-        let mut text = serde_json::to_string_pretty(&explanation).context("cannot encode the explanation")?;
+        let mut text = serde_json::to_string_pretty(explanation).context("cannot encode the explanation")?;
         text.push('\n');
         text
     } else {
-        render_text(&explanation)
+        let text = render_text(explanation);
+        legend.map_or(text.clone(), |legend| text.replacen(LEGEND, legend, 1))
     };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -160,6 +184,97 @@ pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
 }
 
 // ---------------------------------------------------------------------------
+// A checkpoint instead of a replay: the engine's state is the dataflow restored from it, and the
+// key's "input" is its saved ledger written as the messages that re-create it.
+// ---------------------------------------------------------------------------
+
+/// The name positions show for the messages that stand for a checkpoint's saved state.
+const SAVED_STATE: &str = "checkpoint-state";
+
+fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayConfig, Key, FinalState, KeyInput)> {
+    use crate::checkpoint;
+    let chosen = checkpoint::choose(dir)?
+        .with_context(|| format!("no complete checkpoint in {}; run or batch with --checkpoint-dir writes them", dir.display()))?;
+    let header = chosen.headers.first().context("a checkpoint without shares")?.clone();
+    let as_of = chosen.at - 1;
+    let ticks = Ticks { tick_ms: header.tick_ms, until: Some(as_of) };
+    let config = ReplayConfig {
+        inputs: vec![InputFile { name: SAVED_STATE.to_string(), path: dir.to_path_buf() }],
+        output: Output::Stdout,
+        ticks,
+        lateness_ms: header.lateness_ms,
+        quiet: true,
+        print: false,
+        cluster: Cluster { workers: args.workers, processes: 1, process: 0, hostfile: None },
+    };
+    let mut bodies = Vec::new();
+    for path in &chosen.shares {
+        bodies.push(checkpoint::read_share(path).map_err(|e| anyhow::anyhow!("cannot load checkpoint share {e}"))?);
+    }
+    let key: Key = (Name::from(args.sku.as_str()), Name::from(args.loc.as_str()));
+    let input = KeyInput::from_saved(&key, as_of, &bodies);
+    let engine = restored_final_state(&config, bodies, as_of)?;
+    Ok((config, key, engine, input))
+}
+
+/// Restores the checkpoint's ledgers into the dataflow (without its pending messages) and
+/// returns the outputs' state at `as_of`, the last time the checkpoint covers.
+fn restored_final_state(
+    config: &ReplayConfig,
+    shares: Vec<(crate::checkpoint::Header, crate::checkpoint::Body)>,
+    as_of: Millis,
+) -> Result<FinalState> {
+    use dataflows::ledger::{Control, Saved};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let shares = Arc::new(shares);
+    let captured = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&captured);
+    let ticks = config.ticks;
+    let guards = timely::execute(config.cluster.timely_config()?, move |w| {
+        let (index, peers) = (w.index(), w.peers());
+        let collected = Rc::new(RefCell::new(worker::Collected::default()));
+        let probe = timely::dataflow::ProbeHandle::new();
+        let mut inputs = w.dataflow::<Millis, _, _>(|scope| worker::build(scope, ticks, &collected, &probe).0);
+        inputs.events.advance_to(as_of);
+        inputs.dead_letters.advance_to(as_of);
+        inputs.stats.advance_to(as_of);
+        inputs.control.advance_to(as_of);
+        for (header, body) in shares.iter().skip(index).step_by(peers) {
+            for entry in body.ledger.iter().filter(|e| !matches!(e, Saved::Pending(_))) {
+                inputs.control.send(Control::Restore(entry.clone()));
+            }
+            inputs.stats.send(header.stats);
+        }
+        drop(inputs);
+        while !probe.done() {
+            w.step();
+        }
+        if index == 0 {
+            let mut c = collected.borrow_mut();
+            let mut snapshot = Snapshot::default();
+            // Hold expiries after the checkpoint fire once the inputs close; they are not part of it.
+            for (_, batch) in c.ticks.range_mut(..=as_of) {
+                batch.sort();
+                snapshot.apply(batch);
+            }
+            let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of: Some(as_of) };
+            *slot.lock().expect("no other holder panics") = Some(FinalState {
+                atp: snapshot.atp,
+                low_stock: snapshot.low_stock,
+                order_plan: snapshot.order_plan,
+                summary,
+            });
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    worker::join_workers(guards)?;
+    let state = captured.lock().expect("workers have finished").take();
+    state.context("the restored dataflow produced no state")
+}
+
+// ---------------------------------------------------------------------------
 // The input's side: the key's messages, decoded and stamped as the replay does.
 // ---------------------------------------------------------------------------
 
@@ -217,6 +332,56 @@ impl KeyInput {
         events.sort_by_key(|e| e.order);
         let purchase_orders = latest_po.into_iter().filter(|(po_id, _)| named_sku.contains(po_id)).collect();
         Ok(KeyInput { events, purchase_orders })
+    }
+
+    /// The saved ledgers of `key`'s sku as the messages that re-create them at `as_of`: a count
+    /// at the barrier (or an adjust without one), a reserve per hold, the policy, and an open
+    /// `po` per purchase order; their positions read `checkpoint-state:N`.
+    fn from_saved(key: &Key, as_of: Millis, shares: &[(crate::checkpoint::Header, crate::checkpoint::Body)]) -> Self {
+        use dataflows::ledger::Saved;
+        use dataflows::model::{Message, Position};
+        let mut events = Vec::new();
+        let mut purchase_orders = BTreeMap::new();
+        let mut offset = 0;
+        let mut event = |sku: &Name, loc: &Name, ts: Millis, body: Body| {
+            offset += 1;
+            let order = OrderKey { effective: as_of, position: Position { source: 0, partition: 0, offset } };
+            Event { order, message: Message { ts, sku: sku.clone(), loc: loc.clone(), body } }
+        };
+        let mut saved: Vec<&Saved> = shares.iter().flat_map(|(_, body)| &body.ledger).collect();
+        saved.sort_by_key(|e| match e {
+            Saved::Key(key, _) => (0, key.clone(), Name::default()),
+            Saved::Po(po_id, key, _) => (1, key.clone(), po_id.clone()),
+            _ => (2, Key::default(), Name::default()),
+        });
+        for entry in saved {
+            match entry {
+                Saved::Key((sku, loc), state) if *sku == key.0 => {
+                    match state.barrier {
+                        Some(ts) => events.push(event(sku, loc, ts, Body::Count { qty: state.on_hand })),
+                        None if state.on_hand != 0 => {
+                            events.push(event(sku, loc, as_of, Body::Adjust { delta: state.on_hand, reason: None }))
+                        }
+                        None => {}
+                    }
+                    for hold in &state.holds {
+                        let body =
+                            Body::Reserve { res_id: hold.res_id.clone(), qty: hold.qty, expires_at: Some(hold.expires_at) };
+                        events.push(event(sku, loc, as_of, body));
+                    }
+                    if state.policy.is_some() {
+                        events.push(event(sku, loc, as_of, Body::Policy(state.policy.clone())));
+                    }
+                }
+                Saved::Po(po_id, (sku, loc), qty) if *sku == key.0 => {
+                    let body = Body::Po { po_id: po_id.clone(), qty: *qty, status: PoStatus::Open, eta: None };
+                    purchase_orders.insert(po_id.clone(), event(sku, loc, as_of, body));
+                }
+                _ => {}
+            }
+        }
+        events.sort_by_key(|e| e.order);
+        KeyInput { events, purchase_orders }
     }
 
     /// The latest policy of (sku, `loc`) and the position of its message.
@@ -956,7 +1121,7 @@ pub fn render_text(e: &Explanation) -> String {
             let _ = writeln!(o, "nothing was applied: the input holds no valid message within the window");
         }
     }
-    let _ = writeln!(o, "[engine] = the replay's final snapshot; [input] = the key's messages in SPEC order");
+    let _ = writeln!(o, "{LEGEND}");
 
     let _ = writeln!(o, "\nLedger [input]");
     if e.ledger.is_empty() {
