@@ -398,14 +398,15 @@ impl Shared {
 
     /// Writes the shares whose outputs (every tick before their time) are acknowledged:
     /// `acknowledged` is the least time whose outputs may still be missing.
-    pub fn publish(&mut self, acknowledged: Millis) -> std::io::Result<Vec<Millis>> {
+    pub fn publish(&mut self, acknowledged: Millis) -> std::io::Result<Vec<(Millis, std::time::Duration)>> {
         let mut published = Vec::new();
         let mut waiting = Vec::new();
         for (at, path, bytes) in std::mem::take(&mut self.written) {
             if at <= acknowledged {
+                let started = Instant::now();
                 fs::create_dir_all(path.parent().expect("share paths have a directory"))?;
                 write_atomically(&path, &bytes)?;
-                published.push(at);
+                published.push((at, started.elapsed()));
             } else {
                 waiting.push((at, path, bytes));
             }

@@ -733,8 +733,9 @@ impl Checkpoints {
                     1 => String::new(),
                     n => format!(" (and {} earlier)", n - 1),
                 };
+                let written = published.last().map_or(0, |(_, took)| took.as_millis());
                 eprintln!(
-                    "stockflow: checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms",
+                    "stockflow: checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
                     took.as_millis()
                 );
             }
