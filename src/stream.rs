@@ -305,6 +305,8 @@ fn request_checkpoint(control: &mut InputOf<Control>, peers: usize) -> Millis {
     for worker in 0..peers {
         control.send(Control::Checkpoint { worker: worker as u64 });
     }
+    // Sent now, not with the next advance: the input may stay at this time for long.
+    control.flush();
     *control.time()
 }
 

@@ -118,3 +118,131 @@ fn a_batch_window_continues_from_the_last_windows_checkpoint_on_any_worker_count
     assert!(!out.success(), "an incompatible checkpoint must be refused");
     assert!(out.stderr_str().contains("--tick-ms 500"), "{}", out.describe());
 }
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// Waits until `path`'s size has been non-zero and unchanged for two seconds: a `run` with a
+/// large `--idle-ms` has then written every tick its input closes.
+fn settled(path: &Path, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let (mut last, mut since) = (0, std::time::Instant::now());
+    while std::time::Instant::now() < deadline {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size != last {
+            (last, since) = (size, std::time::Instant::now());
+        } else if size > 0 && since.elapsed() >= Duration::from_secs(2) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn signal(running: &common::Running, signal: i32) {
+    assert_eq!(unsafe { libc_kill(running.pid() as i32, signal) }, 0);
+}
+
+/// The medium case cut into `parts` fixture directories: part k holds the k-th slice of every
+/// file's lines, so producing the parts in turn appends to each partition in order.
+fn medium_in_parts(dir: &Path, parts: usize) -> Vec<std::path::PathBuf> {
+    let input = common::fixtures_dir().join("medium/input");
+    let dirs: Vec<_> = (0..parts).map(|k| dir.join(format!("part{k}"))).collect();
+    dirs.iter().for_each(|d| std::fs::create_dir_all(d).unwrap());
+    for file in common::list_files(&input) {
+        let text = std::fs::read_to_string(input.join(&file)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let per = lines.len().div_ceil(parts);
+        for (k, d) in dirs.iter().enumerate() {
+            let slice = &lines[(k * per).min(lines.len())..((k + 1) * per).min(lines.len())];
+            let mut body = slice.join("\n");
+            body.push('\n');
+            std::fs::write(d.join(&file), body).unwrap();
+        }
+    }
+    dirs
+}
+
+/// The times of the complete checkpoints of a one-worker run in `dir`.
+fn checkpoint_times(dir: &Path) -> Vec<u64> {
+    let mut times: Vec<u64> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("share-0-of-1.ckpt").exists())
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("at-")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    times.sort();
+    times
+}
+
+#[test]
+fn a_run_killed_after_a_checkpoint_resumes_on_three_workers_with_the_same_outputs() {
+    let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("medium", 3, 1).unwrap();
+    let dir = common::tempdir();
+    let parts = medium_in_parts(dir.path(), 3);
+    let produce = |part: &Path| {
+        stockflow(&["produce", part.to_str().unwrap(), "--topic", "medium", "--brokers", &brokers]);
+    };
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    // The fixture's times lie in the past: a large --idle-ms keeps the wall clock out of it, so
+    // the outputs depend on the messages only.
+    let run = |group: &str, workers: &str, out: &str, checkpoints: &str| {
+        common::spawn([
+            "run", "--brokers", &brokers, "--topics", "medium", "--group", group, "--no-kafka-out", "--out", out,
+            "--lateness-ms", "200", "--tick-ms", "500", "--idle-ms", "600000", "-w", workers,
+            "--checkpoint-dir", checkpoints, "--checkpoint-every", "4",
+        ])
+    };
+
+    // Two thirds of the input, a checkpoint after each, then kill -9.
+    let crashed = run("crashed", "1", &path("before"), &path("checkpoints"));
+    for (k, part) in parts[..2].iter().enumerate() {
+        produce(part);
+        let written = || checkpoint_times(&dir.path().join("checkpoints")).len() > k;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !written() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(written(), "no checkpoint after part {k}");
+    }
+    signal(&crashed, 9);
+    drop(crashed);
+
+    // The rest arrives while the job is down; it resumes on three workers.
+    produce(&parts[2]);
+    let resumed = run("crashed", "3", &path("after"), &path("checkpoints"));
+    assert!(settled(&dir.path().join("after/atp.jsonl"), 60), "the resumed run did not settle");
+    signal(&resumed, 15);
+    let done = common::wait_all(vec![resumed], Duration::from_secs(30), Duration::from_secs(1));
+    assert!(done[0].success(), "{}", done[0].describe());
+    let log = done[0].stderr_str();
+    let at: u64 = log
+        .split("starting from the checkpoint at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the resumed run did not start from the checkpoint:\n{log}"));
+
+    // An uninterrupted run over the same messages.
+    let reference = run("reference", "2", &path("reference"), &path("reference-checkpoints"));
+    assert!(settled(&dir.path().join("reference/atp.jsonl"), 60), "the reference run did not settle");
+    signal(&reference, 15);
+    let done = common::wait_all(vec![reference], Duration::from_secs(30), Duration::from_secs(1));
+    assert!(done[0].success(), "{}", done[0].describe());
+
+    // From the checkpoint on, the resumed run writes exactly what the uninterrupted one did.
+    for stream in ["atp", "low_stock", "order_plan", "network_atp"] {
+        let file = format!("{stream}.jsonl");
+        let expected = stream_after(&dir.path().join("reference").join(&file), at - 1);
+        let actual = stream_after(&dir.path().join("after").join(&file), 0);
+        assert_eq!(actual, expected, "{stream} after the checkpoint at {at}");
+    }
+    assert!(stream_after(&dir.path().join("after/atp.jsonl"), 0).len() > 100, "too little to compare after {at}");
+}
