@@ -124,16 +124,35 @@ extern "C" {
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-/// Waits until `path`'s size has been non-zero and unchanged for two seconds: a `run` with a
-/// large `--idle-ms` has then written every tick its input closes.
-fn settled(path: &Path, secs: u64) -> bool {
+/// The last tick a `run` over the whole medium case writes before it is stopped: the latest
+/// tick of the replay's `atp` stream that lies before the input frontier the messages leave
+/// (every partition's largest `ts` minus the lateness, rounded up to the tick).
+fn last_tick_of_a_run() -> u64 {
+    let case = common::fixtures_dir().join("medium");
+    let frontier = common::list_files(&case.join("input"))
+        .iter()
+        .map(|file| {
+            // Bad lines (the case has some) carry no clock.
+            let text = std::fs::read_to_string(case.join("input").join(file)).unwrap();
+            let max_ts = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["ts"].as_u64())
+                .max()
+                .expect("every partition has messages");
+            (max_ts - 200).div_ceil(500) * 500
+        })
+        .min()
+        .unwrap();
+    let ticks = common::read_jsonl(&case.join("expected/atp.jsonl"));
+    ticks.iter().filter_map(|v| v["ts"].as_u64()).filter(|&t| t < frontier).max().unwrap()
+}
+
+/// Waits until the `atp` stream in `out` has reached `tick` (each tick is flushed whole).
+fn reached(out: &Path, tick: u64, secs: u64) -> bool {
+    let needle = format!("{{\"ts\":{tick},");
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let (mut last, mut since) = (0, std::time::Instant::now());
     while std::time::Instant::now() < deadline {
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        if size != last {
-            (last, since) = (size, std::time::Instant::now());
-        } else if size > 0 && since.elapsed() >= Duration::from_secs(2) {
+        if std::fs::read_to_string(out.join("atp.jsonl")).is_ok_and(|text| text.contains(&needle)) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -218,7 +237,8 @@ fn a_run_killed_after_a_checkpoint_resumes_on_three_workers_with_the_same_output
     // The rest arrives while the job is down; it resumes on three workers.
     produce(&parts[2]);
     let resumed = run("crashed", "3", &path("after"), &path("checkpoints"));
-    assert!(settled(&dir.path().join("after/atp.jsonl"), 60), "the resumed run did not settle");
+    let last = last_tick_of_a_run();
+    assert!(reached(&dir.path().join("after"), last, 60), "the resumed run did not reach tick {last}");
     signal(&resumed, 15);
     let done = common::wait_all(vec![resumed], Duration::from_secs(30), Duration::from_secs(1));
     assert!(done[0].success(), "{}", done[0].describe());
@@ -232,7 +252,7 @@ fn a_run_killed_after_a_checkpoint_resumes_on_three_workers_with_the_same_output
 
     // An uninterrupted run over the same messages.
     let reference = run("reference", "2", &path("reference"), &path("reference-checkpoints"));
-    assert!(settled(&dir.path().join("reference/atp.jsonl"), 60), "the reference run did not settle");
+    assert!(reached(&dir.path().join("reference"), last, 60), "the reference run did not reach tick {last}");
     signal(&reference, 15);
     let done = common::wait_all(vec![reference], Duration::from_secs(30), Duration::from_secs(1));
     assert!(done[0].success(), "{}", done[0].describe());
@@ -242,7 +262,16 @@ fn a_run_killed_after_a_checkpoint_resumes_on_three_workers_with_the_same_output
         let file = format!("{stream}.jsonl");
         let expected = stream_after(&dir.path().join("reference").join(&file), at - 1);
         let actual = stream_after(&dir.path().join("after").join(&file), 0);
-        assert_eq!(actual, expected, "{stream} after the checkpoint at {at}");
+        if actual != expected {
+            let first = actual.iter().zip(&expected).position(|(a, e)| a != e).unwrap_or(actual.len().min(expected.len()));
+            panic!(
+                "{stream} after the checkpoint at {at}: {} lines resumed vs {} uninterrupted, first difference at line {first}:\n  resumed:       {:?}\n  uninterrupted: {:?}",
+                actual.len(),
+                expected.len(),
+                actual.get(first),
+                expected.get(first)
+            );
+        }
     }
     assert!(stream_after(&dir.path().join("after/atp.jsonl"), 0).len() > 100, "too little to compare after {at}");
 }
