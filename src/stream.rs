@@ -22,6 +22,7 @@ use timely::dataflow::ProbeHandle;
 
 use crate::config::Cluster;
 use crate::kafka::KafkaArgs;
+use crate::metrics::{InputMeter, OutputMeter};
 use crate::sink::dir::DirSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
@@ -146,6 +147,7 @@ struct Sinks {
     snapshot: Snapshot,
     /// `run`: how many collected dead letters are already produced.
     dead_produced: usize,
+    meter: OutputMeter,
 }
 
 impl Sinks {
@@ -158,6 +160,7 @@ impl Sinks {
             d.flush()?;
         }
         self.snapshot.apply(batch);
+        self.meter.written(batch);
         Ok(())
     }
 }
@@ -268,6 +271,8 @@ fn stream_worker(
     let collected = Rc::new(RefCell::new(Collected::default()));
     let probe = ProbeHandle::new();
     let ack_probe = ProbeHandle::new();
+    let mut meter = InputMeter::new(progress, index);
+    meter.watch_arrangements(worker);
 
     let (mut events_in, mut dead_in, mut stats_in, acks_in) = worker.dataflow::<Millis, _, _>(|scope| {
         // Worker 0 advances this input to the time through which every tick is acknowledged;
@@ -323,7 +328,8 @@ fn stream_worker(
             Some(dir) => Some(DirSink::create(dir, topics.clone()).map_err(|e| e.to_string())?),
             None => None,
         };
-        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0 })
+        let meter = OutputMeter::new(progress, topics.clone());
+        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0, meter })
     } else {
         None
     };
@@ -369,6 +375,7 @@ fn stream_worker(
                         event.order.effective = now;
                     }
                     r.max_emission = r.max_emission.max(ticks.emission(event.order.effective).unwrap_or(0));
+                    meter.event(polled.index, ticks.emission(event.order.effective).unwrap_or(0), &event.message.body);
                     events_in.send(event);
                 }
                 Decoded::Dead(dead) => dead_in.send(dead),
@@ -376,8 +383,10 @@ fn stream_worker(
             }
             r.pending.push_back((polled.offset + 1, r.max_emission));
         }
-        for r in &mut inputs.readings {
-            stats_in.send(r.decoder.take_stats());
+        for (i, (r, p)) in inputs.readings.iter_mut().zip(&inputs.reader.partitions).enumerate() {
+            let stats = r.decoder.take_stats();
+            meter.partition(i, &p.topic, p.partition as u32, &stats, true);
+            stats_in.send(stats);
         }
         progress.read.fetch_add(read as u64, Ordering::Relaxed);
         if lag_checked.elapsed() >= Duration::from_secs(1) {
@@ -387,6 +396,7 @@ fn stream_worker(
             progress.lag.fetch_sub(reported_lag, Ordering::Relaxed);
             reported_lag = lag;
             lag_checked = Instant::now();
+            meter.lag(&inputs.reader);
         }
 
         // The worker's frontier: the least over its partitions; in `run`, an idle partition
@@ -414,6 +424,7 @@ fn stream_worker(
                 progress.watermark.store(time, Ordering::Relaxed);
             }
         }
+        meter.publish(*events_in.time());
         worker.step_while(|| probe.less_than(&previous_time));
         previous_time = time;
         if last_step.elapsed() > Duration::from_millis(10) || read > 0 {
@@ -434,6 +445,7 @@ fn stream_worker(
                 if through > *acks.time() {
                     acks.advance_to(through);
                 }
+                s.meter.acknowledged(through);
             }
         }
         if !config.batch {
@@ -441,6 +453,7 @@ fn stream_worker(
         }
     }
     drop((events_in, dead_in, stats_in));
+    meter.input_closed();
     while !probe.done() {
         worker.step();
         if let Some(s) = sinks.as_mut() {
@@ -457,6 +470,7 @@ fn stream_worker(
     }
     let all: Vec<(usize, i64)> = inputs.reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
     inputs.reader.commit(&all)?;
+    meter.finish();
     Ok(())
 }
 
@@ -494,6 +508,7 @@ fn drain(
     batch: bool,
 ) -> Result<(), String> {
     let mut c = collected.borrow_mut();
+    sinks.meter.collected(&c);
     let end = c.window_end(ticks);
     // Without --until (run), a tick holding only hold expiries waits for later input.
     for (time, batch) in crate::worker::closed_ticks(&mut c, probe, end) {
@@ -524,6 +539,8 @@ fn drain(
         if let Some(d) = sinks.dir.as_mut() {
             d.finish(&dead, &sinks.snapshot, &summary).map_err(|e| e.to_string())?;
         }
+        sinks.meter.acknowledged(Millis::MAX);
     }
+    sinks.meter.state(&sinks.snapshot);
     Ok(())
 }
