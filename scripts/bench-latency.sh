@@ -11,7 +11,9 @@
 # moves with the wall clock; `stockflow produce --rate` sends it at RATE, every partition
 # alike. Env: KAFKA_PORT (19192), METRICS_PORT (19193), WORKERS (1), LATENESS_MS (0),
 # SKUS (1000), STORES (20), PARTITIONS (4), BENCH_BIN (target/release), BENCH_DIR
-# (target/bench-latency), TANSU_ROOT (.tools, where scripts/kafka-broker.sh finds tansu).
+# (target/bench-latency), TANSU_ROOT (.tools, where scripts/kafka-broker.sh finds tansu),
+# RUN_ARGS (more flags for `stockflow run`, e.g. "--no-kafka-out --out DIR": ticks are then
+# acknowledged when written to files, which separates the broker's part of the latency).
 # Every few seconds it prints the job's lag, so a rate the job cannot keep shows as growing lag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +63,7 @@ echo "== load before: $(uptime)"
 # The job waits for the topic, which `produce` creates.
 "$BIN/stockflow" run --brokers "127.0.0.1:$KAFKA_PORT" --topics bench --group bench --prefix bench \
   --tick-ms 100 --lateness-ms "$LATENESS_MS" --idle-ms 2000 --metadata-refresh-ms 200 -w "$WORKERS" \
-  --metrics-addr "127.0.0.1:$METRICS_PORT" -q 2>"$DIR/run.log" &
+  --metrics-addr "127.0.0.1:$METRICS_PORT" -q ${RUN_ARGS:-} 2>"$DIR/run.log" &
 job=$!
 for _ in $(seq 1 100); do metrics >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -88,7 +90,7 @@ echo "== load after: $(uptime)"
 metrics >"$DIR/metrics.txt"
 achieved=$(awk '/^produce:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s\)$/) { gsub(/[()\/s]/, "", $i); print $i } }' "$DIR/produce.log")
 echo
-echo "offered $RATE msg/s for $SECS s; produced at $achieved msg/s; max lag seen $max_lag messages; workers $WORKERS; lateness $LATENESS_MS ms; tick 100 ms"
+echo "offered $RATE msg/s for $SECS s; produced at $achieved msg/s; max lag seen $max_lag messages; workers $WORKERS; lateness $LATENESS_MS ms; tick 100 ms; run args: ${RUN_ARGS:-none}"
 echo "| latency (ms) | p50 | p90 | p99 | p999 | max | count |"
 echo "|---|---|---|---|---|---|---|"
 for name in tick_close end_to_end; do

@@ -287,7 +287,7 @@ fn rejected_by_reason(case: &str) -> BTreeMap<(String, String), u64> {
 }
 
 /// Replays `case` with `workers` workers and checks every count against the golden files.
-fn replay_case(case: &str, workers: &str) {
+fn replay_case(case: &str, workers: &str) -> Scrape {
     let dir = common::tempdir();
     let out = dir.path().join("out");
     let input = common::fixtures_dir().join(case).join("input");
@@ -360,11 +360,35 @@ fn replay_case(case: &str, workers: &str) {
     assert_eq!(m.one("stockflow_ready", &[]), 1.0);
     assert_eq!(m.one("stockflow_healthy", &[]), 1.0);
     assert!(m.one("process_resident_memory_bytes", &[]) > 0.0);
+    m
+}
+
+/// Every metric name the sample Grafana dashboard queries is one the endpoint serves.
+fn check_dashboard(m: &Scrape) {
+    let text = std::fs::read_to_string(common::repo_root().join("docs/grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut names = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("stockflow_").or_else(|| rest.find("process_")) {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.len() > 10, "{names:?}");
+    for name in names {
+        assert!(m.samples.iter().any(|s| s.0 == name) || m.types.contains_key(&name), "dashboard queries {name}");
+    }
 }
 
 #[test]
 fn replay_metrics_match_the_medium_case_at_two_workers() {
-    replay_case("medium", "2");
+    let m = replay_case("medium", "2");
+    check_dashboard(&m);
 }
 
 #[test]
