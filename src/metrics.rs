@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use dataflows::clock::Ticks;
 use dataflows::ledger::Counter;
-use dataflows::model::{Body, Millis};
+use dataflows::model::{Body, Event, Millis};
 use hdrhistogram::Histogram;
 
 use crate::sink::{Snapshot, TickBatch};
@@ -555,6 +556,7 @@ pub fn render(m: &Metrics) -> String {
 pub struct InputMeter {
     metrics: Option<Arc<Metrics>>,
     worker: usize,
+    ticks: Ticks,
     /// Per slot (the loop's partition index): its labels and counts since the last publish.
     slots: Vec<Option<((String, u32), PartitionCounts)>>,
     /// (tick, first arrival, messages) since the last publish, in arrival order.
@@ -567,10 +569,11 @@ pub struct InputMeter {
 
 impl InputMeter {
     /// The meter of timely worker `worker` (inert when `progress` has no metrics).
-    pub fn new(progress: &Progress, worker: usize) -> Self {
+    pub fn new(progress: &Progress, worker: usize, ticks: Ticks) -> Self {
         InputMeter {
             metrics: progress.metrics.clone(),
             worker,
+            ticks,
             slots: Vec::new(),
             arrivals: Vec::new(),
             frontier: 0,
@@ -615,11 +618,13 @@ impl InputMeter {
         &mut self.slots[slot]
     }
 
-    /// One applied message of partition `slot`, emitted at `tick`.
-    pub fn event(&mut self, slot: usize, tick: Millis, body: &Body) {
+    /// One applied message of partition `slot`, as sent to the dataflow.
+    pub fn event(&mut self, slot: usize, event: &Event) {
         if self.metrics.is_none() {
             return;
         }
+        let body = &event.message.body;
+        let tick = self.ticks.emission(event.order.effective).unwrap_or(event.order.effective);
         let now = Instant::now();
         match self.arrivals.last_mut() {
             Some((t, at, n)) if *t == tick && now.duration_since(*at) < ARRIVAL_GROUP => *n += 1,

@@ -271,7 +271,7 @@ fn stream_worker(
     let collected = Rc::new(RefCell::new(Collected::default()));
     let probe = ProbeHandle::new();
     let ack_probe = ProbeHandle::new();
-    let mut meter = InputMeter::new(progress, index);
+    let mut meter = InputMeter::new(progress, index, ticks);
     meter.watch_arrangements(worker);
 
     let (mut events_in, mut dead_in, mut stats_in, acks_in) = worker.dataflow::<Millis, _, _>(|scope| {
@@ -375,7 +375,7 @@ fn stream_worker(
                         event.order.effective = now;
                     }
                     r.max_emission = r.max_emission.max(ticks.emission(event.order.effective).unwrap_or(0));
-                    meter.event(polled.index, ticks.emission(event.order.effective).unwrap_or(0), &event.message.body);
+                    meter.event(polled.index, &event);
                     events_in.send(event);
                 }
                 Decoded::Dead(dead) => dead_in.send(dead),

@@ -328,7 +328,7 @@ pub fn replay_worker(
     let share_sizes = Rc::new(Cell::new([0; 4]));
 
     let profile = operator_profile(worker);
-    let mut meter = InputMeter::new(progress, index);
+    let mut meter = InputMeter::new(progress, index, ticks);
     meter.watch_arrangements(worker);
     let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
         let snapshot = Some((&snapshot, &snapshot_probe, &share_sizes));
@@ -373,8 +373,7 @@ pub fn replay_worker(
             read += 1;
             match partition.decoder.decode(offset, raw) {
                 Decoded::Event(event) => {
-                    let tick = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-                    meter.event(slot, tick, &event.message.body);
+                    meter.event(slot, &event);
                     events_in.send(event)
                 }
                 Decoded::Dead(dead) => dead_in.send(dead),

@@ -491,4 +491,39 @@ fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
     let delay = m.one("stockflow_watermark_delay_seconds", &[]);
     assert!(delay.abs() < 3600.0, "watermark {delay} s from the wall clock");
     assert_eq!(m.one("stockflow_ready", &[]), 1.0);
+    drop(job);
+
+    // `batch` is ready once its window is read and written; the final counts stay served.
+    let batch = Job::start(&[
+        "batch",
+        "--brokers",
+        &brokers,
+        "--topics",
+        "medium",
+        "--group",
+        "batch",
+        "--prefix",
+        "batch",
+        "--until",
+        "1700000060000",
+        "--tick-ms",
+        "500",
+        "--lateness-ms",
+        "200",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--metrics-linger-secs",
+        "600",
+        "-q",
+    ]);
+    batch.wait_ready();
+    let m = batch.scrape();
+    assert_eq!(m.count("stockflow_messages_read_total", &[]), want["read"]);
+    assert_eq!(m.count("stockflow_messages_applied_total", &[]), want["applied"]);
+    assert_eq!(m.check_summary("stockflow_end_to_end_latency_seconds"), want["applied"]);
+    let expected = common::fixtures_dir().join("medium/expected");
+    for table in ["atp", "low_stock", "order_plan", "network_atp"] {
+        let keys = m.count("stockflow_state_keys", &[("table", table)]);
+        assert_eq!(keys, lines(&expected.join("snapshot").join(format!("{table}.jsonl"))), "batch {table} keys");
+    }
 }
