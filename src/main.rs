@@ -7,6 +7,7 @@ mod explain;
 mod format;
 mod gen;
 mod kafka;
+mod metrics;
 mod produce;
 mod report;
 mod sink;
@@ -66,6 +67,8 @@ struct RunArgs {
     stream: stream::StreamArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -81,6 +84,8 @@ struct BatchArgs {
     stream: stream::StreamArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -132,6 +137,8 @@ struct ReplayArgs {
     report: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -177,9 +184,29 @@ impl Sink for Tee {
     }
 }
 
-fn replay(config: ReplayConfig, report: Option<PathBuf>) -> Result<()> {
+/// Starts the metrics endpoint when `--metrics-addr` asks for it.
+fn metrics_server(
+    args: &metrics::MetricsArgs,
+    mode: metrics::Mode,
+    ticks: Ticks,
+    lateness_ms: u64,
+    cluster: &Cluster,
+) -> Result<Option<metrics::Server>> {
+    let settings = metrics::Settings {
+        mode,
+        tick_ms: ticks.tick_ms,
+        lateness_ms,
+        workers: cluster.workers,
+        process: cluster.process,
+    };
+    metrics::Server::start(args, settings)
+}
+
+fn replay(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::MetricsArgs) -> Result<()> {
+    let server = metrics_server(metrics, metrics::Mode::Replay, config.ticks, config.lateness_ms, &config.cluster)?;
     let config = Arc::new(config);
-    let progress = Arc::new(Progress::default());
+    let progress =
+        Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
     let started = Instant::now();
     let reporter = (!config.quiet && config.cluster.process == 0)
         .then(|| spawn_progress(Arc::clone(&progress), "replay", Duration::from_secs(1)));
@@ -214,13 +241,19 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         eprintln!("replay: {read} messages in {secs:.2} s ({:.0}/s)", read as f64 / secs.max(1e-9));
     }
+    if let Some(server) = server {
+        server.linger();
+    }
     Ok(())
 }
 
 /// `run` or `batch`, with a progress line on stderr (every second in `batch`, every ten in the
 /// endless `run`) unless `--quiet`.
-fn streaming(config: stream::StreamConfig) -> Result<()> {
-    let progress = Arc::new(Progress::default());
+fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
+    let mode = if config.batch { metrics::Mode::Batch } else { metrics::Mode::Run };
+    let server = metrics_server(metrics, mode, config.ticks, config.args.lateness_ms, &config.cluster)?;
+    let progress =
+        Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
     let (label, every) = if config.batch { ("batch", 1) } else { ("run", 10) };
     let reporter = (!config.args.quiet && config.cluster.process == 0)
         .then(|| spawn_progress(Arc::clone(&progress), label, Duration::from_secs(every)));
@@ -228,6 +261,9 @@ fn streaming(config: stream::StreamConfig) -> Result<()> {
     if let Some((stop, handle)) = reporter {
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();
+    }
+    if let (Ok(()), Some(server)) = (&result, server) {
+        server.linger();
     }
     result
 }
@@ -268,25 +304,31 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => {
-            let report = args.report.clone();
-            replay(replay_config(args)?, report)
+            let (report, metrics) = (args.report.clone(), args.metrics.clone());
+            replay(replay_config(args)?, report, &metrics)
         }
         Command::Explain(args) => explain::run(args),
         Command::Gen(args) => gen::run(args),
-        Command::Run(args) => streaming(stream::StreamConfig {
-            ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },
-            cluster: cluster(&args.cluster)?,
-            args: args.stream,
-            batch: false,
-            restore: None,
-        }),
-        Command::Batch(args) => streaming(stream::StreamConfig {
-            ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
-            cluster: cluster(&args.cluster)?,
-            args: args.stream,
-            batch: true,
-            restore: None,
-        }),
+        Command::Run(args) => streaming(
+            stream::StreamConfig {
+                ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },
+                cluster: cluster(&args.cluster)?,
+                args: args.stream,
+                batch: false,
+                restore: None,
+            },
+            &args.metrics,
+        ),
+        Command::Batch(args) => streaming(
+            stream::StreamConfig {
+                ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
+                cluster: cluster(&args.cluster)?,
+                args: args.stream,
+                batch: true,
+                restore: None,
+            },
+            &args.metrics,
+        ),
         Command::Produce(args) => produce::produce(args),
         Command::Consume(args) => produce::consume(args),
     }

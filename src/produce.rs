@@ -24,6 +24,10 @@ pub struct ProduceArgs {
     /// The topic; created with one partition per file if missing.
     #[arg(long)]
     pub topic: String,
+    /// Messages per second, steady (0: as fast as the broker takes them). With a rate, the
+    /// files are produced side by side, each in proportion to its size, as a live stream.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -66,31 +70,73 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             files.len()
         );
     }
+    let send = |partition: usize, raw: &[u8]| -> Result<()> {
+        let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => bail!("cannot produce to {}[{partition}]: {e}", args.topic),
+            }
+        }
+    };
     let mut count = 0u64;
-    for (partition, file) in files.iter().enumerate() {
-        let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
-        while let Some((_, raw)) = lines.next_message()? {
-            let mut record: BaseRecord<'_, (), [u8]> =
-                BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        r,
-                    )) => {
-                        record = r;
-                        producer.poll(Duration::from_millis(50));
-                    }
-                    Err((e, _)) => bail!("cannot produce to {}[{partition}]: {e}", args.topic),
+    let started = std::time::Instant::now();
+    if args.rate > 0 {
+        let mut readers = Vec::new();
+        for file in &files {
+            let size = std::fs::metadata(&file.path)?.len().max(1);
+            let lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+            readers.push((lines, size, false));
+        }
+        // The file least far through (by bytes) goes next, so every partition advances alike.
+        while let Some((partition, (lines, _, done))) = readers
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, r)| !r.2)
+            .min_by(|(_, a), (_, b)| (a.0.bytes_read() * b.1).cmp(&(b.0.bytes_read() * a.1)))
+        {
+            match lines.next_message()? {
+                Some((_, raw)) => send(partition, raw)?,
+                None => {
+                    *done = true;
+                    continue;
                 }
             }
+            count += 1;
+            let due = started + Duration::from_secs_f64(count as f64 / args.rate as f64);
+            // Sleeping in steps of at least a millisecond: the OS cannot time shorter ones.
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                if wait >= Duration::from_millis(1) {
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        producer.flush(TIMEOUT).with_context(|| format!("{}: messages not acknowledged", args.topic))?;
+    }
+    for (partition, file) in files.iter().enumerate().filter(|_| args.rate == 0) {
+        let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+        while let Some((_, raw)) = lines.next_message()? {
+            send(partition, raw)?;
             count += 1;
         }
         // Flush per file: one partition's messages must land in order and completely.
         producer.flush(TIMEOUT).with_context(|| format!("{}[{partition}]: messages not acknowledged", args.topic))?;
     }
-    eprintln!("produce: {count} messages from {} files to {}", files.len(), args.topic);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produce: {count} messages from {} files to {} in {secs:.1} s ({:.0}/s)",
+        files.len(),
+        args.topic,
+        count as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

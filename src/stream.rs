@@ -25,6 +25,7 @@ use timely::dataflow::ProbeHandle;
 use crate::checkpoint::{self, Chosen, Cut, SavedPartition, Shared};
 use crate::config::Cluster;
 use crate::kafka::KafkaArgs;
+use crate::metrics::{InputMeter, OutputMeter};
 use crate::sink::dir::DirSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
@@ -230,6 +231,7 @@ struct Sinks {
     /// Once stopping with checkpoints: ticks from this one on are left to the restart (the
     /// dataflow drains them early, without the messages not read yet).
     stop_at: Option<Millis>,
+    meter: OutputMeter,
 }
 
 impl Sinks {
@@ -249,6 +251,7 @@ impl Sinks {
             d.flush()?;
         }
         self.snapshot.apply(batch);
+        self.meter.written(batch);
         Ok(())
     }
 }
@@ -421,6 +424,8 @@ fn stream_worker(
     let collected = Rc::new(RefCell::new(Collected::default()));
     let probe = ProbeHandle::new();
     let ack_probe = ProbeHandle::new();
+    let mut meter = InputMeter::new(progress, index, ticks);
+    meter.watch_arrangements(worker);
 
     let shared = args.checkpoint_dir.as_ref().map(|root| {
         let template = checkpoint::Header::template(index, peers, &args.topics, ticks, args.lateness_ms);
@@ -510,7 +515,8 @@ fn stream_worker(
             Some(dir) => Some(DirSink::create(dir, topics.clone()).map_err(|e| e.to_string())?),
             None => None,
         };
-        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0, restored_before, stop_at: None })
+        let meter = OutputMeter::new(progress, topics.clone());
+        Some(Sinks { kafka, dir, snapshot: Snapshot::default(), dead_produced: 0, restored_before, stop_at: None, meter })
     } else {
         None
     };
@@ -585,6 +591,7 @@ fn stream_worker(
                         event.order.effective = now;
                     }
                     r.max_emission = r.max_emission.max(ticks.emission(event.order.effective).unwrap_or(0));
+                    meter.event(polled.index, &event);
                     events_in.send(event);
                 }
                 Decoded::Dead(dead) => dead_in.send(dead),
@@ -596,8 +603,9 @@ fn stream_worker(
             }
             r.pending.push_back((polled.offset + 1, r.max_emission));
         }
-        for r in &mut inputs.readings {
+        for (i, (r, p)) in inputs.readings.iter_mut().zip(&inputs.reader.partitions).enumerate() {
             let stats = r.decoder.take_stats();
+            meter.partition(i, &p.topic, p.partition as u32, &stats, true);
             if let Some(c) = ckpt.as_mut() {
                 c.sent.absorb(&stats);
             }
@@ -611,6 +619,7 @@ fn stream_worker(
             progress.lag.fetch_sub(reported_lag, Ordering::Relaxed);
             reported_lag = lag;
             lag_checked = Instant::now();
+            meter.lag(&inputs.reader);
         }
 
         // The worker's frontier: the least over its partitions; in `run`, an idle partition
@@ -653,6 +662,7 @@ fn stream_worker(
                 c.last_wall = Instant::now();
             }
         }
+        meter.publish(*events_in.time());
         worker.step_while(|| probe.less_than(&previous_time));
         previous_time = time;
         if last_step.elapsed() > Duration::from_millis(10) || read > 0 {
@@ -673,6 +683,7 @@ fn stream_worker(
                 if through > *acks.time() {
                     acks.advance_to(through);
                 }
+                s.meter.acknowledged(through);
             }
         }
         if let Some(c) = ckpt.as_mut() {
@@ -685,6 +696,7 @@ fn stream_worker(
         }
     }
     drop((events_in, dead_in, stats_in, control_in));
+    meter.input_closed();
     while !probe.done() {
         worker.step();
         if let Some(s) = sinks.as_mut() {
@@ -711,6 +723,7 @@ fn stream_worker(
         let all: Vec<(usize, i64)> = inputs.reader.partitions.iter().enumerate().map(|(i, p)| (i, p.next)).collect();
         inputs.reader.commit(&all)?;
     }
+    meter.finish();
     Ok(())
 }
 
@@ -830,6 +843,7 @@ fn drain(
     batch: bool,
 ) -> Result<(), String> {
     let mut c = collected.borrow_mut();
+    sinks.meter.collected(&c);
     let end = c.window_end(ticks);
     // Without --until (run), a tick holding only hold expiries waits for later input.
     for (time, batch) in crate::worker::closed_ticks(&mut c, probe, end) {
@@ -860,6 +874,8 @@ fn drain(
         if let Some(d) = sinks.dir.as_mut() {
             d.finish(&dead, &sinks.snapshot, &summary).map_err(|e| e.to_string())?;
         }
+        sinks.meter.acknowledged(Millis::MAX);
     }
+    sinks.meter.state(&sinks.snapshot);
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The timely worker loop of a replay: build the dataflow, feed each worker's share of the
 //! input in time order, advance the input frontier, step, and hand closed ticks to the sink.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dataflows::allocation::PlanLine;
 use dataflows::changes::Change;
@@ -21,6 +22,7 @@ use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::ReplayConfig;
+use crate::metrics::{InputMeter, OutputMeter};
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
 use crate::source::file::LineReader;
 use crate::source::{Decoded, PartitionDecoder, SourceStats};
@@ -78,13 +80,13 @@ pub fn build<'s>(
 
 /// [`build`], optionally keeping the final snapshot in per-worker shares (see [`SnapshotShare`])
 /// instead of having worker 0 apply every change: the shares reach worker 0's `snapshot` only
-/// when the input is exhausted, probed by `snapshot.1`.
+/// when the input is exhausted, probed by `snapshot.1`; `snapshot.2` tells the share's sizes.
 fn build_with<'s>(
     scope: timely::dataflow::Scope<'s, Millis>,
     ticks: Ticks,
     collected: &Rc<RefCell<Collected>>,
     probe: &ProbeHandle<Millis>,
-    snapshot: Option<(&Rc<RefCell<Snapshot>>, &ProbeHandle<Millis>)>,
+    snapshot: Option<(&Rc<RefCell<Snapshot>>, &ProbeHandle<Millis>, &Rc<Cell<[u64; 4]>>)>,
 ) -> (Inputs, dataflows::Stream<'s, Saved>) {
     let (events_in, events) = scope.new_input::<Vec<Event>>();
     let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
@@ -96,7 +98,7 @@ fn build_with<'s>(
     fn tick(c: &mut Collected, time: Millis) -> &mut TickBatch {
         c.ticks.entry(time).or_default()
     }
-    if let Some((snapshot, snapshot_probe)) = snapshot {
+    if let Some((snapshot, snapshot_probe, share_sizes)) = snapshot {
         let changes = outputs
             .atp
             .clone()
@@ -104,7 +106,7 @@ fn build_with<'s>(
             .concat(outputs.low_stock_current.map(ShareChange::LowStock))
             .concat(outputs.order_plan.clone().map(ShareChange::OrderPlan))
             .concat(outputs.network_atp.clone().map(ShareChange::NetworkAtp));
-        let records = snapshot_shares(changes, stats.clone().broadcast(), ticks);
+        let records = snapshot_shares(changes, stats.clone().broadcast(), ticks, Rc::clone(share_sizes));
         let snapshot = Rc::clone(snapshot);
         collect(records, snapshot_probe, move |change| snapshot.borrow_mut().apply_one(change));
     } else {
@@ -188,6 +190,11 @@ fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Op
 }
 
 impl SnapshotShare {
+    /// Keys per table: atp, low_stock, order_plan, network_atp (for the metrics).
+    fn sizes(&self) -> [u64; 4] {
+        [self.atp.len(), self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
+    }
+
     fn apply(&mut self, change: ShareChange) {
         match change {
             ShareChange::Atp(c) => upsert(&mut self.atp, c.key, c.value),
@@ -241,6 +248,7 @@ fn snapshot_shares<'s>(
     changes: dataflows::Stream<'s, ShareChange>,
     stats: dataflows::Stream<'s, SourceStats>,
     ticks: Ticks,
+    sizes: Rc<Cell<[u64; 4]>>,
 ) -> dataflows::Stream<'s, ShareChange> {
     changes.binary_frontier(stats, Pipeline, Pipeline, "SnapshotShare", move |_, _| {
         let mut share = SnapshotShare::default();
@@ -270,6 +278,10 @@ fn snapshot_shares<'s>(
                 }
                 entry.remove().into_iter().for_each(|change| share.apply(change));
             }
+            if held.is_some() {
+                // Not after the share is emitted (and emptied): the keys it held stay in state.
+                sizes.set(share.sizes());
+            }
             if changes_frontier.is_empty() && stats_frontier.is_empty() {
                 if let Some(cap) = held.take() {
                     output.session(&cap).give_iterator(std::mem::take(&mut share).into_changes(*cap.time()));
@@ -291,10 +303,14 @@ pub struct Progress {
     /// Kafka: messages behind the partitions' high watermarks, summed over this process's
     /// workers (each adds the change of its own share).
     pub lag: AtomicU64,
+    /// The metrics endpoint's counters, with `--metrics-addr`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// One partition being read by this worker.
 struct Partition {
+    /// Index into the inputs (the source id).
+    source: usize,
     lines: LineReader,
     decoder: PartitionDecoder,
     done: bool,
@@ -314,16 +330,21 @@ pub fn replay_worker(
     let probe = ProbeHandle::new();
     let snapshot = Rc::new(RefCell::new(Snapshot::default()));
     let snapshot_probe = ProbeHandle::new();
+    let share_sizes = Rc::new(Cell::new([0; 4]));
 
     let profile = operator_profile(worker);
+    let mut meter = InputMeter::new(progress, index, ticks);
+    meter.watch_arrangements(worker);
     let (mut events_in, mut dead_in, mut stats_in) = worker.dataflow::<Millis, _, _>(|scope| {
         // A replay neither restores nor checkpoints: its control input closes at once.
-        let (inputs, _) = build_with(scope, ticks, &collected, &probe, Some((&snapshot, &snapshot_probe)));
+        let snapshot = Some((&snapshot, &snapshot_probe, &share_sizes));
+        let (inputs, _) = build_with(scope, ticks, &collected, &probe, snapshot);
         (inputs.events, inputs.dead_letters, inputs.stats)
     });
 
     let mut sink = if index == 0 { Some(make_sink().map_err(|e| e.to_string())?) } else { None };
-    let mut writer = Writer { snapshot, ticks };
+    let names = config.inputs.iter().map(|i| i.name.clone()).collect();
+    let mut writer = Writer { snapshot, ticks, meter: OutputMeter::new(progress, names) };
 
     // Files are the unit of parallel reading: worker i reads files i, i + peers, ...
     let mut partitions = Vec::new();
@@ -334,16 +355,19 @@ pub fn replay_worker(
         let lines =
             LineReader::open(&input.path).map_err(|e| format!("cannot open input {}: {e}", input.path.display()))?;
         let decoder = PartitionDecoder::new(source as u32, 0, config.lateness_ms, ticks);
-        partitions.push(Partition { lines, decoder, done: false });
+        partitions.push(Partition { source, lines, decoder, done: false });
     }
 
     let mut previous_time = 0;
     loop {
         // Read from the partition furthest behind, so that no partition's events wait long in
         // the ledger for the others to catch up.
-        let next =
-            partitions.iter_mut().filter(|p| !p.done).min_by_key(|p| p.decoder.frontier().unwrap_or(Millis::MAX));
-        let Some(partition) = next else { break };
+        let next = partitions
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| !p.done)
+            .min_by_key(|(_, p)| p.decoder.frontier().unwrap_or(Millis::MAX));
+        let Some((slot, partition)) = next else { break };
         let before = partition.lines.bytes_read();
         let mut read = 0;
         while read < BATCH_LINES {
@@ -354,12 +378,17 @@ pub fn replay_worker(
             };
             read += 1;
             match partition.decoder.decode(offset, raw) {
-                Decoded::Event(event) => events_in.send(event),
+                Decoded::Event(event) => {
+                    meter.event(slot, &event);
+                    events_in.send(event)
+                }
                 Decoded::Dead(dead) => dead_in.send(dead),
                 Decoded::BeyondWindow(_) => {}
             }
         }
-        stats_in.send(partition.decoder.take_stats());
+        let stats = partition.decoder.take_stats();
+        meter.partition(slot, &config.inputs[partition.source].name, 0, &stats, false);
+        stats_in.send(stats);
         progress.read.fetch_add(read as u64, Ordering::Relaxed);
         progress.bytes.fetch_add(partition.lines.bytes_read() - before, Ordering::Relaxed);
 
@@ -370,6 +399,8 @@ pub fn replay_worker(
             stats_in.advance_to(time);
             progress.watermark.store(time, Ordering::Relaxed);
         }
+        meter.publish(*events_in.time());
+        meter.state_share(share_sizes.get());
         // Keep at most one batch of input ahead of the outputs, so memory stays bounded.
         worker.step_while(|| probe.less_than(&previous_time));
         previous_time = time;
@@ -378,6 +409,7 @@ pub fn replay_worker(
         }
     }
     drop((events_in, dead_in, stats_in));
+    meter.input_closed();
     while !probe.done() || !snapshot_probe.done() {
         worker.step();
         if let Some(sink) = sink.as_mut() {
@@ -392,6 +424,8 @@ pub fn replay_worker(
         worker.log_register().map(|mut r| r.remove("timely"));
         profile.borrow().report(index);
     }
+    meter.state_share(share_sizes.get());
+    meter.finish();
     Ok(())
 }
 
@@ -498,6 +532,7 @@ struct Writer {
     /// The final snapshot, filled from the workers' shares when the input is exhausted.
     snapshot: Rc<RefCell<Snapshot>>,
     ticks: Ticks,
+    meter: OutputMeter,
 }
 
 impl Writer {
@@ -511,15 +546,21 @@ impl Writer {
         finished: bool,
     ) -> std::io::Result<()> {
         let mut c = collected.borrow_mut();
+        self.meter.collected(&c);
         let end = c.window_end(self.ticks);
         for (time, batch) in closed_ticks(&mut c, probe, end) {
             sink.tick(time, &batch)?;
+            self.meter.written(&batch);
         }
+        // Every tick the probe passed within the window is written now.
+        let passed = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+        self.meter.acknowledged(end.map_or(0, |end| passed.min(end.saturating_add(1))));
         if finished {
             let mut dead_letters = std::mem::take(&mut c.dead_letters);
             dead_letters.sort();
             let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of: end };
             sink.finish(&dead_letters, &self.snapshot.borrow(), &summary)?;
+            self.meter.acknowledged(Millis::MAX);
         }
         Ok(())
     }

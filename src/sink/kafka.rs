@@ -31,6 +31,8 @@ pub const OUTPUTS: [(&str, bool); 5] =
 #[derive(Default)]
 pub struct Acks {
     outstanding: Mutex<BTreeMap<Millis, u64>>,
+    /// Delivery reports served so far (delivered or failed).
+    reported: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -58,6 +60,7 @@ impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, tick: usize) {
         self.settle(tick as Millis);
+        self.reported.fetch_add(1, Ordering::Relaxed);
         if let Err((e, m)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self.first_error.lock().unwrap();
@@ -146,7 +149,15 @@ impl KafkaSink {
 
     /// Serves delivery reports without waiting; fails if a delivery failed.
     fn check(&self) -> std::io::Result<()> {
-        self.producer.poll(Duration::ZERO);
+        // A zero-timeout poll serves one event (one batch of reports): serve until none is left,
+        // else acknowledgements fall behind the ticks and a tick waits for later loop turns.
+        loop {
+            let before = self.producer.context().reported.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().reported.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
         let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             let first = self.producer.context().first_error.lock().unwrap().take().unwrap_or_default();

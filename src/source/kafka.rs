@@ -237,12 +237,18 @@ impl KafkaReader {
     /// Messages between each partition's next offset and its high watermark (as the last fetch
     /// response told it), summed: how far behind this reader is.
     pub fn lag(&self) -> u64 {
+        self.partition_lags().into_iter().flatten().sum()
+    }
+
+    /// Each partition's lag (as in [`KafkaReader::lag`]), `None` until a fetch response told
+    /// its high watermark.
+    pub fn partition_lags(&self) -> Vec<Option<u64>> {
         self.partitions
             .iter()
-            .filter_map(|p| {
+            .map(|p| {
                 cached_high_watermark(&self.consumer, &p.topic, p.partition).map(|high| (high - p.next).max(0) as u64)
             })
-            .sum()
+            .collect()
     }
 
     /// The consumer, for metadata requests.

@@ -1,0 +1,825 @@
+//! The metrics endpoint (`--metrics-addr`): process-wide counters, gauges and hdrhistogram
+//! latency histograms that the worker loops update once per batch or tick, served by one
+//! background thread in Prometheus text format 0.0.4 at `/metrics`, with `/health` and `/ready`.
+//!
+//! Each worker owns an [`InputMeter`]: it counts per message into plain local fields and hands
+//! them over, under one lock, once per read batch. Worker 0 owns an [`OutputMeter`] that sees
+//! the collected outputs, dead letters and ledger outcomes where the sinks write them. With no
+//! `--metrics-addr` both are inert.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use dataflows::clock::Ticks;
+use dataflows::ledger::Counter;
+use dataflows::model::{Body, Event, Millis};
+use hdrhistogram::Histogram;
+
+use crate::sink::{Snapshot, TickBatch};
+use crate::source::kafka::KafkaReader;
+use crate::source::SourceStats;
+use crate::worker::{Collected, Progress};
+
+/// `--metrics-addr` and `--metrics-linger-secs`, on `replay`, `run` and `batch`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, plus /health and /ready (port 0
+    /// picks a free port; the bound address is printed on stderr). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// After the job ends, keep serving the final metrics for this many seconds (for a last
+    /// scrape of a replay or batch run).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub metrics_linger_secs: u64,
+}
+
+/// Which command is running: it decides what `/ready` means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Ready once the input files are read to the end.
+    Replay,
+    /// Ready once caught up: no lag and the watermark near the wall clock.
+    Run,
+    /// Ready once caught up, or once the window's input is read.
+    Batch,
+}
+
+/// What the metrics need to know of the run.
+pub struct Settings {
+    pub mode: Mode,
+    pub tick_ms: Millis,
+    pub lateness_ms: Millis,
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// This process's index in the cluster.
+    pub process: usize,
+}
+
+/// The message types, in the order of [`type_index`].
+const TYPES: [&str; 10] =
+    ["sale", "return", "receipt", "adjust", "count", "reserve", "release", "fulfill", "po", "policy"];
+
+fn type_index(body: &Body) -> usize {
+    match body {
+        Body::Sale { .. } => 0,
+        Body::Return { .. } => 1,
+        Body::Receipt { .. } => 2,
+        Body::Adjust { .. } => 3,
+        Body::Count { .. } => 4,
+        Body::Reserve { .. } => 5,
+        Body::Release { .. } => 6,
+        Body::Fulfill { .. } => 7,
+        Body::Po { .. } => 8,
+        Body::Policy(_) => 9,
+    }
+}
+
+/// The output streams counted, in the order of [`OutputMeter::written`].
+const STREAMS: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
+
+/// The state tables whose keys are counted.
+const TABLES: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
+
+/// Bytes assumed per update held in a differential trace: a (sku, loc) key of two inline
+/// 24-byte names, a small value, a time and a diff, with the spine's offsets.
+const BYTES_PER_UPDATE: i64 = 96;
+
+/// Arrivals of one tick closer together than this share one timestamp.
+const ARRIVAL_GROUP: Duration = Duration::from_millis(1);
+
+/// Latencies are recorded in microseconds, up to an hour (longer ones count as an hour).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// One (topic, partition)'s input counts.
+#[derive(Clone, Default)]
+struct PartitionCounts {
+    stats: SourceStats,
+    applied_by_type: [u64; TYPES.len()],
+    /// Messages behind the high watermark; `None` until the broker told it.
+    lag: Option<u64>,
+    /// Whether the partition is read from Kafka (lag applies).
+    kafka: bool,
+}
+
+/// A latency histogram and the exact sum that hdrhistogram does not keep.
+struct Recorder {
+    histogram: Histogram<u64>,
+    sum_us: u128,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
+        Recorder { histogram, sum_us: 0 }
+    }
+
+    fn record(&mut self, latency: Duration, count: u64) {
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.histogram.saturating_record_n(us, count);
+        self.sum_us += u128::from(us) * u128::from(count);
+    }
+}
+
+/// What the tick-close and end-to-end latencies are computed from.
+struct Latency {
+    /// Each local worker's input frontier, by local index.
+    frontiers: Vec<Option<Millis>>,
+    /// When the process's watermark (the least frontier) rose, and to what; pruned as ticks
+    /// are acknowledged.
+    passed: VecDeque<(Millis, Instant)>,
+    /// Per tick not yet acknowledged: when its messages arrived, in groups (instant, count).
+    arrivals: BTreeMap<Millis, Vec<(Instant, u64)>>,
+    /// Every tick before this is acknowledged.
+    acknowledged: Millis,
+    tick_close: Recorder,
+    end_to_end: Recorder,
+}
+
+impl Latency {
+    fn watermark(&self) -> Option<Millis> {
+        self.frontiers.iter().copied().collect::<Option<Vec<_>>>()?.into_iter().min()
+    }
+}
+
+/// The process-wide metrics, shared by the workers and the server thread.
+pub struct Metrics {
+    settings: Settings,
+    /// Why the process is unhealthy, once a worker failed.
+    failed: Mutex<Option<String>>,
+    /// Local workers whose input is closed (read to the end, or stopped).
+    closed: AtomicUsize,
+    partitions: Mutex<BTreeMap<(String, u32), PartitionCounts>>,
+    /// Dead letters by (source, partition, reason); cluster-wide, on process 0.
+    rejected: Mutex<BTreeMap<(String, u32, String), u64>>,
+    outcomes: Mutex<BTreeMap<Counter, i64>>,
+    outputs: [AtomicU64; STREAMS.len()],
+    ticks_written: AtomicU64,
+    /// Keys per state table, per local worker (replay: each worker's share of the snapshot;
+    /// run and batch: worker 0's whole snapshot).
+    state_keys: Vec<[AtomicU64; TABLES.len()]>,
+    arrangement_updates: AtomicI64,
+    batcher_bytes: AtomicI64,
+    latency: Mutex<Latency>,
+    /// The latest finite watermark, for the gauge.
+    watermark: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked while holding a lock left counts, not broken invariants.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+impl Metrics {
+    /// Fresh metrics for a run described by `settings`.
+    pub fn new(settings: Settings) -> Self {
+        let workers = settings.workers.max(1);
+        Metrics {
+            failed: Mutex::new(None),
+            closed: AtomicUsize::new(0),
+            partitions: Mutex::new(BTreeMap::new()),
+            rejected: Mutex::new(BTreeMap::new()),
+            outcomes: Mutex::new(BTreeMap::new()),
+            outputs: Default::default(),
+            ticks_written: AtomicU64::new(0),
+            state_keys: (0..workers).map(|_| Default::default()).collect(),
+            arrangement_updates: AtomicI64::new(0),
+            batcher_bytes: AtomicI64::new(0),
+            latency: Mutex::new(Latency {
+                frontiers: vec![None; workers],
+                passed: VecDeque::new(),
+                arrivals: BTreeMap::new(),
+                acknowledged: 0,
+                tick_close: Recorder::new(),
+                end_to_end: Recorder::new(),
+            }),
+            watermark: AtomicU64::new(0),
+            settings,
+        }
+    }
+
+    fn local(&self, worker: usize) -> usize {
+        worker.saturating_sub(self.settings.process * self.settings.workers).min(self.settings.workers.max(1) - 1)
+    }
+
+    /// Marks the process unhealthy.
+    pub fn fail(&self, reason: String) {
+        lock(&self.failed).get_or_insert(reason);
+    }
+
+    /// `Ok` while no worker failed, else why.
+    pub fn health(&self) -> Result<(), String> {
+        match &*lock(&self.failed) {
+            Some(reason) => Err(format!("unhealthy: {reason}")),
+            None => Ok(()),
+        }
+    }
+
+    /// `Ok` once caught up (see [`Mode`]), else a one-line reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.health()?;
+        let workers = self.settings.workers.max(1);
+        let closed = self.closed.load(Ordering::Relaxed);
+        if closed >= workers {
+            // The input is exhausted: ready once its last ticks are written too.
+            if lock(&self.latency).acknowledged == Millis::MAX {
+                return Ok(());
+            }
+            return Err("not ready: input read, writing the last ticks".into());
+        }
+        if self.settings.mode == Mode::Replay {
+            return Err(format!("not ready: reading the input ({closed} of {workers} workers done)"));
+        }
+        let partitions = lock(&self.partitions);
+        let mut lag = 0;
+        for ((topic, partition), p) in partitions.iter().filter(|(_, p)| p.kafka) {
+            match p.lag {
+                Some(l) => lag += l,
+                None => return Err(format!("not ready: the lag of {topic}[{partition}] is not known yet")),
+            }
+        }
+        drop(partitions);
+        if lag > 0 {
+            return Err(format!("not ready: consumer lag {lag} messages"));
+        }
+        let Some(watermark) = lock(&self.latency).watermark().filter(|w| *w < Millis::MAX) else {
+            return Err("not ready: no watermark yet".into());
+        };
+        let allowed = self.settings.lateness_ms + self.settings.tick_ms;
+        let behind = now_ms().saturating_sub(watermark);
+        if behind > allowed {
+            return Err(format!(
+                "not ready: watermark {watermark} is {behind} ms behind the wall clock (ready within {allowed} ms)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The server's handle on the metrics: what `main` keeps.
+pub struct Server {
+    pub metrics: Arc<Metrics>,
+    linger: Duration,
+}
+
+impl Server {
+    /// Binds `--metrics-addr` and serves it on a background thread; `None` without the flag.
+    pub fn start(args: &MetricsArgs, settings: Settings) -> Result<Option<Server>> {
+        let Some(addr) = &args.metrics_addr else { return Ok(None) };
+        let listener = TcpListener::bind(addr).with_context(|| {
+            format!("--metrics-addr {addr}: cannot listen there (expected HOST:PORT, e.g. 127.0.0.1:9187)")
+        })?;
+        let bound = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new(settings));
+        let served = Arc::clone(&metrics);
+        std::thread::Builder::new().name("metrics".into()).spawn(move || {
+            for stream in listener.incoming().flatten() {
+                // One scrape at a time: scrapes are rare and rendering takes microseconds.
+                let _ = serve(&served, stream);
+            }
+        })?;
+        eprintln!("stockflow: metrics on http://{bound}/metrics (also /health, /ready)");
+        Ok(Some(Server { metrics, linger: Duration::from_secs(args.metrics_linger_secs) }))
+    }
+
+    /// Keeps serving the final values for `--metrics-linger-secs`.
+    pub fn linger(&self) {
+        if !self.linger.is_zero() {
+            std::thread::sleep(self.linger);
+        }
+    }
+}
+
+fn serve(metrics: &Metrics, stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    // Headers are not needed; read them so the client sees a clean close.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut parts = request.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = if method != "GET" && method != "HEAD" {
+        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+    } else {
+        match path {
+            "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(metrics)),
+            "/health" => probe(metrics.health()),
+            "/ready" => probe(metrics.readiness()),
+            _ => ("404 Not Found", "text/plain", "try /metrics, /health or /ready\n".to_string()),
+        }
+    };
+    let mut out = &stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        out.write_all(body.as_bytes())?;
+    }
+    out.flush()
+}
+
+fn probe(result: Result<(), String>) -> (&'static str, &'static str, String) {
+    match result {
+        Ok(()) => ("200 OK", "text/plain", "ok\n".into()),
+        Err(reason) => ("503 Service Unavailable", "text/plain", format!("{reason}\n")),
+    }
+}
+
+/// Writes Prometheus text format 0.0.4.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    fn summary(&mut self, name: &str, help: &str, r: &Recorder) {
+        self.family(name, "summary", help);
+        for q in ["0.5", "0.9", "0.99", "0.999"] {
+            let us = r.histogram.value_at_quantile(q.parse().expect("a quantile"));
+            self.sample(name, &[("quantile", q)], seconds(us));
+        }
+        self.sample(&format!("{name}_sum"), &[], r.sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), &[], r.histogram.len());
+        let max = format!("{name}_max");
+        self.single(&max, "gauge", "The largest latency recorded so far, in seconds.", seconds(r.histogram.max()));
+    }
+}
+
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+/// Resident set size from /proc (0 where there is none).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// The whole exposition.
+pub fn render(m: &Metrics) -> String {
+    let mut e = Exposition(String::new());
+    let partitions = lock(&m.partitions).clone();
+    let counts = |f: fn(&PartitionCounts) -> u64| -> Vec<(&(String, u32), u64)> {
+        partitions.iter().map(|(k, p)| (k, f(p))).collect()
+    };
+    let per_partition = |e: &mut Exposition, name: &str, kind: &str, help: &str, rows: Vec<(&(String, u32), u64)>| {
+        e.family(name, kind, help);
+        for ((topic, partition), v) in rows {
+            e.sample(name, &[("topic", topic), ("partition", &partition.to_string())], v);
+        }
+    };
+    per_partition(
+        &mut e,
+        "stockflow_messages_read_total",
+        "counter",
+        "Messages read (non-blank lines), per input topic (replay: file) and partition, by this process.",
+        counts(|p| p.stats.read),
+    );
+    e.family(
+        "stockflow_messages_applied_total",
+        "counter",
+        "Valid messages within the window handed to the ledger, per topic, partition and message type.",
+    );
+    for ((topic, partition), p) in &partitions {
+        for (t, name) in TYPES.iter().enumerate() {
+            let partition = partition.to_string();
+            e.sample(
+                "stockflow_messages_applied_total",
+                &[("topic", topic), ("partition", &partition), ("type", name)],
+                p.applied_by_type[t],
+            );
+        }
+    }
+    per_partition(
+        &mut e,
+        "stockflow_messages_late_total",
+        "counter",
+        "Applied messages whose effective time was raised to the partition's max ts minus the lateness.",
+        counts(|p| p.stats.late),
+    );
+    per_partition(
+        &mut e,
+        "stockflow_messages_beyond_window_total",
+        "counter",
+        "Valid messages with an effective time after --until (counted, not applied).",
+        counts(|p| p.stats.beyond_window),
+    );
+    e.family(
+        "stockflow_messages_rejected_total",
+        "counter",
+        "Invalid messages (dead letters) by topic, partition and reason; the whole cluster's, on process 0.",
+    );
+    for ((topic, partition, reason), n) in lock(&m.rejected).iter() {
+        e.sample(
+            "stockflow_messages_rejected_total",
+            &[("topic", topic), ("partition", &partition.to_string()), ("reason", reason)],
+            n,
+        );
+    }
+    e.family(
+        "stockflow_ledger_outcomes_total",
+        "counter",
+        "Ledger outcomes: absorbed (older than the key's latest count), orphan, duplicate, expired_on_arrival.",
+    );
+    let outcomes = lock(&m.outcomes).clone();
+    for (counter, name) in [
+        (Counter::Absorbed, "absorbed"),
+        (Counter::Orphan, "orphan"),
+        (Counter::Duplicate, "duplicate"),
+        (Counter::ExpiredOnArrival, "expired_on_arrival"),
+    ] {
+        e.sample("stockflow_ledger_outcomes_total", &[("outcome", name)], outcomes.get(&counter).copied().unwrap_or(0));
+    }
+    per_partition(
+        &mut e,
+        "stockflow_consumer_lag_messages",
+        "gauge",
+        "Kafka: messages between the next offset to read and the partition's high watermark (as the last fetch told it).",
+        partitions.iter().filter_map(|(k, p)| Some((k, p.lag?))).collect(),
+    );
+
+    let (tick_close, end_to_end) = {
+        let latency = lock(&m.latency);
+        let copy = |r: &Recorder| Recorder { histogram: r.histogram.clone(), sum_us: r.sum_us };
+        (copy(&latency.tick_close), copy(&latency.end_to_end))
+    };
+    let watermark = m.watermark.load(Ordering::Relaxed);
+    e.single(
+        "stockflow_watermark_ms",
+        "gauge",
+        "The input frontier (logical time in ms since the epoch): the least over this process's workers; ticks before it are closed.",
+        watermark,
+    );
+    e.family(
+        "stockflow_watermark_delay_seconds",
+        "gauge",
+        "Wall clock minus the watermark, in seconds (negative when the data's times are ahead of the clock; absent before the first watermark).",
+    );
+    if watermark > 0 {
+        e.sample("stockflow_watermark_delay_seconds", &[], (now_ms() as f64 - watermark as f64) / 1e3);
+    }
+    e.family(
+        "stockflow_output_records_total",
+        "counter",
+        "Records written to each output stream (dead letters: see rejected).",
+    );
+    for (i, name) in STREAMS.iter().enumerate() {
+        e.sample("stockflow_output_records_total", &[("stream", name)], m.outputs[i].load(Ordering::Relaxed));
+    }
+    e.single(
+        "stockflow_ticks_written_total",
+        "counter",
+        "Closed ticks with at least one output record handed to the sinks.",
+        m.ticks_written.load(Ordering::Relaxed),
+    );
+    e.family(
+        "stockflow_state_keys",
+        "gauge",
+        "Keys in each state table (atp: sku-locations with a row; order_plan: (dest, sku) lines; network_atp: skus).",
+    );
+    for (t, name) in TABLES.iter().enumerate() {
+        let keys: u64 = m.state_keys.iter().map(|w| w[t].load(Ordering::Relaxed)).sum();
+        e.sample("stockflow_state_keys", &[("table", name)], keys);
+    }
+    let updates = m.arrangement_updates.load(Ordering::Relaxed).max(0);
+    let batcher = m.batcher_bytes.load(Ordering::Relaxed).max(0);
+    e.single(
+        "stockflow_arrangement_updates",
+        "gauge",
+        "Updates held in differential traces, from differential's batch, merge and drop events.",
+        updates,
+    );
+    e.single(
+        "stockflow_arrangement_bytes",
+        "gauge",
+        "Estimate: arrangement updates x 96 bytes (a (sku, loc) key of inline names, a small value, time, diff) plus the merge batchers' bytes as differential reports them. The ledger's and ATP's hash maps are not included: see process_resident_memory_bytes.",
+        updates * BYTES_PER_UPDATE + batcher,
+    );
+    e.single("process_resident_memory_bytes", "gauge", "Resident set size of this process.", resident_bytes());
+    e.summary(
+        "stockflow_tick_close_latency_seconds",
+        "From the watermark passing a tick (every local worker's input past it) to the tick's outputs acknowledged by the sink (Kafka: delivered; files: written), for ticks that applied messages. hdrhistogram, 3 significant digits.",
+        &tick_close,
+    );
+    e.summary(
+        "stockflow_end_to_end_latency_seconds",
+        "From a message's arrival in the consumer (replay: read from its file) to its tick's outputs acknowledged by the sink, per applied message (arrivals within 1 ms share a timestamp). hdrhistogram, 3 significant digits.",
+        &end_to_end,
+    );
+    let ready = m.readiness().is_ok();
+    e.single("stockflow_ready", "gauge", "1 when /ready answers 200.", u8::from(ready));
+    e.single("stockflow_healthy", "gauge", "1 when /health answers 200.", u8::from(m.health().is_ok()));
+    e.0
+}
+
+/// A worker's input-side hooks: counts per message in local fields, publishes per batch.
+pub struct InputMeter {
+    metrics: Option<Arc<Metrics>>,
+    worker: usize,
+    ticks: Ticks,
+    /// Per slot (the loop's partition index): its labels and counts since the last publish.
+    slots: Vec<Option<((String, u32), PartitionCounts)>>,
+    /// (tick, first arrival, messages) since the last publish, in arrival order.
+    arrivals: Vec<(Millis, Instant, u64)>,
+    frontier: Millis,
+    finished: bool,
+    /// Differential's arrangement logger: it buffers, and publishing flushes it.
+    arrange_log: Option<timely::logging_core::Logger<differential_dataflow::logging::DifferentialEventBuilder>>,
+}
+
+impl InputMeter {
+    /// The meter of timely worker `worker` (inert when `progress` has no metrics).
+    pub fn new(progress: &Progress, worker: usize, ticks: Ticks) -> Self {
+        InputMeter {
+            metrics: progress.metrics.clone(),
+            worker,
+            ticks,
+            slots: Vec::new(),
+            arrivals: Vec::new(),
+            frontier: 0,
+            finished: false,
+            arrange_log: None,
+        }
+    }
+
+    /// Registers a logger of differential's arrangement events (call before building the
+    /// dataflow: operators look their logger up when built).
+    pub fn watch_arrangements(&mut self, worker: &mut timely::worker::Worker) {
+        use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+        let Some(metrics) = self.metrics.clone() else { return };
+        let Some(mut registry) = worker.log_register() else { return };
+        registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, data| {
+            let Some(data) = data else { return };
+            let (mut updates, mut bytes) = (0i64, 0i64);
+            for (_, event) in data.iter() {
+                match event {
+                    DifferentialEvent::Batch(b) => updates += b.length as i64,
+                    DifferentialEvent::Merge(m) => {
+                        if let Some(done) = m.complete {
+                            updates += done as i64 - m.length1 as i64 - m.length2 as i64;
+                        }
+                    }
+                    DifferentialEvent::Drop(d) => updates -= d.length as i64,
+                    DifferentialEvent::Batcher(b) => bytes += b.size_diff as i64,
+                    _ => {}
+                }
+            }
+            metrics.arrangement_updates.fetch_add(updates, Ordering::Relaxed);
+            metrics.batcher_bytes.fetch_add(bytes, Ordering::Relaxed);
+        });
+        drop(registry);
+        self.arrange_log = worker.logger_for::<DifferentialEventBuilder>("differential/arrange");
+    }
+
+    fn slot(&mut self, slot: usize) -> &mut Option<((String, u32), PartitionCounts)> {
+        if slot >= self.slots.len() {
+            self.slots.resize(slot + 1, None);
+        }
+        &mut self.slots[slot]
+    }
+
+    /// One applied message of partition `slot`, as sent to the dataflow.
+    pub fn event(&mut self, slot: usize, event: &Event) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let body = &event.message.body;
+        let tick = self.ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+        let now = Instant::now();
+        match self.arrivals.last_mut() {
+            Some((t, at, n)) if *t == tick && now.duration_since(*at) < ARRIVAL_GROUP => *n += 1,
+            _ => self.arrivals.push((tick, now, 1)),
+        }
+        if let Some((_, counts)) = self.slot(slot) {
+            counts.applied_by_type[type_index(body)] += 1;
+        } else {
+            let mut counts = PartitionCounts::default();
+            counts.applied_by_type[type_index(body)] += 1;
+            // Labelled by the next `partition` call, which always follows a batch.
+            *self.slot(slot) = Some(((String::new(), 0), counts));
+        }
+    }
+
+    /// The source counts of partition `slot` (`topic`[`partition`]) for the batch just read.
+    pub fn partition(&mut self, slot: usize, topic: &str, partition: u32, stats: &SourceStats, kafka: bool) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let entry = self.slot(slot).get_or_insert_with(Default::default);
+        if entry.0 .0.is_empty() {
+            entry.0 = (topic.to_string(), partition);
+        }
+        entry.1.stats.absorb(stats);
+        entry.1.kafka = kafka;
+    }
+
+    /// Kafka: each partition's lag, from the reader's cached high watermarks.
+    pub fn lag(&mut self, reader: &KafkaReader) {
+        let Some(m) = &self.metrics else { return };
+        let mut partitions = lock(&m.partitions);
+        for (p, lag) in reader.partitions.iter().zip(reader.partition_lags()) {
+            let counts = partitions.entry((p.topic.clone(), p.partition as u32)).or_default();
+            counts.kafka = true;
+            counts.lag = lag;
+        }
+    }
+
+    /// Publishes the batch's counts and arrivals, then this worker's input `frontier` (the
+    /// arrivals first, so that a tick's arrivals are known before the watermark passes it).
+    pub fn publish(&mut self, frontier: Millis) {
+        let Some(m) = &self.metrics else { return };
+        if let Some(log) = &self.arrange_log {
+            log.flush();
+        }
+        {
+            let mut partitions = lock(&m.partitions);
+            for slot in self.slots.iter_mut().flatten() {
+                let counts = &mut slot.1;
+                let empty = counts.stats == SourceStats::default() && counts.applied_by_type.iter().all(|n| *n == 0);
+                if empty || slot.0 .0.is_empty() {
+                    continue;
+                }
+                let total = partitions.entry(slot.0.clone()).or_default();
+                total.stats.absorb(&counts.stats);
+                for (t, n) in counts.applied_by_type.iter_mut().enumerate() {
+                    total.applied_by_type[t] += std::mem::take(n);
+                }
+                total.kafka |= counts.kafka;
+                counts.stats = SourceStats::default();
+            }
+        }
+        let mut latency = lock(&m.latency);
+        for (tick, at, n) in self.arrivals.drain(..) {
+            latency.arrivals.entry(tick).or_default().push((at, n));
+        }
+        if frontier > self.frontier || latency.frontiers[m.local(self.worker)].is_none() {
+            self.frontier = self.frontier.max(frontier);
+            let before = latency.watermark();
+            latency.frontiers[m.local(self.worker)] = Some(self.frontier);
+            let after = latency.watermark();
+            if let Some(after) = after.filter(|a| before.is_none_or(|b| *a > b)) {
+                latency.passed.push_back((after, Instant::now()));
+                if after < Millis::MAX {
+                    m.watermark.store(after, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// This worker's input is closed (read to the end, or the job stops): its frontier is
+    /// empty from now on.
+    pub fn input_closed(&mut self) {
+        let Some(m) = self.metrics.clone() else { return };
+        self.publish(Millis::MAX);
+        m.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The worker ended normally.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Publishes this worker's share of the state's key counts (replay's snapshot shares).
+    pub fn state_share(&self, keys: [u64; TABLES.len()]) {
+        if let Some(m) = &self.metrics {
+            let local = m.local(self.worker);
+            for (t, n) in keys.into_iter().enumerate() {
+                m.state_keys[local][t].store(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for InputMeter {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            if !self.finished {
+                let how = if std::thread::panicking() { "panicked" } else { "stopped with an error" };
+                m.fail(format!("worker {} {how}", self.worker));
+            }
+        }
+    }
+}
+
+/// Worker 0's output-side hooks, called where the sinks write.
+pub struct OutputMeter {
+    metrics: Option<Arc<Metrics>>,
+    /// Source ids to names (topics or files).
+    sources: Vec<String>,
+    /// Collected dead letters already counted.
+    dead_counted: usize,
+}
+
+impl OutputMeter {
+    /// Worker 0's meter; `sources` names the source ids of dead letters.
+    pub fn new(progress: &Progress, sources: Vec<String>) -> Self {
+        OutputMeter { metrics: progress.metrics.clone(), sources, dead_counted: 0 }
+    }
+
+    /// Counts the dead letters and ledger outcomes collected so far (call before the final
+    /// drain takes the dead letters).
+    pub fn collected(&mut self, c: &Collected) {
+        let Some(m) = &self.metrics else { return };
+        if c.dead_letters.len() > self.dead_counted {
+            let mut rejected = lock(&m.rejected);
+            for d in &c.dead_letters[self.dead_counted..] {
+                let source = self.sources.get(d.position.source as usize).cloned().unwrap_or_default();
+                *rejected.entry((source, d.position.partition, d.reason.clone())).or_default() += 1;
+            }
+            self.dead_counted = c.dead_letters.len();
+        }
+        let mut outcomes = lock(&m.outcomes);
+        if *outcomes != c.counters {
+            outcomes.clone_from(&c.counters);
+        }
+    }
+
+    /// One closed tick handed to the sinks.
+    pub fn written(&self, batch: &TickBatch) {
+        let Some(m) = &self.metrics else { return };
+        let lens = [batch.atp.len(), batch.low_stock.len(), batch.order_plan.len(), batch.network_atp.len()];
+        for (i, n) in lens.into_iter().enumerate() {
+            m.outputs[i].fetch_add(n as u64, Ordering::Relaxed);
+        }
+        m.ticks_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Run and batch: the key counts of worker 0's whole snapshot.
+    pub fn state(&self, s: &Snapshot) {
+        let Some(m) = &self.metrics else { return };
+        let keys = [s.atp.len(), s.low_stock.len(), s.order_plan.len(), s.network_atp.len()];
+        for (t, n) in keys.into_iter().enumerate() {
+            m.state_keys[0][t].store(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Every tick before `through` is acknowledged by the sinks: records the tick-close and
+    /// end-to-end latencies of the ticks that became acknowledged.
+    pub fn acknowledged(&self, through: Millis) {
+        let Some(m) = &self.metrics else { return };
+        let mut latency = lock(&m.latency);
+        if through <= latency.acknowledged {
+            return;
+        }
+        latency.acknowledged = through;
+        let now = Instant::now();
+        let Latency { passed, arrivals, tick_close, end_to_end, .. } = &mut *latency;
+        while let Some(entry) = arrivals.first_entry() {
+            if *entry.key() >= through {
+                break;
+            }
+            let (tick, groups) = entry.remove_entry();
+            for (at, n) in groups {
+                end_to_end.record(now.saturating_duration_since(at), n);
+            }
+            // The watermark passed the tick when it first rose above it.
+            if let Some((_, at)) = passed.iter().find(|(w, _)| *w > tick) {
+                tick_close.record(now.saturating_duration_since(*at), 1);
+            }
+        }
+        // A later tick is passed by a watermark above `through`; older rises are of no use.
+        while passed.front().is_some_and(|(w, _)| *w <= through) {
+            passed.pop_front();
+        }
+    }
+}
