@@ -533,33 +533,34 @@ fn stream_worker(
         let all_done = config.batch && inputs.reader.partitions.iter().all(|p| p.done());
         if stopping || all_done {
             if let Some(c) = ckpt.as_mut() {
-                // A last checkpoint: a finished batch's covers its whole window (a later window
-                // continues from it); a stopped run's covers what is read, and the ticks from
-                // it on are left to the restart, which computes them with the messages that
-                // follow.
-                let now = *events_in.time();
-                let target = match ticks.until {
-                    Some(until) if all_done => (until + 1).max(now),
-                    _ => now,
-                };
-                if index == 0 {
-                    if target > now {
-                        c.cut(target, &inputs);
-                        events_in.advance_to(target);
-                        dead_in.advance_to(target);
-                        stats_in.advance_to(target);
-                        control_in.advance_to(target);
+                if all_done && !stopping {
+                    // A finished batch checkpoints its whole window: a later window continues
+                    // from it. Every worker has read all its partitions, so its last cut holds
+                    // everything read.
+                    let now = *events_in.time();
+                    let target = ticks.until.map_or(now, |until| (until + 1).max(now));
+                    if index == 0 {
+                        if target > now {
+                            c.cut(target, &inputs);
+                            events_in.advance_to(target);
+                            dead_in.advance_to(target);
+                            stats_in.advance_to(target);
+                            control_in.advance_to(target);
+                        }
+                        if target > c.last {
+                            c.last = request_checkpoint(&mut control_in, peers);
+                        }
                     }
-                    if target > c.last {
-                        c.last = request_checkpoint(&mut control_in, peers);
-                    }
-                    if let Some(s) = sinks.as_mut() {
-                        s.stop_at = Some(c.last);
-                    }
+                    c.cut(Millis::MAX, &inputs);
                 }
-                // Closing the inputs moves this worker past any checkpoint asked for: its share
-                // then holds everything read.
-                c.cut(Millis::MAX, &inputs);
+                // Stopped: no new checkpoint (a worker may not have read up to worker 0's time,
+                // and shares of checkpoints it has not reached are not written). Ticks the
+                // whole input has passed are written; later ones, which the drain below would
+                // compute without the messages not read yet, are left to the restart.
+                if let Some(s) = sinks.as_mut() {
+                    let passed = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+                    s.stop_at = Some(if stopping { passed } else { c.last.max(passed) });
+                }
             }
             break;
         }
