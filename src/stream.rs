@@ -473,6 +473,9 @@ fn stream_worker(
         clocks: BTreeMap::new(),
         sent: SourceStats::default(),
     });
+    // With checkpoints, positions come from the checkpoint (or --start without one), never
+    // from the group's commits, which would skip what an empty state never saw.
+    inputs.reader.use_committed = ckpt.is_none();
     let mut restored_before = 0;
     if let (Some(chosen), Some(c)) = (&config.restore, ckpt.as_mut()) {
         restored_before = chosen.at;

@@ -80,6 +80,10 @@ pub struct KafkaReader {
     index: BTreeMap<(String, i32), usize>,
     /// Start positions from a checkpoint: they win over committed offsets and `--start`.
     pub restored: BTreeMap<(String, i32), i64>,
+    /// Whether the consumer group's committed offsets are a start position. Not with
+    /// checkpoints: state lives in the checkpoint, and starting from a commit without it
+    /// would apply later messages to an empty state.
+    pub use_committed: bool,
 }
 
 /// How long metadata, offset and watermark requests may take before the run gives up.
@@ -143,7 +147,7 @@ impl KafkaReader {
 
     /// A reader of no partitions yet; [`KafkaReader::add`] gives it some.
     pub fn new(consumer: BaseConsumer) -> Self {
-        KafkaReader { consumer, partitions: Vec::new(), index: BTreeMap::new(), restored: BTreeMap::new() }
+        KafkaReader { consumer, partitions: Vec::new(), index: BTreeMap::new(), restored: BTreeMap::new(), use_committed: true }
     }
 
     /// Starts reading `new` partitions, each from its committed offset, else from `start`
@@ -174,6 +178,7 @@ impl KafkaReader {
                 _ => None,
             });
             let restored = self.restored.get(&(topic.clone(), partition)).copied();
+            let from_commit = from_commit.filter(|_| self.use_committed);
             let next = match (restored.or(from_commit), start) {
                 (Some(o), _) => o.max(low),
                 (None, Start::Earliest) => low,
