@@ -198,7 +198,7 @@ start_cluster() {
   P1=$STARTED
 }
 for kill in 1 2 3; do
-  before=$(ls "$WORK/cluster.ckpt" 2>/dev/null | tr '\n' ' ')
+  before=$(ls "$WORK/cluster.ckpt" 2>/dev/null | tr '\n' ' ' || true)
   start_cluster
   new_checkpoint "$WORK/cluster.ckpt" "$before" || true
   delay=$((RANDOM % 4)).$((RANDOM % 10))
