@@ -61,24 +61,9 @@ pub struct Settings {
     pub process: usize,
 }
 
-/// The message types, in the order of [`type_index`].
-const TYPES: [&str; 10] =
-    ["sale", "return", "receipt", "adjust", "count", "reserve", "release", "fulfill", "po", "policy"];
+/// The message types, in the order of [`Body::type_index`].
+const TYPES: [&str; 10] = Body::TYPE_NAMES;
 
-fn type_index(body: &Body) -> usize {
-    match body {
-        Body::Sale { .. } => 0,
-        Body::Return { .. } => 1,
-        Body::Receipt { .. } => 2,
-        Body::Adjust { .. } => 3,
-        Body::Count { .. } => 4,
-        Body::Reserve { .. } => 5,
-        Body::Release { .. } => 6,
-        Body::Fulfill { .. } => 7,
-        Body::Po { .. } => 8,
-        Body::Policy(_) => 9,
-    }
-}
 
 /// The output streams counted, in the order of [`OutputMeter::written`].
 const STREAMS: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
@@ -631,10 +616,10 @@ impl InputMeter {
             _ => self.arrivals.push((tick, now, 1)),
         }
         if let Some((_, counts)) = self.slot(slot) {
-            counts.applied_by_type[type_index(body)] += 1;
+            counts.applied_by_type[body.type_index()] += 1;
         } else {
             let mut counts = PartitionCounts::default();
-            counts.applied_by_type[type_index(body)] += 1;
+            counts.applied_by_type[body.type_index()] += 1;
             // Labelled by the next `partition` call, which always follows a batch.
             *self.slot(slot) = Some(((String::new(), 0), counts));
         }

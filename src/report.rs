@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use dataflows::clock::Ticks;
 use dataflows::low_stock::LowState;
-use dataflows::model::{Body, DeadLetter, Millis, Name};
+use dataflows::model::{DeadLetter, Millis, Name};
 
 use crate::config::ReplayConfig;
 use crate::explain::{for_each_event, rfc3339};
@@ -50,20 +50,6 @@ const MAX_BUCKETS: u64 = 120;
 /// Rows in the shortage table and sources in the order-plan chart.
 const TOP_ROWS: usize = 15;
 
-fn type_index(body: &Body) -> usize {
-    match body {
-        Body::Sale { .. } => 0,
-        Body::Return { .. } => 1,
-        Body::Receipt { .. } => 2,
-        Body::Adjust { .. } => 3,
-        Body::Count { .. } => 4,
-        Body::Reserve { .. } => 5,
-        Body::Release { .. } => 6,
-        Body::Fulfill { .. } => 7,
-        Body::Po { .. } => 8,
-        Body::Policy(_) => 9,
-    }
-}
 
 /// A sink that gathers the run's timelines and writes the HTML page at the end.
 pub struct ReportSink {
@@ -92,7 +78,7 @@ impl ReportSink {
         let ticks = config.ticks;
         for_each_event(&config.inputs, config.lateness_ms, ticks, |event| {
             let tick = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-            events.entry(tick).or_default()[type_index(&event.message.body)] += 1;
+            events.entry(tick).or_default()[event.message.body.type_index()] += 1;
             *per_sku.entry(event.message.sku).or_default() += 1;
         })
         .map_err(|e| std::io::Error::other(format!("report: {e:#}")))?;

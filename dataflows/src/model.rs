@@ -139,6 +139,28 @@ pub enum Body {
     Policy(Option<Policy>),
 }
 
+impl Body {
+    /// SPEC §1's message type names, in the order of [`Body::type_index`].
+    pub const TYPE_NAMES: [&'static str; 10] =
+        ["sale", "return", "receipt", "adjust", "count", "reserve", "release", "fulfill", "po", "policy"];
+
+    /// The message's type as an index into [`Body::TYPE_NAMES`] (for per-type counts).
+    pub fn type_index(&self) -> usize {
+        match self {
+            Body::Sale { .. } => 0,
+            Body::Return { .. } => 1,
+            Body::Receipt { .. } => 2,
+            Body::Adjust { .. } => 3,
+            Body::Count { .. } => 4,
+            Body::Reserve { .. } => 5,
+            Body::Release { .. } => 6,
+            Body::Fulfill { .. } => 7,
+            Body::Po { .. } => 8,
+            Body::Policy(_) => 9,
+        }
+    }
+}
+
 /// A valid message: the common fields and its body. `sku` and `loc` are 1..=64 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Message {
