@@ -10,8 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// Kafka connection flags shared by `run`, `batch`, `produce` and `consume`.
 #[derive(Args, Debug, Clone, Default)]
@@ -115,6 +117,59 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
                 }
             }
         }
+    }
+}
+
+/// How long reading one partition to its end may take before [`last_record`] gives up.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The value of the last record with `key` in `topic[partition]` as `consumer` sees it; with
+/// `isolation.level=read_committed` (librdkafka's default) records of aborted or still open
+/// transactions are not seen. `consumer` must have `enable.partition.eof=true`. Reads windows
+/// of growing size back from the end, so a compacted topic whose compaction lags behind is not
+/// read whole just to find its last record. A tombstone, or a partition that does not exist,
+/// reads as no record.
+pub fn last_record(consumer: &BaseConsumer, topic: &str, partition: i32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let (low, high) = match consumer.fetch_watermarks(topic, partition, READ_TIMEOUT) {
+        Ok(watermarks) => watermarks,
+        // Nothing was ever written there (a broker that creates topics on first use).
+        Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic,
+        )) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the offsets of {topic}[{partition}]")),
+    };
+    let mut window = 64;
+    loop {
+        let from = (high - window).max(low);
+        if from >= high {
+            return Ok(None);
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        consumer.assign(&assignment)?;
+        let deadline = std::time::Instant::now() + READ_TIMEOUT;
+        let mut last = None;
+        let read = loop {
+            if std::time::Instant::now() > deadline {
+                break Err(anyhow::anyhow!("no end of {topic}[{partition}] within {}s", READ_TIMEOUT.as_secs()));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) if m.key() == Some(key) => last = Some(m.payload().map(<[u8]>::to_vec)),
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => break Err(anyhow::anyhow!("cannot read {topic}[{partition}]: {e}")),
+            }
+        };
+        consumer.unassign()?;
+        read?;
+        // A tombstone (operator's reset) ends the search as much as a value does.
+        if last.is_some() || from == low {
+            return Ok(last.flatten());
+        }
+        window *= 4;
     }
 }
 

@@ -27,7 +27,7 @@ use crate::config::Cluster;
 use crate::kafka::KafkaArgs;
 use crate::metrics::{InputMeter, OutputMeter};
 use crate::sink::dir::DirSink;
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{Delivery, KafkaSink};
 use crate::sink::{Sink, Snapshot, Summary, TickBatch};
 use crate::source::kafka::{list_partitions, owner, KafkaReader, Start};
 use crate::source::{Decoded, PartitionDecoder, SourceStats};
@@ -81,6 +81,15 @@ pub struct StreamArgs {
     /// time. Decided by worker 0; every worker writes its share at the same logical time.
     #[arg(long, default_value = "60s")]
     pub checkpoint_every: CheckpointEvery,
+    /// Exactly-once Kafka output: each drained batch of ticks is one transaction with a
+    /// progress record (`<prefix>.progress`) and the offsets; a broker without transactions
+    /// falls back to at-least-once, saying so. `--exactly-once=false` turns it off.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub exactly_once: bool,
+    /// Same as `--exactly-once=false`: an idempotent producer, no transactions.
+    #[arg(long, conflicts_with = "exactly_once")]
+    pub at_least_once: bool,
 }
 
 /// `--checkpoint-every`.
@@ -511,7 +520,12 @@ fn stream_worker(
                 .kafka
                 .client_config(&[("linger.ms", "5"), ("message.timeout.ms", "0"), ("enable.idempotence", "true")])
                 .map_err(|e| e.to_string())?;
-            let sink = KafkaSink::new(&producer, &args.prefix, args.output_partitions, topics.clone());
+            let delivery = if args.exactly_once && !args.at_least_once {
+                Delivery::ExactlyOnce { group: args.group.clone(), consumer: base.clone() }
+            } else {
+                Delivery::AtLeastOnce
+            };
+            let sink = KafkaSink::new(&producer, &args.prefix, args.output_partitions, topics.clone(), delivery);
             Some(sink.map_err(|e| e.to_string())?.stop_on(&STOP))
         };
         let dir = match &args.out {
@@ -674,7 +688,8 @@ fn stream_worker(
             last_step = Instant::now();
         }
         if let Some(s) = sinks.as_mut() {
-            drain(s, &collected, &probe, ticks, false, config.batch)?;
+            let offsets = positions_before(&inputs, &probe);
+            drain(s, &collected, &probe, ticks, false, config.batch, &offsets)?;
             if let Some(acks) = acks_in.as_mut() {
                 let written = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
                 // Ticks are produced without waiting: only those before the first one with
@@ -704,11 +719,13 @@ fn stream_worker(
     while !probe.done() {
         worker.step();
         if let Some(s) = sinks.as_mut() {
-            drain(s, &collected, &probe, ticks, false, config.batch)?;
+            let offsets = positions_before(&inputs, &probe);
+            drain(s, &collected, &probe, ticks, false, config.batch, &offsets)?;
         }
     }
     if let Some(s) = sinks.as_mut() {
-        drain(s, &collected, &probe, ticks, true, config.batch)?;
+        let offsets = positions_before(&inputs, &probe);
+        drain(s, &collected, &probe, ticks, true, config.batch, &offsets)?;
     }
     // Every output is acknowledged: release the other workers' commits.
     drop(acks_in);
@@ -836,8 +853,24 @@ fn commit_acknowledged(
     reader.commit(&offsets)
 }
 
+/// This worker's read positions through the messages whose ticks are all before `probe`'s
+/// frontier, i.e. are drained next: what a transaction holding those ticks may commit.
+/// (`pending` is ordered by emission time, a running maximum.)
+fn positions_before(inputs: &Inputs, probe: &ProbeHandle<Millis>) -> Vec<(String, i32, i64)> {
+    let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
+    let mut positions = Vec::new();
+    for (p, r) in inputs.reader.partitions.iter().zip(&inputs.readings) {
+        let n = r.pending.partition_point(|&(_, emission)| emission < frontier);
+        if n > 0 {
+            positions.push((p.topic.clone(), p.partition, r.pending[n - 1].0));
+        }
+    }
+    positions
+}
+
 /// Writes closed ticks in order; dead letters are produced as they arrive in `run` and at the
-/// end (in position order, like a replay) in `batch`.
+/// end (in position order, like a replay) in `batch`. The ticks and dead letters of one call
+/// end with one Kafka commit, holding `offsets` (exactly-once).
 fn drain(
     sinks: &mut Sinks,
     collected: &RefCell<Collected>,
@@ -845,6 +878,7 @@ fn drain(
     ticks: Ticks,
     finished: bool,
     batch: bool,
+    offsets: &[(String, i32, i64)],
 ) -> Result<(), String> {
     let mut c = collected.borrow_mut();
     sinks.meter.collected(&c);
@@ -861,6 +895,9 @@ fn drain(
             k.dead_letters(&c.dead_letters[from..]).map_err(|e| e.to_string())?;
         }
         sinks.dead_produced = c.dead_letters.len();
+    }
+    if let Some(k) = sinks.kafka.as_mut() {
+        k.commit(offsets).map_err(|e| e.to_string())?;
     }
     if finished {
         let mut dead = std::mem::take(&mut c.dead_letters);

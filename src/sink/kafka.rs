@@ -1,29 +1,49 @@
 //! The Kafka sink: each closed tick's records, in key order, to `<prefix>.atp`, `.low_stock`,
-//! `.order_plan`, `.network_atp`, and dead letters to `<prefix>.dead_letter`; a tick counts
-//! as written only once the broker has acknowledged every record of it.
+//! `.order_plan`, `.network_atp`, and dead letters to `<prefix>.dead_letter`. At-least-once, a
+//! tick counts as written once the broker has acknowledged every record of it; exactly-once,
+//! each drained batch of ticks is one Kafka transaction together with a progress record on
+//! `<prefix>.progress` and the consumer offsets it covers, and a restart skips what the last
+//! committed progress record says is already out.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dataflows::model::{DeadLetter, Millis};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext, Message};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use super::{Sink, Snapshot, Summary, TickBatch};
 use crate::format;
-use crate::kafka::{create_topics, TopicSpec};
+use crate::kafka::{create_topics, last_record, TopicSpec};
 
 /// How often a tick still waiting for its acknowledgements says so on stderr. It waits for as
 /// long as the broker is away (the producer is built with `message.timeout.ms=0` unless the
 /// user sets it): the state is kept and the run resumes when the broker is back.
 const ACK_REPORT: Duration = Duration::from_secs(10);
 
+/// How long the start-up probe transaction may take before the broker counts as lacking
+/// transactions (a broker that does not implement them answers at once; this bounds a hang).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The output topics' suffixes, and whether each is an upsert table (compacted, tombstoned).
 pub const OUTPUTS: [(&str, bool); 5] =
     [("atp", true), ("low_stock", false), ("order_plan", true), ("network_atp", true), ("dead_letter", false)];
+
+/// The progress topic's suffix: compacted, one partition, one key ([`PROGRESS_KEY`]).
+pub const PROGRESS: &str = "progress";
+
+/// The key of every progress record: the topic holds one current value per output prefix.
+pub const PROGRESS_KEY: &str = "progress";
+
+/// The progress record's format version (a field of the record).
+const PROGRESS_VERSION: u64 = 1;
+
+/// Index of the progress topic in [`KafkaSink::topics`], after the [`OUTPUTS`].
+const PROGRESS_TOPIC: usize = OUTPUTS.len();
 
 /// Tracks deliveries: records not yet acknowledged per tick (ticks are produced without
 /// waiting, so producing tick t+1 overlaps the acknowledgements of tick t), and failures, the
@@ -52,6 +72,13 @@ impl Acks {
             }
         }
     }
+
+    /// Forgets failures: after an aborted transaction the purged records report as failed,
+    /// but they are produced again in the next one.
+    fn forget_failures(&self) {
+        self.failed.store(0, Ordering::Relaxed);
+        self.first_error.lock().unwrap().take();
+    }
 }
 
 impl ClientContext for Acks {}
@@ -71,36 +98,269 @@ impl ProducerContext for Acks {
     }
 }
 
+/// How the sink delivers (`--exactly-once`).
+pub enum Delivery {
+    /// An idempotent producer, ticks pipelined; a restart produces the ticks after the last
+    /// commit again (whole ticks, byte-identical).
+    AtLeastOnce,
+    /// Transactions where the broker has them, else at-least-once with one log line.
+    ExactlyOnce {
+        /// The consumer group: with the prefix it makes the transactional id, and its offsets
+        /// are committed in each transaction.
+        group: String,
+        /// That group's consumer configuration, for reading the progress topic and for the
+        /// group's metadata.
+        consumer: ClientConfig,
+    },
+}
+
+/// What earlier runs with the same prefix wrote, as the last committed progress record says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The last tick written (`None`: none yet).
+    pub tick: Option<Millis>,
+    /// Per (input topic, partition), the highest offset whose dead letter is written.
+    pub dead_letters: BTreeMap<(String, i32), i64>,
+    /// Per (input topic, partition), the next offset to read, committed with the ticks.
+    pub offsets: BTreeMap<(String, i32), i64>,
+}
+
+impl Resume {
+    /// The progress record's value: one JSON object, keys sorted, positions keyed
+    /// `topic/partition` (a topic name cannot hold `/`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let positions = |map: &BTreeMap<(String, i32), i64>| {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|((topic, partition), offset)| {
+                    format!("{}:{offset}", serde_json::Value::from(format!("{topic}/{partition}")))
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        };
+        let tick = self.tick.map_or("null".to_string(), |t| t.to_string());
+        format!(
+            "{{\"dead_letters\":{},\"offsets\":{},\"tick\":{tick},\"version\":{PROGRESS_VERSION}}}",
+            positions(&self.dead_letters),
+            positions(&self.offsets)
+        )
+        .into_bytes()
+    }
+
+    /// Reads a progress record's value.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let version = value["version"].as_u64();
+        if version != Some(PROGRESS_VERSION) {
+            return Err(format!("version {:?}, this stockflow writes {PROGRESS_VERSION}", value["version"]));
+        }
+        let tick = match &value["tick"] {
+            serde_json::Value::Null => None,
+            t => Some(t.as_u64().ok_or_else(|| format!("tick {t} is not a time"))?),
+        };
+        let positions = |field: &str| -> Result<BTreeMap<(String, i32), i64>, String> {
+            let object = value[field].as_object().ok_or_else(|| format!("{field} is not an object"))?;
+            let mut map = BTreeMap::new();
+            for (name, offset) in object {
+                let parsed = name.rsplit_once('/').and_then(|(topic, partition)| {
+                    Some((topic.to_string(), partition.parse::<i32>().ok()?, offset.as_i64()?))
+                });
+                let (topic, partition, offset) =
+                    parsed.ok_or_else(|| format!("{field}: {name:?}: {offset} is not topic/partition: offset"))?;
+                map.insert((topic, partition), offset);
+            }
+            Ok(map)
+        };
+        Ok(Resume { tick, dead_letters: positions("dead_letters")?, offsets: positions("offsets")? })
+    }
+}
+
+/// A record of the open transaction, kept so that the transaction can be produced again after
+/// the broker aborted it.
+struct Kept {
+    tick: Millis,
+    topic: usize,
+    key: String,
+    value: Option<Vec<u8>>,
+}
+
+/// The state of exactly-once delivery.
+struct Transactions {
+    /// The group whose offsets each transaction commits.
+    group: ConsumerGroupMetadata,
+    /// What the open transaction makes true once committed: the progress record's content.
+    progress: Resume,
+    /// The offsets the worker loop last said may be committed (only these: positions the
+    /// progress record carries from earlier runs may belong to other workers by now, and
+    /// committing them again could move the group back).
+    offsets: Vec<(String, i32, i64)>,
+    /// The open transaction's records (empty: no transaction open).
+    open: Vec<Kept>,
+    /// The least tick in the open transaction.
+    first_tick: Option<Millis>,
+}
+
+/// Why a transaction did not commit.
+enum Failure {
+    /// The broker aborted it (or it must be aborted): produce it again.
+    Abortable(String),
+    /// Nothing more can be done (fenced by a newer instance, stopped, unsupported).
+    Fatal(String),
+}
+
+/// Ticks and dead letters a restarted run did not produce again; each count is said once,
+/// when its skipping is over (the first one written, or the end).
+#[derive(Default)]
+struct Skipped {
+    ticks: u64,
+    dead_letters: u64,
+    ticks_reported: bool,
+    dead_letters_reported: bool,
+}
+
 /// Produces the output streams to Kafka.
 pub struct KafkaSink {
     producer: BaseProducer<Acks>,
-    prefix: String,
+    /// The output topics in [`OUTPUTS`] order, then the progress topic.
+    topics: Vec<String>,
     /// Set when the job is asked to stop: a tick still unacknowledged is then given up (its
     /// offsets stay uncommitted, so a restart produces it again).
     stop: Option<&'static AtomicBool>,
     /// Source ids to names (topics), for dead letters.
     sources: Vec<String>,
     value: Vec<u8>,
+    /// Exactly-once requested: reads the progress topic (read_committed).
+    progress_reader: Option<BaseConsumer>,
+    /// Exactly-once in effect (the broker took the probe transaction).
+    txn: Option<Transactions>,
+    /// What earlier runs wrote; ticks and dead letters at or below it are not produced again.
+    resumed: Option<Resume>,
+    skipped: Skipped,
 }
 
 fn io_error(what: String) -> std::io::Error {
     std::io::Error::other(what)
 }
 
+/// The transactional id of a job: stable across restarts, so a restarted job fences the old
+/// one, and distinct per (prefix, group). A prefix cannot hold `/` (a topic name's character
+/// set), so the two parts cannot run into each other.
+pub fn transactional_id(prefix: &str, group: &str) -> String {
+    format!("stockflow/{prefix}/{group}")
+}
+
+/// A transaction call's error, sorted by what to do about it.
+fn failure(e: KafkaError) -> Failure {
+    match &e {
+        KafkaError::Transaction(t) if t.txn_requires_abort() => Failure::Abortable(t.to_string()),
+        _ => Failure::Fatal(e.to_string()),
+    }
+}
+
+/// Whether a transaction call may simply be called again (it timed out, the coordinator moved).
+fn retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable(),
+        KafkaError::Flush(_) => true,
+        _ => false,
+    }
+}
+
 impl KafkaSink {
     /// A sink producing to `<prefix>.<name>` with `config` (from [`crate::kafka::KafkaArgs`]);
     /// missing output topics are created with `partitions` partitions, the upsert tables
-    /// compacted.
-    pub fn new(config: &ClientConfig, prefix: &str, partitions: i32, sources: Vec<String>) -> std::io::Result<Self> {
-        let names: Vec<(String, bool)> =
-            OUTPUTS.iter().map(|(name, compacted)| (format!("{prefix}.{name}"), *compacted)).collect();
-        let specs: Vec<TopicSpec<'_>> =
-            names.iter().map(|(name, compacted)| TopicSpec { name, partitions, compacted: *compacted }).collect();
+    /// compacted. With [`Delivery::ExactlyOnce`], the progress topic is created too, the last
+    /// committed progress record read, and the broker probed with one real transaction; a
+    /// broker that refuses it gets the at-least-once producer and one log line.
+    pub fn new(
+        config: &ClientConfig,
+        prefix: &str,
+        partitions: i32,
+        sources: Vec<String>,
+        delivery: Delivery,
+    ) -> std::io::Result<Self> {
+        let topics: Vec<String> = OUTPUTS
+            .iter()
+            .map(|(name, _)| format!("{prefix}.{name}"))
+            .chain(std::iter::once(format!("{prefix}.{PROGRESS}")))
+            .collect();
+        let mut specs: Vec<TopicSpec<'_>> = OUTPUTS
+            .iter()
+            .zip(&topics)
+            .map(|((_, compacted), name)| TopicSpec { name, partitions, compacted: *compacted })
+            .collect();
+        let exactly_once = matches!(delivery, Delivery::ExactlyOnce { .. });
+        if exactly_once {
+            specs.push(TopicSpec { name: &topics[PROGRESS_TOPIC], partitions: 1, compacted: true });
+        }
         create_topics(config, &specs);
-        let producer: BaseProducer<Acks> = config
-            .create_with_context(Acks::default())
-            .map_err(|e| io_error(format!("cannot create the Kafka producer: {e}; check --brokers and -X")))?;
-        Ok(KafkaSink { producer, prefix: prefix.to_string(), stop: None, sources, value: Vec::new() })
+        let Delivery::ExactlyOnce { group, consumer } = delivery else {
+            return Ok(KafkaSink::with(at_least_once_producer(config)?, topics, sources));
+        };
+        // Transactional ids are often restricted by ACLs to a prefix: one given with -X wins.
+        let id = config.get("transactional.id").map_or_else(|| transactional_id(prefix, &group), String::from);
+        let mut txn_config = config.clone();
+        txn_config.set("transactional.id", &id);
+        let producer: BaseProducer<Acks> = txn_config.create_with_context(Acks::default()).map_err(|e| {
+            io_error(format!("cannot create the transactional Kafka producer: {e}; check -X and --kafka-config"))
+        })?;
+        let mut sink = KafkaSink::with(producer, topics, sources);
+        let mut reader_config = consumer;
+        reader_config
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false");
+        let reader: BaseConsumer = reader_config.create().map_err(|e| {
+            io_error(format!("cannot create the consumer that reads {}: {e}", sink.topics[PROGRESS_TOPIC]))
+        })?;
+        let group_metadata = reader.group_metadata().ok_or_else(|| {
+            io_error(format!("consumer group {group:?} has no metadata for transactions; use --exactly-once=false"))
+        })?;
+        sink.progress_reader = Some(reader);
+        // Initialising fences an older instance with this transactional id and aborts its open
+        // transaction, so the progress read after it sees everything that instance committed.
+        let initialised = init_transactions(&sink.producer);
+        sink.resume()?;
+        let probed = initialised.and_then(|()| {
+            let progress = sink.resumed.clone().unwrap_or_default();
+            probe(&sink.producer, &sink.topics[PROGRESS_TOPIC], &progress.to_json())
+        });
+        match probed {
+            Ok(()) => {
+                let progress = sink.resumed.clone().unwrap_or_default();
+                sink.txn = Some(Transactions {
+                    group: group_metadata,
+                    progress,
+                    offsets: Vec::new(),
+                    open: Vec::new(),
+                    first_tick: None,
+                });
+            }
+            Err(why) => {
+                sink.producer = at_least_once_producer(config)?;
+                let brokers = config.get("bootstrap.servers").unwrap_or_default();
+                eprintln!(
+                    "stockflow: broker {brokers} does not support transactions ({why}): output is at-least-once; \
+                     after a restart, ticks may be produced twice, whole and byte-identical (--at-least-once silences this)"
+                );
+            }
+        }
+        Ok(sink)
+    }
+
+    /// A sink around `producer`, at-least-once until exactly-once is set up.
+    fn with(producer: BaseProducer<Acks>, topics: Vec<String>, sources: Vec<String>) -> Self {
+        KafkaSink {
+            producer,
+            topics,
+            stop: None,
+            sources,
+            value: Vec::new(),
+            progress_reader: None,
+            txn: None,
+            resumed: None,
+            skipped: Skipped::default(),
+        }
     }
 
     /// Gives up waiting for acknowledgements once `stop` is set.
@@ -109,15 +369,87 @@ impl KafkaSink {
         self
     }
 
-    /// The topic an output goes to.
-    pub fn topic(&self, name: &str) -> String {
-        format!("{}.{name}", self.prefix)
+    /// Reads the last committed progress record again (exactly-once requested, else `None`):
+    /// the last tick already written and the dead-letter high-water marks. From then on the
+    /// sink skips every tick and dead letter at or below them.
+    pub fn resume(&mut self) -> std::io::Result<Option<Resume>> {
+        let Some(reader) = &self.progress_reader else {
+            return Ok(None);
+        };
+        let topic = &self.topics[PROGRESS_TOPIC];
+        let last = last_record(reader, topic, 0, PROGRESS_KEY.as_bytes()).map_err(|e| {
+            io_error(format!(
+                "{e:#}; the progress topic {topic} must be readable (compacted, 1 partition), or run with --exactly-once=false"
+            ))
+        })?;
+        let resumed = match last {
+            None => None,
+            Some(bytes) => Some(Resume::from_json(&bytes).map_err(|e| {
+                io_error(format!(
+                    "the last record on {topic} is not a stockflow progress record ({e}): {}; \
+                     is another program writing there? Use another --prefix",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            })?),
+        };
+        self.resumed = resumed.clone();
+        Ok(resumed)
     }
 
-    /// Queues one record of `tick`; a `None` value is a tombstone. Waits while librdkafka's
-    /// queue is full.
-    fn send(&self, tick: Millis, topic: &str, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
-        let mut record = BaseRecord::with_opaque_to(topic, tick as usize).key(key);
+    /// Whether tick `time` is out already (an earlier run wrote it).
+    fn tick_written(&self, time: Millis) -> bool {
+        self.resumed.as_ref().and_then(|r| r.tick).is_some_and(|t| time <= t)
+    }
+
+    /// Says once how many ticks a restarted run did not produce again.
+    fn report_skipped_ticks(&mut self) {
+        let s = &mut self.skipped;
+        if s.ticks_reported || s.ticks == 0 {
+            return;
+        }
+        s.ticks_reported = true;
+        let through = self.resumed.as_ref().and_then(|r| r.tick).map_or("-".to_string(), |t| t.to_string());
+        eprintln!(
+            "stockflow: skipped {} ticks (through tick {through}) already written by an earlier run ({})",
+            s.ticks, self.topics[PROGRESS_TOPIC]
+        );
+    }
+
+    /// Says once how many dead letters a restarted run did not produce again.
+    fn report_skipped_dead_letters(&mut self) {
+        let s = &mut self.skipped;
+        if s.dead_letters_reported || s.dead_letters == 0 {
+            return;
+        }
+        s.dead_letters_reported = true;
+        eprintln!(
+            "stockflow: skipped {} dead letters already written by an earlier run ({})",
+            s.dead_letters, self.topics[PROGRESS_TOPIC]
+        );
+    }
+
+    /// Queues one record of `tick` to `self.topics[topic]`; a `None` value is a tombstone. In
+    /// a transaction (begun here when none is open) the record is also kept.
+    fn send(&mut self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+        if let Some(t) = self.txn.as_mut() {
+            if t.open.is_empty() {
+                self.producer
+                    .begin_transaction()
+                    .map_err(|e| io_error(format!("cannot begin a Kafka transaction: {e}")))?;
+            }
+            t.open.push(Kept { tick, topic, key: key.to_string(), value: value.map(<[u8]>::to_vec) });
+            t.first_tick = Some(t.first_tick.map_or(tick, |f| f.min(tick)));
+        }
+        self.produce(tick, topic, key, value)
+    }
+
+    /// Hands one record to librdkafka, waiting while its queue is full.
+    fn produce(&self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+        let mut record = BaseRecord::with_opaque_to(&self.topics[topic], tick as usize).key(key);
+        if topic == PROGRESS_TOPIC {
+            // Where the reader looks, however many partitions the topic was given.
+            record = record.partition(0);
+        }
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -131,7 +463,7 @@ impl KafkaSink {
                 }
                 Err((e, _)) => {
                     self.producer.context().settle(tick);
-                    return Err(io_error(format!("cannot produce to {topic}: {e}")));
+                    return Err(io_error(format!("cannot produce to {}: {e}", self.topics[topic])));
                 }
             }
         }
@@ -168,19 +500,25 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// The least tick with records not yet acknowledged (`None`: everything produced so far is
-    /// acknowledged). Every tick before it is completely written.
+    /// The least tick not yet written (`None`: everything produced so far is): with records
+    /// not yet acknowledged, or, exactly-once, in the transaction not yet committed. Every tick
+    /// before it is completely written.
     pub fn unacknowledged(&self) -> std::io::Result<Option<Millis>> {
         self.check()?;
-        Ok(self.producer.context().outstanding.lock().unwrap().keys().next().copied())
+        let outstanding = self.producer.context().outstanding.lock().unwrap().keys().next().copied();
+        let uncommitted = self.txn.as_ref().and_then(|t| t.first_tick);
+        Ok(match (outstanding, uncommitted) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Waits until every queued record is acknowledged; fails if any delivery failed.
-    pub fn flush(&self) -> std::io::Result<()> {
-        let waiting_since = std::time::Instant::now();
-        while let Err(e) = self.producer.flush(ACK_REPORT) {
+    fn wait_for_acks(&self) -> std::io::Result<()> {
+        let waiting_since = Instant::now();
+        while let Err(e) = flush(&self.producer, ACK_REPORT) {
             let queued = self.producer.in_flight_count();
-            if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            if self.stopping() {
                 return Err(io_error(format!(
                     "stopped with {queued} output records unacknowledged ({e}); their ticks are not committed and are produced again after a restart"
                 )));
@@ -193,45 +531,274 @@ impl KafkaSink {
         self.check()
     }
 
-    /// Produces dead letters (in the order given) without waiting for their acknowledgements.
+    fn stopping(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// Makes everything produced so far durable: at-least-once, waits for every
+    /// acknowledgement; exactly-once, commits the open transaction. Fails if a delivery failed.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.report_skipped_ticks();
+        self.report_skipped_dead_letters();
+        if self.txn.is_some() {
+            self.commit_open()
+        } else {
+            self.wait_for_acks()
+        }
+    }
+
+    /// Ends a drained batch of ticks. `offsets` are the (input topic, partition, next offset)
+    /// the worker loop may commit through the last tick it gave the sink. Exactly-once, they
+    /// are committed to the group in the open transaction (if one is open), which commits with
+    /// the batch's records and the progress record. At-least-once this does nothing: the
+    /// worker loop commits once the ticks are acknowledged.
+    pub fn commit(&mut self, offsets: &[(String, i32, i64)]) -> std::io::Result<()> {
+        let Some(t) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if t.offsets.as_slice() != offsets {
+            t.offsets = offsets.to_vec();
+            for (topic, partition, offset) in offsets {
+                t.progress.offsets.insert((topic.clone(), *partition), *offset);
+            }
+        }
+        if t.open.is_empty() {
+            return Ok(());
+        }
+        self.commit_open()
+    }
+
+    /// Commits the open transaction (if any) with the progress record and the offsets. When
+    /// the broker aborts it (e.g. it was away longer than `transaction.timeout.ms`), it is
+    /// produced again in a new one; a fenced producer (a newer instance started) fails.
+    fn commit_open(&mut self) -> std::io::Result<()> {
+        let Some(t) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if t.open.is_empty() {
+            return Ok(());
+        }
+        let tick = t.first_tick.unwrap_or(DEAD_LETTER_TICK);
+        let value = t.progress.to_json();
+        t.open.push(Kept { tick, topic: PROGRESS_TOPIC, key: PROGRESS_KEY.to_string(), value: Some(value.clone()) });
+        self.produce(tick, PROGRESS_TOPIC, PROGRESS_KEY, Some(&value))?;
+        loop {
+            if let Err(e) = self.wait_for_acks() {
+                self.abort_quietly();
+                return Err(e);
+            }
+            match self.end_transaction() {
+                Ok(()) => break,
+                Err(Failure::Fatal(why)) => {
+                    return Err(io_error(format!(
+                        "cannot commit the Kafka transaction ({why}); its ticks are not committed and are produced again after a restart"
+                    )))
+                }
+                Err(Failure::Abortable(why)) if self.stopping() => {
+                    return Err(io_error(format!(
+                        "stopped with an aborted Kafka transaction ({why}); its ticks are produced again after a restart"
+                    )))
+                }
+                Err(Failure::Abortable(why)) => {
+                    eprintln!("stockflow: the broker aborted a transaction ({why}); producing its ticks again");
+                    self.retry_transaction()?;
+                }
+            }
+        }
+        let t = self.txn.as_mut().expect("a transaction was open");
+        t.open.clear();
+        t.first_tick = None;
+        Ok(())
+    }
+
+    /// Sends the offsets to the transaction and commits it, calling again while librdkafka
+    /// says a call may be retried (the broker is away).
+    fn end_transaction(&self) -> Result<(), Failure> {
+        let t = self.txn.as_ref().expect("a transaction is open");
+        if !t.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, offset) in &t.offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(|e| Failure::Fatal(format!("{topic}[{partition}]: {e}")))?;
+            }
+            self.retrying("committing offsets", || {
+                self.producer.send_offsets_to_transaction(&tpl, &t.group, ACK_REPORT)
+            })?;
+        }
+        self.retrying("committing", || self.producer.commit_transaction(ACK_REPORT))
+    }
+
+    fn retrying(&self, what: &str, call: impl Fn() -> KafkaResult<()>) -> Result<(), Failure> {
+        let since = Instant::now();
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(e) if retriable(&e) => {
+                    if self.stopping() {
+                        return Err(Failure::Fatal(format!("stopped while {what} a transaction ({e})")));
+                    }
+                    eprintln!(
+                        "stockflow: {what} a transaction: waiting {}s for the broker ({e}); is the broker up? The state is kept; waiting",
+                        since.elapsed().as_secs()
+                    );
+                }
+                Err(e) => return Err(failure(e)),
+            }
+        }
+    }
+
+    /// Aborts the open transaction and produces its records again in a new one.
+    fn retry_transaction(&mut self) -> std::io::Result<()> {
+        let fatal = |why: Failure| {
+            let (Failure::Fatal(why) | Failure::Abortable(why)) = why;
+            io_error(format!(
+                "cannot abort the Kafka transaction ({why}); its ticks are produced again after a restart"
+            ))
+        };
+        self.retrying("aborting", || self.producer.abort_transaction(ACK_REPORT)).map_err(fatal)?;
+        // The abort purged whatever was still queued: those records report as failed, and
+        // every one of them is produced again below.
+        self.producer.poll(Duration::ZERO);
+        self.producer.context().outstanding.lock().unwrap().clear();
+        self.producer.context().forget_failures();
+        self.producer.begin_transaction().map_err(|e| io_error(format!("cannot begin a Kafka transaction: {e}")))?;
+        let t = self.txn.as_ref().expect("a transaction is open");
+        for k in &t.open {
+            self.produce(k.tick, k.topic, &k.key, k.value.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if the broker lets it; used on the way out after an error
+    /// (an abandoned transaction is aborted by the broker or by the next instance anyway).
+    fn abort_quietly(&mut self) {
+        if let Some(t) = self.txn.as_mut() {
+            if !t.open.is_empty() {
+                let _ = self.producer.abort_transaction(Duration::from_secs(5));
+                t.open.clear();
+                t.first_tick = None;
+            }
+        }
+    }
+
+    /// Produces dead letters (in the order given) without waiting for their acknowledgements;
+    /// those an earlier run wrote are skipped.
     pub fn dead_letters(&mut self, dead: &[DeadLetter]) -> std::io::Result<()> {
-        let topic = self.topic("dead_letter");
+        let topic = OUTPUTS.iter().position(|(n, _)| *n == "dead_letter").expect("dead_letter is an output");
         for d in dead {
             let source = self.sources[d.position.source as usize].clone();
+            let (partition, offset) = (d.position.partition as i32, d.position.offset as i64);
+            let mark = self.resumed.as_ref().and_then(|r| r.dead_letters.get(&(source.clone(), partition)));
+            if mark.is_some_and(|&m| offset <= m) {
+                self.skipped.dead_letters += 1;
+                continue;
+            }
+            self.report_skipped_dead_letters();
             let value = self.encode(|b| format::dead_letter(b, &source, d));
-            let key = format!("{source}@{}@{}", d.position.partition, d.position.offset);
-            self.send(DEAD_LETTER_TICK, &topic, &key, Some(&value))?;
+            let key = format!("{source}@{partition}@{offset}");
+            self.send(DEAD_LETTER_TICK, topic, &key, Some(&value))?;
+            if let Some(t) = self.txn.as_mut() {
+                let high = t.progress.dead_letters.entry((source, partition)).or_insert(offset);
+                *high = (*high).max(offset);
+            }
         }
         self.check()
     }
 }
 
+/// Waits at most `timeout` until every queued record is acknowledged. rdkafka's own `flush`
+/// serves delivery reports in polls of 100 ms that do not return early, so each call lasts a
+/// multiple of 100 ms; a transaction per drained batch waits for its records every time, so
+/// it asks in short slices.
+fn flush(producer: &BaseProducer<Acks>, timeout: Duration) -> KafkaResult<()> {
+    const SLICE: Duration = Duration::from_millis(2);
+    let started = Instant::now();
+    loop {
+        match producer.flush(SLICE) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if started.elapsed() < timeout => {}
+            result => return result,
+        }
+    }
+}
+
+/// The idempotent producer of at-least-once delivery (never transactional, whatever -X says).
+fn at_least_once_producer(config: &ClientConfig) -> std::io::Result<BaseProducer<Acks>> {
+    let mut config = config.clone();
+    config.remove("transactional.id");
+    config
+        .create_with_context(Acks::default())
+        .map_err(|e| io_error(format!("cannot create the Kafka producer: {e}; check --brokers and -X")))
+}
+
+/// `init_transactions`, called again a few times while it only timed out (a broker that lacks
+/// transactions says so at once).
+fn init_transactions(producer: &BaseProducer<Acks>) -> Result<(), String> {
+    let mut attempts = 0;
+    loop {
+        match producer.init_transactions(PROBE_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if retriable(&e) && attempts < 2 => {
+                attempts += 1;
+                eprintln!("stockflow: initialising Kafka transactions: {e}; trying again");
+            }
+            Err(e) => return Err(format!("InitProducerId: {e}")),
+        }
+    }
+}
+
+/// One real transaction holding `progress` (the record already there, so a broker that keeps
+/// it anyway changes nothing), aborted if any step fails.
+fn probe(producer: &BaseProducer<Acks>, topic: &str, progress: &[u8]) -> Result<(), String> {
+    let result = (|| {
+        producer.begin_transaction().map_err(|e| format!("begin: {e}"))?;
+        let record = BaseRecord::with_opaque_to(topic, DEAD_LETTER_TICK as usize)
+            .key(PROGRESS_KEY)
+            .payload(progress)
+            .partition(0);
+        producer.send(record).map_err(|(e, _)| format!("produce to {topic}: {e}"))?;
+        flush(producer, PROBE_TIMEOUT).map_err(|e| format!("produce to {topic}: {e}"))?;
+        if producer.context().failed.swap(0, Ordering::Relaxed) > 0 {
+            let first = producer.context().first_error.lock().unwrap().take().unwrap_or_default();
+            return Err(format!("produce: {first}"));
+        }
+        producer.commit_transaction(PROBE_TIMEOUT).map_err(|e| format!("EndTxn: {e}"))
+    })();
+    if result.is_err() {
+        let _ = producer.abort_transaction(Duration::from_secs(5));
+    }
+    result
+}
+
 impl Sink for KafkaSink {
     fn tick(&mut self, time: Millis, batch: &TickBatch) -> std::io::Result<()> {
+        if self.tick_written(time) {
+            self.skipped.ticks += 1;
+            return Ok(());
+        }
+        self.report_skipped_ticks();
         let t = Some(time);
-        let topic = self.topic("atp");
         for c in &batch.atp {
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::atp(b, t, &c.key, Some(v))));
-            self.send(time, &topic, &key, value.as_deref())?;
+            self.send(time, 0, &key, value.as_deref())?;
         }
         // low_stock is a stream of transitions, not an upsert table: never tombstoned.
-        let topic = self.topic("low_stock");
         for tr in &batch.low_stock {
             let key = format!("{}@{}", tr.key.0, tr.key.1);
             let value = self.encode(|b| format::transition(b, tr));
-            self.send(time, &topic, &key, Some(&value))?;
+            self.send(time, 1, &key, Some(&value))?;
         }
-        let topic = self.topic("order_plan");
         for c in &batch.order_plan {
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::order_plan(b, t, &c.key, Some(v))));
-            self.send(time, &topic, &key, value.as_deref())?;
+            self.send(time, 2, &key, value.as_deref())?;
         }
-        let topic = self.topic("network_atp");
         for c in &batch.network_atp {
             let value = c.value.map(|v| self.encode(|b| format::network_atp(b, t, &c.key, Some(v))));
-            self.send(time, &topic, &c.key, value.as_deref())?;
+            self.send(time, 3, &c.key, value.as_deref())?;
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.progress.tick = Some(txn.progress.tick.map_or(time, |p| p.max(time)));
         }
         self.check()
     }
@@ -239,5 +806,31 @@ impl Sink for KafkaSink {
     fn finish(&mut self, dead: &[DeadLetter], _: &Snapshot, _: &Summary) -> std::io::Result<()> {
         self.dead_letters(dead)?;
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_records_read_back_and_name_what_is_wrong() {
+        let mut r = Resume { tick: Some(1_700_000_000_500), ..Resume::default() };
+        r.dead_letters.insert(("in.v2".into(), 3), 17);
+        r.offsets.insert(("in.v2".into(), 0), 42);
+        r.offsets.insert(("a".into(), 1), 7);
+        let json = r.to_json();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            "{\"dead_letters\":{\"in.v2/3\":17},\"offsets\":{\"a/1\":7,\"in.v2/0\":42},\"tick\":1700000000500,\"version\":1}"
+        );
+        assert_eq!(Resume::from_json(&json).unwrap(), r);
+        let empty = Resume::default();
+        assert_eq!(Resume::from_json(&empty.to_json()).unwrap(), empty);
+        let err =
+            Resume::from_json(b"{\"version\":1,\"tick\":5,\"dead_letters\":{\"x\":1},\"offsets\":{}}").unwrap_err();
+        assert!(err.contains("\"x\""), "{err}");
+        let err = Resume::from_json(b"{\"version\":9}").unwrap_err();
+        assert!(err.contains("version"), "{err}");
     }
 }

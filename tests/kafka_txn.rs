@@ -1,0 +1,418 @@
+//! Exactly-once Kafka output against librdkafka's in-process mock cluster, which implements
+//! InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn: a
+//! transactional `batch` writes the golden streams and a progress record; a restart in the same
+//! group that re-reads everything writes nothing again; a run cut short and restarted writes
+//! every record once; a broker whose EndTxn fails gets at-least-once output and one log line.
+//!
+//! The mock cluster keeps records of aborted transactions visible (it writes no transaction
+//! markers), so these tests prove the protocol flow and the skipping, not read_committed
+//! filtering; scripts/e2e-kafka.sh covers a real broker (tansu, without transactions).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+const CASE: &str = "medium";
+const STREAMS: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
+
+fn stockflow(args: &[&str]) -> common::RunOutput {
+    let out = common::run_with_timeout(args, Duration::from_secs(120));
+    if !out.success() {
+        eprintln!("{}", out.describe());
+    }
+    out
+}
+
+fn mock() -> MockCluster<'static, DefaultProducerContext> {
+    MockCluster::new(1).expect("mock cluster")
+}
+
+/// The input topic: the case's fixture files, file i on partition i. The mock cluster has no
+/// CreateTopics: the output topics (`out.*`, and `out.progress` unless `progress` is false)
+/// are made here with one partition, as stockflow creates them by default.
+fn produce_case(cluster: &MockCluster<'static, DefaultProducerContext>, topic: &str, progress: bool) {
+    produce_dir(cluster, &common::fixtures_dir().join(CASE).join("input"), topic, progress);
+}
+
+fn produce_dir(cluster: &MockCluster<'static, DefaultProducerContext>, input: &Path, topic: &str, progress: bool) {
+    let outputs = ["atp", "low_stock", "order_plan", "network_atp", "dead_letter", "progress"];
+    for name in outputs.iter().filter(|n| progress || **n != "progress") {
+        cluster.create_topic(&format!("out.{name}"), 1, 1).unwrap();
+    }
+    let files = std::fs::read_dir(input).unwrap().count() as i32;
+    cluster.create_topic(topic, files, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    assert!(stockflow(&["produce", input.to_str().unwrap(), "--topic", topic, "--brokers", &brokers]).success());
+}
+
+/// `stockflow batch` over the case's input topic, with the case's options and `extra`.
+fn batch(brokers: &str, topic: &str, group: &str, until: &str, extra: &[&str]) -> common::RunOutput {
+    let options = common::case_options(CASE);
+    let mut args = vec!["batch", "--brokers", brokers, "--topics", topic, "--group", group, "--prefix", "out"];
+    args.extend(["--until", until, "--quiet"]);
+    args.extend(options.iter().map(String::as_str));
+    args.extend(extra);
+    stockflow(&args)
+}
+
+/// Every record of partition 0 of `topic`, in offset order, as a read_committed consumer sees
+/// them: (key, value).
+fn read_committed(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{topic}: did not read to the end");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("{topic}: {e}"),
+            None => {}
+        }
+    }
+}
+
+/// The key an output record of `stream` has on its topic.
+fn key_of(stream: &str, v: &Value) -> String {
+    let s = |f: &str| v[f].as_str().unwrap().to_string();
+    match stream {
+        "order_plan" => format!("{}@{}", s("dest"), s("sku")),
+        "network_atp" => s("sku"),
+        _ => format!("{}@{}", s("sku"), s("loc")),
+    }
+}
+
+/// The case's expected change stream as the records its topic must hold, in order: (key,
+/// value), a deletion as a tombstone.
+fn expected_records(stream: &str) -> Vec<(String, Option<Value>)> {
+    let path = common::fixtures_dir().join(CASE).join("expected").join(format!("{stream}.jsonl"));
+    common::read_jsonl(&path)
+        .into_iter()
+        .map(|v| {
+            let deleted = v["deleted"] == Value::Bool(true);
+            (key_of(stream, &v), (!deleted).then_some(v))
+        })
+        .collect()
+}
+
+fn parsed(records: Vec<(String, Option<String>)>) -> Vec<(String, Option<Value>)> {
+    records.into_iter().map(|(k, v)| (k, v.map(|v| serde_json::from_str(&v).unwrap()))).collect()
+}
+
+/// The case's expected dead letters as the dead-letter topic must hold them, in position order
+/// (a batch run's): file i is partition i of `topic`, line n (1-based; the fixtures have no
+/// blank lines) offset n - 1.
+fn expected_dead_letters(topic: &str) -> Vec<(String, Option<Value>)> {
+    let mut files: Vec<String> = std::fs::read_dir(common::fixtures_dir().join(CASE).join("input"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let path = common::fixtures_dir().join(CASE).join("expected/dead_letter.jsonl");
+    let mut records: Vec<(String, Option<Value>)> = common::read_jsonl(&path)
+        .into_iter()
+        .map(|mut v| {
+            let partition = files.iter().position(|f| v["source"] == f.as_str()).unwrap();
+            let offset = v["offset"].as_i64().unwrap() - 1;
+            v["source"] = Value::from(topic);
+            v["partition"] = Value::from(partition);
+            v["offset"] = Value::from(offset);
+            (format!("{topic}@{partition}@{offset}"), Some(v))
+        })
+        .collect();
+    let position = |v: &Option<Value>| {
+        let v = v.as_ref().unwrap();
+        (v["partition"].as_i64().unwrap(), v["offset"].as_i64().unwrap())
+    };
+    records.sort_by_key(|r| position(&r.1));
+    records
+}
+
+/// The output topics hold the case's expected streams and dead letters, each record once.
+fn assert_topics_hold_the_case(brokers: &str, input_topic: &str) {
+    assert_topics_hold_the_case_after_aborted(brokers, input_topic, false);
+}
+
+/// Like [`assert_topics_hold_the_case`]; with `aborted`, a topic may first hold the records of
+/// an aborted transaction (the mock cluster cannot hide them from read_committed readers as a
+/// broker does): the first records of the stream, then the whole stream.
+fn assert_topics_hold_the_case_after_aborted(brokers: &str, input_topic: &str, aborted: bool) {
+    let want_dead = expected_dead_letters(input_topic);
+    let expected =
+        STREAMS.iter().map(|s| (s.to_string(), expected_records(s))).chain([("dead_letter".into(), want_dead)]);
+    for (stream, want) in expected {
+        let got = parsed(read_committed(brokers, &format!("out.{stream}")));
+        let extra = got.len().saturating_sub(want.len());
+        assert!(aborted || extra == 0, "out.{stream}: {} records, expected {}", got.len(), want.len());
+        assert_eq!(got.len(), want.len() + extra, "out.{stream}: {} records, expected {}", got.len(), want.len());
+        assert_eq!(got[..extra], want[..extra], "out.{stream}: the aborted records are not the stream's first");
+        for (i, (g, w)) in got[extra..].iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "out.{stream} record {i} after {extra} aborted ones");
+        }
+    }
+}
+
+/// Every tick the case's expected streams hold a record at, ascending.
+fn expected_ticks() -> Vec<u64> {
+    let mut ticks: Vec<u64> = STREAMS
+        .iter()
+        .flat_map(|s| {
+            common::read_jsonl(&common::fixtures_dir().join(CASE).join("expected").join(format!("{s}.jsonl")))
+        })
+        .map(|v| v["ts"].as_u64().unwrap())
+        .collect();
+    ticks.sort();
+    ticks.dedup();
+    ticks
+}
+
+fn as_of() -> String {
+    let summary = common::read_json(&common::fixtures_dir().join(CASE).join("expected/summary.json"));
+    summary["as_of"].as_u64().unwrap().to_string()
+}
+
+fn high_watermarks(brokers: &str, topics: &[String]) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    topics.iter().map(|t| consumer.fetch_watermarks(t, 0, Duration::from_secs(10)).unwrap().1).collect()
+}
+
+/// Sets `group`'s committed offsets of every partition of `topic` back to 0, as if the job had
+/// died after its transactions but before any offset commit reached the broker.
+fn rewind(brokers: &str, group: &str, topic: &str, partitions: i32) {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0)).unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// The last progress record (read_committed), parsed.
+fn progress(brokers: &str) -> Value {
+    let records = read_committed(brokers, "out.progress");
+    let (key, value) = records.last().expect("a progress record").clone();
+    assert_eq!(key, "progress");
+    serde_json::from_str(&value.unwrap()).unwrap()
+}
+
+/// What a restart said it skipped: `skipped N ticks (through tick T)` and `skipped D dead
+/// letters`, each line at most once: (N, T, D), 0 and "-" for a line not there.
+fn skipped(stderr: &str) -> (usize, String, usize) {
+    let lines: Vec<Vec<&str>> = stderr
+        .lines()
+        .filter(|l| l.starts_with("stockflow: skipped "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let ticks: Vec<&Vec<&str>> = lines.iter().filter(|w| w[3] == "ticks").collect();
+    let dead: Vec<&Vec<&str>> = lines.iter().filter(|w| w[3] == "dead").collect();
+    assert!(ticks.len() <= 1 && dead.len() <= 1 && lines.len() == ticks.len() + dead.len(), "{stderr}");
+    let (n, through) =
+        ticks.first().map_or((0, "-".to_string()), |w| (w[2].parse().unwrap(), w[6].trim_end_matches(')').to_string()));
+    (n, through, dead.first().map_or(0, |w| w[2].parse().unwrap()))
+}
+
+#[test]
+fn a_transactional_batch_writes_the_case_and_a_restart_writes_nothing_again() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    let out = batch(&brokers, "in", "g", &as_of(), &["-w", "1"]);
+    assert!(out.success());
+    let stderr = out.stderr_str();
+    assert!(!stderr.contains("does not support transactions"), "{stderr}");
+    assert_eq!(skipped(&stderr), (0, "-".to_string(), 0), "nothing to skip on a first run");
+    assert_topics_hold_the_case(&brokers, "in");
+
+    // The progress record: the last tick, the dead-letter marks, and every partition's end.
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let ends: Vec<i64> =
+        (0..3).map(|p| consumer.fetch_watermarks("in", p, Duration::from_secs(10)).unwrap().1).collect();
+    let p = progress(&brokers);
+    let ticks = expected_ticks();
+    assert_eq!(p["tick"].as_u64(), ticks.last().copied(), "{p}");
+    let offsets: BTreeMap<String, i64> = (0..3).map(|i| (format!("in/{i}"), ends[i])).collect();
+    let got: BTreeMap<String, i64> =
+        p["offsets"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap())).collect();
+    assert_eq!(got, offsets, "{p}");
+    let mut marks: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, v) in expected_dead_letters("in") {
+        let v = v.unwrap();
+        let mark = marks.entry(format!("in/{}", v["partition"])).or_insert(-1);
+        *mark = (*mark).max(v["offset"].as_i64().unwrap());
+    }
+    let got: BTreeMap<String, i64> =
+        p["dead_letters"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap())).collect();
+    assert_eq!(got, marks, "{p}");
+
+    // Same group, same prefix, every message read again (offsets rewound): every tick and dead
+    // letter is already out, so not one record is produced.
+    let topics: Vec<String> =
+        ["atp", "low_stock", "order_plan", "network_atp", "dead_letter", "progress"].map(|t| format!("out.{t}")).into();
+    let before = high_watermarks(&brokers, &topics);
+    rewind(&brokers, "g", "in", 3);
+    let again = batch(&brokers, "in", "g", &as_of(), &["-w", "2"]);
+    assert!(again.success());
+    let stderr = again.stderr_str();
+    let dead = expected_dead_letters("in").len();
+    assert_eq!(skipped(&stderr), (ticks.len(), ticks.last().unwrap().to_string(), dead), "{stderr}");
+    // The output topics hold not one record more; the progress topic one, the start-up probe's
+    // transaction, which writes the progress record as it was.
+    let after = high_watermarks(&brokers, &topics);
+    assert_eq!(after[..5], before[..5], "a restart produced records again");
+    assert_eq!(after[5], before[5] + 1);
+    assert_eq!(progress(&brokers), p);
+    assert_topics_hold_the_case(&brokers, "in");
+}
+
+#[test]
+fn a_run_cut_short_and_restarted_writes_every_record_once() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    let ticks = expected_ticks();
+    // Cut halfway: the first run writes the ticks through the cut, the restart the rest.
+    let cut = ticks[ticks.len() / 2];
+    let first = batch(&brokers, "in", "g", &cut.to_string(), &["-w", "2"]);
+    assert!(first.success());
+    assert_eq!(progress(&brokers)["tick"].as_u64(), Some(cut));
+    rewind(&brokers, "g", "in", 3);
+    let rest = batch(&brokers, "in", "g", &as_of(), &["-w", "1"]);
+    assert!(rest.success());
+    let stderr = rest.stderr_str();
+    let written = ticks.iter().filter(|&&t| t <= cut).count();
+    assert_eq!(skipped(&stderr), (written, cut.to_string(), expected_dead_letters("in").len()), "{stderr}");
+    assert_topics_hold_the_case(&brokers, "in");
+    assert_eq!(progress(&brokers)["tick"].as_u64(), ticks.last().copied());
+}
+
+#[test]
+fn a_broker_whose_end_txn_fails_gets_at_least_once_output_and_one_line() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    // Every EndTxn fails (the probe's commit and its abort), as on tansu 0.6.
+    let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION; 8];
+    cluster.request_errors(RDKafkaApiKey::EndTxn, &errors);
+    let out = batch(&brokers, "in", "g", &as_of(), &["-w", "2"]);
+    assert!(out.success());
+    let stderr = out.stderr_str();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("does not support transactions")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    eprintln!("{stderr}");
+    assert!(lines[0].contains(&brokers) && lines[0].contains("at-least-once"), "{}", lines[0]);
+    assert_topics_hold_the_case(&brokers, "in");
+}
+
+#[test]
+fn a_transaction_the_broker_aborts_is_produced_again() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    // The probe's EndTxn passes; the first real commit fails as if the broker had lost the
+    // producer id (as after transaction.timeout.ms): abort, produce it again, commit.
+    let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID];
+    cluster.request_errors(RDKafkaApiKey::EndTxn, &errors);
+    let out = batch(&brokers, "in", "g", &as_of(), &["-w", "1"]);
+    assert!(out.success());
+    let stderr = out.stderr_str();
+    assert!(!stderr.contains("does not support transactions"), "{stderr}");
+    assert!(stderr.contains("the broker aborted a transaction"), "{stderr}");
+    assert_topics_hold_the_case_after_aborted(&brokers, "in", true);
+    assert_eq!(progress(&brokers)["tick"].as_u64(), expected_ticks().last().copied());
+}
+
+#[test]
+fn at_least_once_on_request_uses_no_transactions_and_no_progress_topic() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", false);
+    for (group, flag) in [("g1", "--at-least-once"), ("g2", "--exactly-once=false")] {
+        let out = batch(&brokers, "in", group, &as_of(), &[flag]);
+        assert!(out.success());
+        assert!(!out.stderr_str().contains("transactions"), "{flag}: {}", out.stderr_str());
+    }
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let md = consumer.fetch_metadata(Some("out.progress"), Duration::from_secs(10)).unwrap();
+    let progress = &md.topics()[0];
+    assert!(progress.error().is_some() || progress.partitions().is_empty(), "out.progress was created");
+    // And the two flags conflict with an explicit --exactly-once.
+    let out = batch(&brokers, "in", "g3", &as_of(), &["--at-least-once", "--exactly-once"]);
+    assert!(!out.success() && out.stderr_str().contains("cannot be used with"), "{}", out.stderr_str());
+}
+
+/// `batch` times on the mock cluster with and without transactions (not a test of speed: it
+/// checks the outputs and prints the times; see docs/benchmarks.md). The medium case by
+/// default; `TXN_INPUT=DIR TXN_UNTIL=MS TXN_OPTS="..."` another fixture directory (then both
+/// modes' topics must hold the same records). `TXN_RUNS` runs of each (default 5).
+/// `cargo test --release --test kafka_txn measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_batch_with_and_without_transactions() {
+    let env = |k: &str| std::env::var(k).ok();
+    let runs: usize = env("TXN_RUNS").and_then(|r| r.parse().ok()).unwrap_or(5);
+    let input = env("TXN_INPUT").map(std::path::PathBuf::from);
+    let until = env("TXN_UNTIL").unwrap_or_else(as_of);
+    let options: Vec<String> = match &input {
+        Some(_) => env("TXN_OPTS").unwrap_or_default().split_whitespace().map(String::from).collect(),
+        None => common::case_options(CASE),
+    };
+    let topics: Vec<String> =
+        ["atp", "low_stock", "order_plan", "network_atp", "dead_letter"].map(|t| format!("out.{t}")).into();
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for i in 0..runs {
+        let mut outputs = Vec::new();
+        for (mode, flag) in [("exactly-once", "--exactly-once"), ("at-least-once", "--at-least-once")] {
+            let cluster = mock();
+            let brokers = cluster.bootstrap_servers();
+            let dir = input.clone().unwrap_or_else(|| common::fixtures_dir().join(CASE).join("input"));
+            produce_dir(&cluster, &dir, "in", flag == "--exactly-once");
+            let mut args = vec!["batch", "--brokers", &brokers, "--topics", "in", "--group", "g", "--prefix", "out"];
+            args.extend(["--until", &until, "--quiet", flag, "-w", "1"]);
+            args.extend(options.iter().map(String::as_str));
+            let out = stockflow(&args);
+            assert!(out.success());
+            if input.is_none() {
+                assert_topics_hold_the_case(&brokers, "in");
+            }
+            outputs.push(topics.iter().map(|t| read_committed(&brokers, t)).collect::<Vec<_>>());
+            let transactions =
+                if flag == "--exactly-once" { read_committed(&brokers, "out.progress").len() } else { 0 };
+            eprintln!("run {i} {mode}: {:.3} s, {transactions} progress records", out.elapsed.as_secs_f64());
+            times.entry(mode).or_default().push(out.elapsed.as_secs_f64());
+        }
+        // The mock cluster keeps about 5 MB per partition, dropping the oldest record
+        // batches, whose sizes differ between the modes: compare what both kept.
+        for (t, (a, b)) in topics.iter().zip(outputs[0].iter().zip(&outputs[1])) {
+            let kept = a.len().min(b.len());
+            assert!(a[a.len() - kept..] == b[b.len() - kept..], "{t}: the two modes wrote different records");
+        }
+    }
+    for (mode, mut t) in times {
+        t.sort_by(f64::total_cmp);
+        let (median, min, max) = (t[t.len() / 2], t[0], t[t.len() - 1]);
+        eprintln!("{mode}: median {median:.3} s, min {min:.3} s, max {max:.3} s over {runs} runs");
+    }
+}
