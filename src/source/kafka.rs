@@ -53,6 +53,10 @@ pub struct PartitionState {
     end_confirmed: bool,
     /// When a message last arrived (or the reader started).
     pub last_data: Instant,
+    /// The partition's first offset when it was assigned: the consumer never starts before it.
+    low: i64,
+    /// Whether a gap in the delivered offsets was logged.
+    gap_reported: bool,
 }
 
 impl PartitionState {
@@ -88,6 +92,15 @@ pub struct KafkaReader {
 
 /// How long metadata, offset and watermark requests may take before the run gives up.
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How far before a partition's next offset the consumer is pointed: the messages before it
+/// are delivered again and dropped. A fetch from inside a record batch must return that batch
+/// (Kafka does, and librdkafka skips its head), but tansu 0.6 returns the batches *after* it,
+/// so a restart at a checkpoint's offset lost the rest of that batch (seen: a seek to 2321
+/// delivered 6441 first) and a seek into the last batch stalled the partition. Starting one
+/// producer batch early (librdkafka's default `batch.num.messages` is 10000) costs a restart
+/// that many re-fetched messages per partition and makes such a broker safe.
+const SEEK_BACK: i64 = 10_000;
 
 /// The worker that reads `partition` of the topic with source id `source`, out of `peers`.
 /// It depends on nothing but the pair, so a partition added while the job runs gets the same
@@ -196,10 +209,10 @@ impl KafkaReader {
                     }
                 }
             };
-            positions.push((topic, partition, next, high));
+            positions.push((topic, partition, next, high, low));
         }
         let mut added = Vec::new();
-        for (topic, partition, next, high) in positions {
+        for (topic, partition, next, high, low) in positions {
             self.index.insert((topic.clone(), partition), self.partitions.len());
             added.push(self.partitions.len());
             self.partitions.push(PartitionState {
@@ -209,6 +222,8 @@ impl KafkaReader {
                 end: batch.then_some(high),
                 end_confirmed: !batch,
                 last_data: Instant::now(),
+                low,
+                gap_reported: false,
             });
         }
         self.reassign()?;
@@ -219,8 +234,9 @@ impl KafkaReader {
     fn reassign(&self) -> Result<(), String> {
         let mut assignment = TopicPartitionList::new();
         for p in &self.partitions {
+            let from = if p.next > 0 { (p.next - SEEK_BACK).max(p.low) } else { p.next };
             assignment
-                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(from))
                 .map_err(|e| format!("{}[{}]: {e}", p.topic, p.partition))?;
         }
         self.consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))
@@ -264,26 +280,42 @@ impl KafkaReader {
     /// The next message, waiting at most `timeout`. Transient errors (broker down, leader
     /// change) are logged and retried by librdkafka: they return `Ok(None)`.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Polled>, String> {
-        match self.consumer.poll(timeout) {
-            None => Ok(None),
-            Some(Ok(m)) => {
-                let Some(&index) = self.index.get(&(m.topic().to_string(), m.partition())) else {
-                    return Ok(None);
-                };
-                let state = &mut self.partitions[index];
-                if m.offset() < state.next {
-                    // A re-delivery after a seek: already read.
-                    return Ok(None);
+        loop {
+            return match self.consumer.poll(timeout) {
+                None => Ok(None),
+                Some(Ok(m)) => {
+                    let Some(&index) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+                        return Ok(None);
+                    };
+                    let state = &mut self.partitions[index];
+                    if m.offset() < state.next {
+                        // Re-delivered: the consumer starts before the next offset (SEEK_BACK).
+                        continue;
+                    }
+                    if m.offset() > state.next && !state.gap_reported {
+                        // Compaction and transaction markers leave gaps; so does a broker that
+                        // skips a batch. Said once per partition, for whoever audits a restart.
+                        state.gap_reported = true;
+                        eprintln!(
+                            "stockflow: {}[{}]: expected offset {}, the broker delivered {} first ({} offsets \
+                             not delivered: compaction, transaction markers, or a broker losing messages)",
+                            state.topic,
+                            state.partition,
+                            state.next,
+                            m.offset(),
+                            m.offset() - state.next
+                        );
+                    }
+                    state.next = m.offset() + 1;
+                    state.last_data = Instant::now();
+                    Ok(Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() }))
                 }
-                state.next = m.offset() + 1;
-                state.last_data = Instant::now();
-                Ok(Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() }))
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
-            Some(Err(e)) => {
-                eprintln!("stockflow: Kafka consumer: {e} (retrying; state is kept)");
-                Ok(None)
-            }
+                Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+                Some(Err(e)) => {
+                    eprintln!("stockflow: Kafka consumer: {e} (retrying; state is kept)");
+                    Ok(None)
+                }
+            };
         }
     }
 
