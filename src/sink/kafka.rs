@@ -523,8 +523,8 @@ impl KafkaSink {
                     "stopped with {queued} output records unacknowledged ({e}); their ticks are not committed and are produced again after a restart"
                 )));
             }
-            eprintln!(
-                "stockflow: {queued} output records waiting {}s for the broker's acknowledgement ({e}); is the broker up? The state is kept; waiting",
+            tracing::warn!(
+                "{queued} output records waiting {}s for the broker's acknowledgement ({e}); is the broker up? The state is kept; waiting",
                 waiting_since.elapsed().as_secs()
             );
         }

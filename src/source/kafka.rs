@@ -281,7 +281,7 @@ impl KafkaReader {
             }
             Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
             Some(Err(e)) => {
-                eprintln!("stockflow: Kafka consumer: {e} (retrying; state is kept)");
+                tracing::warn!("Kafka consumer: {e} (retrying; state is kept)");
                 Ok(None)
             }
         }
