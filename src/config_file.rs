@@ -26,14 +26,22 @@ const PROPERTIES_ID: &str = "properties";
 /// The commands a config file can be for, in the order `config check` tries them.
 const MODES: [&str; 4] = ["replay", "run", "batch", "explain"];
 
-/// `--config FILE`, added to a command with `#[command(arg = crate::config_file::config_arg())]`:
-/// it is read before the command line is parsed, so no field holds it.
-pub fn config_arg() -> Arg {
+/// `--config FILE`, added to each command by [`with_config_flag`]: it is read before the command
+/// line is parsed, so no field holds it.
+fn config_arg() -> Arg {
     Arg::new(CONFIG_ID)
         .long("config")
         .value_name("FILE")
         .value_parser(clap::value_parser!(PathBuf))
         .help("A TOML file of these flags (key = flag in snake_case, [kafka] = -X); flags given here win")
+}
+
+/// `cli` with `--config FILE` on each command that takes a config file.
+pub fn with_config_flag(mut cli: Command) -> Command {
+    for mode in MODES {
+        cli = cli.mut_subcommand(mode, |c| c.arg(config_arg()));
+    }
+    cli
 }
 
 /// `stockflow config ...`.
@@ -64,6 +72,8 @@ struct CheckArgs {
 struct ConfigFile {
     path: PathBuf,
     table: toml::Table,
+    /// The line of each top-level key, for messages.
+    lines: std::collections::BTreeMap<String, usize>,
 }
 
 impl ConfigFile {
@@ -73,7 +83,24 @@ impl ConfigFile {
         let table = text.parse::<toml::Table>().map_err(|e| {
             anyhow::anyhow!("config file {} is not valid TOML: {}", path.display(), e.to_string().trim_end())
         })?;
-        Ok(ConfigFile { path: path.to_path_buf(), table })
+        // The table above drops where keys were; the parser's own document keeps their spans.
+        let lines = match toml::de::DeTable::parse(&text) {
+            Ok(document) => document
+                .get_ref()
+                .iter()
+                .map(|(key, _)| (key.get_ref().to_string(), text[..key.span().start].matches('\n').count() + 1))
+                .collect(),
+            Err(_) => Default::default(),
+        };
+        Ok(ConfigFile { path: path.to_path_buf(), table, lines })
+    }
+
+    /// `PATH, line N` of `key` (just the path when the line is unknown).
+    fn at(&self, key: &str) -> String {
+        match self.lines.get(key) {
+            Some(line) => format!("{}, line {line}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
     }
 }
 
@@ -159,15 +186,16 @@ fn parse_relaxed(command: &Command, mode: &str, tokens: &[OsString]) -> Result<A
 /// Turns each key of `file` into the flags of `command` (the `mode` subcommand), checking every
 /// value with clap's own parser. Unknown keys and bad values are errors naming the key and file.
 fn settings(file: &ConfigFile, command: &Command, mode: &str) -> Result<Vec<Setting>> {
-    let path = file.path.display();
     let unknown = |key: &str| {
         anyhow::anyhow!(
-            "config file {path}: unknown key `{key}` for `stockflow {mode}`; its keys are {}",
+            "config file {}: unknown key `{key}` for `stockflow {mode}`; its keys are {}",
+            file.at(key),
             keys(command).join(", ")
         )
     };
     let mut settings = Vec::new();
     for (key, value) in &file.table {
+        let path = file.at(key);
         let setting = if key == KAFKA_TABLE {
             if !command.get_arguments().any(|a| a.get_id() == PROPERTIES_ID) {
                 return Err(unknown(key));

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod config;
+mod config_file;
 mod explain;
 mod format;
 mod gen;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataflows::clock::Ticks;
 
 use config::{Cluster, Output, ReplayConfig};
@@ -57,6 +58,8 @@ enum Command {
     Consume(produce::ConsumeArgs),
     /// Replays the input and explains why one key (sku, loc) is where it is.
     Explain(explain::ExplainArgs),
+    /// Checks a `--config` file and prints the configuration it resolves to, secrets masked.
+    Config(config_file::ConfigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -206,8 +209,10 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Metr
     let config = Arc::new(config);
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
-    let reporter = (!config.quiet && config.cluster.process == 0)
-        .then(|| progress::Reporter::spawn(Arc::clone(&progress), "replay", progress::Size::Bytes(input_bytes(&config))));
+    let reporter = (!config.quiet && config.cluster.process == 0).then(|| {
+        let size = progress::Size::Bytes(input_bytes(&config));
+        progress::Reporter::spawn(Arc::clone(&progress), "replay", size, progress::Until::End)
+    });
     let timely_config = config.cluster.timely_config()?;
     let worker_config = Arc::clone(&config);
     let worker_progress = Arc::clone(&progress);
@@ -262,9 +267,10 @@ fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Re
     let server = metrics_server(metrics, mode, config.ticks, config.args.lateness_ms, &config.cluster)?;
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
-    let label = if config.batch { "batch" } else { "run" };
+    let (label, until) =
+        if config.batch { ("batch", progress::Until::End) } else { ("run", progress::Until::CaughtUp) };
     let reporter = (!config.args.quiet && config.cluster.process == 0)
-        .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag));
+        .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag, until));
     let result = stream::run(config, Arc::clone(&progress));
     if let (Ok(()), Some(reporter)) = (&result, reporter) {
         reporter.finish();
@@ -277,7 +283,10 @@ fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Re
 
 fn main() -> Result<()> {
     progress::init_logs();
-    let cli = Cli::parse();
+    let command = config_file::with_config_flag(Cli::command());
+    let argv = config_file::merged_args(std::env::args_os().collect(), command.clone())?;
+    let matches = command.clone().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command.clone()).exit());
     match cli.command {
         Command::Replay(args) => {
             let (report, metrics) = (args.report.clone(), args.metrics.clone());
@@ -307,6 +316,7 @@ fn main() -> Result<()> {
         ),
         Command::Produce(args) => produce::produce(args),
         Command::Consume(args) => produce::consume(args),
+        Command::Config(args) => config_file::run(args, command),
     }
 }
 

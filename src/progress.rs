@@ -10,7 +10,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dataflows::model::Millis;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::worker::Progress;
@@ -19,9 +22,10 @@ use crate::worker::Progress;
 /// redraw puts it back), so the two never share a line.
 static LINE_DRAWN: AtomicBool = AtomicBool::new(false);
 
-/// The filter without `RUST_LOG`: stockflow's own events from `info`, other crates' (librdkafka
-/// through rdkafka) from `warn`.
-const DEFAULT_FILTER: &str = "warn,stockflow=info";
+/// The filter without `RUST_LOG`: stockflow's own events from `info`. Other crates' events
+/// (librdkafka's log through rdkafka's `log` records) only when `RUST_LOG` names them: the
+/// job already says in its own words when the broker cannot be reached.
+const DEFAULT_FILTER: &str = "stockflow=info";
 
 /// Where log events go: stderr, after erasing a drawn progress line. Holding the stderr lock
 /// while writing keeps an event's line whole.
@@ -39,8 +43,36 @@ impl<'a> MakeWriter<'a> for Stderr {
     }
 }
 
+/// One line per event: `stockflow: [LEVEL: ][TARGET: ]message key=value...`. The level is
+/// written for all but `info`, and the target for other crates' events and below `info`, so
+/// the everyday lines read as they always have (scripts and tests match their start).
+struct OneLine;
+
+impl<S, N> FormatEvent<S, N> for OneLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let meta = event.metadata();
+        write!(writer, "stockflow: ")?;
+        let level = *meta.level();
+        match level {
+            Level::ERROR => write!(writer, "error: ")?,
+            Level::WARN => write!(writer, "warning: ")?,
+            Level::INFO => {}
+            _ => write!(writer, "{}: ", level.as_str().to_ascii_lowercase())?,
+        }
+        if level > Level::INFO || !meta.target().starts_with("stockflow") {
+            write!(writer, "{}: ", meta.target())?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 /// Installs the log subscriber: one line per event on stderr, `RUST_LOG` filters (default:
-/// [`DEFAULT_FILTER`]), colours only on a terminal.
+/// [`DEFAULT_FILTER`]). No colours, so that a line greps the same on a terminal and in a file.
 pub fn init_logs() {
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
     let (filter, rejected) = match from_env.as_deref().map(EnvFilter::try_new) {
@@ -51,7 +83,8 @@ pub fn init_logs() {
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(false)
+        .event_format(OneLine)
         .try_init();
     if let (Ok(()), Some(e)) = (installed, rejected) {
         tracing::warn!("RUST_LOG {:?} is not a filter ({e}); using {DEFAULT_FILTER:?}", from_env.unwrap_or_default());
@@ -67,6 +100,16 @@ pub enum Size {
     Lag,
 }
 
+/// How long the line is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Until the job ends (`replay`, `batch`).
+    End,
+    /// Until the job has caught up with the input (`run`): then it says so once and stops;
+    /// the steady state is the metrics endpoint's to show.
+    CaughtUp,
+}
+
 /// The progress reporter of one run, on its own thread; dropping it stops it.
 pub struct Reporter {
     stop: Arc<AtomicBool>,
@@ -80,7 +123,7 @@ pub struct Reporter {
 /// `STOCKFLOW_PROGRESS_MS` overrides both (e.g. fewer lines in a long `run`'s logs).
 fn interval(terminal: bool) -> Duration {
     let ms = std::env::var("STOCKFLOW_PROGRESS_MS").ok().and_then(|v| v.trim().parse::<u64>().ok());
-    Duration::from_millis(ms.unwrap_or(if terminal { 1000 } else { 10_000 }).max(1))
+    Duration::from_millis(ms.unwrap_or(if terminal { 1000 } else { 5000 }).max(1))
 }
 
 /// The rate over the last [`RATE_WINDOW`] of samples, so the ETA follows the current pace.
@@ -88,13 +131,13 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl Reporter {
     /// Starts reporting `progress` as `label: ...` lines.
-    pub fn spawn(progress: Arc<Progress>, label: &'static str, size: Size) -> Reporter {
+    pub fn spawn(progress: Arc<Progress>, label: &'static str, size: Size, until: Until) -> Reporter {
         let terminal = std::io::stderr().is_terminal();
         let every = interval(terminal);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, progress) = (Arc::clone(&stop), Arc::clone(&progress));
-            std::thread::spawn(move || report(&progress, label, size, terminal, every, &stop))
+            std::thread::spawn(move || report(&progress, label, size, until, terminal, every, &stop))
         };
         Reporter { stop, thread: Some(thread), progress, label, started: Instant::now() }
     }
@@ -117,10 +160,7 @@ impl Reporter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        let mut stderr = std::io::stderr().lock();
-        if LINE_DRAWN.swap(false, Ordering::Relaxed) {
-            let _ = stderr.write_all(b"\r\x1b[2K");
-        }
+        clear_line();
     }
 }
 
@@ -131,12 +171,22 @@ impl Drop for Reporter {
 }
 
 /// The reporter thread's loop.
-fn report(progress: &Progress, label: &str, size: Size, terminal: bool, every: Duration, stop: &AtomicBool) {
+fn report(
+    progress: &Progress,
+    label: &str,
+    size: Size,
+    until: Until,
+    terminal: bool,
+    every: Duration,
+    stop: &AtomicBool,
+) {
     let started = Instant::now();
     let mut last = Instant::now();
     // (when, messages, bytes), for the recent rate.
     let mut samples: VecDeque<(Instant, u64, u64)> = VecDeque::from([(started, 0, 0)]);
-    let mut behind = false;
+    // Whether a lag was seen, and the last sample had read something with no lag: a worker
+    // adds its messages read a moment before its lag, so one such sample alone proves nothing.
+    let (mut behind, mut level_before) = (false, false);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(every.min(Duration::from_millis(100)));
         if last.elapsed() < every || stop.load(Ordering::Relaxed) {
@@ -159,6 +209,16 @@ fn report(progress: &Progress, label: &str, size: Size, terminal: bool, every: D
             messages: (sample.read - read_then) as f64 / secs,
             bytes: (sample.bytes - bytes_then) as f64 / secs,
         };
+        if until == Until::CaughtUp {
+            let level = sample.lag == 0 && sample.read > 0;
+            if sample.lag == 0 && (behind || (level && level_before)) {
+                clear_line();
+                tracing::info!("{label}: caught up with the input ({} messages read)", sample.read);
+                return;
+            }
+            behind |= sample.lag > 0;
+            level_before = level;
+        }
         let line = progress_line(label, size, &sample, &rate);
         if terminal {
             let mut stderr = std::io::stderr().lock();
@@ -168,14 +228,14 @@ fn report(progress: &Progress, label: &str, size: Size, terminal: bool, every: D
         } else {
             tracing::info!("{line}");
         }
-        if matches!(size, Size::Lag) {
-            if sample.lag > 0 {
-                behind = true;
-            } else if behind {
-                behind = false;
-                tracing::info!("{label}: caught up with the input ({} messages read)", sample.read);
-            }
-        }
+    }
+}
+
+/// Erases the progress line if one is drawn.
+fn clear_line() {
+    let mut stderr = std::io::stderr().lock();
+    if LINE_DRAWN.swap(false, Ordering::Relaxed) {
+        let _ = stderr.write_all(b"\r\x1b[2K");
     }
 }
 

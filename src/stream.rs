@@ -174,8 +174,8 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
             check_compatible(chosen, &config)?;
             if config.cluster.process == 0 {
                 let workers = chosen.headers.first().map_or(0, |h| h.workers);
-                eprintln!(
-                    "stockflow: starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
+                tracing::info!(
+                    "starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
                     chosen.at,
                     chosen.shares.len(),
                     chosen.headers.iter().map(|h| h.keys).sum::<u64>(),
@@ -192,7 +192,9 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
         if let Err(message) = stream_worker(worker, &config, &progress) {
             tracing::error!("{message}");
-            tracing::error!("stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
+            tracing::error!(
+                "stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there"
+            );
             std::process::exit(1);
         }
         Ok(())
@@ -770,8 +772,8 @@ impl Checkpoints {
                     n => format!(" (and {} earlier)", n - 1),
                 };
                 let written = published.last().map_or(0, |(_, took)| took.as_millis());
-                eprintln!(
-                    "stockflow: checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
+                tracing::info!(
+                    "checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
                     took.as_millis()
                 );
             }
