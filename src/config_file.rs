@@ -46,9 +46,13 @@ pub fn with_config_flag(mut cli: Command) -> Command {
 
 /// `stockflow config ...`.
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct ConfigArgs {
     #[command(subcommand)]
     action: ConfigAction,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -59,6 +63,7 @@ enum ConfigAction {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 struct CheckArgs {
     /// The TOML file.
     file: PathBuf,
@@ -66,6 +71,9 @@ struct CheckArgs {
     /// every key of the file).
     #[arg(long, value_parser = MODES)]
     mode: Option<String>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 /// A parsed config file.
@@ -395,10 +403,16 @@ fn validate(matches: &ArgMatches) -> Result<()> {
             .unwrap_or_default();
         let kafka = crate::kafka::KafkaArgs { brokers, properties, kafka_config: get(matches, "kafka_config") };
         // librdkafka checks each property's name and value as it is set, without connecting.
-        kafka
-            .client_config(&[])?
-            .create_native_config()
-            .map_err(|e| anyhow::anyhow!("a Kafka property ([{KAFKA_TABLE}] or kafka_config) is wrong: {e}"))?;
+        // Its message repeats the value, so a refused secret is masked there too.
+        if let Err(e) = kafka.client_config(&[])?.create_native_config() {
+            let mut message = e.to_string();
+            for (key, value) in kafka.properties()? {
+                if is_secret(&key) && !value.is_empty() {
+                    message = message.replace(&value, "****");
+                }
+            }
+            bail!("a Kafka property ([{KAFKA_TABLE}] or kafka_config) is wrong: {message}");
+        }
     }
     if matches.try_get_one::<bool>("no_kafka_out").ok().flatten() == Some(&true)
         && get::<PathBuf>(matches, "out").is_none()
@@ -408,13 +422,13 @@ fn validate(matches: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
-/// Whether a value is a secret, shown as `****`: any key naming a password or secret, and the
-/// properties that hold a private key or credentials inline.
+/// Whether a value is a secret, shown as `****`: any key naming a password, a secret or a key
+/// (`ssl.key.pem`, `ssl.key.password`, `ssl.keystore.location`: a location is masked too, as
+/// erring that way costs nothing), and the properties that hold credentials inline.
 fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.contains("password")
-        || key.contains("secret")
-        || matches!(key.as_str(), "sasl.jaas.config" | "sasl.oauthbearer.config" | "ssl.key.pem")
+    ["password", "secret", "key"].iter().any(|word| key.contains(word))
+        || matches!(key.as_str(), "sasl.jaas.config" | "sasl.oauthbearer.config")
 }
 
 /// A TOML string literal.
@@ -425,7 +439,9 @@ fn quoted(text: &str) -> String {
 /// The resolved configuration as TOML: every key of the command, from the file or its default
 /// (marked), unset ones as comments, then `[kafka]`; secrets masked.
 fn resolved(file: &ConfigFile, command: &Command, mode: &str, matches: &ArgMatches) -> String {
-    let numeric = [TypeId::of::<u64>(), TypeId::of::<usize>(), TypeId::of::<i64>(), TypeId::of::<i32>()];
+    // Values TOML writes bare (numbers, booleans such as `exactly_once`); the rest are strings.
+    let bare =
+        [TypeId::of::<u64>(), TypeId::of::<usize>(), TypeId::of::<i64>(), TypeId::of::<i32>(), TypeId::of::<bool>()];
     let mut out = format!(
         "# stockflow {mode}: {} resolved (its values, then the defaults, marked); flags on the command line override these\n",
         file.path.display()
@@ -447,11 +463,11 @@ fn resolved(file: &ConfigFile, command: &Command, mode: &str, matches: &ArgMatch
             let _ = writeln!(out, "# {key}: not set{required}");
             continue;
         }
-        let is_number = numeric.iter().any(|t| arg.get_value_parser().type_id() == *t);
+        let is_bare = bare.iter().any(|t| arg.get_value_parser().type_id() == *t);
         let literal = |v: &String| {
             if is_secret(&key) {
                 quoted("****")
-            } else if is_number {
+            } else if is_bare {
                 v.clone()
             } else {
                 quoted(v)
@@ -541,7 +557,15 @@ mod tests {
 
     #[test]
     fn secrets_are_recognised() {
-        for key in ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"] {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "SSL.Key.Location",
+            "sasl.jaas.config",
+        ] {
             assert!(is_secret(key), "{key}");
         }
         assert!(!is_secret("sasl.username") && !is_secret("security.protocol"));

@@ -376,7 +376,10 @@ impl Inputs {
                     ));
                 }
                 if self.missing.insert(topic.clone()) && index == 0 {
-                    tracing::warn!("input topic {topic} does not exist yet; reading it once it does (checked every {} ms)", args.metadata_refresh_ms);
+                    tracing::warn!(
+                        "input topic {topic} does not exist yet; reading it once it does (checked every {} ms)",
+                        args.metadata_refresh_ms
+                    );
                 }
                 continue;
             };
@@ -408,7 +411,9 @@ impl Inputs {
                 let when = if first { "" } else { "new partition: " };
                 tracing::info!(
                     "worker {index}/{peers} {when}reads {}[{}] from offset {}{end}",
-                    p.topic, p.partition, p.next
+                    p.topic,
+                    p.partition,
+                    p.next
                 );
             }
             let clock = clocks.get(&(p.topic.clone(), p.partition)).copied().unwrap_or_default();

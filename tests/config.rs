@@ -1,11 +1,13 @@
-//! `--config FILE.toml` end to end: a file drives a real replay exactly as its flags do, flags
-//! override it, unknown keys are refused by name, `config check` masks secrets; and the
-//! progress lines on a stderr that is not a terminal.
+//! `--config FILE.toml` end to end: a file drives a real replay (and a batch on librdkafka's
+//! mock cluster) exactly as its flags do, flags override it, unknown keys are refused by name
+//! and line, `config check` masks secrets, the documented examples pass it; and the progress
+//! lines on a stderr that is not a terminal.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -80,12 +82,12 @@ fn unknown_keys_and_bad_values_fail_naming_key_and_file() {
     let config = write_config(
         tmp.path(),
         "typo.toml",
-        &format!("inputs = [{}]\nout = \"-\"\ntick_size = 500\n", toml_str(&input)),
+        &format!("inputs = [{}]\nout = \"-\"\n\n# the tick\ntick_size = 500\n", toml_str(&input)),
     );
     let r = run(["replay", "--config", config.to_str().unwrap()]);
     assert!(!r.success() && !r.panicked(), "{}", r.describe());
     let err = r.stderr_str();
-    assert!(err.contains("unknown key `tick_size`") && err.contains("typo.toml"), "{}", r.describe());
+    assert!(err.contains("typo.toml, line 5: unknown key `tick_size`"), "{}", r.describe());
     assert!(err.contains("tick_ms"), "the message should list the keys:\n{}", r.describe());
     assert!(r.stdout.is_empty(), "{}", r.describe());
 
@@ -95,7 +97,13 @@ fn unknown_keys_and_bad_values_fail_naming_key_and_file() {
     assert!(!r.success() && r.stderr_str().contains("unknown key `topics`"), "{}", r.describe());
     std::fs::write(&config, "lateness_ms = \"soon\"\n").unwrap();
     let r = run(["replay", "--config", config.to_str().unwrap(), "--out", "-", input.to_str().unwrap()]);
-    assert!(!r.success() && r.stderr_str().contains("key `lateness_ms`"), "{}", r.describe());
+    assert!(!r.success() && r.stderr_str().contains("line 1: key `lateness_ms`"), "{}", r.describe());
+    assert!(r.stderr_str().contains("soon"), "{}", r.describe());
+    // Not TOML at all: the parser's message with its line.
+    std::fs::write(&config, "tick_ms = 500\nout = \n").unwrap();
+    let r = run(["replay", "--config", config.to_str().unwrap(), "--out", "-", input.to_str().unwrap()]);
+    assert!(!r.success() && r.stderr_str().contains("is not valid TOML"), "{}", r.describe());
+    assert!(r.stderr_str().contains("line 2"), "{}", r.describe());
     // A missing file says so.
     let r = run(["replay", "--config", tmp.path().join("absent.toml").to_str().unwrap(), "--out", "-"]);
     assert!(!r.success() && r.stderr_str().contains("absent.toml"), "{}", r.describe());
@@ -120,35 +128,53 @@ fn config_check_prints_the_resolved_configuration_with_secrets_masked() {
     let config = write_config(
         tmp.path(),
         "kafka.toml",
-        "brokers = \"broker1:9093\"\ntopics = [\"inv\", \"po\"]\ngroup = \"planner\"\nlateness_ms = 10000\n\n\
+        "brokers = \"broker1:9093\"\ntopics = [\"inv\", \"po\"]\ngroup = \"planner\"\nlateness_ms = 10000\n\
+         checkpoint_dir = \"/var/lib/ckpt\"\ncheckpoint_every = \"5m\"\nexactly_once = false\n\
+         metrics_addr = \"127.0.0.1:9464\"\n\n\
          [kafka]\nsecurity.protocol = \"SASL_SSL\"\nsasl.mechanism = \"SCRAM-SHA-512\"\nsasl.username = \"stockflow\"\n\
-         sasl.password = \"hunter2-pw\"\n\"ssl.key.password\" = \"k3y-pw\"\n",
+         sasl.password = \"hunter2-pw\"\n\"ssl.key.password\" = \"k3y-pw\"\n\"ssl.key.pem\" = \"PEM-BODY\"\n\
+         \"ssl.keystore.password\" = \"keystore-s3cret\"\n",
     );
     let r = run(["config", "check", config.to_str().unwrap()]);
     assert!(r.success(), "{}", r.describe());
     let out = r.stdout_str();
     for line in [
         "# stockflow run:",
-        "brokers = \"broker1:9093\"",
-        "topics = [\"inv\", \"po\"]",
-        "group = \"planner\"",
+        "brokers = \"broker1:9093\"\n",
+        "topics = [\"inv\", \"po\"]\n",
+        "group = \"planner\"\n",
         "lateness_ms = 10000\n",
-        "tick_ms = 1000  # default",
-        "prefix = \"stockflow\"  # default",
-        "[kafka]",
-        "\"sasl.password\" = \"****\"",
-        "\"ssl.key.password\" = \"****\"",
-        "\"sasl.username\" = \"stockflow\"",
-        "\"security.protocol\" = \"SASL_SSL\"",
+        "checkpoint_dir = \"/var/lib/ckpt\"\n",
+        "checkpoint_every = \"5m\"\n",
+        "exactly_once = false\n",
+        "metrics_addr = \"127.0.0.1:9464\"\n",
+        "tick_ms = 1000  # default\n",
+        "idle_ms = 10000  # default\n",
+        "prefix = \"stockflow\"  # default\n",
+        "# out: not set\n",
+        "\n[kafka]\n",
+        "\"sasl.password\" = \"****\"\n",
+        "\"ssl.key.password\" = \"****\"\n",
+        "\"ssl.key.pem\" = \"****\"\n",
+        "\"ssl.keystore.password\" = \"****\"\n",
+        "\"sasl.username\" = \"stockflow\"\n",
+        "\"security.protocol\" = \"SASL_SSL\"\n",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
-    assert!(!out.contains("hunter2") && !out.contains("k3y"), "a secret is shown:\n{out}");
+    for secret in ["hunter2", "k3y", "PEM-BODY", "s3cret"] {
+        assert!(!out.contains(secret), "a secret is shown:\n{out}");
+    }
 
-    // The printed configuration is itself a valid config file of the same command.
+    // The printed configuration is itself a valid config file of the same command, resolving
+    // to the same values (its secrets now the mask itself).
     let again = write_config(tmp.path(), "resolved.toml", &out);
     let r = run(["config", "check", again.to_str().unwrap(), "--mode", "run"]);
-    assert!(r.success() && r.stdout_str().contains("group = \"planner\""), "{}", r.describe());
+    assert!(r.success(), "{}", r.describe());
+    let lines = |text: &str| -> Vec<String> {
+        text.lines().filter(|l| !l.starts_with("# stockflow")).map(|l| l.replace("  # default", "")).collect()
+    };
+    assert_eq!(lines(&r.stdout_str()), lines(&out));
 
     // As a batch config, --until is reported as still needed.
     let r = run(["config", "check", config.to_str().unwrap(), "--mode", "batch"]);
@@ -156,27 +182,172 @@ fn config_check_prints_the_resolved_configuration_with_secrets_masked() {
     assert!(r.stdout_str().contains("# until: not set (required"), "{}", r.describe());
 
     // Checks go beyond the syntax: a librdkafka property that does not exist, a key below
-    // [kafka] that belongs above it, and a replay input that is missing.
+    // [kafka] that belongs above it, a replay input that is missing, an unknown key.
     std::fs::write(&config, "topics = [\"inv\"]\n[kafka]\n\"no.such.property\" = 1\n").unwrap();
     let r = run(["config", "check", config.to_str().unwrap()]);
     assert!(!r.success() && r.stderr_str().contains("no.such.property"), "{}", r.describe());
+    assert!(r.stdout.is_empty(), "{}", r.describe());
+    // A secret librdkafka refuses (this build has no OAuth) is not repeated in the message.
+    std::fs::write(&config, "topics = [\"inv\"]\n[kafka]\n\"sasl.oauthbearer.client.secret\" = \"oauth-s3cret\"\n")
+        .unwrap();
+    let r = run(["config", "check", config.to_str().unwrap()]);
+    assert!(!r.success() && r.stderr_str().contains("sasl.oauthbearer.client.secret"), "{}", r.describe());
+    assert!(!r.stderr_str().contains("oauth-s3cret"), "{}", r.describe());
     std::fs::write(&config, "topics = [\"inv\"]\n[kafka]\n\"client.id\" = \"x\"\ntick_ms = 500\n").unwrap();
     let r = run(["config", "check", config.to_str().unwrap()]);
     assert!(!r.success() && r.stderr_str().contains("`tick_ms` is in [kafka]"), "{}", r.describe());
     std::fs::write(&config, "inputs = [\"no/such/dir\"]\nout = \"-\"\n").unwrap();
     let r = run(["config", "check", config.to_str().unwrap()]);
     assert!(!r.success() && r.stderr_str().contains("no/such/dir"), "{}", r.describe());
+    std::fs::write(&config, "topics = [\"inv\"]\ngroup = \"g\"\ncheckpoint_evry = \"5m\"\n").unwrap();
+    let r = run(["config", "check", config.to_str().unwrap(), "--mode", "run"]);
+    assert!(!r.success(), "{}", r.describe());
+    assert!(r.stderr_str().contains("kafka.toml, line 3: unknown key `checkpoint_evry`"), "{}", r.describe());
 }
 
-/// `stockflow ARGS` with stderr a pipe (not a terminal), progress every millisecond.
-fn with_progress(args: &[&str]) -> Output {
+/// The ```toml blocks of the README's "Configuration file" section.
+fn readme_examples() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let from = readme.find("## Configuration file").expect("the README's section");
+    let section = &readme[from..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    section.split("```toml\n").skip(1).map(|block| block[..block.find("```").unwrap()].to_string()).collect()
+}
+
+#[test]
+fn the_documented_examples_pass_config_check() {
+    let example = repo_root().join("docs").join("stockflow.example.toml");
+    let r = run(["config", "check", example.to_str().unwrap()]);
+    assert!(r.success(), "{}", r.describe());
+    let out = r.stdout_str();
+    assert!(out.starts_with("# stockflow run:"), "{out}");
+    assert!(out.contains("\"sasl.password\" = \"****\"") && !out.contains("change-me"), "{out}");
+    // Everything the example sets is in the resolved configuration (no default took its place).
+    for key in ["brokers", "topics", "group", "tick_ms", "lateness_ms", "idle_ms", "prefix", "metrics_addr"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{key} = ")) && !l.ends_with("# default")), "{key}: {out}");
+    }
+    for key in ["checkpoint_dir", "checkpoint_every", "exactly_once", "workers"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{key} = ")) && !l.ends_with("# default")), "{key}: {out}");
+    }
+    let r = run(["config", "check", example.to_str().unwrap(), "--mode", "batch"]);
+    assert!(r.success(), "{}", r.describe());
+
+    let tmp = tempdir();
+    let blocks = readme_examples();
+    assert_eq!(blocks.len(), 2, "the README's examples: {blocks:?}");
+    for (i, (block, mode)) in blocks.iter().zip(["run", "replay"]).enumerate() {
+        let path = write_config(tmp.path(), &format!("readme-{i}.toml"), block);
+        // Relative paths (the replay's inputs) are as on the command line: from the repository.
+        let r = run_in(&repo_root(), &["config", "check", path.to_str().unwrap()]);
+        assert!(r.status.success(), "README example {i}: {}", String::from_utf8_lossy(&r.stderr));
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(out.starts_with(&format!("# stockflow {mode}:")), "README example {i}:\n{out}");
+    }
+}
+
+/// `stockflow ARGS` run in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin()).args(args).current_dir(dir).env("RUST_BACKTRACE", "0").output().unwrap()
+}
+
+/// A mock Kafka cluster holding the `medium` case on 3 partitions of topic `medium`.
+fn medium_on_a_mock_cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("medium", 3, 1).unwrap();
+    let input = fixtures_dir().join("medium").join("input");
+    let brokers = cluster.bootstrap_servers();
+    let r = run_with_timeout(
+        ["produce", input.to_str().unwrap(), "--topic", "medium", "--brokers", &brokers],
+        Duration::from_secs(60),
+    );
+    assert!(r.success(), "{}", r.describe());
+    cluster
+}
+
+#[test]
+fn a_config_file_drives_a_batch_on_kafka_like_its_flags() {
+    let cluster = medium_on_a_mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let tmp = tempdir();
+    let (from_file, from_flags) = (tmp.path().join("from-file"), tmp.path().join("from-flags"));
+    let config = write_config(
+        tmp.path(),
+        "batch.toml",
+        &format!(
+            "brokers = {}\ntopics = [\"medium\"]\ngroup = \"from-file\"\nprefix = \"file\"\nuntil = \"1700000060000\"\n\
+             tick_ms = 500\nlateness_ms = 200\nno_kafka_out = true\nout = {}\nworkers = 2\nexactly_once = false\n\
+             [kafka]\n\"client.id\" = \"config-test\"\nsocket.timeout.ms = 30000\n",
+            serde_json::to_string(&brokers).unwrap(),
+            toml_str(&from_file)
+        ),
+    );
+    let r = run_with_timeout(["batch", "--config", config.to_str().unwrap()], Duration::from_secs(120));
+    assert!(r.success(), "{}", r.describe());
+    let r = run_with_timeout(
+        [
+            "batch",
+            "--brokers",
+            &brokers,
+            "--topics",
+            "medium",
+            "--group",
+            "from-flags",
+            "--prefix",
+            "flags",
+            "--until",
+            "1700000060000",
+            "--tick-ms",
+            "500",
+            "--lateness-ms",
+            "200",
+            "--no-kafka-out",
+            "--out",
+            from_flags.to_str().unwrap(),
+            "-w",
+            "2",
+            "--at-least-once",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(r.success(), "{}", r.describe());
+    compare_dirs_bytes(&from_flags, &from_file).unwrap();
+    assert!(read_json(&from_file.join("summary.json"))["read"].as_u64().unwrap() > 0);
+
+    // A librdkafka property from [kafka] reaches the client: a value it refuses stops the job.
+    std::fs::write(
+        &config,
+        format!(
+            "brokers = {}\ntopics = [\"medium\"]\nuntil = \"1700000060000\"\nno_kafka_out = true\nout = {}\n\
+             [kafka]\nsocket.timeout.ms = \"soon\"\n",
+            serde_json::to_string(&brokers).unwrap(),
+            toml_str(&tmp.path().join("never"))
+        ),
+    )
+    .unwrap();
+    let r = run_with_timeout(["batch", "--config", config.to_str().unwrap()], Duration::from_secs(60));
+    assert!(!r.success() && !r.panicked(), "{}", r.describe());
+    assert!(r.stderr_str().contains("socket.timeout.ms"), "{}", r.describe());
+}
+
+/// `stockflow ARGS` with stderr a pipe (not a terminal), progress every `every_ms`.
+fn with_progress(args: &[&str], every_ms: &str) -> Output {
     Command::new(bin())
         .args(args)
-        .env("STOCKFLOW_PROGRESS_MS", "1")
+        .env("STOCKFLOW_PROGRESS_MS", every_ms)
         .env_remove("RUST_LOG")
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap()
+}
+
+/// The size of the `*.jsonl` files of a fixture directory.
+fn input_bytes(input: &Path) -> u64 {
+    std::fs::read_dir(input)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -184,27 +355,49 @@ fn progress_on_a_pipe_is_plain_log_lines_and_quiet_silences_it() {
     let tmp = tempdir();
     let input = fixtures_dir().join("medium").join("input");
     let out = tmp.path().join("out");
-    let r = with_progress(&["replay", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "-w", "2"]);
+    let r = with_progress(&["replay", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "-w", "2"], "1");
     let stderr = String::from_utf8_lossy(&r.stderr).into_owned();
     assert!(r.status.success(), "{stderr}");
     assert!(!stderr.contains('\r') && !stderr.contains('\x1b'), "redraws or colours on a pipe:\n{stderr:?}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" INFO ") && l.contains("replay: ")).collect();
-    assert!(!lines.is_empty(), "no progress line:\n{stderr}");
-    let total: u64 = std::fs::read_dir(&input)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
-    let last = lines.last().unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("stockflow: replay: ")).collect();
+    assert!(lines.len() >= 2, "no periodic progress line:\n{stderr}");
+    let total = input_bytes(&input);
     let read = read_json(&out.join("summary.json"))["read"].as_u64().unwrap();
-    assert!(last.contains(&format!("replay: {read} messages, {:.1} MB in ", total as f64 / 1e6)), "{stderr}");
-    // Periodic lines show the share of the input's size (known in a replay).
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!("stockflow: replay: {read} messages, {:.1} MB in ", total as f64 / 1e6)),
+        "the totals line: {stderr}"
+    );
+    // Periodic lines show the count, the share of the input's size (known in a replay), the
+    // rate and the watermark; counts never go down.
+    let mut previous = 0;
     for line in &lines[..lines.len() - 1] {
         assert!(line.contains(&format!(" of {:.1} MB (", total as f64 / 1e6)), "{line}");
+        assert!(line.contains(" msg/s, watermark "), "{line}");
+        let count: u64 = line["stockflow: replay: ".len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(count >= previous && count <= read, "{line}");
+        previous = count;
     }
 
-    let r = with_progress(&["replay", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let out_quiet = tmp.path().join("quiet");
+    let r = with_progress(&["replay", input.to_str().unwrap(), "--out", out_quiet.to_str().unwrap(), "--quiet"], "1");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(r.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&r.stderr));
+    compare_dirs_bytes(&out, &out_quiet).unwrap();
+
+    // Without the interval set, a short replay on a pipe writes only its totals line.
+    let r = with_progress(&["replay", input.to_str().unwrap(), "--out", out_quiet.to_str().unwrap()], "");
+    let stderr = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert!(r.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with(&format!("stockflow: replay: {read} messages, ")), "{stderr}");
+
+    // RUST_LOG filters: warnings only drops the info lines.
+    let r = Command::new(bin())
+        .args(["replay", input.to_str().unwrap(), "--out", out_quiet.to_str().unwrap()])
+        .env("RUST_LOG", "stockflow=warn")
+        .output()
+        .unwrap();
+    assert!(r.status.success() && r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
 }
