@@ -126,6 +126,10 @@ fn interval(terminal: bool) -> Duration {
     Duration::from_millis(ms.unwrap_or(if terminal { 1000 } else { 5000 }).max(1))
 }
 
+/// How long `run` must have read with no lag to count as caught up: workers refresh their lag
+/// once a second, after counting what they read, so a shorter spell of no lag proves nothing.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// The rate over the last [`RATE_WINDOW`] of samples, so the ETA follows the current pace.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -184,9 +188,8 @@ fn report(
     let mut last = Instant::now();
     // (when, messages, bytes), for the recent rate.
     let mut samples: VecDeque<(Instant, u64, u64)> = VecDeque::from([(started, 0, 0)]);
-    // Whether a lag was seen, and the last sample had read something with no lag: a worker
-    // adds its messages read a moment before its lag, so one such sample alone proves nothing.
-    let (mut behind, mut level_before) = (false, false);
+    // Whether a lag was ever seen, and since when there has been none after reading.
+    let (mut behind, mut level_since) = (false, None::<Instant>);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(every.min(Duration::from_millis(100)));
         if last.elapsed() < every || stop.load(Ordering::Relaxed) {
@@ -210,14 +213,14 @@ fn report(
             bytes: (sample.bytes - bytes_then) as f64 / secs,
         };
         if until == Until::CaughtUp {
-            let level = sample.lag == 0 && sample.read > 0;
-            if sample.lag == 0 && (behind || (level && level_before)) {
+            behind |= sample.lag > 0;
+            if sample.lag > 0 || !(behind || sample.read > 0) {
+                level_since = None;
+            } else if level_since.get_or_insert(last).elapsed() >= SETTLE {
                 clear_line();
                 tracing::info!("{label}: caught up with the input ({} messages read)", sample.read);
                 return;
             }
-            behind |= sample.lag > 0;
-            level_before = level;
         }
         let line = progress_line(label, size, &sample, &rate);
         if terminal {
@@ -262,7 +265,7 @@ fn progress_line(label: &str, size: Size, sample: &Sample, rate: &Rate) -> Strin
             let left = total.saturating_sub(sample.bytes) as f64;
             (
                 format!("{mb:.1} of {:.1} MB ({share:.0}%)", total as f64 / 1e6),
-                (rate.bytes > 0.0).then(|| left / rate.bytes),
+                (rate.bytes > 0.0 && left > 0.0).then(|| left / rate.bytes),
             )
         }
         Size::Bytes(_) => (format!("{mb:.1} MB"), None),

@@ -401,3 +401,94 @@ fn progress_on_a_pipe_is_plain_log_lines_and_quiet_silences_it() {
         .unwrap();
     assert!(r.status.success() && r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// The `stockflow: LABEL: N messages, ...` lines of a stderr (periodic lines and totals).
+fn progress_lines<'a>(stderr: &'a str, label: &str) -> Vec<&'a str> {
+    let prefix = format!("stockflow: {label}: ");
+    stderr
+        .lines()
+        .filter(|l| l.strip_prefix(&prefix).is_some_and(|rest| rest.split(' ').nth(1) == Some("messages,")))
+        .collect()
+}
+
+#[test]
+fn batch_and_run_show_progress_with_lag_and_run_stops_once_caught_up() {
+    let cluster = medium_on_a_mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let tmp = tempdir();
+    let common =
+        ["--brokers", &brokers, "--topics", "medium", "--no-kafka-out", "--tick-ms", "500", "--lateness-ms", "200"];
+
+    let out = tmp.path().join("batch");
+    let mut batch = Command::new(bin());
+    batch.args(["batch", "--until", "1700000060000", "--group", "batch", "--out", out.to_str().unwrap()]);
+    let r = batch.args(common).env("STOCKFLOW_PROGRESS_MS", "1").env_remove("RUST_LOG").output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert!(r.status.success(), "{stderr}");
+    let read = read_json(&out.join("summary.json"))["read"].as_u64().unwrap();
+    let lines = progress_lines(&stderr, "batch");
+    assert!(lines.len() >= 2, "{stderr}");
+    assert!(
+        lines[..lines.len() - 1].iter().all(|l| l.contains(" msg/s, watermark ") && l.contains(", lag ")),
+        "{stderr}"
+    );
+    assert!(lines.last().unwrap().starts_with(&format!("stockflow: batch: {read} messages, ")), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+
+    // run: the line until caught up, one line saying so, then nothing until the totals.
+    let out = tmp.path().join("run");
+    let mut child = Command::new(bin())
+        .args(["run", "--group", "run", "--idle-ms", "1000", "--out", out.to_str().unwrap()])
+        .args(common)
+        .env("STOCKFLOW_PROGRESS_MS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut before = Vec::new();
+    let caught_up = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("run never said it caught up:\n{}", before.join("\n"));
+        };
+        if line.starts_with("stockflow: run: caught up with the input (") {
+            break line;
+        }
+        before.push(line);
+    };
+    // Long enough for several more lines at a 1 ms interval, were they still written.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let after: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status}: {after:?}");
+    let read = read_json(&out.join("summary.json"))["read"].as_u64().unwrap();
+    assert_eq!(caught_up, format!("stockflow: run: caught up with the input ({read} messages read)"));
+    let before = before.join("\n");
+    let lines = progress_lines(&before, "run");
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.contains(", lag ")), "{before}");
+    let after = after.join("\n");
+    let lines = progress_lines(&after, "run");
+    assert_eq!(lines.len(), 1, "only the totals after catching up:\n{after}");
+    assert!(
+        lines[0].starts_with(&format!("stockflow: run: {read} messages, ")) && lines[0].contains(" MB in "),
+        "{after}"
+    );
+}
