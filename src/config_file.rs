@@ -300,9 +300,11 @@ pub fn merged_args(argv: Vec<OsString>, cli: Command) -> Result<Vec<OsString>> {
     let (head, tail) = argv.split_at(at);
     let mut merged = head.to_vec();
     let mut positionals = Vec::new();
+    let mut built = command.clone();
+    built.build();
+    let on_command_line = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
     for setting in settings {
-        let on_command_line = given.value_source(&setting.id) == Some(ValueSource::CommandLine);
-        if on_command_line && setting.id != PROPERTIES_ID {
+        if (on_command_line(&setting.id) && setting.id != PROPERTIES_ID) || overruled(&built, &setting.id, given) {
             continue;
         }
         if setting.positional {
@@ -320,6 +322,20 @@ pub fn merged_args(argv: Vec<OsString>, cli: Command) -> Result<Vec<OsString>> {
         merged.extend(positionals);
     }
     Ok(merged)
+}
+
+/// Whether a flag on the command line conflicts with `id` (`--at-least-once` given, the file
+/// saying `exactly_once = true`): the command line wins there too, so the file's value goes.
+fn overruled(command: &Command, id: &str, given: &ArgMatches) -> bool {
+    let Some(arg) = command.get_arguments().find(|a| a.get_id() == id) else { return false };
+    let conflicts_with_arg = command.get_arg_conflicts_with(arg);
+    command
+        .get_arguments()
+        .filter(|other| given.value_source(other.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .any(|other| {
+            conflicts_with_arg.iter().any(|c| c.get_id() == other.get_id())
+                || command.get_arg_conflicts_with(other).iter().any(|c| c.get_id() == id)
+        })
 }
 
 /// `stockflow config check`: validates the file for a command and prints what it resolves to.

@@ -313,6 +313,26 @@ fn a_config_file_drives_a_batch_on_kafka_like_its_flags() {
     compare_dirs_bytes(&from_flags, &from_file).unwrap();
     assert!(read_json(&from_file.join("summary.json"))["read"].as_u64().unwrap() > 0);
 
+    // A flag that conflicts with the file's key wins too: --at-least-once over exactly_once.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("exactly_once = false", "exactly_once = true")).unwrap();
+    let overruled = tmp.path().join("overruled");
+    let r = run_with_timeout(
+        [
+            "batch",
+            "--config",
+            config.to_str().unwrap(),
+            "--at-least-once",
+            "--group",
+            "g2",
+            "--out",
+            overruled.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(r.success(), "{}", r.describe());
+    compare_dirs_bytes(&from_flags, &overruled).unwrap();
+
     // A librdkafka property from [kafka] reaches the client: a value it refuses stops the job.
     std::fs::write(
         &config,
