@@ -5,8 +5,8 @@
 //! `-X key=value`). Keys are looked up in the clap command itself, so every flag a command has is
 //! a key of its file, with clap's own value checks, and a flag added later needs nothing here.
 //! The file's values are turned into flags placed before the command line's: a flag given on
-//! the command line replaces the file's value, except `-X`, whose properties are merged with
-//! `[kafka]` property by property (the command line's win).
+//! the command line replaces the file's value (and a file value its flags conflict with), except
+//! `-X`, whose properties are merged with `[kafka]` property by property (the command line's win).
 
 use std::any::TypeId;
 use std::ffi::OsString;
