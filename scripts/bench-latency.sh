@@ -88,7 +88,7 @@ for _ in $(seq 1 600); do
 done
 echo "== load after: $(uptime)"
 metrics >"$DIR/metrics.txt"
-achieved=$(awk '/^produce:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s\)$/) { gsub(/[()\/s]/, "", $i); print $i } }' "$DIR/produce.log")
+achieved=$(awk '/^stockflow: produce:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s\)$/) { gsub(/[()\/s]/, "", $i); print $i } }' "$DIR/produce.log")
 echo
 echo "offered $RATE msg/s for $SECS s; produced at $achieved msg/s; max lag seen $max_lag messages; workers $WORKERS; lateness $LATENESS_MS ms; tick 100 ms; run args: ${RUN_ARGS:-none}"
 echo "| latency (ms) | p50 | p90 | p99 | p999 | max | count |"

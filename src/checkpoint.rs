@@ -325,7 +325,7 @@ pub fn choose(root: &Path) -> anyhow::Result<Option<Chosen>> {
 
 /// One diagnostic line on stderr.
 fn tracing_line(text: &str) {
-    eprintln!("stockflow: {text}");
+    tracing::warn!("{text}");
 }
 
 /// Removes what is no longer needed: complete checkpoints older than the `keep` newest complete

@@ -86,7 +86,7 @@ pub fn run(args: GenArgs) -> Result<()> {
     if !args.quiet {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let mb = gen.out.bytes as f64 / 1e6;
-        eprintln!(
+        tracing::info!(
             "gen: {} lines ({} setup, {} events, {} bad) into {} files in {}: {secs:.2} s, {:.0} events/s, {mb:.1} MB, {:.1} MB/s",
             gen.setup_lines + args.events + gen.bad_lines,
             gen.setup_lines,
@@ -336,8 +336,8 @@ impl Out {
                 .collect();
             if !stale.is_empty() {
                 stale.sort();
-                eprintln!(
-                    "gen: warning: {} also holds {} (not written by this run; `replay {}` would read them too)",
+                tracing::warn!(
+                    "gen: {} also holds {} (not written by this run; `replay {}` would read them too)",
                     dir.display(),
                     stale.join(", "),
                     dir.display()
@@ -789,7 +789,7 @@ impl Gen {
                 reported = Instant::now();
                 let secs = started.elapsed().as_secs_f64();
                 let mb = self.out.pending_bytes() as f64 / 1e6;
-                eprintln!(
+                tracing::info!(
                     "gen: {k} events ({:.1}%), {mb:.1} MB, {:.0} events/s, {:.1} MB/s",
                     k as f64 * 100.0 / self.events as f64,
                     k as f64 / secs,

@@ -89,7 +89,7 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
     let admin: AdminClient<DefaultClientContext> = match config.create() {
         Ok(admin) => admin,
         Err(e) => {
-            eprintln!("stockflow: cannot create a Kafka admin client ({e}); topics are used as they are");
+            tracing::warn!("cannot create a Kafka admin client ({e}); topics are used as they are");
             return;
         }
     };
@@ -107,12 +107,12 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
     let timeout = Some(Duration::from_secs(10));
     let opts = AdminOptions::new().operation_timeout(timeout).request_timeout(timeout);
     match block_on(admin.create_topics(&new, &opts)) {
-        Err(e) => eprintln!("stockflow: could not create topics ({e}); using them as they are"),
+        Err(e) => tracing::warn!("could not create topics ({e}); using them as they are"),
         Ok(results) => {
             for r in results {
                 if let Err((name, code)) = r {
                     if code != RDKafkaErrorCode::TopicAlreadyExists {
-                        eprintln!("stockflow: could not create topic {name} ({code}); using it as it is");
+                        tracing::warn!("could not create topic {name} ({code}); using it as it is");
                     }
                 }
             }

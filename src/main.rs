@@ -3,12 +3,14 @@
 
 mod checkpoint;
 mod config;
+mod config_file;
 mod explain;
 mod format;
 mod gen;
 mod kafka;
 mod metrics;
 mod produce;
+mod progress;
 mod report;
 mod sink;
 mod source;
@@ -16,12 +18,10 @@ mod stream;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataflows::clock::Ticks;
 
 use config::{Cluster, Output, ReplayConfig};
@@ -58,6 +58,8 @@ enum Command {
     Consume(produce::ConsumeArgs),
     /// Replays the input and explains why one key (sku, loc) is where it is.
     Explain(explain::ExplainArgs),
+    /// Checks a `--config` file and prints the configuration it resolves to, secrets masked.
+    Config(config_file::ConfigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -207,9 +209,10 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Metr
     let config = Arc::new(config);
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
-    let started = Instant::now();
-    let reporter = (!config.quiet && config.cluster.process == 0)
-        .then(|| spawn_progress(Arc::clone(&progress), "replay", Duration::from_secs(1)));
+    let reporter = (!config.quiet && config.cluster.process == 0).then(|| {
+        let size = progress::Size::Bytes(input_bytes(&config));
+        progress::Reporter::spawn(Arc::clone(&progress), "replay", size, progress::Until::End)
+    });
     let timely_config = config.cluster.timely_config()?;
     let worker_config = Arc::clone(&config);
     let worker_progress = Arc::clone(&progress);
@@ -234,12 +237,8 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Metr
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
     worker::join_workers(guards)?;
-    if let Some((stop, handle)) = reporter {
-        stop.store(true, Ordering::Relaxed);
-        let _ = handle.join();
-        let read = progress.read.load(Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!("replay: {read} messages in {secs:.2} s ({:.0}/s)", read as f64 / secs.max(1e-9));
+    if let Some(reporter) = reporter {
+        reporter.finish();
     }
     if let Some(server) = server {
         server.linger();
@@ -247,20 +246,34 @@ fn replay(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Metr
     Ok(())
 }
 
-/// `run` or `batch`, with a progress line on stderr (every second in `batch`, every ten in the
-/// endless `run`) unless `--quiet`.
+/// The bytes of the input files this process reads (worker i of all reads files i, i + peers,
+/// ...; process p hosts workers p * w ..), for the progress line's share and ETA.
+fn input_bytes(config: &ReplayConfig) -> u64 {
+    let c = &config.cluster;
+    let peers = c.workers * c.processes;
+    config
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(source, _)| source % peers / c.workers == c.process)
+        .filter_map(|(_, input)| std::fs::metadata(&input.path).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `run` or `batch`, with a progress line on stderr unless `--quiet`.
 fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
     let mode = if config.batch { metrics::Mode::Batch } else { metrics::Mode::Run };
     let server = metrics_server(metrics, mode, config.ticks, config.args.lateness_ms, &config.cluster)?;
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
-    let (label, every) = if config.batch { ("batch", 1) } else { ("run", 10) };
+    let (label, until) =
+        if config.batch { ("batch", progress::Until::End) } else { ("run", progress::Until::CaughtUp) };
     let reporter = (!config.args.quiet && config.cluster.process == 0)
-        .then(|| spawn_progress(Arc::clone(&progress), label, Duration::from_secs(every)));
+        .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag, until));
     let result = stream::run(config, Arc::clone(&progress));
-    if let Some((stop, handle)) = reporter {
-        stop.store(true, Ordering::Relaxed);
-        let _ = handle.join();
+    if let (Ok(()), Some(reporter)) = (&result, reporter) {
+        reporter.finish();
     }
     if let (Ok(()), Some(server)) = (&result, server) {
         server.linger();
@@ -268,40 +281,12 @@ fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Re
     result
 }
 
-/// A thread printing a progress line (`label: ...`) to stderr every `every`.
-fn spawn_progress(
-    progress: Arc<Progress>,
-    label: &'static str,
-    every: Duration,
-) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_flag = Arc::clone(&stop);
-    let handle = std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut last = Instant::now();
-        while !stop_flag.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            if last.elapsed() < every {
-                continue;
-            }
-            last = Instant::now();
-            let read = progress.read.load(Ordering::Relaxed);
-            let mb = progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
-            let secs = started.elapsed().as_secs_f64();
-            let watermark = progress.watermark.load(Ordering::Relaxed);
-            let lag = progress.lag.load(Ordering::Relaxed);
-            let lag = if label == "replay" { String::new() } else { format!(", lag {lag} messages") };
-            eprintln!(
-                "{label}: {read} messages, {mb:.1} MB, {:.0} msg/s, watermark {watermark}{lag}",
-                read as f64 / secs.max(1e-9)
-            );
-        }
-    });
-    (stop, handle)
-}
-
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    progress::init_logs();
+    let command = config_file::with_config_flag(Cli::command());
+    let argv = config_file::merged_args(std::env::args_os().collect(), command.clone())?;
+    let matches = command.clone().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command.clone()).exit());
     match cli.command {
         Command::Replay(args) => {
             let (report, metrics) = (args.report.clone(), args.metrics.clone());
@@ -331,6 +316,7 @@ fn main() -> Result<()> {
         ),
         Command::Produce(args) => produce::produce(args),
         Command::Consume(args) => produce::consume(args),
+        Command::Config(args) => config_file::run(args, command),
     }
 }
 

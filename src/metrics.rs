@@ -272,7 +272,7 @@ impl Server {
                 let _ = serve(&served, stream);
             }
         })?;
-        eprintln!("stockflow: metrics on http://{bound}/metrics (also /health, /ready)");
+        tracing::info!("metrics on http://{bound}/metrics (also /health, /ready)");
         Ok(Some(Server { metrics, linger: Duration::from_secs(args.metrics_linger_secs) }))
     }
 

@@ -131,7 +131,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         producer.flush(TIMEOUT).with_context(|| format!("{}[{partition}]: messages not acknowledged", args.topic))?;
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
+    tracing::info!(
         "produce: {count} messages from {} files to {} in {secs:.1} s ({:.0}/s)",
         files.len(),
         args.topic,

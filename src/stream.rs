@@ -174,8 +174,8 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
             check_compatible(chosen, &config)?;
             if config.cluster.process == 0 {
                 let workers = chosen.headers.first().map_or(0, |h| h.workers);
-                eprintln!(
-                    "stockflow: starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
+                tracing::info!(
+                    "starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
                     chosen.at,
                     chosen.shares.len(),
                     chosen.headers.iter().map(|h| h.keys).sum::<u64>(),
@@ -191,8 +191,10 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         // Timely workers share fate: the others would wait forever for this one's progress.
         // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
         if let Err(message) = stream_worker(worker, &config, &progress) {
-            eprintln!("stockflow: {message}");
-            eprintln!("stockflow: stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
+            tracing::error!("{message}");
+            tracing::error!(
+                "stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there"
+            );
             std::process::exit(1);
         }
         Ok(())
@@ -355,7 +357,7 @@ impl Inputs {
         self.checked = Instant::now();
         let args = &config.args;
         let unreachable = |e: String| {
-            eprintln!("stockflow: worker {index}: {e} (retrying; state is kept)");
+            tracing::warn!("worker {index}: {e} (retrying; state is kept)");
         };
         let listed = match list_partitions(self.reader.consumer(), &args.topics) {
             Ok(listed) => listed,
@@ -374,12 +376,15 @@ impl Inputs {
                     ));
                 }
                 if self.missing.insert(topic.clone()) && index == 0 {
-                    eprintln!("stockflow: input topic {topic} does not exist yet; reading it once it does (checked every {} ms)", args.metadata_refresh_ms);
+                    tracing::warn!(
+                        "input topic {topic} does not exist yet; reading it once it does (checked every {} ms)",
+                        args.metadata_refresh_ms
+                    );
                 }
                 continue;
             };
             if self.missing.remove(topic) && index == 0 && !first {
-                eprintln!("stockflow: input topic {topic} exists now; reading it");
+                tracing::info!("input topic {topic} exists now; reading it");
             }
             for &partition in partitions {
                 let known = self.reader.partitions.iter().any(|p| p.topic == *topic && p.partition == partition);
@@ -404,9 +409,11 @@ impl Inputs {
             if !args.quiet || !first {
                 let end = p.end.map_or(String::new(), |e| format!(" up to offset {e} (at least)"));
                 let when = if first { "" } else { "new partition: " };
-                eprintln!(
-                    "stockflow: worker {index}/{peers} {when}reads {}[{}] from offset {}{end}",
-                    p.topic, p.partition, p.next
+                tracing::info!(
+                    "worker {index}/{peers} {when}reads {}[{}] from offset {}{end}",
+                    p.topic,
+                    p.partition,
+                    p.next
                 );
             }
             let clock = clocks.get(&(p.topic.clone(), p.partition)).copied().unwrap_or_default();
@@ -770,8 +777,8 @@ impl Checkpoints {
                     n => format!(" (and {} earlier)", n - 1),
                 };
                 let written = published.last().map_or(0, |(_, took)| took.as_millis());
-                eprintln!(
-                    "stockflow: checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
+                tracing::info!(
+                    "checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
                     took.as_millis()
                 );
             }

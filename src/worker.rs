@@ -444,10 +444,10 @@ impl OperatorProfile {
         let mut rows: Vec<_> = self.own.iter().map(|(id, d)| (*d, *id)).collect();
         rows.sort_by(|a, b| b.cmp(a));
         let total: f64 = rows.iter().map(|(d, _)| d.as_secs_f64()).sum();
-        eprintln!("operator profile, worker {worker}: {total:.2} s scheduled");
+        tracing::info!("operator profile, worker {worker}: {total:.2} s scheduled");
         for (d, id) in rows.iter().take(30) {
             let name = self.names.get(id).map_or("?", String::as_str);
-            eprintln!("{:8.3} s {:5.1}%  {name} ({id})", d.as_secs_f64(), 100.0 * d.as_secs_f64() / total);
+            tracing::info!("{:8.3} s {:5.1}%  {name} ({id})", d.as_secs_f64(), 100.0 * d.as_secs_f64() / total);
         }
     }
 }

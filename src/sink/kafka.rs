@@ -339,8 +339,8 @@ impl KafkaSink {
             Err(why) => {
                 sink.producer = at_least_once_producer(config)?;
                 let brokers = config.get("bootstrap.servers").unwrap_or_default();
-                eprintln!(
-                    "stockflow: broker {brokers} does not support transactions ({why}): output is at-least-once; \
+                tracing::warn!(
+                    "broker {brokers} does not support transactions ({why}): output is at-least-once; \
                      after a restart, ticks may be produced twice, whole and byte-identical (--at-least-once silences this)"
                 );
             }
@@ -409,9 +409,10 @@ impl KafkaSink {
         }
         s.ticks_reported = true;
         let through = self.resumed.as_ref().and_then(|r| r.tick).map_or("-".to_string(), |t| t.to_string());
-        eprintln!(
-            "stockflow: skipped {} ticks (through tick {through}) already written by an earlier run ({})",
-            s.ticks, self.topics[PROGRESS_TOPIC]
+        tracing::info!(
+            "skipped {} ticks (through tick {through}) already written by an earlier run ({})",
+            s.ticks,
+            self.topics[PROGRESS_TOPIC]
         );
     }
 
@@ -422,9 +423,10 @@ impl KafkaSink {
             return;
         }
         s.dead_letters_reported = true;
-        eprintln!(
-            "stockflow: skipped {} dead letters already written by an earlier run ({})",
-            s.dead_letters, self.topics[PROGRESS_TOPIC]
+        tracing::info!(
+            "skipped {} dead letters already written by an earlier run ({})",
+            s.dead_letters,
+            self.topics[PROGRESS_TOPIC]
         );
     }
 
@@ -523,8 +525,8 @@ impl KafkaSink {
                     "stopped with {queued} output records unacknowledged ({e}); their ticks are not committed and are produced again after a restart"
                 )));
             }
-            eprintln!(
-                "stockflow: {queued} output records waiting {}s for the broker's acknowledgement ({e}); is the broker up? The state is kept; waiting",
+            tracing::warn!(
+                "{queued} output records waiting {}s for the broker's acknowledgement ({e}); is the broker up? The state is kept; waiting",
                 waiting_since.elapsed().as_secs()
             );
         }
@@ -600,7 +602,7 @@ impl KafkaSink {
                     )))
                 }
                 Err(Failure::Abortable(why)) => {
-                    eprintln!("stockflow: the broker aborted a transaction ({why}); producing its ticks again");
+                    tracing::warn!("the broker aborted a transaction ({why}); producing its ticks again");
                     self.retry_transaction()?;
                 }
             }
@@ -637,8 +639,8 @@ impl KafkaSink {
                     if self.stopping() {
                         return Err(Failure::Fatal(format!("stopped while {what} a transaction ({e})")));
                     }
-                    eprintln!(
-                        "stockflow: {what} a transaction: waiting {}s for the broker ({e}); is the broker up? The state is kept; waiting",
+                    tracing::warn!(
+                        "{what} a transaction: waiting {}s for the broker ({e}); is the broker up? The state is kept; waiting",
                         since.elapsed().as_secs()
                     );
                 }
@@ -739,7 +741,7 @@ fn init_transactions(producer: &BaseProducer<Acks>) -> Result<(), String> {
             Ok(()) => return Ok(()),
             Err(e) if retriable(&e) && attempts < 2 => {
                 attempts += 1;
-                eprintln!("stockflow: initialising Kafka transactions: {e}; trying again");
+                tracing::warn!("initialising Kafka transactions: {e}; trying again");
             }
             Err(e) => return Err(format!("InitProducerId: {e}")),
         }

@@ -296,8 +296,8 @@ impl KafkaReader {
                         // Compaction and transaction markers leave gaps; so does a broker that
                         // skips a batch. Said once per partition, for whoever audits a restart.
                         state.gap_reported = true;
-                        eprintln!(
-                            "stockflow: {}[{}]: expected offset {}, the broker delivered {} first ({} offsets \
+                        tracing::warn!(
+                            "{}[{}]: expected offset {}, the broker delivered {} first ({} offsets \
                              not delivered: compaction, transaction markers, or a broker losing messages)",
                             state.topic,
                             state.partition,
@@ -312,7 +312,7 @@ impl KafkaReader {
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
                 Some(Err(e)) => {
-                    eprintln!("stockflow: Kafka consumer: {e} (retrying; state is kept)");
+                    tracing::warn!("Kafka consumer: {e} (retrying; state is kept)");
                     Ok(None)
                 }
             };
