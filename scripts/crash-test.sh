@@ -39,10 +39,9 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$BIN" ] || cargo build --release
-if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  KAFKA_PORT="$PORT" scripts/kafka-broker.sh start
-  STARTED_BROKER=1
-fi
+ensured=$(KAFKA_PORT="$PORT" scripts/kafka-broker.sh ensure)
+grep -vx started <<<"$ensured" || true
+if [ "$(tail -1 <<<"$ensured")" = started ]; then STARTED_BROKER=1; fi
 echo "crash-test: seed $SEED, $EVENTS events, broker $BROKERS, work dir $WORK"
 
 TOPIC="crash-$SEED-$$"

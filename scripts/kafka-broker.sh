@@ -5,6 +5,8 @@
 #   scripts/kafka-broker.sh install   build tansu into .tools/ (reused when the version matches)
 #   scripts/kafka-broker.sh start     install if needed, start on 127.0.0.1:$KAFKA_PORT, wait
 #   scripts/kafka-broker.sh stop      stop the broker started by `start`
+#   scripts/kafka-broker.sh ensure    reuse any broker answering on the port, else `start`;
+#                                     the last line is `started` when this call started one
 #
 # Building tansu takes ~15-20 min on 2 cores; `install` once, early.
 set -euo pipefail
@@ -51,7 +53,7 @@ start() {
     >"$STATE/broker.log" 2>&1 &
   echo $! >"$STATE/pid"
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    if listening; then
       echo "broker up on 127.0.0.1:$PORT (pid $(cat "$STATE/pid"), log $STATE/broker.log)"
       return 0
     fi
@@ -64,6 +66,19 @@ start() {
   done
   echo "broker did not answer on 127.0.0.1:$PORT within 20 s; see $STATE/broker.log" >&2
   return 1
+}
+
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+}
+
+ensure() {
+  if listening; then
+    echo "reusing the broker on 127.0.0.1:$PORT"
+  else
+    start
+    echo started
+  fi
 }
 
 stop() {
@@ -79,5 +94,6 @@ case "${1:-start}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+  ensure) ensure ;;
+  *) echo "usage: $0 install|start|stop|ensure" >&2; exit 2 ;;
 esac
