@@ -281,41 +281,39 @@ impl KafkaReader {
     /// change) are logged and retried by librdkafka: they return `Ok(None)`.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Polled>, String> {
         loop {
-            return match self.consumer.poll(timeout) {
-                None => Ok(None),
-                Some(Ok(m)) => {
-                    let Some(&index) = self.index.get(&(m.topic().to_string(), m.partition())) else {
-                        return Ok(None);
-                    };
-                    let state = &mut self.partitions[index];
-                    if m.offset() < state.next {
-                        // Re-delivered: the consumer starts before the next offset (SEEK_BACK).
-                        continue;
-                    }
-                    if m.offset() > state.next && !state.gap_reported {
-                        // Compaction and transaction markers leave gaps; so does a broker that
-                        // skips a batch. Said once per partition, for whoever audits a restart.
-                        state.gap_reported = true;
-                        tracing::warn!(
-                            "{}[{}]: expected offset {}, the broker delivered {} first ({} offsets \
-                             not delivered: compaction, transaction markers, or a broker losing messages)",
-                            state.topic,
-                            state.partition,
-                            state.next,
-                            m.offset(),
-                            m.offset() - state.next
-                        );
-                    }
-                    state.next = m.offset() + 1;
-                    state.last_data = Instant::now();
-                    Ok(Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() }))
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+            let m = match self.consumer.poll(timeout) {
+                None | Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
                 Some(Err(e)) => {
                     tracing::warn!("Kafka consumer: {e} (retrying; state is kept)");
-                    Ok(None)
+                    return Ok(None);
                 }
+                Some(Ok(m)) => m,
             };
+            let Some(&index) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+                return Ok(None);
+            };
+            let state = &mut self.partitions[index];
+            if m.offset() < state.next {
+                // Re-delivered: the consumer starts before the next offset (SEEK_BACK).
+                continue;
+            }
+            if m.offset() > state.next && !state.gap_reported {
+                // Compaction and transaction markers leave gaps; so does a broker that skips a
+                // batch. Said once per partition, for whoever audits a restart.
+                state.gap_reported = true;
+                tracing::warn!(
+                    "{}[{}]: expected offset {}, the broker delivered {} first ({} offsets not delivered: \
+                     compaction, transaction markers, or a broker losing messages)",
+                    state.topic,
+                    state.partition,
+                    state.next,
+                    m.offset(),
+                    m.offset() - state.next
+                );
+            }
+            state.next = m.offset() + 1;
+            state.last_data = Instant::now();
+            return Ok(Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() }));
         }
     }
 
