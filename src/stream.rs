@@ -130,7 +130,15 @@ pub struct StreamConfig {
 /// Set by SIGINT/SIGTERM: finish the current tick, commit, exit 0.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: i32) {
+/// Set once a worker runs. Before that (a cluster process waiting for its peers, which retries
+/// for ever) there is nothing to finish, so a signal ends the process at once.
+static WORKERS_STARTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signum: i32) {
+    if !WORKERS_STARTED.load(Ordering::Relaxed) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc_exit(128 + signum) }
+    }
     STOP.store(true, Ordering::Relaxed);
 }
 
@@ -145,6 +153,8 @@ fn install_signal_handlers() {
 extern "C" {
     #[link_name = "signal"]
     fn libc_signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    #[link_name = "_exit"]
+    fn libc_exit(status: i32) -> !;
 }
 
 /// Parses `--until` for batch runs.
@@ -188,6 +198,7 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     let timely_config = config.cluster.timely_config()?;
     let config = Arc::new(config);
     let guards = timely::execute(timely_config, move |worker| {
+        WORKERS_STARTED.store(true, Ordering::Relaxed);
         // Timely workers share fate: the others would wait forever for this one's progress.
         // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
         if let Err(message) = stream_worker(worker, &config, &progress) {
