@@ -60,6 +60,15 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Checks a `--config` file and prints the configuration it resolves to, secrets masked.
     Config(config_file::ConfigArgs),
+    /// Inspects checkpoints: `stockflow checkpoint show DIR`.
+    #[command(subcommand)]
+    Checkpoint(CheckpointAction),
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckpointAction {
+    /// Prints a checkpoint's headers and entries as JSON lines (`--ledger-only` for comparing runs).
+    Show(checkpoint::ShowArgs),
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +326,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => produce::produce(args),
         Command::Consume(args) => produce::consume(args),
         Command::Config(args) => config_file::run(args, command),
+        Command::Checkpoint(CheckpointAction::Show(args)) => checkpoint::show(&args),
     }
 }
 
