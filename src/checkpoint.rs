@@ -425,20 +425,27 @@ pub fn writer(saved: dataflows::Stream<'_, Saved>, shared: Rc<RefCell<Shared>>, 
     const LEDGERS: usize = 2;
     saved
         .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "CheckpointWriter", |_, _| {
-            let mut open: BTreeMap<Millis, (Vec<Saved>, usize, Instant)> = BTreeMap::new();
+            // Per checkpoint time: the entries so far, the end markers seen, the entries they
+            // announce, and when the first arrived.
+            let mut open: BTreeMap<Millis, (Vec<Saved>, usize, u64, Instant)> = BTreeMap::new();
             move |input, _output| {
                 input.for_each(|cap, data| {
                     // The ledgers emit a request's entries at its time.
                     let Some(&at) = cap.least() else { return };
-                    let slot = open.entry(at).or_insert_with(|| (Vec::new(), 0, Instant::now()));
+                    let slot = open.entry(at).or_insert_with(|| (Vec::new(), 0, 0, Instant::now()));
                     for entry in data.drain(..) {
                         match entry {
-                            Saved::End(_) => slot.1 += 1,
+                            Saved::End(_, entries) => {
+                                slot.1 += 1;
+                                slot.2 += entries;
+                            }
                             entry => slot.0.push(entry),
                         }
                     }
-                    if slot.1 == LEDGERS {
-                        let (ledger, _, started) = open.remove(&at).expect("present");
+                    // Complete once both ledgers' ends and every entry they announce are here,
+                    // in whatever order the containers came.
+                    if slot.1 == LEDGERS && slot.0.len() as u64 == slot.2 {
+                        let (ledger, _, _, started) = open.remove(&at).expect("present");
                         let mut s = shared.borrow_mut();
                         if let Err(e) = encode_share(&mut s, at, ledger, started) {
                             s.error.get_or_insert(e);
@@ -500,6 +507,42 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(split(path, &bytes[..len]).is_err(), "truncation to {len} bytes went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_share_waits_for_every_entry_its_end_markers_announce() {
+        use dataflows::ledger::Counter;
+        use timely::dataflow::operators::Input;
+        // timely's ok_err may hand over the containers of one time in any order: here both
+        // ledgers' end markers arrive a step before the entries they end.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let entries = timely::execute_directly(move |worker| {
+            let probe = ProbeHandle::new();
+            let shared = Rc::new(RefCell::new(Shared::new(root.clone(), header())));
+            let cut = Cut { at: 5000, partitions: Vec::new(), stats: SourceStats::default(), held: 0 };
+            shared.borrow_mut().cuts.push(cut);
+            let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+                let (input, saved) = scope.new_input::<Vec<Saved>>();
+                writer(saved, Rc::clone(&shared), &probe);
+                input
+            });
+            input.advance_to(5000);
+            input.send(Saved::End(5000, 2));
+            input.send(Saved::End(5000, 1));
+            input.flush();
+            (0..5).for_each(|_| {
+                worker.step();
+            });
+            for counter in [Counter::Orphan, Counter::Duplicate, Counter::Absorbed] {
+                input.send(Saved::Count(counter, 1));
+            }
+            drop(input);
+            worker.step_while(|| !probe.done());
+            let written = std::mem::take(&mut shared.borrow_mut().written);
+            written.iter().map(|(_, path, bytes)| split(path, bytes).unwrap().0.entries).collect::<Vec<_>>()
+        });
+        assert_eq!(entries, vec![3], "one share, with every entry");
     }
 
     #[test]
@@ -576,7 +619,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
         }
         for entry in body.ledger {
             match entry {
-                Saved::End(_) => {}
+                Saved::End(..) => {}
                 // Counts are per share; their sum is what the run reports.
                 Saved::Count(counter, n) => *counts.entry(serde_json::to_string(&counter)?).or_default() += n,
                 Saved::Pending(_) if args.ledger_only => {}

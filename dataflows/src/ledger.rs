@@ -77,8 +77,10 @@ pub enum Saved {
     Pending(Event),
     /// How often a ledger outcome has been counted since the first run (summed over shares).
     Count(Counter, i64),
-    /// Ends one ledger's entries for the checkpoint at this logical time.
-    End(Millis),
+    /// Ends one ledger's entries for the checkpoint at this logical time, saying how many it
+    /// sent: containers of one time may arrive in any order (timely's `ok_err` sorts them with
+    /// an unstable sort), so the end marker can overtake the entries it ends.
+    End(Millis, u64),
 }
 
 /// What the ledgers take besides messages: saved entries to restore, and checkpoint requests.
@@ -131,7 +133,7 @@ fn run_book<'s, B: Book>(
         Control::Restore(Saved::Pending(event)) => route(event),
         Control::Restore(Saved::Key(key, _)) => shard(&(&key.0, &key.1)),
         Control::Restore(Saved::Po(po_id, _, _)) => shard(po_id),
-        Control::Restore(Saved::Count(..) | Saved::End(_)) => 0,
+        Control::Restore(Saved::Count(..) | Saved::End(..)) => 0,
     };
     let pacts = (Exchange::new(move |e: &Event| route(e)), Exchange::new(control_route));
     events.binary_frontier(control, pacts.0, pacts.1, name, move |_, _| {
@@ -202,7 +204,7 @@ fn run_book<'s, B: Book>(
                             let pending = events.iter().filter(|(sent, _)| *sent < time);
                             saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
                         }
-                        saved.push(Saved::End(time));
+                        saved.push(Saved::End(time, saved.len() as u64));
                         output.session(&cap).give_iterator(saved.drain(..).map(Out::Saved));
                     }
                     _ => {
@@ -433,7 +435,7 @@ impl Book for KeyLedger {
                 *self.totals.entry(counter).or_default() += n;
                 out.push((Fact::Counter(counter), time, n as isize));
             }
-            Saved::Po(..) | Saved::Pending(_) | Saved::End(_) => {}
+            Saved::Po(..) | Saved::Pending(_) | Saved::End(..) => {}
         }
     }
 
