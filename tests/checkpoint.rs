@@ -55,7 +55,8 @@ fn a_batch_window_continues_from_the_last_windows_checkpoint_on_any_worker_count
     stockflow(&["produce", input.to_str().unwrap(), "--topic", "medium", "--brokers", &brokers]);
     let dir = common::tempdir();
     let whole = dir.path().join("whole");
-    batch(&brokers, "whole", 2, SECOND_END, &whole, None);
+    let whole_checkpoints = dir.path().join("checkpoints-whole");
+    batch(&brokers, "whole", 2, SECOND_END, &whole, Some(&whole_checkpoints));
 
     for (first_workers, second_workers) in [(3, 1), (1, 4)] {
         let name = format!("{first_workers}-to-{second_workers}");
@@ -84,6 +85,18 @@ fn a_batch_window_continues_from_the_last_windows_checkpoint_on_any_worker_count
             "{name}: summary"
         );
     }
+
+    // Whatever the worker counts and windows that led to it, the ledger at the end of the second
+    // window is the same: `checkpoint show --ledger-only` prints it merged and sorted.
+    let ledger = |name: &str| stockflow(&["checkpoint", "show", "--ledger-only", dir.path().join(name).to_str().unwrap()]);
+    let whole_ledger = ledger("checkpoints-whole").stdout_str();
+    assert!(whole_ledger.lines().filter(|l| l.starts_with("{\"Key\"")).count() > 10, "{whole_ledger}");
+    for name in ["checkpoints-3-to-1", "checkpoints-1-to-4"] {
+        assert_eq!(ledger(name).stdout_str(), whole_ledger, "{name}: the saved ledger differs from one window's");
+    }
+    let shown = stockflow(&["checkpoint", "show", dir.path().join("checkpoints-1-to-4").to_str().unwrap()]).stdout_str();
+    let headers = shown.lines().filter(|l| l.contains("\"header\"")).count();
+    assert_eq!(headers, 4, "one header per share of the 4-worker checkpoint:\n{shown}");
 
     // `explain --checkpoint` restores the newest checkpoint (the end of the second window) and
     // must tell the same story, number for number, as explaining a replay of that window.
