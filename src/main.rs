@@ -291,6 +291,14 @@ fn streaming(config: stream::StreamConfig, metrics: &metrics::MetricsArgs) -> Re
 }
 
 fn main() -> Result<()> {
+    match run_command() {
+        // `stockflow consume … | head`: the reader has what it wanted; not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+        result => result,
+    }
+}
+
+fn run_command() -> Result<()> {
     progress::init_logs();
     let command = config_file::with_config_flag(Cli::command());
     let argv = config_file::merged_args(std::env::args_os().collect(), command.clone())?;
