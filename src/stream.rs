@@ -458,7 +458,7 @@ fn stream_worker(
         let template = checkpoint::Header::template(index, peers, &args.topics, ticks, args.lateness_ms);
         Rc::new(RefCell::new(Shared::new(root.clone(), template)))
     });
-    let (mut events_in, mut dead_in, mut stats_in, mut control_in, acks_in) = worker.dataflow::<Millis, _, _>(|scope| {
+    let (mut events_in, mut dead_in, mut stats_in, mut control_in, acks_in, sent) = worker.dataflow::<Millis, _, _>(|scope| {
         // Worker 0 advances this input to the time through which every tick is acknowledged;
         // the others close theirs, so its frontier tells every worker (in every process) which
         // offsets may be committed.
@@ -468,7 +468,7 @@ fn stream_worker(
         if let Some(shared) = &shared {
             checkpoint::writer(saved, Rc::clone(shared), &probe);
         }
-        (inputs.events, inputs.dead_letters, inputs.stats, inputs.control, acks_in)
+        (inputs.events, inputs.dead_letters, inputs.stats, inputs.control, acks_in, inputs.sent)
     });
     // `then_some` takes the handle by value, so the other workers close theirs right here.
     let mut acks_in = (index == 0).then_some(acks_in);
@@ -699,7 +699,11 @@ fn stream_worker(
             }
         }
         meter.publish(*events_in.time());
-        worker.step_while(|| probe.less_than(&previous_time));
+        // Backpressure: let the dataflow catch up with what this worker sent, but only as far as
+        // every worker has sent: waiting on a worker whose partitions lag in event time (no
+        // new messages for them yet) would stop this loop from writing the ticks already done.
+        let reachable = previous_time.min(sent.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX)));
+        worker.step_while(|| probe.less_than(&reachable));
         previous_time = time;
         if last_step.elapsed() > Duration::from_millis(10) || read > 0 {
             worker.step();

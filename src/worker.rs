@@ -64,6 +64,9 @@ pub struct Inputs {
     pub stats: InputOf<SourceStats>,
     /// Checkpoint requests and restored ledger state.
     pub control: InputOf<Control>,
+    /// The least input time over every worker: what the dataflow can reach at most until
+    /// the slowest worker's input moves on.
+    pub sent: ProbeHandle<Millis>,
 }
 
 /// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, and every output, dead
@@ -89,6 +92,8 @@ fn build_with<'s>(
     snapshot: Option<(&Rc<RefCell<Snapshot>>, &ProbeHandle<Millis>, &Rc<Cell<[u64; 4]>>)>,
 ) -> (Inputs, dataflows::Stream<'s, Saved>) {
     let (events_in, events) = scope.new_input::<Vec<Event>>();
+    let sent = ProbeHandle::new();
+    let events = events.probe_with(&sent);
     let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
     let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
     let (control_in, control) = scope.new_input::<Vec<Control>>();
@@ -127,7 +132,7 @@ fn build_with<'s>(
     collect(dead, probe, move |x| c.borrow_mut().dead_letters.push(x));
     let c = Rc::clone(collected);
     collect(stats, probe, move |x| c.borrow_mut().stats.absorb(&x));
-    (Inputs { events: events_in, dead_letters: dead_in, stats: stats_in, control: control_in }, saved)
+    (Inputs { events: events_in, dead_letters: dead_in, stats: stats_in, control: control_in, sent }, saved)
 }
 
 /// Moves every record of `stream` to worker 0 and hands it, by value, to `apply`; `probe`
