@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Crash test of checkpoints and restart against a real broker (tansu, scripts/kafka-broker.sh).
 #
-# A generated workload (about 1.2 million messages, 102k keys) is produced to a topic. Then:
-#   1. reference: one uninterrupted `stockflow run -w 2` with checkpoints, stopped once caught up;
-#   2. crash: the same run killed with SIGKILL 10 times at random moments (seeded), one of them
-#      right at start-up (during the restore) and one while a checkpoint share is being written,
-#      restarted after each kill, then let catch up and stopped;
+# A generated workload (about 1.2 million messages, 102k keys) is produced to a topic in 11
+# chunks (every partition split alike). Then:
+#   1. crash: `stockflow run -w 2` with checkpoints, killed with SIGKILL 10 times at random
+#      moments (seeded), one of them right at start-up (during the restore) and one while a
+#      checkpoint share is being written; a chunk is produced before each incarnation, so that
+#      every one has input to read, checkpoint and produce when it is killed;
+#   2. reference: once the last chunk is out, one uninterrupted run over the whole topic, stopped
+#      once caught up; then the crashed run restarts a last time and catches up to the same point;
 #   3. cluster: the same as 2 processes x 1 worker, one process killed 3 times (the script is the
 #      supervisor: timely processes share fate, so the survivor is killed too and both restart);
 #   4. damage: a share of the newest checkpoint is truncated; a restart must refuse it, name it,
@@ -47,7 +50,18 @@ echo "crash-test: seed $SEED, $EVENTS events, broker $BROKERS, work dir $WORK"
 TOPIC="crash-$SEED-$$"
 "$BIN" gen --out "$WORK/in" --skus 1000 --stores 100 --dcs 2 --events "$EVENTS" --partitions 4 \
   --duration-ms 14400000 --disorder 0.01 --bad 0.001 --seed 7 -q
-"$BIN" produce "$WORK/in" --topic "$TOPIC" --brokers "$BROKERS"
+CHUNKS=11
+python3 - "$WORK" "$CHUNKS" <<'EOF'
+import os, sys
+work, chunks = sys.argv[1], int(sys.argv[2])
+for name in sorted(os.listdir(f"{work}/in")):
+    lines = open(f"{work}/in/{name}", "rb").read().splitlines(keepends=True)
+    for k in range(chunks):
+        os.makedirs(f"{work}/chunk-{k + 1}", exist_ok=True)
+        part = lines[len(lines) * k // chunks : len(lines) * (k + 1) // chunks]
+        open(f"{work}/chunk-{k + 1}/{name}", "wb").writelines(part)
+EOF
+produce_chunk() { "$BIN" produce "$WORK/chunk-$1" --topic "$TOPIC" --brokers "$BROKERS" 2>&1 | sed "s/^/chunk $1: /"; }
 
 # The fixture times lie in the past: a large --idle-ms keeps the wall clock out of the results.
 FLAGS=(--brokers "$BROKERS" --topics "$TOPIC" --lateness-ms 5000 --tick-ms 1000 --idle-ms 36000000
@@ -157,16 +171,10 @@ EOF
 summary=()
 failed=0
 
-# ---- 1. reference
-t0=$SECONDS
-start reference 19601 -w 2
-FINAL=$(caught_up 0 19601) || { echo "FAIL reference run did not settle"; exit 1; }
-stop "$STARTED" || { echo "FAIL reference run did not stop cleanly"; tail "$WORK/reference.log"; exit 1; }
-summary+=("reference run: read everything in $((SECONDS - t0 - 5)) s; input watermark $FINAL")
-
-# ---- 2. crash: 10 kills, one at start-up, one during a share write
+# ---- 1. crash: 10 kills, one at start-up, one during a share write; a chunk before each
 recoveries=()
 for kill in $(seq 1 10); do
+  produce_chunk "$kill"
   start crash 19602 -w 2
   case $kill in
     3) sleep 0.3; how="at start-up" ;;
@@ -182,6 +190,15 @@ for kill in $(seq 1 10); do
   kill9 "$STARTED"
   echo "crash-test: kill -9 #$kill $how; checkpoints: $(ls "$WORK/crash.ckpt" 2>/dev/null | tr '\n' ' ')"
 done
+produce_chunk "$CHUNKS"
+
+# ---- 2. reference: the whole topic, uninterrupted; then the crashed run's last restart
+t0=$SECONDS
+start reference 19601 -w 2
+FINAL=$(caught_up 0 19601) || { echo "FAIL reference run did not settle"; exit 1; }
+stop "$STARTED" || { echo "FAIL reference run did not stop cleanly"; tail "$WORK/reference.log"; exit 1; }
+summary+=("reference run: read everything in $((SECONDS - t0 - 5)) s; input watermark $FINAL")
+
 t0=$SECONDS
 start crash 19602 -w 2
 caught_up "$FINAL" 19602 >/dev/null || { echo "FAIL crashed run did not catch up"; tail "$WORK/crash.log"; exit 1; }
