@@ -3,8 +3,9 @@
 #
 # Generates a workload with `stockflow gen` (kept between runs under $BENCH_DIR), replays it
 # end to end (JSON files in, every output written) at 1 and 2 workers, runs the minimal
-# differential job (`ceiling`: decode, exchange by key, count per key) on the same files, checks
-# that both replays wrote identical bytes, and prints a markdown table row per run.
+# differential job (`ceiling`: decode, exchange by key, count per key) on the same files, then
+# the replay as a cluster of 2 processes x 1 worker on loopback, checks that every replay wrote
+# identical bytes, and prints a markdown table row per run (peak RSS of a cluster: the sum).
 # Defaults: 10M events over 1M SKU-locations (10000 skus x (98 stores + 2 DCs)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,9 +50,29 @@ for w in 1 2; do
   awk -v job=stockflow -v w="$w" -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" -v cs="$csecs" \
     'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | %.2f |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k, cs/s }'
 done
+
+# The same replay as 2 processes x 1 worker; process 0 writes the outputs.
+hosts="$dir/hosts"
+printf '127.0.0.1:%d\n127.0.0.1:%d\n' 23101 23102 >"$hosts"
+start=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$dir/p1.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2-p1" -n 2 -p 1 -h "$hosts" -q \
+  >/dev/null 2>"$dir/p1.err" &
+p1=$!
+/usr/bin/time -f "%M" -o "$dir/p0.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2" -n 2 -p 0 -h "$hosts" -q \
+  >/dev/null 2>"$dir/p0.err"
+wait "$p1"
+secs=$(echo "$(date +%s.%N) - $start" | bc)
+rss=$(( $(tail -1 "$dir/p0.rss") + $(tail -1 "$dir/p1.rss") ))
+awk -v job="stockflow, 2 processes" -v w=2 -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" \
+  'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
+
 echo; echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-if diff -rq "$dir/out-w1" "$dir/out-w2" >/dev/null; then
-  echo; echo "outputs at 1 and 2 workers: byte-identical"
+same=1
+for other in out-w2 out-n2; do
+  diff -rq "$dir/out-w1" "$dir/$other" >/dev/null || { echo "outputs of $other DIFFER from out-w1"; same=0; }
+done
+if [ "$same" = 1 ]; then
+  echo; echo "outputs at 1 worker, 2 workers and 2 processes: byte-identical"
 else
-  echo; echo "outputs at 1 and 2 workers DIFFER"; exit 1
+  exit 1
 fi
