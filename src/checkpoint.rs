@@ -374,14 +374,14 @@ pub struct Shared {
     pub written: Vec<(Millis, PathBuf, Vec<u8>)>,
     /// A write that failed, for the loop to report.
     pub error: Option<String>,
-    /// Size and duration of the last share written, for the log.
-    pub last: Option<(Millis, usize, u64, std::time::Duration)>,
+    /// Per share encoded and not yet logged as written: its bytes, keys and encoding time.
+    pub encoded: BTreeMap<Millis, (usize, u64, std::time::Duration)>,
 }
 
 impl Shared {
     /// Nothing written yet.
     pub fn new(root: PathBuf, template: Header) -> Self {
-        Shared { root, template, cuts: Vec::new(), held: Vec::new(), written: Vec::new(), error: None, last: None }
+        Shared { root, template, cuts: Vec::new(), held: Vec::new(), written: Vec::new(), error: None, encoded: BTreeMap::new() }
     }
 
     /// The cut of checkpoint `at`: the first advance to `at` or beyond.
@@ -472,7 +472,7 @@ fn encode_share(s: &mut Shared, at: Millis, ledger: Vec<Saved>, started: Instant
     let body = Body { ledger, held: s.held[..cut.held].to_vec() };
     let bytes = encode(&mut header, &body);
     let path = checkpoint_dir(&s.root, at).join(share_name(header.worker, header.workers));
-    s.last = Some((at, bytes.len(), keys, started.elapsed()));
+    s.encoded.insert(at, (bytes.len(), keys, started.elapsed()));
     s.written.push((at, path, bytes));
     Ok(())
 }

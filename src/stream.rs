@@ -784,20 +784,26 @@ impl Checkpoints {
             .publish(acknowledged)
             .map_err(|e| format!("cannot write a checkpoint into {}: {e}; check the directory and free space", root.display()))?;
         shared.forget_before(settled);
-        if index == 0 && !published.is_empty() {
-            if let Some((at, bytes, keys, took)) = shared.last {
+        if let Some(&(at, wrote)) = published.last() {
+            // The figures of the newest share written (a newer one may be encoded already).
+            let figures = shared.encoded.get(&at).copied();
+            shared.encoded.retain(|&t, _| t > at);
+            if let Some((bytes, keys, took)) = figures.filter(|_| index == 0) {
                 // Shares wait for their ticks' acknowledgements, so several may land at once.
                 let also = match published.len() {
                     1 => String::new(),
                     n => format!(" (and {} earlier)", n - 1),
                 };
-                let written = published.last().map_or(0, |(_, took)| took.as_millis());
+                let written = wrote.as_millis();
                 tracing::info!(
                     "checkpoint at {at}{also}: worker 0's share {bytes} bytes, {keys} keys, encoded in {} ms, written in {written} ms",
                     took.as_millis()
                 );
             }
-            checkpoint::prune(&root, 2).map_err(|e| format!("cannot prune old checkpoints in {}: {e}", root.display()))?;
+            if index == 0 {
+                checkpoint::prune(&root, 2)
+                    .map_err(|e| format!("cannot prune old checkpoints in {}: {e}", root.display()))?;
+            }
         }
         Ok(())
     }
