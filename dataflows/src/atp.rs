@@ -1,20 +1,18 @@
 //! SPEC §3's per-key state: the key base (on_hand, reserved, on_order, policy), the ATP rows
 //! with position, and network ATP per sku.
 
-use std::collections::BTreeMap;
-
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Capability;
 
 use crate::changes::Change;
 use crate::ledger::{Fact, FactUpdate};
 use crate::model::{Millis, Name, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
+use crate::stash::TickStash;
 use crate::{shard, Collection, FastMap, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
@@ -83,14 +81,14 @@ enum BasePart {
 
 /// Stashes the updates of each logical time until `frontier` has passed it; shared by the
 /// keyed operators below, which all apply a tick's updates at once, in key order.
-type Stash<U> = BTreeMap<Millis, (Capability<Millis>, Vec<(U, isize)>)>;
+type Stash<U> = TickStash<(U, isize)>;
 
 /// Moves everything `$input` holds into `$stash`, by logical time.
 macro_rules! stash_input {
     ($stash:expr, $input:expr) => {
         $input.for_each(|cap, data| {
             for (update, time, diff) in data.drain(..) {
-                $stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((update, diff));
+                $stash.push(&cap, 0, time, (update, diff));
             }
         })
     };
@@ -185,8 +183,8 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
     });
     let route = |((key, _), _, _): &((Key, BasePart), Millis, isize)| shard(key);
     let out = parts.binary_frontier(source_locs, Exchange::new(route), Pipeline, "KeyBase", |_, _| {
-        let mut stash: Stash<(Key, BasePart)> = BTreeMap::new();
-        let mut loc_stash: Stash<Name> = BTreeMap::new();
+        let mut stash: Stash<(Key, BasePart)> = Stash::default();
+        let mut loc_stash: Stash<Name> = Stash::default();
         let mut bases: FastMap<Key, Base> = FastMap::default();
         // How many policies name each location as their internal source.
         let mut sources: FastMap<Name, isize> = FastMap::default();
@@ -194,17 +192,17 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
             stash_input!(stash, input);
             stash_input!(loc_stash, locs);
             loop {
-                let time = match (stash.keys().next(), loc_stash.keys().next()) {
-                    (Some(&a), Some(&b)) => a.min(b),
-                    (Some(&a), None) => a,
-                    (None, Some(&b)) => b,
+                let time = match (stash.first_time(), loc_stash.first_time()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
                     (None, None) => break,
                 };
                 if frontier.less_equal(&time) || locs_frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut updates) = stash.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                let (cap2, mut loc_updates) = loc_stash.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let (cap, mut updates) = stash.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let (cap2, mut loc_updates) = loc_stash.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
                 let cap = cap.or(cap2).expect("a stashed time holds a capability");
                 consolidate(&mut loc_updates);
                 // Locations that became or stopped being a source in this tick.
@@ -398,25 +396,25 @@ pub fn row_changes<'s>(
         Exchange::new(route_outbound),
         "AtpRows",
         |_, _| {
-            let mut bases: Stash<B> = BTreeMap::new();
-            let mut outbounds: Stash<O> = BTreeMap::new();
+            let mut bases: Stash<B> = Stash::default();
+            let mut outbounds: Stash<O> = Stash::default();
             let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
             move |(input1, frontier1), (input2, frontier2), output| {
                 stash_input!(bases, input1);
                 stash_input!(outbounds, input2);
                 loop {
-                    let time = match (bases.keys().next(), outbounds.keys().next()) {
-                        (Some(&a), Some(&b)) => a.min(b),
-                        (Some(&a), None) => a,
-                        (None, Some(&b)) => b,
+                    let time = match (bases.first_time(), outbounds.first_time()) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (Some(a), None) => a,
+                        (None, Some(b)) => b,
                         (None, None) => break,
                     };
                     if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
                         break;
                     }
-                    let (cap, mut base_updates) = bases.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                    let (cap, mut base_updates) = bases.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
                     let (cap2, mut outbound_updates) =
-                        outbounds.remove(&time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                        outbounds.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
                     let cap = cap.or(cap2).expect("a stashed time holds a capability");
                     consolidate(&mut base_updates);
                     consolidate(&mut outbound_updates);
@@ -489,18 +487,17 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Na
     let atps = rows.inner.map(|(((sku, _loc), row), time, diff)| ((sku, row.atp), time, diff));
     let route = |((sku, _), _, _): &((Name, i64), Millis, isize)| shard(sku);
     atps.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
-        let mut stash: Stash<(Name, i64)> = BTreeMap::new();
+        let mut stash: Stash<(Name, i64)> = Stash::default();
         // rows and the exact total (atp >= 0, so a saturated sum is the exact one capped).
         let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
         let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
         move |(input, frontier), output| {
             stash_input!(stash, input);
-            while let Some(entry) = stash.first_entry() {
-                let time = *entry.key();
+            while let Some(time) = stash.first_time() {
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut updates) = entry.remove();
+                let (cap, mut updates) = stash.take(time).expect("stashed");
                 consolidate(&mut updates);
                 let mut session = output.session(&cap);
                 let mut updates = updates.into_iter().peekable();

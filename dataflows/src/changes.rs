@@ -1,14 +1,12 @@
 //! Turns a keyed collection into a change stream: per tick, one record per key whose value
 //! changed, carrying the new value or `None` for a deletion (SPEC §4's upsert streams).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 
 use crate::model::Millis;
+use crate::stash::TickStash;
 use crate::{shard, Collection, Stream};
 
 /// A key's value changed at `time`: the new value, or `None` when the key left the collection.
@@ -32,19 +30,18 @@ where
     V: differential_dataflow::ExchangeData,
 {
     collection.inner.unary_frontier(Exchange::new(|((k, _), _, _): &((K, V), Millis, isize)| shard(k)), name, |_, _| {
-        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<((K, V), isize)>)> = BTreeMap::new();
+        let mut stash: TickStash<((K, V), isize)> = TickStash::default();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 for (kv, time, diff) in data.drain(..) {
-                    stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((kv, diff));
+                    stash.push(&cap, 0, time, (kv, diff));
                 }
             });
-            while let Some(entry) = stash.first_entry() {
-                let time = *entry.key();
+            while let Some(time) = stash.first_time() {
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut updates) = entry.remove();
+                let (cap, mut updates) = stash.take(time).expect("stashed");
                 differential_dataflow::consolidation::consolidate(&mut updates);
                 let mut session = output.session(&cap);
                 let mut updates = updates.into_iter().peekable();

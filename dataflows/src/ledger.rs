@@ -20,6 +20,7 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
+use crate::stash::TickStash;
 use crate::{shard, FastMap, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
@@ -139,7 +140,7 @@ fn run_book<'s, B: Book>(
     events.binary_frontier(control, pacts.0, pacts.1, name, move |_, _| {
         // Each message keeps the logical time it was sent at: a checkpoint at R saves, as
         // pending, exactly the messages sent before R whose tick is at or after R.
-        let mut stash: BTreeMap<Millis, (Capability<Millis>, Vec<(Millis, Event)>)> = BTreeMap::new();
+        let mut stash: TickStash<(Millis, Event)> = TickStash::default();
         let mut restores: BTreeMap<Millis, (Capability<Millis>, Vec<Saved>)> = BTreeMap::new();
         let mut requests: BTreeMap<Millis, Capability<Millis>> = BTreeMap::new();
         let mut timer_cap: Option<Capability<Millis>> = None;
@@ -151,7 +152,7 @@ fn run_book<'s, B: Book>(
                 // upstream, and dropping it here would hide it from the summary, so keep it.
                 let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
                 let sent = cap.least().copied().unwrap_or_default();
-                stash.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((sent, event));
+                stash.push(cap, 0, time, (sent, event));
             };
             input.for_each(|cap, data| data.drain(..).for_each(|event| stash_event(&cap, event)));
             control.for_each(|cap, data| {
@@ -184,7 +185,7 @@ fn run_book<'s, B: Book>(
                 let candidates = [
                     restores.keys().next().map(|&t| (t, 0)),
                     requests.keys().next().map(|&t| (t, 1)),
-                    stash.keys().next().copied().into_iter().chain(book.next_timer()).min().map(|t| (t, 2)),
+                    stash.first_time().into_iter().chain(book.next_timer()).min().map(|t| (t, 2)),
                 ];
                 let Some((time, kind)) = candidates.into_iter().flatten().min() else { break };
                 if !passed(&time, kind != 1) {
@@ -200,7 +201,7 @@ fn run_book<'s, B: Book>(
                     1 => {
                         let cap = requests.remove(&time).expect("a request is due");
                         book.save(&mut saved);
-                        for (_, (_, events)) in stash.range(time..) {
+                        for events in stash.from(time) {
                             let pending = events.iter().filter(|(sent, _)| *sent < time);
                             saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
                         }
@@ -208,7 +209,7 @@ fn run_book<'s, B: Book>(
                         output.session(&cap).give_iterator(saved.drain(..).map(Out::Saved));
                     }
                     _ => {
-                        let (cap, events) = match stash.remove(&time) {
+                        let (cap, events) = match stash.take(time) {
                             Some(entry) => entry,
                             None => {
                                 let held = timer_cap.as_ref().expect("a pending timer holds a capability");

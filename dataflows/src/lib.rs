@@ -15,6 +15,7 @@ pub mod low_stock;
 pub mod model;
 pub mod order_plan;
 pub mod pipeline;
+pub mod stash;
 
 /// A timely scope over event time in milliseconds.
 pub type Scope<'s> = timely::dataflow::Scope<'s, model::Millis>;
