@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 
 use crate::changes::Change;
 use crate::ledger::{Fact, FactUpdate};
@@ -189,6 +190,10 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
         // How many policies name each location as their internal source.
         let mut sources: FastMap<Name, isize> = FastMap::default();
         move |(input, frontier), (locs, locs_frontier), output| {
+            // One capability for every tick this activation closes, the earliest: each tick's
+            // records carry their own time, and fewer distinct capability times make timely's
+            // progress tracking cheaper (it sorts every operator's changes on every step).
+            let mut batch_cap: Option<Capability<Millis>> = None;
             stash_input!(stash, input);
             stash_input!(loc_stash, locs);
             loop {
@@ -222,7 +227,7 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
                 let is_source = |loc: &Name| sources.get(loc).is_some_and(|n| *n > 0);
                 let was_source = |loc: &Name| is_source(loc) ^ flipped.contains_key(loc);
                 consolidate(&mut updates);
-                let mut session = output.session(&cap);
+                let mut session = output.session(batch_cap.get_or_insert(cap));
                 let mut touched: Vec<Key> = Vec::new();
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((key, first), first_diff)) = updates.next() {
@@ -400,6 +405,10 @@ pub fn row_changes<'s>(
             let mut outbounds: Stash<O> = Stash::default();
             let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
             move |(input1, frontier1), (input2, frontier2), output| {
+                // One capability for every tick this activation closes, the earliest: each tick's
+                // records carry their own time, and fewer distinct capability times make timely's
+                // progress tracking cheaper (it sorts every operator's changes on every step).
+                let mut batch_cap: Option<Capability<Millis>> = None;
                 stash_input!(bases, input1);
                 stash_input!(outbounds, input2);
                 loop {
@@ -426,7 +435,7 @@ pub fn row_changes<'s>(
                     keys.sort_unstable();
                     keys.dedup();
                     let keys: Vec<Key> = keys.into_iter().cloned().collect();
-                    let mut session = output.session(&cap);
+                    let mut session = output.session(batch_cap.get_or_insert(cap));
                     let mut base_updates = base_updates.into_iter().peekable();
                     let mut outbound_updates = outbound_updates.into_iter().peekable();
                     for key in keys {
@@ -492,6 +501,10 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Na
         let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
         let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
         move |(input, frontier), output| {
+            // One capability for every tick this activation closes, the earliest: each tick's
+            // records carry their own time, and fewer distinct capability times make timely's
+            // progress tracking cheaper (it sorts every operator's changes on every step).
+            let mut batch_cap: Option<Capability<Millis>> = None;
             stash_input!(stash, input);
             while let Some(time) = stash.first_time() {
                 if frontier.less_equal(&time) {
@@ -499,7 +512,7 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Na
                 }
                 let (cap, mut updates) = stash.take(time).expect("stashed");
                 consolidate(&mut updates);
-                let mut session = output.session(&cap);
+                let mut session = output.session(batch_cap.get_or_insert(cap));
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((sku, atp), diff)) = updates.next() {
                     let before = totals.get(&sku).copied().unwrap_or((0, 0));

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 
 use crate::model::Millis;
 use crate::stash::TickStash;
@@ -32,6 +33,10 @@ where
     collection.inner.unary_frontier(Exchange::new(|((k, _), _, _): &((K, V), Millis, isize)| shard(k)), name, |_, _| {
         let mut stash: TickStash<((K, V), isize)> = TickStash::default();
         move |(input, frontier), output| {
+            // One capability for every tick this activation closes, the earliest: each tick's
+            // records carry their own time, and fewer distinct capability times make timely's
+            // progress tracking cheaper (it sorts every operator's changes on every step).
+            let mut batch_cap: Option<Capability<Millis>> = None;
             input.for_each(|cap, data| {
                 for (kv, time, diff) in data.drain(..) {
                     stash.push(&cap, 0, time, (kv, diff));
@@ -43,7 +48,7 @@ where
                 }
                 let (cap, mut updates) = stash.take(time).expect("stashed");
                 differential_dataflow::consolidation::consolidate(&mut updates);
-                let mut session = output.session(&cap);
+                let mut session = output.session(batch_cap.get_or_insert(cap));
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((key, value), diff)) = updates.next() {
                     // Per key: at most a retraction of the old value and an insertion of the

@@ -147,6 +147,10 @@ fn run_book<'s, B: Book>(
         let mut out = Vec::new();
         let mut saved = Vec::new();
         move |(input, frontier), (control, control_frontier), output| {
+            // The facts of every tick this activation closes go out at the earliest one's
+            // capability (each fact carries its own time): fewer distinct capability times
+            // make timely's progress tracking cheaper.
+            let mut batch_cap: Option<Capability<Millis>> = None;
             let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
                 // The sources never send messages beyond the window; anything else is a bug
                 // upstream, and dropping it here would hide it from the summary, so keep it.
@@ -220,7 +224,8 @@ fn run_book<'s, B: Book>(
                         events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
                         book.close_tick(time, events, &mut out);
                         if !out.is_empty() {
-                            output.session(&cap).give_iterator(out.drain(..).map(Out::Fact));
+                            let batch = batch_cap.get_or_insert_with(|| cap.clone());
+                            output.session(batch).give_iterator(out.drain(..).map(Out::Fact));
                         }
                         timer_cap = book.next_timer().map(|next| cap.delayed(&next));
                     }
