@@ -190,9 +190,8 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
         // How many policies name each location as their internal source.
         let mut sources: FastMap<Name, isize> = FastMap::default();
         move |(input, frontier), (locs, locs_frontier), output| {
-            // One capability for every tick this activation closes, the earliest: each tick's
-            // records carry their own time, and fewer distinct capability times make timely's
-            // progress tracking cheaper (it sorts every operator's changes on every step).
+            // Every tick this activation closes goes out at the earliest one's capability
+            // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
             stash_input!(stash, input);
             stash_input!(loc_stash, locs);
@@ -405,9 +404,8 @@ pub fn row_changes<'s>(
             let mut outbounds: Stash<O> = Stash::default();
             let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
             move |(input1, frontier1), (input2, frontier2), output| {
-                // One capability for every tick this activation closes, the earliest: each tick's
-                // records carry their own time, and fewer distinct capability times make timely's
-                // progress tracking cheaper (it sorts every operator's changes on every step).
+                // Every tick this activation closes goes out at the earliest one's capability
+                // (see `stash`).
                 let mut batch_cap: Option<Capability<Millis>> = None;
                 stash_input!(bases, input1);
                 stash_input!(outbounds, input2);
@@ -501,9 +499,8 @@ pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Na
         let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
         let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
         move |(input, frontier), output| {
-            // One capability for every tick this activation closes, the earliest: each tick's
-            // records carry their own time, and fewer distinct capability times make timely's
-            // progress tracking cheaper (it sorts every operator's changes on every step).
+            // Every tick this activation closes goes out at the earliest one's capability
+            // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
             stash_input!(stash, input);
             while let Some(time) = stash.first_time() {

@@ -33,9 +33,8 @@ where
     collection.inner.unary_frontier(Exchange::new(|((k, _), _, _): &((K, V), Millis, isize)| shard(k)), name, |_, _| {
         let mut stash: TickStash<((K, V), isize)> = TickStash::default();
         move |(input, frontier), output| {
-            // One capability for every tick this activation closes, the earliest: each tick's
-            // records carry their own time, and fewer distinct capability times make timely's
-            // progress tracking cheaper (it sorts every operator's changes on every step).
+            // Every tick this activation closes goes out at the earliest one's capability
+            // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
             input.for_each(|cap, data| {
                 for (kv, time, diff) in data.drain(..) {

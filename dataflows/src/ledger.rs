@@ -147,9 +147,8 @@ fn run_book<'s, B: Book>(
         let mut out = Vec::new();
         let mut saved = Vec::new();
         move |(input, frontier), (control, control_frontier), output| {
-            // The facts of every tick this activation closes go out at the earliest one's
-            // capability (each fact carries its own time): fewer distinct capability times
-            // make timely's progress tracking cheaper.
+            // Every tick this activation closes goes out at the earliest one's capability
+            // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
             let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
                 // The sources never send messages beyond the window; anything else is a bug

@@ -6,6 +6,12 @@
 //! 100k events): a read batch spans thousands of one-second ticks, so every operator held
 //! thousands of capabilities, and each tick's release re-sorted them. A [`TickStash`] holds
 //! one capability at its earliest tick and hands out a capability for a tick as it is taken.
+//!
+//! For the same reason, an operator that closes several ticks in one activation emits all of
+//! them at the first (earliest) tick's capability: every record carries its own tick (as
+//! differential's updates may lie later than their capability), and progress tracking then
+//! sees one time per activation instead of one per tick (callgrind: 14.5 G -> 6.8 G
+//! instructions at 100k events; docs/benchmarks.md).
 
 use std::collections::BTreeMap;
 
