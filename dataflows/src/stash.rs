@@ -68,3 +68,62 @@ impl<U> TickStash<U> {
         Some((cap, items))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+    use timely::dataflow::ProbeHandle;
+
+    use super::*;
+
+    #[test]
+    fn ticks_leave_in_order_and_the_held_capability_moves_to_the_next_one() {
+        let taken = timely::execute_directly(|worker| {
+            let probe = ProbeHandle::new();
+            let taken = Rc::new(RefCell::new(Vec::new()));
+            let sink = Rc::clone(&taken);
+            let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<(Millis, u32)>>();
+                stream
+                    .unary_frontier::<CapacityContainerBuilder<Vec<(Millis, Vec<u32>)>>, _, _, _>(Pipeline, "Stash", |_, _| {
+                        let mut stash = TickStash::default();
+                        move |(input, frontier), output| {
+                            input.for_each(|cap, data| {
+                                data.drain(..).for_each(|(time, item)| stash.push(&cap, 0, time, item))
+                            });
+                            while let Some(time) = stash.first_time().filter(|t| !frontier.less_equal(t)) {
+                                let (cap, items) = stash.take(time).expect("stashed");
+                                assert_eq!(*cap.time(), time, "a tick's capability is at the tick");
+                                output.session(&cap).give((time, items));
+                            }
+                        }
+                    })
+                    .inspect(move |(time, items): &(Millis, Vec<u32>)| sink.borrow_mut().push((*time, items.clone())))
+                    .probe_with(&probe);
+                input
+            });
+            for (time, item) in [(30, 1), (10, 2), (30, 3)] {
+                input.send((time, item));
+            }
+            input.advance_to(20);
+            for _ in 0..100 {
+                worker.step();
+            }
+            // Tick 10 has left and the capability moved on to 30: the output frontier is the
+            // input's 20, not stuck at 10.
+            assert_eq!(taken.borrow().len(), 1);
+            assert!(!probe.less_than(&20) && probe.less_equal(&20), "the output frontier is 20");
+            drop(input);
+            worker.step_while(|| !probe.done());
+            let taken = taken.borrow().clone();
+            taken
+        });
+        assert_eq!(taken, vec![(10, vec![2]), (30, vec![1, 3])]);
+    }
+}
