@@ -91,19 +91,23 @@ mod tests {
             let mut input = worker.dataflow::<Millis, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<(Millis, u32)>>();
                 stream
-                    .unary_frontier::<CapacityContainerBuilder<Vec<(Millis, Vec<u32>)>>, _, _, _>(Pipeline, "Stash", |_, _| {
-                        let mut stash = TickStash::default();
-                        move |(input, frontier), output| {
-                            input.for_each(|cap, data| {
-                                data.drain(..).for_each(|(time, item)| stash.push(&cap, 0, time, item))
-                            });
-                            while let Some(time) = stash.first_time().filter(|t| !frontier.less_equal(t)) {
-                                let (cap, items) = stash.take(time).expect("stashed");
-                                assert_eq!(*cap.time(), time, "a tick's capability is at the tick");
-                                output.session(&cap).give((time, items));
+                    .unary_frontier::<CapacityContainerBuilder<Vec<(Millis, Vec<u32>)>>, _, _, _>(
+                        Pipeline,
+                        "Stash",
+                        |_, _| {
+                            let mut stash = TickStash::default();
+                            move |(input, frontier), output| {
+                                input.for_each(|cap, data| {
+                                    data.drain(..).for_each(|(time, item)| stash.push(&cap, 0, time, item))
+                                });
+                                while let Some(time) = stash.first_time().filter(|t| !frontier.less_equal(t)) {
+                                    let (cap, items) = stash.take(time).expect("stashed");
+                                    assert_eq!(*cap.time(), time, "a tick's capability is at the tick");
+                                    output.session(&cap).give((time, items));
+                                }
                             }
-                        }
-                    })
+                        },
+                    )
                     .inspect(move |(time, items): &(Millis, Vec<u32>)| sink.borrow_mut().push((*time, items.clone())))
                     .probe_with(&probe);
                 input
