@@ -592,10 +592,10 @@ pub struct ShowArgs {
     help: Option<bool>,
 }
 
-/// Prints each share's header as one JSON line (`{"header": …}`), then every ledger entry,
+/// Prints each share's header as one JSON line (`{"file": …, "header": …}`), then every ledger entry,
 /// pending message and held message as one JSON line each, sorted.
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
-    let shares: Vec<PathBuf> = if args.dir.join("share-0-of-1.ckpt").exists() || is_at_dir(&args.dir) {
+    let shares: Vec<PathBuf> = if is_at_dir(&args.dir) {
         let mut shares: Vec<PathBuf> = fs::read_dir(&args.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
