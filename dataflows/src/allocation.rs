@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::atp::Row;
 use crate::model::Name;
 use crate::order_plan::{is_external, Line};
 use crate::{Collection, Key};
@@ -104,15 +103,12 @@ impl Supply {
 /// internal source share its ATP.
 pub fn allocate<'s>(
     lines: Collection<'s, (Key, Line)>,
-    rows: Collection<'s, (Key, Row)>,
+    supply: Collection<'s, (Key, Supply)>,
 ) -> Collection<'s, (Key, PlanLine)> {
     let external = lines.clone().flat_map(|((sku, dest), line)| {
         is_external(&line.source)
             .then(|| ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
     });
-    // A source's row carries R (its outbound) and A (its atp); it changes with the source's
-    // position every tick, its supply status far less often.
-    let supply = rows.flat_map(|(key, row)| (row.outbound > 0).then(|| (key, Supply::of(row.outbound, row.atp))));
     let claims = lines.flat_map(|((sku, dest), line)| {
         (!is_external(&line.source))
             .then(|| ((sku, line.source), Claim { dest, requested: line.requested, pack: line.pack }))

@@ -9,8 +9,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
 
+use crate::allocation::Supply;
 use crate::changes::Change;
 use crate::ledger::{Fact, FactUpdate};
+use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::TickStash;
@@ -89,7 +91,7 @@ macro_rules! stash_input {
     ($stash:expr, $input:expr) => {
         $input.for_each(|cap, data| {
             for (update, time, diff) in data.drain(..) {
-                $stash.push(&cap, 0, time, (update, diff));
+                $stash.push(&cap, time, (update, diff));
             }
         })
     };
@@ -367,131 +369,214 @@ impl RowInputs {
     }
 }
 
-/// A key's ATP row changed at `time`: the row before and after (`None`: no row).
+/// An ATP record's numbers (SPEC §4 `atp`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RowChange {
-    /// The tick.
-    pub time: Millis,
-    /// The key.
-    pub key: Key,
-    /// The row before the tick.
-    pub old: Option<Row>,
-    /// The row from the tick on.
-    pub new: Option<Row>,
+pub struct Atp {
+    /// Physical stock.
+    pub on_hand: i64,
+    /// Sum of active holds.
+    pub reserved: i64,
+    /// Sum of open purchase orders.
+    pub on_order: i64,
+    /// on_hand - reserved.
+    pub available: i64,
+    /// max(0, available - safety_stock).
+    pub atp: i64,
+    /// on_hand + on_order - reserved - outbound.
+    pub position: i64,
 }
 
-/// The ATP rows as a change stream: every key with non-zero on_hand, reserved, on_order or
-/// outbound, or a policy. One record per key whose row changed in a tick, with both the old
-/// and the new row, on the worker that owns the key (so the outputs derived from rows need
-/// neither another exchange nor another copy of the state).
+impl From<&Row> for Atp {
+    fn from(r: &Row) -> Self {
+        Atp {
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            on_order: r.on_order,
+            available: r.available,
+            atp: r.atp,
+            position: r.position,
+        }
+    }
+}
+
+/// What the ATP rows yield, each stream partitioned by key like the rows themselves.
+pub struct RowOutputs<'s> {
+    /// `atp` changes per (sku, loc).
+    pub atp: Stream<'s, Change<Key, Atp>>,
+    /// `low_stock` transitions per (sku, loc).
+    pub transitions: Stream<'s, Transition>,
+    /// The keys currently LOW/OUT and their numbers, as changes.
+    pub low_current: Stream<'s, Change<Key, LowView>>,
+    /// Each row's (sku, atp), as differential updates: network ATP's input.
+    pub sku_atp: Stream<'s, ((Name, i64), Millis, isize)>,
+    /// The supply status of each key with outbound demand (allocation's input).
+    pub supply: Collection<'s, (Key, Supply)>,
+}
+
+/// Output ports of the row operator, in [`RowOutputs`]'s order.
+const ROW_PORTS: usize = 5;
+
+/// The records a row operator's activation emits, one vector per output port. They go out as
+/// one container per port at the earliest closed tick's capability (see `stash`): a session
+/// per tick shipped mostly empty 8 KB containers, which at a read batch's thousands of ticks
+/// were the largest part of the peak heap (massif: ~1.1 KB per key at 100k keys).
+#[derive(Default)]
+struct RowBatch {
+    atp: Vec<Change<Key, Atp>>,
+    transitions: Vec<Transition>,
+    low_current: Vec<Change<Key, LowView>>,
+    sku_atp: Vec<((Name, i64), Millis, isize)>,
+    supply: Vec<((Key, Supply), Millis, isize)>,
+}
+
+impl RowBatch {
+    /// Records what one key's row change (`old` != `new`) at `time` makes of every output.
+    fn change(&mut self, time: Millis, key: &Key, old: Option<&Row>, new: Option<&Row>) {
+        let (old_atp, new_atp) = (old.map(Atp::from), new.map(Atp::from));
+        if old_atp != new_atp {
+            self.atp.push(Change { time, key: key.clone(), value: new_atp });
+        }
+        self.transitions.extend(low_stock::transition(time, key, old, new));
+        if let Some(value) = low_stock::current_change(old, new) {
+            self.low_current.push(Change { time, key: key.clone(), value });
+        }
+        let (old_sku_atp, new_sku_atp) = (old.map(|r| r.atp), new.map(|r| r.atp));
+        if old_sku_atp != new_sku_atp {
+            self.sku_atp.extend(old_sku_atp.map(|atp| ((key.0.clone(), atp), time, -1)));
+            self.sku_atp.extend(new_sku_atp.map(|atp| ((key.0.clone(), atp), time, 1)));
+        }
+        // A source's row carries R (its outbound) and A (its atp); it changes with the source's
+        // position every tick, its supply status far less often.
+        let supply = |row: Option<&Row>| row.filter(|r| r.outbound > 0).map(|r| Supply::of(r.outbound, r.atp));
+        let (old_supply, new_supply) = (supply(old), supply(new));
+        if old_supply != new_supply {
+            self.supply.extend(old_supply.map(|s| ((key.clone(), s), time, -1)));
+            self.supply.extend(new_supply.map(|s| ((key.clone(), s), time, 1)));
+        }
+    }
+}
+
+/// The ATP rows and everything derived from them: every key with non-zero on_hand, reserved,
+/// on_order or outbound, or a policy, has a row; per tick, each key whose row changed yields
+/// its atp change, low-stock transition and LOW/OUT change, its network ATP updates and its
+/// supply status, all from the row before and after, on the worker that owns the key (so
+/// nothing derived from rows needs another exchange or another copy of the state).
 ///
 /// `outbound` is the demand of order lines sourced from the key (internal sources only).
-pub fn row_changes<'s>(
-    base: Collection<'s, (Key, Base)>,
-    outbound: Collection<'s, (Key, i64)>,
-) -> Stream<'s, RowChange> {
+pub fn row_outputs<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key, i64)>) -> RowOutputs<'s> {
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
     type B = (Key, Base);
     type O = (Key, i64);
     let route_base = |((key, _), _, _): &(B, Millis, isize)| shard(key);
     let route_outbound = |((key, _), _, _): &(O, Millis, isize)| shard(key);
-    base.inner.binary_frontier(
-        outbound.inner,
-        Exchange::new(route_base),
-        Exchange::new(route_outbound),
-        "AtpRows",
-        |_, _| {
-            let mut bases: Stash<B> = Stash::default();
-            let mut outbounds: Stash<O> = Stash::default();
-            let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
-            move |(input1, frontier1), (input2, frontier2), output| {
-                // Every tick this activation closes goes out at the earliest one's capability
-                // (see `stash`).
-                let mut batch_cap: Option<Capability<Millis>> = None;
-                stash_input!(bases, input1);
-                stash_input!(outbounds, input2);
-                loop {
-                    let time = match (bases.first_time(), outbounds.first_time()) {
-                        (Some(a), Some(b)) => a.min(b),
-                        (Some(a), None) => a,
-                        (None, Some(b)) => b,
-                        (None, None) => break,
-                    };
-                    if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
-                        break;
+    let mut builder = OperatorBuilder::new("AtpRows".to_owned(), base.inner.scope());
+    let mut base_input = builder.new_input(base.inner, Exchange::new(route_base));
+    let mut outbound_input = builder.new_input(outbound.inner, Exchange::new(route_outbound));
+    let (mut atp_output, atp) = builder.new_output();
+    let (mut transitions_output, transitions) = builder.new_output();
+    let (mut low_output, low_current) = builder.new_output();
+    let (mut sku_atp_output, sku_atp) = builder.new_output();
+    let (mut supply_output, supply) = builder.new_output();
+    builder.build(move |_initial| {
+        let mut bases: Stash<B> = Stash::with_ports(ROW_PORTS);
+        let mut outbounds: Stash<O> = Stash::with_ports(ROW_PORTS);
+        let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
+        let mut batch = RowBatch::default();
+        move |frontiers| {
+            let (frontier1, frontier2) = (&frontiers[0], &frontiers[1]);
+            let mut batch_caps: Option<Vec<Capability<Millis>>> = None;
+            stash_input!(bases, base_input);
+            stash_input!(outbounds, outbound_input);
+            loop {
+                let time = match (bases.first_time(), outbounds.first_time()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
+                    (None, None) => break,
+                };
+                if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
+                    break;
+                }
+                let (caps, mut base_updates) = bases.take_ports(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let (caps2, mut outbound_updates) =
+                    outbounds.take_ports(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
+                let caps = caps.or(caps2).expect("a stashed time holds capabilities");
+                batch_caps.get_or_insert(caps);
+                consolidate(&mut base_updates);
+                consolidate(&mut outbound_updates);
+                let mut keys: Vec<&Key> = base_updates
+                    .iter()
+                    .map(|((k, _), _)| k)
+                    .chain(outbound_updates.iter().map(|((k, _), _)| k))
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let keys: Vec<Key> = keys.into_iter().cloned().collect();
+                let mut base_updates = base_updates.into_iter().peekable();
+                let mut outbound_updates = outbound_updates.into_iter().peekable();
+                for key in keys {
+                    let old_inputs = inputs.get(&key);
+                    let old = old_inputs.and_then(RowInputs::row);
+                    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
+                    let mut base = Replace::default();
+                    while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
+                        base.update(b, d);
                     }
-                    let (cap, mut base_updates) = bases.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                    let (cap2, mut outbound_updates) =
-                        outbounds.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                    let cap = cap.or(cap2).expect("a stashed time holds a capability");
-                    consolidate(&mut base_updates);
-                    consolidate(&mut outbound_updates);
-                    let mut keys: Vec<&Key> = base_updates
-                        .iter()
-                        .map(|((k, _), _)| k)
-                        .chain(outbound_updates.iter().map(|((k, _), _)| k))
-                        .collect();
-                    keys.sort_unstable();
-                    keys.dedup();
-                    let keys: Vec<Key> = keys.into_iter().cloned().collect();
-                    let mut session = output.session(batch_cap.get_or_insert(cap));
-                    let mut base_updates = base_updates.into_iter().peekable();
-                    let mut outbound_updates = outbound_updates.into_iter().peekable();
-                    for key in keys {
-                        let old_inputs = inputs.get(&key);
-                        let old = old_inputs.and_then(RowInputs::row);
-                        let mut new_inputs = old_inputs.cloned().unwrap_or_default();
-                        let mut base = Replace::default();
-                        while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
-                            base.update(b, d);
-                        }
-                        let mut outbound = Replace::default();
-                        while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
-                            outbound.update(o, d);
-                        }
-                        let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
-                        outbound.apply(&mut current_outbound);
-                        new_inputs.outbound = current_outbound.unwrap_or(0);
-                        if base.inserted.is_some() || base.retracted {
-                            let mut current_base = None;
-                            base.apply(&mut current_base);
-                            let b = current_base.unwrap_or_default();
-                            new_inputs.on_hand = b.on_hand;
-                            new_inputs.reserved = b.reserved;
-                            new_inputs.on_order = b.on_order;
-                            new_inputs.policy = b.policy.map(|p| (p.safety_stock, p.reorder_point));
-                        }
-                        let new = new_inputs.row();
-                        if new.is_none() {
-                            inputs.remove(&key);
-                        } else {
-                            inputs.insert(key.clone(), new_inputs);
-                        }
-                        if old != new {
-                            session.give(RowChange { time, key, old, new });
-                        }
+                    let mut outbound = Replace::default();
+                    while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
+                        outbound.update(o, d);
+                    }
+                    let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
+                    outbound.apply(&mut current_outbound);
+                    new_inputs.outbound = current_outbound.unwrap_or(0);
+                    if base.inserted.is_some() || base.retracted {
+                        let mut current_base = None;
+                        base.apply(&mut current_base);
+                        let b = current_base.unwrap_or_default();
+                        new_inputs.on_hand = b.on_hand;
+                        new_inputs.reserved = b.reserved;
+                        new_inputs.on_order = b.on_order;
+                        new_inputs.policy = b.policy.map(|p| (p.safety_stock, p.reorder_point));
+                    }
+                    let new = new_inputs.row();
+                    if old != new {
+                        batch.change(time, &key, old.as_ref(), new.as_ref());
+                    }
+                    if new.is_none() {
+                        inputs.remove(&key);
+                    } else {
+                        inputs.insert(key, new_inputs);
                     }
                 }
             }
-        },
-    )
+            if let Some(caps) = batch_caps {
+                give_batch(&mut atp_output, &caps[0], &mut batch.atp);
+                give_batch(&mut transitions_output, &caps[1], &mut batch.transitions);
+                give_batch(&mut low_output, &caps[2], &mut batch.low_current);
+                give_batch(&mut sku_atp_output, &caps[3], &mut batch.sku_atp);
+                give_batch(&mut supply_output, &caps[4], &mut batch.supply);
+            }
+        }
+    });
+    RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
 }
 
-/// The ATP rows as a collection, from their change stream.
-pub fn rows<'s>(changes: Stream<'s, RowChange>) -> Collection<'s, (Key, Row)> {
-    changes
-        .flat_map(|c| {
-            let old = c.old.map(|row| ((c.key.clone(), row), c.time, -1));
-            let new = c.new.map(|row| ((c.key, row), c.time, 1));
-            old.into_iter().chain(new)
-        })
-        .as_collection()
+/// Sends `records` (if any) as one container at `cap`, leaving `records` empty.
+fn give_batch<D: Clone + 'static>(
+    output: &mut timely::dataflow::channels::pushers::Output<Millis, Vec<D>>,
+    cap: &Capability<Millis>,
+    records: &mut Vec<D>,
+) {
+    if !records.is_empty() {
+        output.activate().give(cap, records);
+        records.clear();
+    }
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),
 /// as a change stream. A hash map of (rows, total) per sku, updated per tick: each row change
 /// adds and subtracts its atp, so a sku's cost does not grow with its number of locations.
-pub fn network_atp<'s>(rows: Collection<'s, (Key, Row)>) -> Stream<'s, Change<Name, i64>> {
-    let atps = rows.inner.map(|(((sku, _loc), row), time, diff)| ((sku, row.atp), time, diff));
+pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream<'s, Change<Name, i64>> {
     let route = |((sku, _), _, _): &((Name, i64), Millis, isize)| shard(sku);
     atps.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
         let mut stash: Stash<(Name, i64)> = Stash::default();

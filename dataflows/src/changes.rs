@@ -38,7 +38,7 @@ where
             let mut batch_cap: Option<Capability<Millis>> = None;
             input.for_each(|cap, data| {
                 for (kv, time, diff) in data.drain(..) {
-                    stash.push(&cap, 0, time, (kv, diff));
+                    stash.push(&cap, time, (kv, diff));
                 }
             });
             while let Some(time) = stash.first_time() {

@@ -155,7 +155,7 @@ fn run_book<'s, B: Book>(
                 // upstream, and dropping it here would hide it from the summary, so keep it.
                 let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
                 let sent = cap.least().copied().unwrap_or_default();
-                stash.push(cap, 0, time, (sent, event));
+                stash.push(cap, time, (sent, event));
             };
             input.for_each(|cap, data| data.drain(..).for_each(|event| stash_event(&cap, event)));
             control.for_each(|cap, data| {

@@ -1,12 +1,10 @@
 //! SPEC §3's low-stock states and the transitions stream: one record per change of state.
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::vec::Map;
 
-use crate::atp::{Row, RowChange};
-use crate::changes::Change;
+use crate::atp::Row;
 use crate::model::Millis;
-use crate::{Key, Stream};
+use crate::Key;
 
 /// A key's low-stock state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -71,25 +69,22 @@ pub struct Transition {
 }
 
 /// The view of a key's row as a low-stock signal: `None` while the key is OK.
-fn signal(row: &Option<Row>) -> Option<LowView> {
-    row.as_ref().map(LowView::of).filter(|view| view.state != LowState::Ok)
+fn signal(row: Option<&Row>) -> Option<LowView> {
+    row.map(LowView::of).filter(|view| view.state != LowState::Ok)
 }
 
-/// The keys currently LOW or OUT, with their numbers (what a snapshot shows), as changes.
-pub fn current<'s>(rows: Stream<'s, RowChange>) -> Stream<'s, Change<Key, LowView>> {
-    rows.flat_map(|c| {
-        let (old, new) = (signal(&c.old), signal(&c.new));
-        (old != new).then_some(Change { time: c.time, key: c.key, value: new })
-    })
+/// What a change of a key's row from `old` to `new` does to the set of keys currently LOW or
+/// OUT (what a snapshot shows): `Some(new view or None)` when the key's entry changes.
+pub fn current_change(old: Option<&Row>, new: Option<&Row>) -> Option<Option<LowView>> {
+    let (old, new) = (signal(old), signal(new));
+    (old != new).then_some(new)
 }
 
-/// The transitions of every key's state; a key's first record has previous `OK`.
-///
-/// A row change carries the row before it, so the previous state needs no memory of its own.
-pub fn transitions<'s>(rows: Stream<'s, RowChange>) -> Stream<'s, Transition> {
-    rows.flat_map(|c| {
-        let previous = c.old.as_ref().map_or(LowState::Ok, |row| LowView::of(row).state);
-        let view = c.new.as_ref().map(LowView::of).unwrap_or_default();
-        (view.state != previous).then_some(Transition { time: c.time, key: c.key, previous, view })
-    })
+/// The transition a change of `key`'s row at `time` makes, if its state changes; a key's
+/// first record has previous `OK`. The row before the change gives the previous state, so
+/// transitions need no memory of their own.
+pub fn transition(time: Millis, key: &Key, old: Option<&Row>, new: Option<&Row>) -> Option<Transition> {
+    let previous = old.map_or(LowState::Ok, |row| LowView::of(row).state);
+    let view = new.map(LowView::of).unwrap_or_default();
+    (view.state != previous).then(|| Transition { time, key: key.clone(), previous, view })
 }

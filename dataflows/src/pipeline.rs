@@ -1,45 +1,15 @@
 //! The whole of SPEC §3 wired together: from ordered events to the output change streams.
 
 use crate::allocation::{allocate, PlanLine};
-use crate::atp::{counters, key_base, network_atp, row_changes, rows, Row};
+pub use crate::atp::Atp;
+use crate::atp::{counters, key_base, network_atp, row_outputs};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
 use crate::ledger::{ledger, Control, Counter, Saved};
-use crate::low_stock::{current, transitions, LowView, Transition};
+use crate::low_stock::{LowView, Transition};
 use crate::model::{Event, Name};
 use crate::order_plan::order_lines;
 use crate::{Collection, Key, Stream};
-use timely::dataflow::operators::vec::Map;
-
-/// An ATP record's numbers (SPEC §4 `atp`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Atp {
-    /// Physical stock.
-    pub on_hand: i64,
-    /// Sum of active holds.
-    pub reserved: i64,
-    /// Sum of open purchase orders.
-    pub on_order: i64,
-    /// on_hand - reserved.
-    pub available: i64,
-    /// max(0, available - safety_stock).
-    pub atp: i64,
-    /// on_hand + on_order - reserved - outbound.
-    pub position: i64,
-}
-
-impl From<&Row> for Atp {
-    fn from(r: &Row) -> Self {
-        Atp {
-            on_hand: r.on_hand,
-            reserved: r.reserved,
-            on_order: r.on_order,
-            available: r.available,
-            atp: r.atp,
-            position: r.position,
-        }
-    }
-}
 
 /// The output streams of one run, each partitioned across workers by key.
 pub struct Outputs<'s> {
@@ -67,18 +37,14 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ti
     let counters = counters(facts.clone());
     let base = key_base(facts);
     let (lines, outbound) = order_lines(base.standalone, base.source_planners);
-    let row_changes = row_changes(base.base, outbound);
-    let rows = rows(row_changes.clone());
-    let plan = allocate(lines, rows.clone());
+    let rows = row_outputs(base.base, outbound);
+    let plan = allocate(lines, rows.supply);
     Outputs {
-        atp: row_changes.clone().flat_map(|c| {
-            let (old, new) = (c.old.as_ref().map(Atp::from), c.new.as_ref().map(Atp::from));
-            (old != new).then_some(Change { time: c.time, key: c.key, value: new })
-        }),
-        low_stock: transitions(row_changes.clone()),
-        low_stock_current: current(row_changes),
+        atp: rows.atp,
+        low_stock: rows.transitions,
+        low_stock_current: rows.low_current,
         order_plan: changes(plan, "OrderPlanChanges"),
-        network_atp: network_atp(rows),
+        network_atp: network_atp(rows.sku_atp),
         counters,
         saved,
     }
