@@ -44,7 +44,7 @@ impl<'a> Line<'a> {
     /// An integer field.
     pub fn int(&mut self, name: &str, value: i64) -> &mut Self {
         self.name(name);
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        push_int(self.out, value);
         self
     }
 
@@ -52,7 +52,7 @@ impl<'a> Line<'a> {
     pub fn opt_int(mut self, name: &str, value: Option<i64>) -> Self {
         self.name(name);
         match value {
-            Some(v) => self.out.extend_from_slice(v.to_string().as_bytes()),
+            Some(v) => push_int(self.out, v),
             None => self.out.extend_from_slice(b"null"),
         }
         self
@@ -69,6 +69,26 @@ impl<'a> Line<'a> {
     pub fn end(self) {
         self.out.extend_from_slice(b"}\n");
     }
+}
+
+/// Appends `value` in decimal. `to_string` allocated a String per field: 7% of a replay's
+/// instructions went to formatting integers (callgrind, 100k events).
+fn push_int(out: &mut Vec<u8>, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// An `atp` record (`ts` is `None` in snapshots).
@@ -154,5 +174,14 @@ mod tests {
             "{\"ts\":2000,\"sku\":\"A\",\"loc\":\"ST1\",\"on_hand\":12,\"reserved\":0,\"on_order\":0,\"available\":12,\"atp\":10,\"position\":12}\n\
              {\"ts\":3000,\"sku\":\"A\",\"loc\":\"ST1\",\"deleted\":true}\n"
         );
+    }
+
+    #[test]
+    fn integers_are_written_as_std_writes_them() {
+        for value in [0, 7, -7, 10, -10, 1_234_567_890, i64::MAX, i64::MIN, i64::MIN + 1] {
+            let mut out = Vec::new();
+            push_int(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
     }
 }

@@ -195,6 +195,7 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
             // Every tick this activation closes goes out at the earliest one's capability
             // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
+            let mut batch = Vec::new();
             stash_input!(stash, input);
             stash_input!(loc_stash, locs);
             loop {
@@ -228,7 +229,7 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
                 let is_source = |loc: &Name| sources.get(loc).is_some_and(|n| *n > 0);
                 let was_source = |loc: &Name| is_source(loc) ^ flipped.contains_key(loc);
                 consolidate(&mut updates);
-                let mut session = output.session(batch_cap.get_or_insert(cap));
+                batch_cap.get_or_insert(cap);
                 let mut touched: Vec<Key> = Vec::new();
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((key, first), first_diff)) = updates.next() {
@@ -267,27 +268,27 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
                     let new_line = new_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
                     if old_line != new_line {
                         if let Some(line) = old_line {
-                            session.give((BaseOut::Line(key.clone(), line), time, -1));
+                            batch.push((BaseOut::Line(key.clone(), line), time, -1));
                         }
                         if let Some(line) = new_line {
-                            session.give((BaseOut::Line(key.clone(), line), time, 1));
+                            batch.push((BaseOut::Line(key.clone(), line), time, 1));
                         }
                     }
                     let old_planner = old_planner.filter(|_| was_source(&key.1));
                     let new_planner = new_planner.filter(|_| is_source(&key.1));
                     if old_planner != new_planner {
                         if let Some(p) = old_planner {
-                            session.give((BaseOut::Planner(key.clone(), p), time, -1));
+                            batch.push((BaseOut::Planner(key.clone(), p), time, -1));
                         }
                         if let Some(p) = new_planner {
-                            session.give((BaseOut::Planner(key.clone(), p), time, 1));
+                            batch.push((BaseOut::Planner(key.clone(), p), time, 1));
                         }
                     }
                     if let Some(old) = old {
-                        session.give((BaseOut::Base(key.clone(), old), time, -1));
+                        batch.push((BaseOut::Base(key.clone(), old), time, -1));
                     }
                     if !new.is_empty() {
-                        session.give((BaseOut::Base(key.clone(), new.clone()), time, 1));
+                        batch.push((BaseOut::Base(key.clone(), new.clone()), time, 1));
                         bases.insert(key, new);
                     }
                 }
@@ -305,9 +306,12 @@ pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
                         .collect();
                     gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
                     for (key, planner, diff) in gained {
-                        session.give((BaseOut::Planner(key.clone(), planner), time, diff));
+                        batch.push((BaseOut::Planner(key.clone(), planner), time, diff));
                     }
                 }
+            }
+            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
+                output.session(&cap).give_container(&mut batch);
             }
         }
     });
@@ -587,6 +591,7 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
             // Every tick this activation closes goes out at the earliest one's capability
             // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
+            let mut batch = Vec::new();
             stash_input!(stash, input);
             while let Some(time) = stash.first_time() {
                 if frontier.less_equal(&time) {
@@ -594,7 +599,7 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
                 }
                 let (cap, mut updates) = stash.take(time).expect("stashed");
                 consolidate(&mut updates);
-                let mut session = output.session(batch_cap.get_or_insert(cap));
+                batch_cap.get_or_insert(cap);
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((sku, atp), diff)) = updates.next() {
                     let before = totals.get(&sku).copied().unwrap_or((0, 0));
@@ -612,9 +617,12 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
                     }
                     let (old, new) = (value(before), value(after));
                     if old != new {
-                        session.give(Change { time, key: sku, value: new });
+                        batch.push(Change { time, key: sku, value: new });
                     }
                 }
+            }
+            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
+                output.session(&cap).give_container(&mut batch);
             }
         }
     })

@@ -36,6 +36,7 @@ where
             // Every tick this activation closes goes out at the earliest one's capability
             // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
+            let mut batch = Vec::new();
             input.for_each(|cap, data| {
                 for (kv, time, diff) in data.drain(..) {
                     stash.push(&cap, time, (kv, diff));
@@ -47,7 +48,7 @@ where
                 }
                 let (cap, mut updates) = stash.take(time).expect("stashed");
                 differential_dataflow::consolidation::consolidate(&mut updates);
-                let mut session = output.session(batch_cap.get_or_insert(cap));
+                batch_cap.get_or_insert(cap);
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((key, value), diff)) = updates.next() {
                     // Per key: at most a retraction of the old value and an insertion of the
@@ -58,8 +59,11 @@ where
                             new = Some(next_value);
                         }
                     }
-                    session.give(Change { time, key, value: new });
+                    batch.push(Change { time, key, value: new });
                 }
+            }
+            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
+                output.session(&cap).give_container(&mut batch);
             }
         }
     })

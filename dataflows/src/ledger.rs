@@ -150,6 +150,7 @@ fn run_book<'s, B: Book>(
             // Every tick this activation closes goes out at the earliest one's capability
             // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
+            let mut batch: Vec<Out> = Vec::new();
             let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
                 // The sources never send messages beyond the window; anything else is a bug
                 // upstream, and dropping it here would hide it from the summary, so keep it.
@@ -223,12 +224,20 @@ fn run_book<'s, B: Book>(
                         events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
                         book.close_tick(time, events, &mut out);
                         if !out.is_empty() {
-                            let batch = batch_cap.get_or_insert_with(|| cap.clone());
-                            output.session(batch).give_iterator(out.drain(..).map(Out::Fact));
+                            batch_cap.get_or_insert_with(|| cap.clone());
+                            batch.extend(out.drain(..).map(Out::Fact));
                         }
                         timer_cap = book.next_timer().map(|next| cap.delayed(&next));
                     }
                 }
+            }
+            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
+                output.session(&cap).give_container(&mut batch);
+            }
+            // A tick that touched every key (a full load of policies) grows the buffers to the
+            // size of the state; do not keep that much for the ticks of a few keys that follow.
+            if out.capacity() > 1 << 16 {
+                out = Vec::new();
             }
         }
     })
