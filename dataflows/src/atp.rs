@@ -6,15 +6,12 @@ use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
 
 use crate::allocation::Supply;
 use crate::changes::Change;
-use crate::ledger::{Fact, FactUpdate};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
-use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::TickStash;
 use crate::{shard, Collection, FastMap, Key, Stream};
 
@@ -64,24 +61,6 @@ pub struct Row {
     pub reorder_point: Option<i64>,
 }
 
-/// The counted ledger outcomes, as a collection whose multiplicities are the counts.
-pub fn counters<'s>(facts: Stream<'s, FactUpdate>) -> Collection<'s, crate::ledger::Counter> {
-    facts
-        .flat_map(|(fact, time, diff)| match fact {
-            Fact::Counter(c) => Some((c, time, diff)),
-            _ => None,
-        })
-        .as_collection()
-}
-
-/// One ledger fact about a key's base, as it reaches the [`key_base`] operator.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum BasePart {
-    Stock(i64, i64),
-    OnOrder(i64),
-    Policy(Policy),
-}
-
 /// Stashes the updates of each logical time until `frontier` has passed it; shared by the
 /// keyed operators below, which all apply a tick's updates at once, in key order.
 type Stash<U> = TickStash<(U, isize)>;
@@ -126,216 +105,6 @@ impl<T> Replace<T> {
         } else if self.retracted {
             *current = None;
         }
-    }
-}
-
-/// What [`key_base`] derives from the ledger facts, per key.
-pub struct KeyBase<'s> {
-    /// One [`Base`] per key that has stock, open orders or a policy.
-    pub base: Collection<'s, (Key, Base)>,
-    /// Each key's order line at its own position, before outbound demand (SPEC §3's line
-    /// of a key nobody orders from).
-    pub standalone: Collection<'s, (Key, Line)>,
-    /// The planners (sourced policy and own position) of the keys at locations that some
-    /// policy names as its internal source: the only keys that can have outbound demand.
-    pub source_planners: Collection<'s, (Key, Planner)>,
-}
-
-/// One record of [`KeyBase`]'s three collections, as the operator emits them.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum BaseOut {
-    Base(Key, Base),
-    Line(Key, Line),
-    Planner(Key, Planner),
-}
-
-fn planner_of(base: &Base) -> Option<Planner> {
-    let policy = base.policy.as_ref().filter(|p| p.source.is_some())?;
-    Some(Planner { own_position: base.own_position(), policy: policy.clone() })
-}
-
-/// Combines the ledger facts into one [`Base`] per key that has stock, open orders or a
-/// policy, and derives the keys' standalone order lines and the source keys' planners.
-///
-/// Time here is a plain tick, totally ordered, so instead of a differential `reduce` (which keeps
-/// its input and its output as arrangements and replays a key's history on every change) this
-/// is a hash map of each key's base, updated once per tick from the consolidated facts.
-///
-/// Only keys with outbound demand need their planner inside the order-plan fixpoint, and only
-/// keys at a location some policy names as its source can have any; the set of such locations
-/// is broadcast to every worker, so the fixpoint arranges the planners of distribution centers
-/// only, not of every store whose position moves with each sale.
-pub fn key_base<'s>(facts: Stream<'s, FactUpdate>) -> KeyBase<'s> {
-    use timely::dataflow::channels::pact::Pipeline;
-    use timely::dataflow::operators::vec::Broadcast;
-    let source_locs = facts
-        .clone()
-        .flat_map(|(fact, time, diff)| match fact {
-            Fact::Policy(_, Policy { source: Some(source), .. }) if !is_external(&source) => Some((source, time, diff)),
-            _ => None,
-        })
-        .broadcast();
-    let parts = facts.flat_map(|(fact, time, diff)| {
-        let part = match fact {
-            Fact::Stock(key, s) => (key, BasePart::Stock(s.on_hand, s.reserved)),
-            Fact::OnOrder(key, qty) => (key, BasePart::OnOrder(qty)),
-            Fact::Policy(key, p) => (key, BasePart::Policy(p)),
-            Fact::Counter(_) => return None,
-        };
-        Some((part, time, diff))
-    });
-    let route = |((key, _), _, _): &((Key, BasePart), Millis, isize)| shard(key);
-    let out = parts.binary_frontier(source_locs, Exchange::new(route), Pipeline, "KeyBase", |_, _| {
-        let mut stash: Stash<(Key, BasePart)> = Stash::default();
-        let mut loc_stash: Stash<Name> = Stash::default();
-        let mut bases: FastMap<Key, Base> = FastMap::default();
-        // How many policies name each location as their internal source.
-        let mut sources: FastMap<Name, isize> = FastMap::default();
-        move |(input, frontier), (locs, locs_frontier), output| {
-            // Every tick this activation closes goes out at the earliest one's capability
-            // (see `stash`).
-            let mut batch_cap: Option<Capability<Millis>> = None;
-            let mut batch = Vec::new();
-            stash_input!(stash, input);
-            stash_input!(loc_stash, locs);
-            loop {
-                let time = match (stash.first_time(), loc_stash.first_time()) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (Some(a), None) => a,
-                    (None, Some(b)) => b,
-                    (None, None) => break,
-                };
-                if frontier.less_equal(&time) || locs_frontier.less_equal(&time) {
-                    break;
-                }
-                let (cap, mut updates) = stash.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                let (cap2, mut loc_updates) = loc_stash.take(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                let cap = cap.or(cap2).expect("a stashed time holds a capability");
-                consolidate(&mut loc_updates);
-                // Locations that became or stopped being a source in this tick.
-                let mut flipped: FastMap<Name, bool> = FastMap::default();
-                for (loc, diff) in loc_updates {
-                    let count = sources.entry(loc.clone()).or_default();
-                    let before = *count > 0;
-                    *count += diff;
-                    let after = *count > 0;
-                    if *count == 0 {
-                        sources.remove(&loc);
-                    }
-                    if before != after {
-                        flipped.insert(loc, after);
-                    }
-                }
-                let is_source = |loc: &Name| sources.get(loc).is_some_and(|n| *n > 0);
-                let was_source = |loc: &Name| is_source(loc) ^ flipped.contains_key(loc);
-                consolidate(&mut updates);
-                batch_cap.get_or_insert(cap);
-                let mut touched: Vec<Key> = Vec::new();
-                let mut updates = updates.into_iter().peekable();
-                while let Some(((key, first), first_diff)) = updates.next() {
-                    let old = bases.get(&key);
-                    let mut stock = Replace::default();
-                    let mut policy = Replace::default();
-                    let mut on_order = old.map_or(0, |b| b.on_order);
-                    let mut part = Some((first, first_diff));
-                    while let Some((value, diff)) = part {
-                        match value {
-                            BasePart::Stock(on_hand, reserved) => stock.update((on_hand, reserved), diff),
-                            BasePart::Policy(p) => policy.update(p, diff),
-                            BasePart::OnOrder(qty) => {
-                                on_order = on_order.saturating_add(qty.saturating_mul(diff as i64))
-                            }
-                        }
-                        part = updates.next_if(|((k, _), _)| *k == key).map(|((_, v), d)| (v, d));
-                    }
-                    let mut new = old.cloned().unwrap_or_default();
-                    let mut current_stock = Some((new.on_hand, new.reserved)).filter(|s| *s != (0, 0));
-                    stock.apply(&mut current_stock);
-                    (new.on_hand, new.reserved) = current_stock.unwrap_or((0, 0));
-                    policy.apply(&mut new.policy);
-                    new.on_order = on_order;
-                    if old == Some(&new) || (old.is_none() && new.is_empty()) {
-                        // Unchanged: a flip of its location is the scan's business below.
-                        continue;
-                    }
-                    if !flipped.is_empty() {
-                        touched.push(key.clone());
-                    }
-                    let old = bases.remove(&key);
-                    let old_planner = old.as_ref().and_then(planner_of);
-                    let new_planner = planner_of(&new);
-                    let old_line = old_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
-                    let new_line = new_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
-                    if old_line != new_line {
-                        if let Some(line) = old_line {
-                            batch.push((BaseOut::Line(key.clone(), line), time, -1));
-                        }
-                        if let Some(line) = new_line {
-                            batch.push((BaseOut::Line(key.clone(), line), time, 1));
-                        }
-                    }
-                    let old_planner = old_planner.filter(|_| was_source(&key.1));
-                    let new_planner = new_planner.filter(|_| is_source(&key.1));
-                    if old_planner != new_planner {
-                        if let Some(p) = old_planner {
-                            batch.push((BaseOut::Planner(key.clone(), p), time, -1));
-                        }
-                        if let Some(p) = new_planner {
-                            batch.push((BaseOut::Planner(key.clone(), p), time, 1));
-                        }
-                    }
-                    if let Some(old) = old {
-                        batch.push((BaseOut::Base(key.clone(), old), time, -1));
-                    }
-                    if !new.is_empty() {
-                        batch.push((BaseOut::Base(key.clone(), new.clone()), time, 1));
-                        bases.insert(key, new);
-                    }
-                }
-                if !flipped.is_empty() {
-                    // Rare (a location's first or last sourcing policy): the untouched keys at a
-                    // flipped location gain or lose their planner.
-                    touched.sort_unstable();
-                    let mut gained: Vec<(&Key, Planner, isize)> = bases
-                        .iter()
-                        .filter(|(key, _)| touched.binary_search(key).is_err())
-                        .filter_map(|(key, base)| {
-                            let now = *flipped.get(&key.1)?;
-                            planner_of(base).map(|p| (key, p, if now { 1 } else { -1 }))
-                        })
-                        .collect();
-                    gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    for (key, planner, diff) in gained {
-                        batch.push((BaseOut::Planner(key.clone(), planner), time, diff));
-                    }
-                }
-            }
-            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
-                output.session(&cap).give_container(&mut batch);
-            }
-        }
-    });
-    KeyBase {
-        base: out
-            .clone()
-            .flat_map(|(o, t, d)| match o {
-                BaseOut::Base(k, b) => Some(((k, b), t, d)),
-                _ => None,
-            })
-            .as_collection(),
-        standalone: out
-            .clone()
-            .flat_map(|(o, t, d)| match o {
-                BaseOut::Line(k, l) => Some(((k, l), t, d)),
-                _ => None,
-            })
-            .as_collection(),
-        source_planners: out
-            .flat_map(|(o, t, d)| match o {
-                BaseOut::Planner(k, p) => Some(((k, p), t, d)),
-                _ => None,
-            })
-            .as_collection(),
     }
 }
 

@@ -1,27 +1,40 @@
 //! The ordered ledgers of SPEC §2: per key (on_hand with counts as barriers, holds with expiry,
-//! the policy) and per purchase order, applying each tick's messages in the total order.
+//! the policy) and per purchase order, applying each tick's messages in the total order, and
+//! what the key ledger derives from a key's state: its base (stock, open orders, policy), its
+//! standalone order line and, at a source location, its planner.
 //!
 //! Order inside a tick matters (a `count` before or after a `sale` at the same millisecond), so
 //! these are timely operators that stash a tick's messages until the frontier has passed it and
 //! then apply them sorted. Their output is a differential update stream of the key's *netted*
 //! state per tick: a key touched by a thousand sales in one tick yields at most two updates.
 //!
+//! The key ledger computes the base itself, from the purchase-order ledger's open quantities
+//! (its side input): a separate operator over the ledger's stock and policy facts cost an
+//! exchange, a stash, a consolidation and a second hash map of every key (~25% of a replay's
+//! operator time; docs/benchmarks.md).
+//!
 //! They also own the input side of a checkpoint: asked at a logical time `R`, each emits its
 //! state as of "every tick before `R` applied, nothing at or after it" ([`Saved`]), and a
 //! ledger given saved entries re-creates that state and publishes its facts again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
+use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::vec::Map;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pushers::Output;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, InputCapability};
 
+use crate::atp::Base;
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
+use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::TickStash;
-use crate::{shard, FastMap, Key, Stream};
+use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,21 +64,32 @@ pub enum Counter {
     Absorbed,
 }
 
-/// One kind of fact the ledgers publish, as a differential update.
+/// What the key ledger publishes, as differential updates; each kind on its own output port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Fact {
-    /// The key's stock (present only when non-zero).
-    Stock(Key, Stock),
-    /// The key's policy.
-    Policy(Key, Policy),
-    /// One open purchase order's quantity towards the key's `on_order`.
-    OnOrder(Key, i64),
+enum KeyOut {
+    /// The key's base, while it has stock, open orders or a policy.
+    Base(Key, Base),
+    /// The key's standalone order line (at its own position, before outbound demand).
+    Line(Key, Line),
+    /// The planner of a key at a source location.
+    Planner(Key, Planner),
     /// One counted ledger outcome.
     Counter(Counter),
 }
 
-/// A differential update of a [`Fact`].
-pub type FactUpdate = (Fact, Millis, isize);
+/// What other operators tell the key ledger, applied with a tick's messages.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum KeySide {
+    /// One open purchase order's quantity towards the key's `on_order` (from the PO ledger).
+    OnOrder(Key, i64),
+    /// A policy names `loc` as its internal source; sent to every worker.
+    Source {
+        /// The worker this copy is for.
+        worker: u64,
+        /// The location.
+        loc: Name,
+    },
+}
 
 /// One entry of a ledger's state as saved in a checkpoint (and given back on restore).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,38 +121,74 @@ pub enum Control {
     },
 }
 
-/// What a ledger operator emits: facts for the dataflow, or saved entries for a checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Out {
-    Fact(FactUpdate),
-    Saved(Saved),
-}
+/// A differential update a book emits.
+type Update<R> = (R, Millis, isize);
 
 /// Applies messages to one shard of ledger state, a tick at a time.
 trait Book: 'static {
-    /// Applies the messages of logical time `time` (sorted in SPEC order), plus whatever timers
-    /// fall due at `time`, appending the resulting updates to `out`.
-    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>);
+    /// Updates from other operators, applied with the messages of their tick.
+    type Side: timely::ExchangeData + Ord;
+    /// What the book publishes.
+    type Record: timely::ExchangeData;
+    /// Output ports for records ([`Book::port`] picks one); the saved entries take the next.
+    const PORTS: usize;
+    /// The output port of a record.
+    fn port(record: &Self::Record) -> usize;
+    /// The worker that owns a side update.
+    fn side_route(side: &Self::Side) -> u64;
+    /// Applies the messages of logical time `time` (sorted in SPEC order) and the side updates
+    /// of `time` (consolidated), plus whatever timers fall due at `time`, appending the
+    /// resulting updates to `out`.
+    fn close_tick(
+        &mut self,
+        time: Millis,
+        events: Vec<Event>,
+        side: Vec<(Self::Side, isize)>,
+        out: &mut Vec<Update<Self::Record>>,
+    );
     /// The earliest logical time at which the book needs to run without new messages.
     fn next_timer(&self) -> Option<Millis>;
     /// Re-creates one saved entry (never `Pending`/`End`) as of `time`, publishing its facts.
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>);
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<Self::Record>>);
     /// Appends the book's state (without pending messages) to `out`.
     fn save(&self, out: &mut Vec<Saved>);
 }
 
+/// Sends each of `records` on its port, at that port's capability in `caps`; leaves the
+/// vectors in `by_port` empty.
+fn give_by_port<R: timely::ExchangeData>(
+    outputs: &mut [Output<Millis, Vec<Update<R>>>],
+    caps: &[Capability<Millis>],
+    by_port: &mut [Vec<Update<R>>],
+) {
+    for ((output, cap), records) in outputs.iter_mut().zip(caps).zip(by_port.iter_mut()) {
+        if !records.is_empty() {
+            output.activate().give(cap, records);
+            records.clear();
+        }
+    }
+}
+
+/// The streams a [`run_book`] operator publishes: one per record port, and the saved entries.
+struct BookStreams<'s, R> {
+    ports: Vec<Stream<'s, Update<R>>>,
+    saved: Stream<'s, Saved>,
+}
+
 /// Runs `book` as an operator: messages are exchanged by `route`, stashed per logical time and
-/// applied once the input frontier has passed that time. `control` brings saved entries to
-/// restore (applied before anything at their time) and checkpoint requests (answered once every
-/// record sent before the request's time has arrived, before any tick at or after it).
+/// applied once every input's frontier has passed that time, with the side updates of that
+/// time. `control` brings saved entries to restore (applied before anything at their time)
+/// and checkpoint requests (answered once every record sent before the request's time has
+/// arrived, before any tick at or after it).
 fn run_book<'s, B: Book>(
     events: Stream<'s, Event>,
     control: Stream<'s, Control>,
+    side: Stream<'s, Update<B::Side>>,
     name: &str,
     route: fn(&Event) -> u64,
     ticks: Ticks,
     mut book: B,
-) -> Stream<'s, Out> {
+) -> BookStreams<'s, B::Record> {
     let control_route = move |c: &Control| match c {
         Control::Checkpoint { worker } => *worker,
         Control::Restore(Saved::Pending(event)) => route(event),
@@ -136,21 +196,28 @@ fn run_book<'s, B: Book>(
         Control::Restore(Saved::Po(po_id, _, _)) => shard(po_id),
         Control::Restore(Saved::Count(..) | Saved::End(..)) => 0,
     };
-    let pacts = (Exchange::new(move |e: &Event| route(e)), Exchange::new(control_route));
-    events.binary_frontier(control, pacts.0, pacts.1, name, move |_, _| {
+    let mut builder = OperatorBuilder::new(name.to_owned(), events.scope());
+    let mut input = builder.new_input(events, Exchange::new(move |e: &Event| route(e)));
+    let mut control = builder.new_input(control, Exchange::new(control_route));
+    let mut side = builder.new_input(side, Exchange::new(|(s, _, _): &Update<B::Side>| B::side_route(s)));
+    let (mut outputs, ports): (Vec<_>, Vec<_>) = (0..B::PORTS).map(|_| builder.new_output()).unzip();
+    let (mut saved_output, saved_stream) = builder.new_output::<Vec<Saved>>();
+    builder.build(move |_initial| {
         // Each message keeps the logical time it was sent at: a checkpoint at R saves, as
         // pending, exactly the messages sent before R whose tick is at or after R.
-        let mut stash: TickStash<(Millis, Event)> = TickStash::default();
-        let mut restores: BTreeMap<Millis, (Capability<Millis>, Vec<Saved>)> = BTreeMap::new();
+        let mut stash: TickStash<(Millis, Event)> = TickStash::with_ports(B::PORTS);
+        let mut side_stash: TickStash<(B::Side, isize)> = TickStash::with_ports(B::PORTS);
+        let mut restores: BTreeMap<Millis, (Vec<Capability<Millis>>, Vec<Saved>)> = BTreeMap::new();
         let mut requests: BTreeMap<Millis, Capability<Millis>> = BTreeMap::new();
-        let mut timer_cap: Option<Capability<Millis>> = None;
+        let mut timer_caps: Vec<Capability<Millis>> = Vec::new();
         let mut out = Vec::new();
+        let mut by_port: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
         let mut saved = Vec::new();
-        move |(input, frontier), (control, control_frontier), output| {
-            // Every tick this activation closes goes out at the earliest one's capability
+        move |frontiers| {
+            let (frontier, control_frontier, side_frontier) = (&frontiers[0], &frontiers[1], &frontiers[2]);
+            // Every tick this activation closes goes out at the earliest one's capabilities
             // (see `stash`).
-            let mut batch_cap: Option<Capability<Millis>> = None;
-            let mut batch: Vec<Out> = Vec::new();
+            let mut batch_caps: Option<Vec<Capability<Millis>>> = None;
             let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
                 // The sources never send messages beyond the window; anything else is a bug
                 // upstream, and dropping it here would hide it from the summary, so keep it.
@@ -163,25 +230,33 @@ fn run_book<'s, B: Book>(
                 for c in data.drain(..) {
                     match c {
                         Control::Checkpoint { .. } => {
-                            if let Some(held) = cap.retain_least(0) {
+                            if let Some(held) = cap.retain_least(B::PORTS) {
                                 requests.entry(*held.time()).or_insert(held);
                             }
                         }
                         Control::Restore(Saved::Pending(event)) => stash_event(&cap, event),
                         Control::Restore(entry) => {
-                            if let Some(held) = cap.retain_least(0) {
-                                restores.entry(*held.time()).or_insert_with(|| (held, Vec::new())).1.push(entry);
+                            let caps: Option<Vec<_>> = (0..B::PORTS).map(|port| cap.retain_least(port)).collect();
+                            if let Some(caps) = caps {
+                                let time = *caps[0].time();
+                                restores.entry(time).or_insert_with(|| (caps, Vec::new())).1.push(entry);
                             }
                         }
                     }
                 }
             });
+            side.for_each(|cap, data| {
+                for (update, time, diff) in data.drain(..) {
+                    side_stash.push(&cap, time, (update, diff));
+                }
+            });
             // Whether every record sent before `time` (or, `inclusive`, at it) has arrived.
             let passed = |time: &Millis, inclusive: bool| {
+                let all = [frontier, control_frontier, side_frontier];
                 if inclusive {
-                    !frontier.less_equal(time) && !control_frontier.less_equal(time)
+                    all.iter().all(|f| !f.less_equal(time))
                 } else {
-                    !frontier.less_than(time) && !control_frontier.less_than(time)
+                    all.iter().all(|f| !f.less_than(time))
                 }
             };
             loop {
@@ -189,7 +264,11 @@ fn run_book<'s, B: Book>(
                 let candidates = [
                     restores.keys().next().map(|&t| (t, 0)),
                     requests.keys().next().map(|&t| (t, 1)),
-                    stash.first_time().into_iter().chain(book.next_timer()).min().map(|t| (t, 2)),
+                    [stash.first_time(), side_stash.first_time(), book.next_timer()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .map(|t| (t, 2)),
                 ];
                 let Some((time, kind)) = candidates.into_iter().flatten().min() else { break };
                 if !passed(&time, kind != 1) {
@@ -197,10 +276,18 @@ fn run_book<'s, B: Book>(
                 }
                 match kind {
                     0 => {
-                        let (cap, entries) = restores.remove(&time).expect("a restore is due");
+                        let (caps, entries) = restores.remove(&time).expect("a restore is due");
                         entries.into_iter().for_each(|entry| book.restore(time, entry, &mut out));
-                        output.session(&cap).give_iterator(out.drain(..).map(Out::Fact));
-                        timer_cap = book.next_timer().map(|next| cap.delayed(&next));
+                        // Not into `by_port`: what it holds goes out at earlier capabilities.
+                        let mut restored: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
+                        for record in out.drain(..) {
+                            restored[B::port(&record.0)].push(record);
+                        }
+                        give_by_port(&mut outputs, &caps, &mut restored);
+                        timer_caps = match book.next_timer() {
+                            Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
+                            None => Vec::new(),
+                        };
                     }
                     1 => {
                         let cap = requests.remove(&time).expect("a request is due");
@@ -210,29 +297,41 @@ fn run_book<'s, B: Book>(
                             saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
                         }
                         saved.push(Saved::End(time, saved.len() as u64));
-                        output.session(&cap).give_iterator(saved.drain(..).map(Out::Saved));
+                        saved_output.activate().give(&cap, &mut saved);
+                        saved.clear();
                     }
                     _ => {
-                        let (cap, events) = match stash.take(time) {
-                            Some(entry) => entry,
-                            None => {
-                                let held = timer_cap.as_ref().expect("a pending timer holds a capability");
-                                (held.delayed(&time), Vec::new())
+                        let taken = stash.take_ports(time);
+                        let side_taken = side_stash.take_ports(time);
+                        let caps = match (&taken, &side_taken) {
+                            (Some((caps, _)), _) | (None, Some((caps, _))) => caps.clone(),
+                            (None, None) => {
+                                assert!(!timer_caps.is_empty(), "a pending timer holds capabilities");
+                                timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
                             }
                         };
-                        let mut events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
+                        let mut events: Vec<Event> = taken
+                            .map(|(_, events)| events.into_iter().map(|(_, event)| event).collect())
+                            .unwrap_or_default();
                         events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
-                        book.close_tick(time, events, &mut out);
+                        let mut side_updates = side_taken.map(|(_, updates)| updates).unwrap_or_default();
+                        differential_dataflow::consolidation::consolidate(&mut side_updates);
+                        book.close_tick(time, events, side_updates, &mut out);
                         if !out.is_empty() {
-                            batch_cap.get_or_insert_with(|| cap.clone());
-                            batch.extend(out.drain(..).map(Out::Fact));
+                            batch_caps.get_or_insert_with(|| caps.clone());
+                            for record in out.drain(..) {
+                                by_port[B::port(&record.0)].push(record);
+                            }
                         }
-                        timer_cap = book.next_timer().map(|next| cap.delayed(&next));
+                        timer_caps = match book.next_timer() {
+                            Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
+                            None => Vec::new(),
+                        };
                     }
                 }
             }
-            if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
-                output.session(&cap).give_container(&mut batch);
+            if let Some(caps) = batch_caps {
+                give_by_port(&mut outputs, &caps, &mut by_port);
             }
             // A tick that touched every key (a full load of policies) grows the buffers to the
             // size of the state; do not keep that much for the ticks of a few keys that follow.
@@ -240,7 +339,8 @@ fn run_book<'s, B: Book>(
                 out = Vec::new();
             }
         }
-    })
+    });
+    BookStreams { ports, saved: saved_stream }
 }
 
 /// A hold (reservation) on a key.
@@ -289,15 +389,81 @@ impl KeyState {
     }
 }
 
-/// The per-key ledger: stock, holds, counts and policies.
+/// A key's ledger and the open-order quantity the PO ledger reports for it.
+#[derive(Default)]
+struct KeyBook {
+    state: KeyState,
+    /// Sum of the key's open purchase orders (not saved: the PO ledger restores it).
+    on_order: i64,
+}
+
+impl KeyBook {
+    /// The base the key published last: its stock as published, its orders and `policy`.
+    fn base(&self, policy: Option<&Policy>) -> Base {
+        Base {
+            on_hand: self.state.published.on_hand,
+            reserved: self.state.published.reserved,
+            on_order: self.on_order,
+            policy: policy.cloned(),
+        }
+    }
+}
+
+/// The planner of a key with `base`: its sourced policy and position before outbound demand.
+fn planner_of(base: &Base) -> Option<Planner> {
+    let policy = base.policy.as_ref().filter(|p| p.source.is_some())?;
+    Some(Planner { own_position: base.own_position(), policy: policy.clone() })
+}
+
+/// Appends what a key's base change from `old` to `new` at `time` changes: its base, its
+/// standalone line and, while its location is a source (`was_source` before, `is_source`
+/// after), its planner.
+fn base_change(
+    key: &Key,
+    old: &Base,
+    new: &Base,
+    (was_source, is_source): (bool, bool),
+    time: Millis,
+    out: &mut Vec<Update<KeyOut>>,
+) {
+    let old_planner = planner_of(old);
+    let new_planner = planner_of(new);
+    let old_line = old_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
+    let new_line = new_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
+    if old_line != new_line {
+        out.extend(old_line.map(|line| (KeyOut::Line(key.clone(), line), time, -1)));
+        out.extend(new_line.map(|line| (KeyOut::Line(key.clone(), line), time, 1)));
+    }
+    let old_planner = old_planner.filter(|_| was_source);
+    let new_planner = new_planner.filter(|_| is_source);
+    if old_planner != new_planner {
+        out.extend(old_planner.map(|p| (KeyOut::Planner(key.clone(), p), time, -1)));
+        out.extend(new_planner.map(|p| (KeyOut::Planner(key.clone(), p), time, 1)));
+    }
+    if !old.is_empty() {
+        out.push((KeyOut::Base(key.clone(), old.clone()), time, -1));
+    }
+    if !new.is_empty() {
+        out.push((KeyOut::Base(key.clone(), new.clone()), time, 1));
+    }
+}
+
+/// The per-key ledger: stock, holds, counts and policies, and the bases derived from them.
 struct KeyLedger {
     ticks: Ticks,
-    books: FastMap<Key, KeyState>,
+    books: FastMap<Key, KeyBook>,
     /// Keys with a hold expiring at each logical time.
     expiries: BTreeMap<Millis, Vec<Key>>,
     counts: BTreeMap<Counter, isize>,
     /// Every count published so far, for checkpoints.
     totals: BTreeMap<Counter, i64>,
+    /// The locations some policy has named as its internal source. Only keys there can have
+    /// outbound demand, so only they publish planners (the order-plan fixpoint arranges the
+    /// planners of distribution centers, not of every store whose position moves with each
+    /// sale). The set never shrinks: a location no longer named keeps publishing planners,
+    /// which costs a little and changes no output (a planner without outbound demand joins
+    /// nothing).
+    sources: HashSet<Name, std::hash::BuildHasherDefault<FxHasher>>,
 }
 
 impl KeyLedger {
@@ -308,6 +474,7 @@ impl KeyLedger {
             expiries: BTreeMap::new(),
             counts: BTreeMap::new(),
             totals: BTreeMap::new(),
+            sources: HashSet::default(),
         }
     }
 
@@ -317,14 +484,19 @@ impl KeyLedger {
             self.expiries.entry(due).or_default().push(key.clone());
         }
     }
-}
 
-impl KeyLedger {
-    fn apply(&mut self, event: Event, touched: &mut Vec<Key>, out: &mut Vec<FactUpdate>, time: Millis) {
+    /// Applies one message; `old_policies` gets a key's policy before each change of it.
+    fn apply(
+        &mut self,
+        event: Event,
+        touched: &mut Vec<Key>,
+        old_policies: &mut Vec<(Key, Option<Policy>)>,
+        time: Millis,
+    ) {
         let at = event.order.effective;
         let message = event.message;
         let key = (message.sku, message.loc);
-        let book = self.books.entry(key.clone()).or_default();
+        let book = &mut self.books.entry(key.clone()).or_default().state;
         let ts = message.ts;
         let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
         match message.body {
@@ -377,13 +549,7 @@ impl KeyLedger {
             }
             Body::Policy(policy) => {
                 if book.policy != policy {
-                    if let Some(old) = book.policy.take() {
-                        out.push((Fact::Policy(key.clone(), old), time, -1));
-                    }
-                    if let Some(new) = policy.clone() {
-                        out.push((Fact::Policy(key.clone(), new), time, 1));
-                    }
-                    book.policy = policy;
+                    old_policies.push((key.clone(), std::mem::replace(&mut book.policy, policy)));
                 }
             }
             Body::Po { .. } => unreachable!("purchase orders are routed to the PO ledger"),
@@ -393,37 +559,114 @@ impl KeyLedger {
 }
 
 impl Book for KeyLedger {
-    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>) {
+    type Side = KeySide;
+    type Record = KeyOut;
+    const PORTS: usize = 4;
+
+    fn port(record: &KeyOut) -> usize {
+        match record {
+            KeyOut::Base(..) => 0,
+            KeyOut::Line(..) => 1,
+            KeyOut::Planner(..) => 2,
+            KeyOut::Counter(_) => 3,
+        }
+    }
+
+    fn side_route(side: &KeySide) -> u64 {
+        match side {
+            KeySide::OnOrder(key, _) => shard(&(&key.0, &key.1)),
+            KeySide::Source { worker, .. } => *worker,
+        }
+    }
+
+    fn close_tick(
+        &mut self,
+        time: Millis,
+        events: Vec<Event>,
+        side: Vec<(KeySide, isize)>,
+        out: &mut Vec<Update<KeyOut>>,
+    ) {
         let mut touched = Vec::with_capacity(events.len());
+        let mut old_policies = Vec::new();
         for event in events {
-            self.apply(event, &mut touched, out, time);
+            self.apply(event, &mut touched, &mut old_policies, time);
         }
         if let Some(due) = self.expiries.remove(&time) {
             touched.extend(due);
         }
+        // Consolidated side updates come sorted: the open orders by key, then the sources.
+        let mut on_order: Vec<(Key, i64)> = Vec::new();
+        let mut flipped: Vec<Name> = Vec::new();
+        for (update, diff) in side {
+            match update {
+                KeySide::OnOrder(key, qty) => {
+                    touched.push(key.clone());
+                    on_order.push((key, qty.saturating_mul(diff as i64)));
+                }
+                KeySide::Source { loc, .. } => {
+                    if diff > 0 && !self.sources.contains(&loc) {
+                        self.sources.insert(loc.clone());
+                        flipped.push(loc);
+                    }
+                }
+            }
+        }
         touched.sort_unstable();
         touched.dedup();
-        for key in touched {
-            let Some(book) = self.books.get_mut(&key) else { continue };
-            book.holds.retain(|h| h.expires_at > time);
-            let reserved = book.holds.iter().fold(0i64, |sum, h| sum.saturating_add(h.qty));
-            let now = Stock { on_hand: book.on_hand, reserved };
-            if now != book.published {
-                if !book.published.is_zero() {
-                    out.push((Fact::Stock(key.clone(), book.published), time, -1));
-                }
-                if !now.is_zero() {
-                    out.push((Fact::Stock(key.clone(), now), time, 1));
-                }
-                book.published = now;
+        // A key's policy before the tick is the one its first change replaced.
+        old_policies.sort_by(|a, b| a.0.cmp(&b.0));
+        old_policies.dedup_by(|later, first| later.0 == first.0);
+        let sources = &self.sources;
+        let is_source = |loc: &Name| sources.contains(loc);
+        let was_source = |loc: &Name| is_source(loc) && !flipped.contains(loc);
+        let mut on_order = on_order.into_iter().peekable();
+        // The keys whose base changed (in key order): an unchanged key at a flipped location
+        // gains its planner in the scan below, with the untouched ones.
+        let mut changed: Vec<&Key> = Vec::new();
+        for key in &touched {
+            let mut delta = 0i64;
+            while let Some((_, qty)) = on_order.next_if(|(k, _)| k == key) {
+                delta = delta.saturating_add(qty);
             }
-            if book.is_forgettable() {
-                self.books.remove(&key);
+            let book = match self.books.get_mut(key) {
+                Some(book) => book,
+                None if delta != 0 => self.books.entry(key.clone()).or_default(),
+                None => continue,
+            };
+            let old_policy = match old_policies.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(i) => old_policies[i].1.as_ref(),
+                Err(_) => book.state.policy.as_ref(),
+            };
+            let old = book.base(old_policy);
+            let state = &mut book.state;
+            state.holds.retain(|h| h.expires_at > time);
+            let reserved = state.holds.iter().fold(0i64, |sum, h| sum.saturating_add(h.qty));
+            state.published = Stock { on_hand: state.on_hand, reserved };
+            book.on_order = book.on_order.saturating_add(delta);
+            let new = book.base(book.state.policy.as_ref());
+            if old != new {
+                base_change(key, &old, &new, (was_source(&key.1), is_source(&key.1)), time, out);
+                changed.push(key);
             }
+            if book.on_order == 0 && book.state.is_forgettable() {
+                self.books.remove(key);
+            }
+        }
+        if !flipped.is_empty() {
+            // Rare (a location's first sourcing policy): the keys there whose base did not
+            // change gain their planner.
+            let mut gained: Vec<(&Key, Planner)> = self
+                .books
+                .iter()
+                .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
+                .filter_map(|(key, book)| planner_of(&book.base(book.state.policy.as_ref())).map(|p| (key, p)))
+                .collect();
+            gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
         }
         for (counter, n) in std::mem::take(&mut self.counts) {
             *self.totals.entry(counter).or_default() += n as i64;
-            out.push((Fact::Counter(counter), time, n));
+            out.push((KeyOut::Counter(counter), time, n));
         }
     }
 
@@ -431,30 +674,30 @@ impl Book for KeyLedger {
         self.expiries.keys().next().copied()
     }
 
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>) {
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeyOut>>) {
         match saved {
-            Saved::Key(key, book) => {
-                for hold in &book.holds {
+            Saved::Key(key, state) => {
+                for hold in &state.holds {
                     self.schedule_expiry(&key, hold.expires_at, time);
                 }
-                if !book.published.is_zero() {
-                    out.push((Fact::Stock(key.clone(), book.published), time, 1));
-                }
-                if let Some(policy) = &book.policy {
-                    out.push((Fact::Policy(key.clone(), policy.clone()), time, 1));
-                }
+                // Its open orders (and the sources) come as side updates at this time, applied
+                // after the restores.
+                let book = KeyBook { state, on_order: 0 };
+                let base = book.base(book.state.policy.as_ref());
+                let source = self.sources.contains(&key.1);
+                base_change(&key, &Base::default(), &base, (source, source), time, out);
                 self.books.insert(key, book);
             }
             Saved::Count(counter, n) => {
                 *self.totals.entry(counter).or_default() += n;
-                out.push((Fact::Counter(counter), time, n as isize));
+                out.push((KeyOut::Counter(counter), time, n as isize));
             }
             Saved::Po(..) | Saved::Pending(_) | Saved::End(..) => {}
         }
     }
 
     fn save(&self, out: &mut Vec<Saved>) {
-        out.extend(self.books.iter().map(|(key, book)| Saved::Key(key.clone(), book.clone())));
+        out.extend(self.books.iter().map(|(key, book)| Saved::Key(key.clone(), book.state.clone())));
         out.extend(self.totals.iter().map(|(&counter, &n)| Saved::Count(counter, n)));
     }
 }
@@ -467,7 +710,20 @@ struct PoLedger {
 }
 
 impl Book for PoLedger {
-    fn close_tick(&mut self, time: Millis, events: Vec<Event>, out: &mut Vec<FactUpdate>) {
+    /// Nothing: purchase orders depend on their messages only.
+    type Side = ();
+    type Record = KeySide;
+    const PORTS: usize = 1;
+
+    fn port(_: &KeySide) -> usize {
+        0
+    }
+
+    fn side_route(_: &()) -> u64 {
+        0
+    }
+
+    fn close_tick(&mut self, time: Millis, events: Vec<Event>, _: Vec<((), isize)>, out: &mut Vec<Update<KeySide>>) {
         // Publishing per message is fine: consolidation nets repeated updates of a tick.
         for event in events {
             let message = event.message;
@@ -475,11 +731,11 @@ impl Book for PoLedger {
                 unreachable!("only purchase orders are routed to the PO ledger")
             };
             if let Some((key, old)) = self.open.remove(&po_id) {
-                out.push((Fact::OnOrder(key, old), time, -1));
+                out.push((KeySide::OnOrder(key, old), time, -1));
             }
             if status == PoStatus::Open && qty != 0 {
                 let key = (message.sku, message.loc);
-                out.push((Fact::OnOrder(key.clone(), qty), time, 1));
+                out.push((KeySide::OnOrder(key.clone(), qty), time, 1));
                 self.open.insert(po_id, (key, qty));
             }
         }
@@ -489,9 +745,9 @@ impl Book for PoLedger {
         None
     }
 
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<FactUpdate>) {
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeySide>>) {
         if let Saved::Po(po_id, key, qty) = saved {
-            out.push((Fact::OnOrder(key.clone(), qty), time, 1));
+            out.push((KeySide::OnOrder(key.clone(), qty), time, 1));
             self.open.insert(po_id, (key, qty));
         }
     }
@@ -512,36 +768,163 @@ fn route_by_po(event: &Event) -> u64 {
     }
 }
 
-/// Applies every message in SPEC order and publishes the netted ledger facts per tick; also
-/// answers the checkpoint requests in `control` with each ledger's [`Saved`] entries (each
-/// ledger's ending with [`Saved::End`]) and re-creates the entries `control` restores.
+/// The internal source a policy names, if any.
+fn internal_source(body: &Body) -> Option<&Name> {
+    match body {
+        Body::Policy(Some(Policy { source: Some(source), .. })) if !is_external(source) => Some(source),
+        _ => None,
+    }
+}
+
+/// One copy of a source location for each of `peers` workers, at `time`.
+fn source_copies(loc: &Name, time: Millis, peers: u64) -> impl Iterator<Item = Update<KeySide>> + '_ {
+    (0..peers).map(move |worker| (KeySide::Source { worker, loc: loc.clone() }, time, 1))
+}
+
+/// Splits the messages into purchase orders and key messages, without copying either, and
+/// sends every worker the source locations the policies name, at the policy's tick. A
+/// location goes out again only at an earlier tick than before, so a network's setup (every
+/// store's policy naming one of a few distribution centers) sends each center once.
+fn split_events<'s>(
+    events: Stream<'s, Event>,
+    ticks: Ticks,
+) -> (Stream<'s, Event>, Stream<'s, Event>, Stream<'s, Update<KeySide>>) {
+    let peers = events.scope().peers() as u64;
+    let mut builder = OperatorBuilder::new("SplitEvents".to_owned(), events.scope());
+    let mut input = builder.new_input(events, Pipeline);
+    let (mut orders_output, orders) = builder.new_output::<Vec<Event>>();
+    let (mut keyed_output, keyed) = builder.new_output::<Vec<Event>>();
+    let (mut sources_output, sources) = builder.new_output::<Vec<Update<KeySide>>>();
+    builder.build(move |_initial| {
+        let mut sent: FastMap<Name, Millis> = FastMap::default();
+        let (mut orders, mut keyed, mut new_sources) = (Vec::new(), Vec::new(), Vec::new());
+        move |_frontiers| {
+            input.for_each(|cap, data| {
+                for event in data.drain(..) {
+                    if let Some(loc) = internal_source(&event.message.body) {
+                        let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+                        if sent.get(loc).is_none_or(|&earlier| time < earlier) {
+                            sent.insert(loc.clone(), time);
+                            new_sources.extend(source_copies(loc, time, peers));
+                        }
+                    }
+                    if matches!(event.message.body, Body::Po { .. }) {
+                        orders.push(event);
+                    } else {
+                        keyed.push(event);
+                    }
+                }
+                let Some(sent) = cap.least().copied() else { return };
+                let caps = [0, 1, 2].map(|port| cap.delayed(&sent, port));
+                for (output, cap, records) in
+                    [(&mut orders_output, &caps[0], &mut orders), (&mut keyed_output, &caps[1], &mut keyed)]
+                {
+                    if !records.is_empty() {
+                        output.activate().give(cap, records);
+                        records.clear();
+                    }
+                }
+                if !new_sources.is_empty() {
+                    sources_output.activate().give(&caps[2], &mut new_sources);
+                    new_sources.clear();
+                }
+            });
+        }
+    });
+    (orders, keyed, sources)
+}
+
+/// What the ledgers publish.
+pub struct Ledgers<'s> {
+    /// One [`Base`] per key that has stock, open orders or a policy.
+    pub base: Collection<'s, (Key, Base)>,
+    /// Each key's order line at its own position, before outbound demand (SPEC §3's line
+    /// of a key nobody orders from).
+    pub standalone: Collection<'s, (Key, Line)>,
+    /// The planners (sourced policy and own position) of the keys at locations that some
+    /// policy names as its internal source: the only keys that can have outbound demand.
+    pub source_planners: Collection<'s, (Key, Planner)>,
+    /// The counted ledger outcomes, as a collection whose multiplicities are the counts.
+    pub counters: Collection<'s, Counter>,
+    /// The ledgers' state at each checkpoint requested through `control`, each ledger's
+    /// ending with [`Saved::End`].
+    pub saved: Stream<'s, Saved>,
+}
+
+/// Applies every message in SPEC order and publishes, per tick, each key's netted base, its
+/// standalone order line and (at source locations) its planner; also answers the checkpoint
+/// requests in `control` with each ledger's [`Saved`] entries and re-creates the entries
+/// `control` restores.
 ///
 /// `events` may arrive at any logical time at or before their own tick; each is held back
 /// until its tick is complete.
-pub fn ledger<'s>(
-    events: Stream<'s, Event>,
-    control: Stream<'s, Control>,
-    ticks: Ticks,
-) -> (Stream<'s, FactUpdate>, Stream<'s, Saved>) {
-    use timely::dataflow::operators::{Concat, OkErr};
+pub fn ledger<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Ledgers<'s> {
+    use timely::dataflow::operators::Concat;
+    let peers = events.scope().peers() as u64;
     let is_order = |e: &Event| matches!(e.message.body, Body::Po { .. });
-    // Split without cloning: a filter per branch would copy every event for the first branch.
-    let (orders, keyed) = events.ok_err::<Vec<Event>, _, Vec<Event>, _, _>(move |e| if is_order(&e) { Ok(e) } else { Err(e) });
+    let (orders, keyed, sources) = split_events(events, ticks);
     let for_orders = move |c: &Control| match c {
         Control::Checkpoint { .. } => true,
         Control::Restore(Saved::Po(..)) => true,
         Control::Restore(Saved::Pending(e)) => is_order(e),
         Control::Restore(_) => false,
     };
+    // The sources named by restored state: restored policies, and policies pending in it.
+    let restored_sources = control.clone().unary::<CapacityContainerBuilder<Vec<Update<KeySide>>>, _, _, _>(
+        Pipeline,
+        "RestoredSources",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(sent) = cap.least().copied() else { return };
+                    let mut session = output.session(&cap);
+                    for c in data.drain(..) {
+                        let (loc, time) = match &c {
+                            Control::Restore(Saved::Key(_, state)) => (
+                                state.policy.as_ref().and_then(|p| p.source.as_ref()).filter(|s| !is_external(s)),
+                                sent,
+                            ),
+                            Control::Restore(Saved::Pending(event)) => {
+                                let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+                                (internal_source(&event.message.body), time)
+                            }
+                            _ => (None, sent),
+                        };
+                        if let Some(loc) = loc {
+                            session.give_iterator(source_copies(loc, time, peers));
+                        }
+                    }
+                });
+            }
+        },
+    );
     let order_control = control.clone().flat_map(move |c| for_orders(&c).then_some(c));
     let key_control =
         control.flat_map(move |c| (matches!(c, Control::Checkpoint { .. }) || !for_orders(&c)).then_some(c));
-    let key_out = run_book(keyed, key_control, "KeyLedger", route_by_key, ticks, KeyLedger::new(ticks));
-    let po_out = run_book(orders, order_control, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
-    key_out.concat(po_out).ok_err::<Vec<FactUpdate>, _, Vec<Saved>, _, _>(|out| match out {
-        Out::Fact(fact) => Ok(fact),
-        Out::Saved(saved) => Err(saved),
-    })
+    let no_side = order_control.clone().flat_map(|_| None::<Update<()>>);
+    let po =
+        run_book(orders, order_control, no_side, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
+    let on_order = po.ports.into_iter().next().expect("the PO ledger has one port");
+    let side = on_order.concat(sources).concat(restored_sources);
+    let key = run_book(keyed, key_control, side, "KeyLedger", route_by_key, ticks, KeyLedger::new(ticks));
+    let mut ports = key.ports.into_iter();
+    let mut port = || ports.next().expect("the key ledger has four ports");
+    let (base, standalone, planners, counters) = (port(), port(), port(), port());
+    Ledgers {
+        base: base
+            .flat_map(|(o, t, d)| if let KeyOut::Base(k, b) = o { Some(((k, b), t, d)) } else { None })
+            .as_collection(),
+        standalone: standalone
+            .flat_map(|(o, t, d)| if let KeyOut::Line(k, l) = o { Some(((k, l), t, d)) } else { None })
+            .as_collection(),
+        source_planners: planners
+            .flat_map(|(o, t, d)| if let KeyOut::Planner(k, p) = o { Some(((k, p), t, d)) } else { None })
+            .as_collection(),
+        counters: counters
+            .flat_map(|(o, t, d)| if let KeyOut::Counter(c) = o { Some((c, t, d)) } else { None })
+            .as_collection(),
+        saved: key.saved.concat(po.saved),
+    }
 }
 
 #[cfg(test)]
@@ -560,10 +943,11 @@ mod tests {
         KeyLedger::new(Ticks { tick_ms: 1000, until: None })
     }
 
-    fn stock_of(out: &[FactUpdate]) -> Vec<(Stock, isize)> {
+    /// The stock part of the bases published in `out`.
+    fn stock_of(out: &[Update<KeyOut>]) -> Vec<(Stock, isize)> {
         out.iter()
             .filter_map(|(f, _, d)| match f {
-                Fact::Stock(_, s) => Some((*s, *d)),
+                KeyOut::Base(_, b) => Some((Stock { on_hand: b.on_hand, reserved: b.reserved }, *d)),
                 _ => None,
             })
             .collect()
@@ -574,7 +958,7 @@ mod tests {
         let mut ledger = key_ledger();
         let mut out = Vec::new();
         let events: Vec<Event> = (0..1000).map(|i| event(500, i, "L", Body::Return { qty: 1 })).collect();
-        ledger.close_tick(1000, events, &mut out);
+        ledger.close_tick(1000, events, Vec::new(), &mut out);
         assert_eq!(stock_of(&out), vec![(Stock { on_hand: 1000, reserved: 0 }, 1)]);
     }
 
@@ -589,15 +973,15 @@ mod tests {
                 event(t, 1, "L", Body::Reserve { res_id: res_id.clone(), qty: 2, expires_at: Some(t + 5000) }),
                 event(t, 2, "L", Body::Release { res_id }),
             ];
-            ledger.close_tick(round * 1000 + 1000, events, &mut out);
+            ledger.close_tick(round * 1000 + 1000, events, Vec::new(), &mut out);
         }
         // Every hold ended and nothing is left on the key: no book, though expiries stay scheduled.
-        assert!(ledger.books.is_empty(), "books: {:?}", ledger.books);
+        assert!(ledger.books.is_empty(), "{} books left", ledger.books.len());
         // A key with stock keeps one book whose size does not depend on how many holds it saw.
         let events = vec![event(200_001, 1, "L", Body::Count { qty: 5 })];
-        ledger.close_tick(201_000, events, &mut out);
+        ledger.close_tick(201_000, events, Vec::new(), &mut out);
         assert_eq!(ledger.books.len(), 1);
-        assert!(ledger.books.values().all(|b| b.holds.is_empty()));
+        assert!(ledger.books.values().all(|b| b.state.holds.is_empty()));
     }
 
     #[test]
@@ -605,25 +989,84 @@ mod tests {
         let mut ledger = key_ledger();
         let mut out = Vec::new();
         let reserve = Body::Reserve { res_id: "R".into(), qty: 3, expires_at: Some(4500) };
-        ledger.close_tick(1000, vec![event(800, 1, "L", reserve)], &mut out);
+        ledger.close_tick(1000, vec![event(800, 1, "L", reserve)], Vec::new(), &mut out);
         assert_eq!(ledger.next_timer(), Some(5000));
         out.clear();
-        ledger.close_tick(5000, Vec::new(), &mut out);
+        ledger.close_tick(5000, Vec::new(), Vec::new(), &mut out);
         assert_eq!(stock_of(&out), vec![(Stock { on_hand: 0, reserved: 3 }, -1)]);
         assert_eq!(ledger.next_timer(), None);
         assert!(ledger.books.is_empty());
     }
 
     #[test]
+    fn a_location_named_as_source_gives_its_keys_planners_whether_or_not_their_base_changes() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        let policy = |source: &str| {
+            Body::Policy(Some(Policy {
+                safety_stock: 0,
+                reorder_point: 5,
+                order_up_to: 20,
+                pack_size: 1,
+                moq: 0,
+                source: Some(source.into()),
+            }))
+        };
+        let mut setup = vec![event(500, 1, "DC", policy("vendor:V")), event(500, 2, "DC", Body::Count { qty: 3 })];
+        setup[1].message.sku = "T".into();
+        ledger.close_tick(1000, setup, Vec::new(), &mut out);
+        assert!(out.iter().all(|(o, _, _)| !matches!(o, KeyOut::Planner(..))), "not a source yet: {out:?}");
+        out.clear();
+        // (S, DC) is touched without a change of base (an orphan release); (T, DC) is not touched.
+        let orphan = event(1500, 3, "DC", Body::Release { res_id: "none".into() });
+        let source = (KeySide::Source { worker: 0, loc: "DC".into() }, 1);
+        ledger.close_tick(2000, vec![orphan], vec![source], &mut out);
+        let planners: Vec<(Key, isize)> = out
+            .iter()
+            .filter_map(|(o, _, d)| match o {
+                KeyOut::Planner(key, _) => Some((key.clone(), *d)),
+                _ => None,
+            })
+            .collect();
+        // (T, DC) has no policy, hence no planner; (S, DC) has one now.
+        assert_eq!(planners, vec![(("S".into(), "DC".into()), 1)]);
+    }
+
+    #[test]
+    fn open_orders_from_the_po_ledger_join_the_base_at_their_tick() {
+        let mut ledger = key_ledger();
+        let mut out = Vec::new();
+        let key: Key = ("S".into(), "L".into());
+        ledger.close_tick(1000, vec![event(500, 1, "L", Body::Count { qty: 4 })], Vec::new(), &mut out);
+        out.clear();
+        ledger.close_tick(2000, Vec::new(), vec![(KeySide::OnOrder(key.clone(), 10), 1)], &mut out);
+        let bases: Vec<(i64, i64, isize)> = out
+            .iter()
+            .filter_map(|(o, _, d)| match o {
+                KeyOut::Base(_, b) => Some((b.on_hand, b.on_order, *d)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bases, vec![(4, 0, -1), (4, 10, 1)]);
+        // A key with only open orders keeps its book until they close.
+        out.clear();
+        let other: Key = ("S".into(), "M".into());
+        ledger.close_tick(3000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), 1)], &mut out);
+        ledger.close_tick(4000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), -1)], &mut out);
+        assert!(!ledger.books.contains_key(&other));
+        assert_eq!(stock_of(&out), vec![(Stock::default(), 1), (Stock::default(), -1)]);
+    }
+
+    #[test]
     fn the_barrier_survives_a_key_at_zero() {
         let mut ledger = key_ledger();
         let mut out = Vec::new();
-        ledger.close_tick(1000, vec![event(1000, 1, "L", Body::Count { qty: 0 })], &mut out);
+        ledger.close_tick(1000, vec![event(1000, 1, "L", Body::Count { qty: 0 })], Vec::new(), &mut out);
         let mut late_sale = event(2000, 2, "L", Body::Sale { qty: 4 });
         late_sale.message.ts = 900;
-        ledger.close_tick(2000, vec![late_sale], &mut out);
+        ledger.close_tick(2000, vec![late_sale], Vec::new(), &mut out);
         assert!(stock_of(&out).is_empty());
-        assert_eq!(out.last(), Some(&(Fact::Counter(Counter::Absorbed), 2000, 1)));
+        assert_eq!(out.last(), Some(&(KeyOut::Counter(Counter::Absorbed), 2000, 1)));
     }
 
     #[test]
@@ -631,19 +1074,19 @@ mod tests {
         let mut ledger = PoLedger { open: FastMap::default() };
         let mut out = Vec::new();
         let po = |qty, status| Body::Po { po_id: "P".into(), qty, status, eta: None };
-        ledger.close_tick(1000, vec![event(1, 1, "L", po(10, PoStatus::Open))], &mut out);
-        ledger.close_tick(2000, vec![event(1001, 2, "M", po(4, PoStatus::Open))], &mut out);
-        ledger.close_tick(3000, vec![event(2001, 3, "M", po(4, PoStatus::Closed))], &mut out);
+        ledger.close_tick(1000, vec![event(1, 1, "L", po(10, PoStatus::Open))], Vec::new(), &mut out);
+        ledger.close_tick(2000, vec![event(1001, 2, "M", po(4, PoStatus::Open))], Vec::new(), &mut out);
+        ledger.close_tick(3000, vec![event(2001, 3, "M", po(4, PoStatus::Closed))], Vec::new(), &mut out);
         assert!(ledger.open.is_empty());
         let on_order: Vec<_> = out.iter().map(|(f, t, d)| (f.clone(), *t, *d)).collect();
         let key = |loc: &str| (Name::from("S"), Name::from(loc));
         assert_eq!(
             on_order,
             vec![
-                (Fact::OnOrder(key("L"), 10), 1000, 1),
-                (Fact::OnOrder(key("L"), 10), 2000, -1),
-                (Fact::OnOrder(key("M"), 4), 2000, 1),
-                (Fact::OnOrder(key("M"), 4), 3000, -1),
+                (KeySide::OnOrder(key("L"), 10), 1000, 1),
+                (KeySide::OnOrder(key("L"), 10), 2000, -1),
+                (KeySide::OnOrder(key("M"), 4), 2000, 1),
+                (KeySide::OnOrder(key("M"), 4), 3000, -1),
             ]
         );
     }

@@ -2,7 +2,7 @@
 
 use crate::allocation::{allocate, PlanLine};
 pub use crate::atp::Atp;
-use crate::atp::{counters, key_base, network_atp, row_outputs};
+use crate::atp::{network_atp, row_outputs};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
 use crate::ledger::{ledger, Control, Counter, Saved};
@@ -33,11 +33,9 @@ pub struct Outputs<'s> {
 /// Builds the dataflow from ordered events (sent at or before their tick) to every output;
 /// `control` restores a checkpoint's state and asks for new checkpoints (see [`ledger`]).
 pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Outputs<'s> {
-    let (facts, saved) = ledger(events, control, ticks);
-    let counters = counters(facts.clone());
-    let base = key_base(facts);
-    let (lines, outbound) = order_lines(base.standalone, base.source_planners);
-    let rows = row_outputs(base.base, outbound);
+    let ledgers = ledger(events, control, ticks);
+    let (lines, outbound) = order_lines(ledgers.standalone, ledgers.source_planners);
+    let rows = row_outputs(ledgers.base, outbound);
     let plan = allocate(lines, rows.supply);
     Outputs {
         atp: rows.atp,
@@ -45,7 +43,7 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ti
         low_stock_current: rows.low_current,
         order_plan: changes(plan, "OrderPlanChanges"),
         network_atp: network_atp(rows.sku_atp),
-        counters,
-        saved,
+        counters: ledgers.counters,
+        saved: ledgers.saved,
     }
 }
