@@ -270,11 +270,15 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'
                 if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
                     break;
                 }
-                let (caps, mut base_updates) = bases.take_ports(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                let (caps2, mut outbound_updates) =
-                    outbounds.take_ports(time).map_or((None, Vec::new()), |(c, u)| (Some(c), u));
-                let caps = caps.or(caps2).expect("a stashed time holds capabilities");
-                batch_caps.get_or_insert(caps);
+                batch_caps.get_or_insert_with(|| {
+                    if bases.first_time() == Some(time) {
+                        bases.caps(time)
+                    } else {
+                        outbounds.caps(time)
+                    }
+                });
+                let mut base_updates = bases.take(time).unwrap_or_default();
+                let mut outbound_updates = outbounds.take(time).unwrap_or_default();
                 consolidate(&mut base_updates);
                 consolidate(&mut outbound_updates);
                 let mut keys: Vec<&Key> = base_updates
@@ -322,6 +326,8 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'
                     }
                 }
             }
+            bases.settle();
+            outbounds.settle();
             if let Some(caps) = batch_caps {
                 give_batch(&mut atp_output, &caps[0], &mut batch.atp);
                 give_batch(&mut transitions_output, &caps[1], &mut batch.transitions);
@@ -366,9 +372,9 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut updates) = stash.take(time).expect("stashed");
+                batch_cap.get_or_insert_with(|| stash.caps(time).remove(0));
+                let mut updates = stash.take(time).expect("stashed");
                 consolidate(&mut updates);
-                batch_cap.get_or_insert(cap);
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((sku, atp), diff)) = updates.next() {
                     let before = totals.get(&sku).copied().unwrap_or((0, 0));
@@ -393,6 +399,7 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
             if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
                 output.session(&cap).give_container(&mut batch);
             }
+            stash.settle();
         }
     })
 }

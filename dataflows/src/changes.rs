@@ -46,9 +46,9 @@ where
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut updates) = stash.take(time).expect("stashed");
+                batch_cap.get_or_insert_with(|| stash.caps(time).remove(0));
+                let mut updates = stash.take(time).expect("stashed");
                 differential_dataflow::consolidation::consolidate(&mut updates);
-                batch_cap.get_or_insert(cap);
                 let mut updates = updates.into_iter().peekable();
                 while let Some(((key, value), diff)) = updates.next() {
                     // Per key: at most a retraction of the old value and an insertion of the
@@ -65,6 +65,7 @@ where
             if let Some(cap) = batch_cap.filter(|_| !batch.is_empty()) {
                 output.session(&cap).give_container(&mut batch);
             }
+            stash.settle();
         }
     })
 }

@@ -301,34 +301,40 @@ fn run_book<'s, B: Book>(
                         saved.clear();
                     }
                     _ => {
-                        let taken = stash.take_ports(time);
-                        let side_taken = side_stash.take_ports(time);
-                        let caps = match (&taken, &side_taken) {
-                            (Some((caps, _)), _) | (None, Some((caps, _))) => caps.clone(),
-                            (None, None) => {
+                        let events = stash.take(time);
+                        let side_updates = side_stash.take(time);
+                        if batch_caps.is_none() {
+                            batch_caps = Some(if events.is_some() {
+                                stash.caps(time)
+                            } else if side_updates.is_some() {
+                                side_stash.caps(time)
+                            } else {
+                                // A timer set by an earlier activation (or a restore).
                                 assert!(!timer_caps.is_empty(), "a pending timer holds capabilities");
                                 timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
-                            }
-                        };
-                        let mut events: Vec<Event> = taken
-                            .map(|(_, events)| events.into_iter().map(|(_, event)| event).collect())
+                            });
+                        }
+                        let mut events: Vec<Event> = events
+                            .map(|events| events.into_iter().map(|(_, event)| event).collect())
                             .unwrap_or_default();
                         events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
-                        let mut side_updates = side_taken.map(|(_, updates)| updates).unwrap_or_default();
+                        let mut side_updates = side_updates.unwrap_or_default();
                         differential_dataflow::consolidation::consolidate(&mut side_updates);
                         book.close_tick(time, events, side_updates, &mut out);
-                        if !out.is_empty() {
-                            batch_caps.get_or_insert_with(|| caps.clone());
-                            for record in out.drain(..) {
-                                by_port[B::port(&record.0)].push(record);
-                            }
+                        for record in out.drain(..) {
+                            by_port[B::port(&record.0)].push(record);
                         }
-                        timer_caps = match book.next_timer() {
-                            Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
-                            None => Vec::new(),
-                        };
                     }
                 }
+            }
+            stash.settle();
+            side_stash.settle();
+            if let Some(caps) = &batch_caps {
+                // Every tick closed here lies before the next timer.
+                timer_caps = match book.next_timer() {
+                    Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
+                    None => Vec::new(),
+                };
             }
             if let Some(caps) = batch_caps {
                 give_by_port(&mut outputs, &caps, &mut by_port);
