@@ -108,8 +108,34 @@ impl<T> Replace<T> {
     }
 }
 
-/// What the ATP row of a key depends on: its base (without the policy's sourcing) and the
-/// outbound demand the order plan puts on it.
+/// What a key's ATP row takes from its base: the stock, the open orders and two numbers of
+/// the policy. The ledger publishes this, not the whole [`Base`]: a policy's sourcing is
+/// the order plan's business, and the row operator moves and sorts every base change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowBase {
+    /// Physical stock.
+    pub on_hand: i64,
+    /// Sum of active holds.
+    pub reserved: i64,
+    /// Sum of open purchase orders.
+    pub on_order: i64,
+    /// (safety_stock, reorder_point) of the policy, if any.
+    pub policy: Option<(i64, i64)>,
+}
+
+impl From<&Base> for RowBase {
+    fn from(base: &Base) -> Self {
+        RowBase {
+            on_hand: base.on_hand,
+            reserved: base.reserved,
+            on_order: base.on_order,
+            policy: base.policy.as_ref().map(|p| (p.safety_stock, p.reorder_point)),
+        }
+    }
+}
+
+/// What the ATP row of a key depends on: its base and the outbound demand the order plan puts
+/// on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct RowInputs {
     on_hand: i64,
@@ -236,14 +262,18 @@ impl RowBatch {
 /// nothing derived from rows needs another exchange or another copy of the state).
 ///
 /// `outbound` is the demand of order lines sourced from the key (internal sources only).
-pub fn row_outputs<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'s, (Key, i64)>) -> RowOutputs<'s> {
+///
+/// `base` must come from the key ledger ([`crate::ledger::ledger`]), which already runs each
+/// key on the worker that owns it by [`shard`], the row operator's own partitioning: its
+/// records are not exchanged again.
+pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collection<'s, (Key, i64)>) -> RowOutputs<'s> {
+    use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-    type B = (Key, Base);
+    type B = (Key, RowBase);
     type O = (Key, i64);
-    let route_base = |((key, _), _, _): &(B, Millis, isize)| shard(key);
     let route_outbound = |((key, _), _, _): &(O, Millis, isize)| shard(key);
     let mut builder = OperatorBuilder::new("AtpRows".to_owned(), base.inner.scope());
-    let mut base_input = builder.new_input(base.inner, Exchange::new(route_base));
+    let mut base_input = builder.new_input(base.inner, Pipeline);
     let mut outbound_input = builder.new_input(outbound.inner, Exchange::new(route_outbound));
     let (mut atp_output, atp) = builder.new_output();
     let (mut transitions_output, transitions) = builder.new_output();
@@ -313,7 +343,7 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, Base)>, outbound: Collection<'
                         new_inputs.on_hand = b.on_hand;
                         new_inputs.reserved = b.reserved;
                         new_inputs.on_order = b.on_order;
-                        new_inputs.policy = b.policy.map(|p| (p.safety_stock, p.reorder_point));
+                        new_inputs.policy = b.policy;
                     }
                     let new = new_inputs.row();
                     if old != new {

@@ -29,7 +29,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::atp::Base;
+use crate::atp::{Base, RowBase};
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
@@ -67,8 +67,8 @@ pub enum Counter {
 /// What the key ledger publishes, as differential updates; each kind on its own output port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum KeyOut {
-    /// The key's base, while it has stock, open orders or a policy.
-    Base(Key, Base),
+    /// What the key's ATP row takes from its base, while it has stock, open orders or a policy.
+    Base(Key, RowBase),
     /// The key's standalone order line (at its own position, before outbound demand).
     Line(Key, Line),
     /// The planner of a key at a source location.
@@ -446,11 +446,15 @@ fn base_change(
         out.extend(old_planner.map(|p| (KeyOut::Planner(key.clone(), p), time, -1)));
         out.extend(new_planner.map(|p| (KeyOut::Planner(key.clone(), p), time, 1)));
     }
-    if !old.is_empty() {
-        out.push((KeyOut::Base(key.clone(), old.clone()), time, -1));
-    }
-    if !new.is_empty() {
-        out.push((KeyOut::Base(key.clone(), new.clone()), time, 1));
+    let (old_row, new_row) = (RowBase::from(old), RowBase::from(new));
+    // An empty base is the default row base: no record.
+    if old_row != new_row {
+        if !old.is_empty() {
+            out.push((KeyOut::Base(key.clone(), old_row), time, -1));
+        }
+        if !new.is_empty() {
+            out.push((KeyOut::Base(key.clone(), new_row), time, 1));
+        }
     }
 }
 
@@ -842,8 +846,9 @@ fn split_events<'s>(
 
 /// What the ledgers publish.
 pub struct Ledgers<'s> {
-    /// One [`Base`] per key that has stock, open orders or a policy.
-    pub base: Collection<'s, (Key, Base)>,
+    /// What each key's ATP row takes from its base, for every key that has stock, open orders
+    /// or a policy; on the worker that owns the key by [`shard`].
+    pub base: Collection<'s, (Key, RowBase)>,
     /// Each key's order line at its own position, before outbound demand (SPEC §3's line
     /// of a key nobody orders from).
     pub standalone: Collection<'s, (Key, Line)>,
