@@ -62,13 +62,17 @@ fn outbound_in<'s, T>(
 where
     T: timely::progress::Timestamp + differential_dataflow::lattice::Lattice + Ord,
 {
+    // Each line counts its requested quantity as its multiplicity, so the reduce sees one
+    // accumulated value per source key instead of one per dependent line (a distribution
+    // center has a line from each of its stores). Quantities are at most 1e9 (SPEC §1), so
+    // the sums stay far from overflowing.
     lines
-        .flat_map(|((sku, _dest), line)| (!is_external(&line.source)).then(|| ((sku, line.source), line.requested)))
-        .reduce_named(name, |_key, demands, out| {
-            let total = demands.iter().fold(0i64, |sum, (r, n)| sum.saturating_add(r.saturating_mul(*n as i64)));
-            if total != 0 {
-                out.push((total, 1));
-            }
+        .explode(|((sku, _dest), line)| {
+            (!is_external(&line.source)).then(|| (((sku, line.source), ()), line.requested as isize))
+        })
+        .reduce_named(name, |_key, total, out| {
+            // Only keys with a non-zero total reach the reduce.
+            out.push((total[0].1 as i64, 1));
         })
 }
 
