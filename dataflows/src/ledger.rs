@@ -142,7 +142,7 @@ trait Book: 'static {
     fn close_tick(
         &mut self,
         time: Millis,
-        events: Vec<Event>,
+        events: impl IntoIterator<Item = Event>,
         side: Vec<(Self::Side, isize)>,
         out: &mut Vec<Update<Self::Record>>,
     );
@@ -314,10 +314,11 @@ fn run_book<'s, B: Book>(
                                 timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
                             });
                         }
-                        let mut events: Vec<Event> = events
-                            .map(|events| events.into_iter().map(|(_, event)| event).collect())
-                            .unwrap_or_default();
-                        events.sort_unstable_by(|a, b| a.order.cmp(&b.order));
+                        // Sorted in place and handed over as they are: copying ~150-byte events
+                        // into a vector without their send time was a copy of every message.
+                        let mut events = events.unwrap_or_default();
+                        events.sort_unstable_by(|(_, a), (_, b)| a.order.cmp(&b.order));
+                        let events = events.into_iter().map(|(_, event)| event);
                         let mut side_updates = side_updates.unwrap_or_default();
                         differential_dataflow::consolidation::consolidate(&mut side_updates);
                         book.close_tick(time, events, side_updates, &mut out);
@@ -592,11 +593,12 @@ impl Book for KeyLedger {
     fn close_tick(
         &mut self,
         time: Millis,
-        events: Vec<Event>,
+        events: impl IntoIterator<Item = Event>,
         side: Vec<(KeySide, isize)>,
         out: &mut Vec<Update<KeyOut>>,
     ) {
-        let mut touched = Vec::with_capacity(events.len());
+        let events = events.into_iter();
+        let mut touched = Vec::with_capacity(events.size_hint().0);
         let mut old_policies = Vec::new();
         for event in events {
             self.apply(event, &mut touched, &mut old_policies, time);
@@ -733,7 +735,13 @@ impl Book for PoLedger {
         0
     }
 
-    fn close_tick(&mut self, time: Millis, events: Vec<Event>, _: Vec<((), isize)>, out: &mut Vec<Update<KeySide>>) {
+    fn close_tick(
+        &mut self,
+        time: Millis,
+        events: impl IntoIterator<Item = Event>,
+        _: Vec<((), isize)>,
+        out: &mut Vec<Update<KeySide>>,
+    ) {
         // Publishing per message is fine: consolidation nets repeated updates of a tick.
         for event in events {
             let message = event.message;
