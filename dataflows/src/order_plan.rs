@@ -81,7 +81,7 @@ where
 /// put on it", bounded by [`MAX_ROUNDS`].
 ///
 /// Most keys are never a source (stores), so their line is their *standalone* line, computed
-/// once outside the loop (by [`crate::atp::key_base`], which also hands over the planners of
+/// once outside the loop (by [`crate::ledger::ledger`], which also hands over the planners of
 /// the keys that can be a source). The loop only corrects the lines of keys that have outbound demand,
 /// so a store's sale costs one outbound update per round, not a line recomputation per round.
 pub fn order_lines<'s>(
