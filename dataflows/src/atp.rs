@@ -311,20 +311,16 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
                 let mut outbound_updates = outbounds.take(time).unwrap_or_default();
                 consolidate(&mut base_updates);
                 consolidate(&mut outbound_updates);
-                let mut keys: Vec<&Key> = base_updates
-                    .iter()
-                    .map(|((k, _), _)| k)
-                    .chain(outbound_updates.iter().map(|((k, _), _)| k))
-                    .collect();
-                keys.sort_unstable();
-                keys.dedup();
-                let keys: Vec<Key> = keys.into_iter().cloned().collect();
+                // Both are sorted by key: walk them together, a key at a time.
                 let mut base_updates = base_updates.into_iter().peekable();
                 let mut outbound_updates = outbound_updates.into_iter().peekable();
-                for key in keys {
-                    let old_inputs = inputs.get(&key);
-                    let old = old_inputs.and_then(RowInputs::row);
-                    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
+                loop {
+                    let key = match (base_updates.peek(), outbound_updates.peek()) {
+                        (Some(((b, _), _)), Some(((o, _), _))) => b.min(o).clone(),
+                        (Some(((b, _), _)), None) => b.clone(),
+                        (None, Some(((o, _), _))) => o.clone(),
+                        (None, None) => break,
+                    };
                     let mut base = Replace::default();
                     while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
                         base.update(b, d);
@@ -333,6 +329,13 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
                     while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
                         outbound.update(o, d);
                     }
+                    let entry = inputs.entry(key);
+                    let old_inputs = match &entry {
+                        std::collections::hash_map::Entry::Occupied(e) => Some(e.get()),
+                        std::collections::hash_map::Entry::Vacant(_) => None,
+                    };
+                    let old = old_inputs.and_then(RowInputs::row);
+                    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
                     let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
                     outbound.apply(&mut current_outbound);
                     new_inputs.outbound = current_outbound.unwrap_or(0);
@@ -347,12 +350,19 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
                     }
                     let new = new_inputs.row();
                     if old != new {
-                        batch.change(time, &key, old.as_ref(), new.as_ref());
+                        batch.change(time, entry.key(), old.as_ref(), new.as_ref());
                     }
-                    if new.is_none() {
-                        inputs.remove(&key);
-                    } else {
-                        inputs.insert(key, new_inputs);
+                    match (entry, new.is_some()) {
+                        (std::collections::hash_map::Entry::Occupied(e), false) => {
+                            e.remove();
+                        }
+                        (std::collections::hash_map::Entry::Occupied(mut e), true) => {
+                            e.insert(new_inputs);
+                        }
+                        (std::collections::hash_map::Entry::Vacant(e), true) => {
+                            e.insert(new_inputs);
+                        }
+                        (std::collections::hash_map::Entry::Vacant(_), false) => {}
                     }
                 }
             }
