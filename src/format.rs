@@ -37,7 +37,14 @@ impl<'a> Line<'a> {
     /// A string field.
     pub fn str(mut self, name: &str, value: &str) -> Self {
         self.name(name);
-        serde_json::to_writer(&mut *self.out, value).expect("writing to a Vec cannot fail");
+        // Ids rarely need escaping; serde_json's escaper cost more than the copy.
+        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        } else {
+            serde_json::to_writer(&mut *self.out, value).expect("writing to a Vec cannot fail");
+        }
         self
     }
 
@@ -182,6 +189,16 @@ mod tests {
             let mut out = Vec::new();
             push_int(&mut out, value);
             assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for value in ["ST1", "", "a\"b", "back\\slash", "tab\there", "\u{1}", "caf\u{e9}", "\u{7f}"] {
+            let mut out = Vec::new();
+            Line::start(&mut out, None).str("s", value).end();
+            let expected = format!("{{\"s\":{}}}\n", serde_json::to_string(value).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{value:?}");
         }
     }
 }
