@@ -40,9 +40,9 @@ impl Base {
     }
 }
 
-/// A key's ATP row (SPEC §3), with the reorder point low stock needs.
+/// An ATP record's numbers (SPEC §4 `atp`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Row {
+pub struct Atp {
     /// Physical stock.
     pub on_hand: i64,
     /// Sum of active holds.
@@ -55,6 +55,14 @@ pub struct Row {
     pub atp: i64,
     /// on_hand + on_order - reserved - outbound.
     pub position: i64,
+}
+
+/// A key's ATP row (SPEC §3): its `atp` record, with the outbound demand allocation needs and
+/// the reorder point low stock needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Row {
+    /// What the `atp` stream shows of the row.
+    pub numbers: Atp,
     /// Requested quantity of the order lines sourced from this key (R in SPEC's allocation).
     pub outbound: i64,
     /// The policy's reorder point; `None` without a policy.
@@ -156,45 +164,17 @@ impl RowInputs {
         let safety_stock = self.policy.map_or(0, |(s, _)| s);
         let own_position = self.on_hand.saturating_add(self.on_order).saturating_sub(self.reserved);
         Some(Row {
-            on_hand: self.on_hand,
-            reserved: self.reserved,
-            on_order: self.on_order,
-            available,
-            atp: available.saturating_sub(safety_stock).max(0),
-            position: own_position.saturating_sub(self.outbound),
+            numbers: Atp {
+                on_hand: self.on_hand,
+                reserved: self.reserved,
+                on_order: self.on_order,
+                available,
+                atp: available.saturating_sub(safety_stock).max(0),
+                position: own_position.saturating_sub(self.outbound),
+            },
             outbound: self.outbound,
             reorder_point: self.policy.map(|(_, r)| r),
         })
-    }
-}
-
-/// An ATP record's numbers (SPEC §4 `atp`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Atp {
-    /// Physical stock.
-    pub on_hand: i64,
-    /// Sum of active holds.
-    pub reserved: i64,
-    /// Sum of open purchase orders.
-    pub on_order: i64,
-    /// on_hand - reserved.
-    pub available: i64,
-    /// max(0, available - safety_stock).
-    pub atp: i64,
-    /// on_hand + on_order - reserved - outbound.
-    pub position: i64,
-}
-
-impl From<&Row> for Atp {
-    fn from(r: &Row) -> Self {
-        Atp {
-            on_hand: r.on_hand,
-            reserved: r.reserved,
-            on_order: r.on_order,
-            available: r.available,
-            atp: r.atp,
-            position: r.position,
-        }
     }
 }
 
@@ -231,22 +211,22 @@ struct RowBatch {
 impl RowBatch {
     /// Records what one key's row change (`old` != `new`) at `time` makes of every output.
     fn change(&mut self, time: Millis, key: &Key, old: Option<&Row>, new: Option<&Row>) {
-        let (old_atp, new_atp) = (old.map(Atp::from), new.map(Atp::from));
+        let (old_atp, new_atp) = (old.map(|r| &r.numbers), new.map(|r| &r.numbers));
         if old_atp != new_atp {
-            self.atp.push(Change { time, key: key.clone(), value: new_atp });
+            self.atp.push(Change { time, key: key.clone(), value: new_atp.cloned() });
         }
         self.transitions.extend(low_stock::transition(time, key, old, new));
         if let Some(value) = low_stock::current_change(old, new) {
             self.low_current.push(Change { time, key: key.clone(), value });
         }
-        let (old_sku_atp, new_sku_atp) = (old.map(|r| r.atp), new.map(|r| r.atp));
+        let (old_sku_atp, new_sku_atp) = (old.map(|r| r.numbers.atp), new.map(|r| r.numbers.atp));
         if old_sku_atp != new_sku_atp {
             self.sku_atp.extend(old_sku_atp.map(|atp| ((key.0.clone(), atp), time, -1)));
             self.sku_atp.extend(new_sku_atp.map(|atp| ((key.0.clone(), atp), time, 1)));
         }
         // A source's row carries R (its outbound) and A (its atp); it changes with the source's
         // position every tick, its supply status far less often.
-        let supply = |row: Option<&Row>| row.filter(|r| r.outbound > 0).map(|r| Supply::of(r.outbound, r.atp));
+        let supply = |row: Option<&Row>| row.filter(|r| r.outbound > 0).map(|r| Supply::of(r.outbound, r.numbers.atp));
         let (old_supply, new_supply) = (supply(old), supply(new));
         if old_supply != new_supply {
             self.supply.extend(old_supply.map(|s| ((key.clone(), s), time, -1)));

@@ -47,11 +47,16 @@ impl LowView {
     pub fn of(row: &Row) -> Self {
         let state = match row.reorder_point {
             None => LowState::Ok,
-            Some(_) if row.available <= 0 => LowState::Out,
-            Some(rp) if row.position <= rp => LowState::Low,
+            Some(_) if row.numbers.available <= 0 => LowState::Out,
+            Some(rp) if row.numbers.position <= rp => LowState::Low,
             Some(_) => LowState::Ok,
         };
-        LowView { state, position: row.position, reorder_point: row.reorder_point, available: row.available }
+        LowView {
+            state,
+            position: row.numbers.position,
+            reorder_point: row.reorder_point,
+            available: row.numbers.available,
+        }
     }
 }
 
