@@ -789,9 +789,14 @@ fn route_by_po(event: &Event) -> u64 {
 /// The internal source a policy names, if any.
 fn internal_source(body: &Body) -> Option<&Name> {
     match body {
-        Body::Policy(Some(Policy { source: Some(source), .. })) if !is_external(source) => Some(source),
+        Body::Policy(policy) => policy_source(policy.as_ref()),
         _ => None,
     }
+}
+
+/// The internal source a policy names, if any.
+fn policy_source(policy: Option<&Policy>) -> Option<&Name> {
+    policy.and_then(|p| p.source.as_ref()).filter(|source| !is_external(source))
 }
 
 /// One copy of a source location for each of `peers` workers, at `time`.
@@ -899,10 +904,7 @@ pub fn ledger<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks
                     let mut session = output.session(&cap);
                     for c in data.drain(..) {
                         let (loc, time) = match &c {
-                            Control::Restore(Saved::Key(_, state)) => (
-                                state.policy.as_ref().and_then(|p| p.source.as_ref()).filter(|s| !is_external(s)),
-                                sent,
-                            ),
+                            Control::Restore(Saved::Key(_, state)) => (policy_source(state.policy.as_ref()), sent),
                             Control::Restore(Saved::Pending(event)) => {
                                 let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
                                 (internal_source(&event.message.body), time)
