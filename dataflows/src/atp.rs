@@ -12,7 +12,7 @@ use crate::allocation::Supply;
 use crate::changes::Change;
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
-use crate::stash::TickStash;
+use crate::stash::{give_all, TickStash};
 use crate::{shard, Collection, FastMap, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
@@ -349,27 +349,15 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
             bases.settle();
             outbounds.settle();
             if let Some(caps) = batch_caps {
-                give_batch(&mut atp_output, &caps[0], &mut batch.atp);
-                give_batch(&mut transitions_output, &caps[1], &mut batch.transitions);
-                give_batch(&mut low_output, &caps[2], &mut batch.low_current);
-                give_batch(&mut sku_atp_output, &caps[3], &mut batch.sku_atp);
-                give_batch(&mut supply_output, &caps[4], &mut batch.supply);
+                give_all(&mut atp_output, &caps[0], &mut batch.atp);
+                give_all(&mut transitions_output, &caps[1], &mut batch.transitions);
+                give_all(&mut low_output, &caps[2], &mut batch.low_current);
+                give_all(&mut sku_atp_output, &caps[3], &mut batch.sku_atp);
+                give_all(&mut supply_output, &caps[4], &mut batch.supply);
             }
         }
     });
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
-}
-
-/// Sends `records` (if any) as one container at `cap`, leaving `records` empty.
-fn give_batch<D: Clone + 'static>(
-    output: &mut timely::dataflow::channels::pushers::Output<Millis, Vec<D>>,
-    cap: &Capability<Millis>,
-    records: &mut Vec<D>,
-) {
-    if !records.is_empty() {
-        output.activate().give(cap, records);
-        records.clear();
-    }
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),

@@ -33,7 +33,7 @@ use crate::atp::{Base, RowBase};
 use crate::clock::{Ticks, DEFAULT_HOLD_MS};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
-use crate::stash::TickStash;
+use crate::stash::{give_all, TickStash};
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
 
 /// The ledger's netted stock of a key at a tick.
@@ -129,7 +129,7 @@ trait Book: 'static {
     /// Updates from other operators, applied with the messages of their tick.
     type Side: timely::ExchangeData + Ord;
     /// What the book publishes.
-    type Record: timely::ExchangeData;
+    type Record: timely::ExchangeData + Clone;
     /// Output ports for records ([`Book::port`] picks one); the saved entries take the next.
     const PORTS: usize;
     /// The output port of a record.
@@ -156,16 +156,13 @@ trait Book: 'static {
 
 /// Sends each of `records` on its port, at that port's capability in `caps`; leaves the
 /// vectors in `by_port` empty.
-fn give_by_port<R: timely::ExchangeData>(
+fn give_by_port<R: timely::ExchangeData + Clone>(
     outputs: &mut [Output<Millis, Vec<Update<R>>>],
     caps: &[Capability<Millis>],
     by_port: &mut [Vec<Update<R>>],
 ) {
     for ((output, cap), records) in outputs.iter_mut().zip(caps).zip(by_port.iter_mut()) {
-        if !records.is_empty() {
-            output.activate().give(cap, records);
-            records.clear();
-        }
+        give_all(output, cap, records);
     }
 }
 
@@ -297,8 +294,7 @@ fn run_book<'s, B: Book>(
                             saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
                         }
                         saved.push(Saved::End(time, saved.len() as u64));
-                        saved_output.activate().give(&cap, &mut saved);
-                        saved.clear();
+                        give_all(&mut saved_output, &cap, &mut saved);
                     }
                     _ => {
                         let events = stash.take(time);
@@ -839,18 +835,9 @@ fn split_events<'s>(
                 }
                 let Some(sent) = cap.least().copied() else { return };
                 let caps = [0, 1, 2].map(|port| cap.delayed(&sent, port));
-                for (output, cap, records) in
-                    [(&mut orders_output, &caps[0], &mut orders), (&mut keyed_output, &caps[1], &mut keyed)]
-                {
-                    if !records.is_empty() {
-                        output.activate().give(cap, records);
-                        records.clear();
-                    }
-                }
-                if !new_sources.is_empty() {
-                    sources_output.activate().give(&caps[2], &mut new_sources);
-                    new_sources.clear();
-                }
+                give_all(&mut orders_output, &caps[0], &mut orders);
+                give_all(&mut keyed_output, &caps[1], &mut keyed);
+                give_all(&mut sources_output, &caps[2], &mut new_sources);
             });
         }
     });

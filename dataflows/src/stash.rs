@@ -114,6 +114,19 @@ impl<U> TickStash<U> {
     }
 }
 
+/// Sends `records` (if any) as one container at `cap`, leaving `records` empty: the keyed
+/// operators send what an activation produced this way, one container per output port.
+pub fn give_all<D: Clone + 'static>(
+    output: &mut timely::dataflow::channels::pushers::Output<Millis, Vec<D>>,
+    cap: &Capability<Millis>,
+    records: &mut Vec<D>,
+) {
+    if !records.is_empty() {
+        output.activate().give(cap, records);
+        records.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
