@@ -7,6 +7,9 @@
 # the replay as a cluster of 2 processes x 1 worker on loopback, checks that every replay wrote
 # identical bytes, and prints a markdown table row per run (peak RSS of a cluster: the sum).
 # Defaults: 10M events over 1M SKU-locations (10000 skus x (98 stores + 2 DCs)).
+#
+# BENCH_DROP_OUTPUTS=1 keeps only a digest of each replay's output files (compared instead of
+# the files) and deletes them once digested: at 100M events a replay writes ~21 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-10000000}
@@ -40,11 +43,19 @@ echo "workload: $lines lines ($events events + setup), $keys keys, $mb MB, 4 par
 echo
 echo "| job | workers | seconds | lines/s | MB/s | peak RSS MB | RSS bytes/key | ratio to ceiling |"
 echo "|---|---|---|---|---|---|---|---|"
+# Digest of an output directory (file names and contents), written beside it; the directory
+# itself goes when BENCH_DROP_OUTPUTS=1.
+digest_outputs() {
+  (cd "$dir/$1" && find . -type f | LC_ALL=C sort | xargs b2sum) >"$dir/$1.b2sum"
+  if [ "${BENCH_DROP_OUTPUTS:-0}" = 1 ]; then rm -rf "${dir:?}/$1"; fi
+}
+
 for w in 1 2; do
   ceiling_out=$( { /usr/bin/time -f "%e %M" "$bin/ceiling" "$dir/input" -w "$w" 2>&1 >/dev/null; } | tail -1)
   read -r csecs crss <<<"$ceiling_out"
   replay_out=$( { /usr/bin/time -f "%e %M" "$bin/stockflow" replay "$dir/input" --out "$dir/out-w$w" -w "$w" -q 2>&1 >/dev/null; } | tail -1)
   read -r secs rss <<<"$replay_out"
+  digest_outputs "out-w$w"
   awk -v job=ceiling -v w="$w" -v s="$csecs" -v rss="$crss" -v n="$lines" -v mb="$mb" -v k="$keys" \
     'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | 1 |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
   awk -v job=stockflow -v w="$w" -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" -v cs="$csecs" \
@@ -62,6 +73,7 @@ p1=$!
   >/dev/null 2>"$dir/p0.err"
 wait "$p1"
 secs=$(echo "$(date +%s.%N) - $start" | bc)
+digest_outputs out-n2
 rss=$(( $(tail -1 "$dir/p0.rss") + $(tail -1 "$dir/p1.rss") ))
 awk -v job="stockflow, 2 processes" -v w=2 -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" \
   'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
@@ -69,7 +81,7 @@ awk -v job="stockflow, 2 processes" -v w=2 -v s="$secs" -v rss="$rss" -v n="$lin
 echo; echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 same=1
 for other in out-w2 out-n2; do
-  diff -rq "$dir/out-w1" "$dir/$other" >/dev/null || { echo "outputs of $other DIFFER from out-w1"; same=0; }
+  cmp -s "$dir/out-w1.b2sum" "$dir/$other.b2sum" || { echo "outputs of $other DIFFER from out-w1"; same=0; }
 done
 if [ "$same" = 1 ]; then
   echo; echo "outputs at 1 worker, 2 workers and 2 processes: byte-identical"
