@@ -12,6 +12,7 @@
 #     `run` starts and again once it caught up; the run waits, resumes, and ends with the same
 #     outputs and its offsets committed.
 # Dead letters of fixture file i must come from partition i of the topic, at the same offset.
+# A network from `stockflow gen --kafka` must batch to what `replay` writes for its files.
 #
 #   scripts/e2e-kafka.sh            uses a broker on 127.0.0.1:$KAFKA_PORT, else starts one
 #   E2E_CASES="basic window" ...    only these cases
@@ -252,6 +253,23 @@ while True:
     check "$case run: offsets committed" nothing_left "$topic-run" "$topic-run" "${opts[@]}"
   fi
 done
+
+# A generated network sent by `gen --kafka` (which creates the topic) must batch to the bytes
+# `replay` writes for the same network generated to files.
+generated_case() {
+  local topic="e2e-$SEED-generated"
+  local net=(--events 20000 --skus 40 --stores 8 --dcs 2 --partitions 3 --seed 7 --bad 0.01)
+  local window=(--until 1700086400000 --lateness-ms 0)
+  "$BIN" gen --quiet --out "$WORK/generated-files" "${net[@]}" &&
+    "$BIN" gen --quiet --kafka "$topic" --brokers "$BROKERS" "${net[@]}" &&
+    "$BIN" replay "$WORK/generated-files" --out "$WORK/generated-replay" --quiet "${window[@]}" &&
+    timeout 300 "$BIN" batch --brokers "$BROKERS" --topics "$topic" --group "$topic" --prefix "$topic" \
+      --out "$WORK/generated-batch" -w 2 --quiet "${window[@]}" &&
+    same_as_replay "$WORK/generated-replay" "$WORK/generated-batch"
+}
+if [ -z "${E2E_CASES:-}" ] || [[ " $E2E_CASES " == *" generated "* ]]; then
+  check "generated network: gen --kafka, batch -w 2" generated_case
+fi
 
 # Broker outages (at start-up and while running) on the medium case, with our own broker only.
 if [ "$STARTED_BROKER" = 1 ] && { [ -z "${E2E_CASES:-}" ] || [[ " $E2E_CASES " == *" medium "* ]]; }; then

@@ -25,13 +25,24 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::kafka::KafkaArgs;
+use crate::produce::PartitionProducer;
+use crate::source::file::message_of;
+
 /// Options of `stockflow gen`.
 #[derive(clap::Args, Debug)]
 #[command(disable_help_flag = true)]
 pub struct GenArgs {
     /// Output directory (created if missing); gets part-00.jsonl, part-01.jsonl, ...
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+    pub out: Option<PathBuf>,
+    /// Produce to this topic instead of writing files: file i's lines become partition i's
+    /// messages, in order (the topic is created with --partitions partitions if missing).
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka: Option<String>,
+    /// The broker for --kafka.
+    #[command(flatten)]
+    pub kafka_args: KafkaArgs,
     /// Number of SKUs (K000000, K000001, ...).
     #[arg(long, default_value_t = 1000)]
     pub skus: u32,
@@ -87,13 +98,13 @@ pub fn run(args: GenArgs) -> Result<()> {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let mb = gen.out.bytes as f64 / 1e6;
         tracing::info!(
-            "gen: {} lines ({} setup, {} events, {} bad) into {} files in {}: {secs:.2} s, {:.0} events/s, {mb:.1} MB, {:.1} MB/s",
+            "gen: {} lines ({} setup, {} events, {} bad) into {} partitions of {}: {secs:.2} s, {:.0} events/s, {mb:.1} MB, {:.1} MB/s",
             gen.setup_lines + args.events + gen.bad_lines,
             gen.setup_lines,
             args.events,
             gen.bad_lines,
             args.partitions,
-            args.out.display(),
+            gen.out.target.name(),
             args.events as f64 / secs,
             mb / secs,
         );
@@ -106,7 +117,7 @@ fn validate(a: &GenArgs) -> Result<()> {
         bail!("need --skus, --stores and --dcs of at least 1 (got {}, {}, {})", a.skus, a.stores, a.dcs);
     }
     if a.partitions == 0 || a.partitions > 1024 {
-        bail!("--partitions must be 1..=1024 (got {}): each partition is an open file", a.partitions);
+        bail!("--partitions must be 1..=1024 (got {}): each partition is an open file or a buffer", a.partitions);
     }
     let keys = u64::from(a.skus) * (u64::from(a.stores) + u64::from(a.dcs));
     if keys > u64::from(u32::MAX) {
@@ -304,18 +315,36 @@ impl Curve {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Output: one hand-filled byte buffer per partition, written out in large chunks.
+// Output: one hand-filled byte buffer per partition, written out in large chunks to a file or,
+// line by line, to a topic partition.
 
 struct Out {
     bufs: Vec<Vec<u8>>,
-    files: Vec<File>,
-    paths: Vec<PathBuf>,
+    target: Target,
     flush_at: usize,
     bytes: u64,
 }
 
-impl Out {
-    fn create(dir: &Path, partitions: u32) -> Result<Self> {
+/// Where the partitions' lines go.
+enum Target {
+    Files { files: Vec<File>, paths: Vec<PathBuf>, dir: PathBuf },
+    Kafka(PartitionProducer),
+}
+
+impl Target {
+    /// Creates `part-NN.jsonl` files in `dir`, or opens `--kafka`'s topic.
+    fn open(a: &GenArgs) -> Result<Self> {
+        match (&a.out, &a.kafka) {
+            (_, Some(topic)) => {
+                let why = format!("gen --partitions {} writes one partition per file", a.partitions);
+                Ok(Target::Kafka(PartitionProducer::open(&a.kafka_args, topic, a.partitions as usize, &why)?))
+            }
+            (Some(dir), None) => Self::files(dir, a.partitions),
+            (None, None) => bail!("gen needs --out DIR or --kafka TOPIC"),
+        }
+    }
+
+    fn files(dir: &Path, partitions: u32) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let width = digits(u64::from(partitions - 1)).max(2);
         let mut ours = Vec::new();
@@ -344,15 +373,52 @@ impl Out {
                 );
             }
         }
+        Ok(Target::Files { files, paths, dir: dir.to_path_buf() })
+    }
+
+    /// The output, for messages: the directory or the topic.
+    fn name(&self) -> String {
+        match self {
+            Target::Files { dir, .. } => dir.display().to_string(),
+            Target::Kafka(producer) => format!("topic {}", producer.topic()),
+        }
+    }
+
+    /// Writes `buf` (whole lines) to partition `p`.
+    fn write(&mut self, p: usize, buf: &[u8]) -> Result<()> {
+        match self {
+            Target::Files { files, paths, .. } => {
+                files[p].write_all(buf).with_context(|| format!("cannot write {}", paths[p].display()))
+            }
+            // A message per line, as `stockflow produce` would send the file's lines.
+            Target::Kafka(producer) => {
+                for message in buf.split(|&b| b == b'\n').filter_map(message_of) {
+                    producer.send(p, message)?;
+                }
+                producer.poll();
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self {
+            Target::Files { .. } => Ok(()),
+            Target::Kafka(producer) => producer.flush(&format!("gen --kafka {}", producer.topic())),
+        }
+    }
+}
+
+impl Out {
+    fn create(target: Target, partitions: u32) -> Self {
         // Bounds the buffers' memory when there are many partitions.
         let flush_at = ((64usize << 20) / partitions as usize).clamp(64 << 10, 1 << 20);
-        Ok(Out {
+        Out {
             bufs: (0..partitions).map(|_| Vec::with_capacity(flush_at + 4096)).collect(),
-            files,
-            paths,
+            target,
             flush_at,
             bytes: 0,
-        })
+        }
     }
 
     #[inline]
@@ -365,7 +431,7 @@ impl Out {
 
     fn flush(&mut self, p: usize) -> Result<()> {
         let buf = &mut self.bufs[p];
-        self.files[p].write_all(buf).with_context(|| format!("cannot write {}", self.paths[p].display()))?;
+        self.target.write(p, buf)?;
         self.bytes += buf.len() as u64;
         buf.clear();
         Ok(())
@@ -379,7 +445,7 @@ impl Out {
         for p in 0..self.bufs.len() {
             self.flush(p)?;
         }
-        Ok(())
+        self.target.finish()
     }
 }
 
@@ -643,7 +709,7 @@ impl Gen {
             }
         }
 
-        let out = Out::create(&a.out, a.partitions)?;
+        let out = Out::create(Target::open(a)?, a.partitions);
         Ok(Gen {
             skus: a.skus,
             stores: a.stores,

@@ -45,47 +45,79 @@ pub struct ConsumeArgs {
     pub kafka: KafkaArgs,
 }
 
-/// Produces every non-blank line of file i to partition i, in order.
-pub fn produce(args: ProduceArgs) -> Result<()> {
-    let files = crate::config::resolve_inputs(std::slice::from_ref(&args.fixture_dir))?;
-    if files.is_empty() {
-        bail!("{} holds no *.jsonl file to produce", args.fixture_dir.display());
-    }
-    let config = args.kafka.client_config(&[])?;
-    // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
-    // the partition check below decides.
-    crate::kafka::create_topics(
-        &config,
-        &[crate::kafka::TopicSpec { name: &args.topic, partitions: files.len() as i32, compacted: false }],
-    );
-    let producer: BaseProducer = config.create().context("cannot create the Kafka producer")?;
-    // Partition count: an existing topic must have enough partitions for the files.
-    let metadata = producer.client().fetch_metadata(Some(&args.topic), TIMEOUT)?;
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
-    if partitions < files.len() {
-        bail!(
-            "topic {} has {partitions} partitions but {} holds {} files (one per partition); delete the topic or use another name",
-            args.topic,
-            args.fixture_dir.display(),
-            files.len()
+/// A producer of raw messages to chosen partitions of one topic (keyless: a message's partition
+/// is the caller's choice), shared by `produce` and `gen --kafka`.
+pub struct PartitionProducer {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl PartitionProducer {
+    /// Connects and makes sure `topic` has at least `partitions` partitions, creating it with
+    /// that many when the broker lets us; `why` says why they are needed, for the error.
+    pub fn open(kafka: &KafkaArgs, topic: &str, partitions: usize, why: &str) -> Result<Self> {
+        let config = kafka.client_config(&[])?;
+        // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
+        // the partition check below decides.
+        crate::kafka::create_topics(
+            &config,
+            &[crate::kafka::TopicSpec { name: topic, partitions: partitions as i32, compacted: false }],
         );
+        let producer: BaseProducer = config.create().context("cannot create the Kafka producer")?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .with_context(|| format!("cannot read the metadata of topic {topic} from {}", kafka.brokers))?;
+        let found = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        if found < partitions {
+            bail!("topic {topic} has {found} partitions but {why}; delete the topic or use another name");
+        }
+        Ok(PartitionProducer { producer, topic: topic.to_string() })
     }
-    let send = |partition: usize, raw: &[u8]| -> Result<()> {
-        let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&args.topic).partition(partition as i32).payload(raw);
+
+    /// Queues `raw` for `partition`, waiting while librdkafka's queue is full. Messages to one
+    /// partition land in the order they are sent.
+    pub fn send(&self, partition: usize, raw: &[u8]) -> Result<()> {
+        let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&self.topic).partition(partition as i32).payload(raw);
         loop {
-            match producer.send(record) {
+            match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((
                     rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     r,
                 )) => {
                     record = r;
-                    producer.poll(Duration::from_millis(50));
+                    self.producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => bail!("cannot produce to {}[{partition}]: {e}", args.topic),
+                Err((e, _)) => bail!("cannot produce to {}[{partition}]: {e}", self.topic),
             }
         }
-    };
+    }
+
+    /// Serves delivery reports without waiting.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until every queued message is acknowledged; `what` names them in the error.
+    pub fn flush(&self, what: &str) -> Result<()> {
+        self.producer.flush(TIMEOUT).with_context(|| format!("{what}: messages not acknowledged by the broker"))
+    }
+
+    /// The topic produced to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// Produces every non-blank line of file i to partition i, in order.
+pub fn produce(args: ProduceArgs) -> Result<()> {
+    let files = crate::config::resolve_inputs(std::slice::from_ref(&args.fixture_dir))?;
+    if files.is_empty() {
+        bail!("{} holds no *.jsonl file to produce", args.fixture_dir.display());
+    }
+    let why = format!("{} holds {} files (one per partition)", args.fixture_dir.display(), files.len());
+    let producer = PartitionProducer::open(&args.kafka, &args.topic, files.len(), &why)?;
     let mut count = 0u64;
     let started = std::time::Instant::now();
     if args.rate > 0 {
@@ -103,7 +135,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             .min_by(|(_, a), (_, b)| (a.0.bytes_read() * b.1).cmp(&(b.0.bytes_read() * a.1)))
         {
             match lines.next_message()? {
-                Some((_, raw)) => send(partition, raw)?,
+                Some((_, raw)) => producer.send(partition, raw)?,
                 None => {
                     *done = true;
                     continue;
@@ -114,21 +146,21 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             // Sleeping in steps of at least a millisecond: the OS cannot time shorter ones.
             if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
                 if wait >= Duration::from_millis(1) {
-                    producer.poll(Duration::ZERO);
+                    producer.poll();
                     std::thread::sleep(wait);
                 }
             }
         }
-        producer.flush(TIMEOUT).with_context(|| format!("{}: messages not acknowledged", args.topic))?;
+        producer.flush(&args.topic)?;
     }
     for (partition, file) in files.iter().enumerate().filter(|_| args.rate == 0) {
         let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
         while let Some((_, raw)) = lines.next_message()? {
-            send(partition, raw)?;
+            producer.send(partition, raw)?;
             count += 1;
         }
         // Flush per file: one partition's messages must land in order and completely.
-        producer.flush(TIMEOUT).with_context(|| format!("{}[{partition}]: messages not acknowledged", args.topic))?;
+        producer.flush(&format!("{}[{partition}]", args.topic))?;
     }
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(

@@ -334,3 +334,37 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+/// `gen --kafka TOPIC` sends, to partition i, exactly the non-blank lines `gen --out` writes to
+/// file i (bad lines included), in order; a topic with too few partitions is refused.
+#[test]
+fn gen_to_a_topic_sends_the_lines_gen_writes_to_files() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    let dir = common::tempdir();
+    let files = dir.path().join("files");
+    let network = ["--events", "3000", "--skus", "20", "--stores", "6", "--partitions", "3", "--seed", "5", "--bad", "0.02"];
+    let out_dir = files.to_str().unwrap();
+    assert!(stockflow(&[&["gen", "--quiet", "--out", out_dir][..], &network].concat()).success());
+    cluster.create_topic("generated", 3, 1).unwrap();
+    let to_kafka = ["gen", "--quiet", "--kafka", "generated", "--brokers", &brokers];
+    assert!(stockflow(&[&to_kafka[..], &network].concat()).success());
+
+    let mut want = Vec::new();
+    for (partition, name) in ["part-00.jsonl", "part-01.jsonl", "part-02.jsonl"].iter().enumerate() {
+        let text = std::fs::read(files.join(name)).unwrap();
+        let lines = text.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+        want.extend(lines.map(|l| (partition as i32, String::from_utf8_lossy(l).into_owned())));
+    }
+    let got: Vec<_> = read_all(&brokers, "generated").into_iter().map(|(p, _, _, v)| (p, v.unwrap())).collect();
+    assert!(want.len() > 3000, "{} lines generated", want.len());
+    assert!(want.iter().any(|(_, l)| serde_json::from_str::<serde_json::Value>(l).is_err()), "a bad line is among them");
+    assert_eq!(got, want);
+
+    cluster.create_topic("narrow", 1, 1).unwrap();
+    let narrow = ["gen", "--quiet", "--kafka", "narrow", "--brokers", &brokers];
+    let out = common::run_with_timeout([&narrow[..], &network].concat(), Duration::from_secs(60));
+    assert!(!out.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("topic narrow has 1 partitions but gen --partitions 3"), "{stderr}");
+}

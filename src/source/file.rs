@@ -17,8 +17,15 @@ pub struct LineReader {
 }
 
 /// Whether a line holds only spaces, tabs or CRs: not a message, but it keeps its number.
-pub fn is_blank(line: &[u8]) -> bool {
+fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// The message a line (without its `\n`) holds: the line without one trailing CR, or `None`
+/// when it is blank.
+pub fn message_of(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!is_blank(line)).then_some(line)
 }
 
 impl LineReader {
@@ -54,15 +61,8 @@ impl LineReader {
             }
             self.bytes_read += n as u64;
             self.line_number += 1;
-            let mut line = &self.buffer[..];
-            if let Some(rest) = line.strip_suffix(b"\n") {
-                line = rest;
-            }
-            if let Some(rest) = line.strip_suffix(b"\r") {
-                line = rest;
-            }
-            if !is_blank(line) {
-                let end = line.len();
+            let line = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
+            if let Some(end) = message_of(line).map(<[u8]>::len) {
                 return Ok(Some((self.line_number, &self.buffer[..end])));
             }
         }
