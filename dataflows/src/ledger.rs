@@ -136,9 +136,15 @@ trait Book: 'static {
     fn port(record: &Self::Record) -> usize;
     /// The worker that owns a side update.
     fn side_route(side: &Self::Side) -> u64;
-    /// Applies the messages of logical time `time` (sorted in SPEC order) and the side updates
-    /// of `time` (consolidated), plus whatever timers fall due at `time`, appending the
-    /// resulting updates to `out`.
+    /// The order in which a tick's messages reach [`Book::close_tick`]: SPEC's total order, or
+    /// any order that keeps it among the messages of each entry of a book whose entries are
+    /// independent of each other.
+    fn apply_order(a: &Event, b: &Event) -> std::cmp::Ordering {
+        a.order.cmp(&b.order)
+    }
+    /// Applies the messages of logical time `time` (sorted by [`Book::apply_order`]) and the
+    /// side updates of `time` (consolidated), plus whatever timers fall due at `time`,
+    /// appending the resulting updates to `out`.
     fn close_tick(
         &mut self,
         time: Millis,
@@ -313,7 +319,7 @@ fn run_book<'s, B: Book>(
                         // Sorted in place and handed over as they are: copying ~150-byte events
                         // into a vector without their send time was a copy of every message.
                         let mut events = events.unwrap_or_default();
-                        events.sort_unstable_by(|(_, a), (_, b)| a.order.cmp(&b.order));
+                        events.sort_unstable_by(|(_, a), (_, b)| B::apply_order(a, b));
                         let events = events.into_iter().map(|(_, event)| event);
                         let mut side_updates = side_updates.unwrap_or_default();
                         differential_dataflow::consolidation::consolidate(&mut side_updates);
@@ -457,11 +463,8 @@ fn base_change(
 
 /// The per-key ledger: stock, holds, counts and policies, and the bases derived from them.
 struct KeyLedger {
-    ticks: Ticks,
     books: FastMap<Key, KeyBook>,
-    /// Keys with a hold expiring at each logical time.
-    expiries: BTreeMap<Millis, Vec<Key>>,
-    counts: BTreeMap<Counter, isize>,
+    effects: Effects,
     /// Every count published so far, for checkpoints.
     totals: BTreeMap<Counter, i64>,
     /// The locations some policy has named as its internal source. Only keys there can have
@@ -473,18 +476,27 @@ struct KeyLedger {
     sources: HashSet<Name, std::hash::BuildHasherDefault<FxHasher>>,
 }
 
+/// What applying a key's messages does besides changing its state: hold expiries to come back
+/// to, and outcome counts. Apart from the books, so that a book can be applied to in place.
+struct Effects {
+    ticks: Ticks,
+    /// Keys with a hold expiring at each logical time.
+    expiries: BTreeMap<Millis, Vec<Key>>,
+    counts: BTreeMap<Counter, isize>,
+}
+
 impl KeyLedger {
     fn new(ticks: Ticks) -> Self {
         KeyLedger {
-            ticks,
             books: FastMap::default(),
-            expiries: BTreeMap::new(),
-            counts: BTreeMap::new(),
+            effects: Effects { ticks, expiries: BTreeMap::new(), counts: BTreeMap::new() },
             totals: BTreeMap::new(),
             sources: HashSet::default(),
         }
     }
+}
 
+impl Effects {
     /// Schedules the touch of `key` at the tick where a hold expiring at `expires_at` ends.
     fn schedule_expiry(&mut self, key: &Key, expires_at: Millis, now: Millis) {
         if let Some(due) = self.ticks.emission(expires_at).filter(|&due| due > now) {
@@ -492,18 +504,10 @@ impl KeyLedger {
         }
     }
 
-    /// Applies one message; `old_policies` gets a key's policy before each change of it.
-    fn apply(
-        &mut self,
-        event: Event,
-        touched: &mut Vec<Key>,
-        old_policies: &mut Vec<(Key, Option<Policy>)>,
-        time: Millis,
-    ) {
+    /// Applies one message of `key` to its `state` (in the tick closing at `time`).
+    fn apply(&mut self, state: &mut KeyState, key: &Key, event: Event, time: Millis) {
         let at = event.order.effective;
         let message = event.message;
-        let key = (message.sku, message.loc);
-        let book = &mut self.books.entry(key.clone()).or_default().state;
         let ts = message.ts;
         let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
         match message.body {
@@ -512,57 +516,57 @@ impl KeyLedger {
             | Body::Receipt { .. }
             | Body::Adjust { .. }
             | Body::Count { .. }
-                if book.behind_barrier(ts) =>
+                if state.behind_barrier(ts) =>
             {
                 count(Counter::Absorbed)
             }
-            Body::Sale { qty } => book.on_hand = book.on_hand.saturating_sub(qty),
-            Body::Return { qty } | Body::Receipt { qty, .. } => book.on_hand = book.on_hand.saturating_add(qty),
-            Body::Adjust { delta, .. } => book.on_hand = book.on_hand.saturating_add(delta),
+            Body::Sale { qty } => state.on_hand = state.on_hand.saturating_sub(qty),
+            Body::Return { qty } | Body::Receipt { qty, .. } => state.on_hand = state.on_hand.saturating_add(qty),
+            Body::Adjust { delta, .. } => state.on_hand = state.on_hand.saturating_add(delta),
             Body::Count { qty } => {
-                book.on_hand = qty;
-                book.barrier = Some(ts);
+                state.on_hand = qty;
+                state.barrier = Some(ts);
             }
             Body::Reserve { res_id, qty, expires_at } => {
                 let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
-                if book.active_hold(&res_id, at).is_some() {
+                if state.active_hold(&res_id, at).is_some() {
                     count(Counter::Duplicate);
                 } else if expires_at <= at {
                     count(Counter::ExpiredOnArrival);
                 } else {
-                    book.holds.retain(|h| h.res_id != res_id);
-                    book.holds.push(Hold { res_id, qty, expires_at });
-                    self.schedule_expiry(&key, expires_at, time);
+                    state.holds.retain(|h| h.res_id != res_id);
+                    state.holds.push(Hold { res_id, qty, expires_at });
+                    self.schedule_expiry(key, expires_at, time);
                 }
             }
-            Body::Release { res_id } => match book.active_hold(&res_id, at) {
+            Body::Release { res_id } => match state.active_hold(&res_id, at) {
                 Some(i) => {
-                    book.holds.swap_remove(i);
+                    state.holds.swap_remove(i);
                 }
                 None => count(Counter::Orphan),
             },
             Body::Fulfill { res_id, qty } => {
-                match book.active_hold(&res_id, at) {
+                match state.active_hold(&res_id, at) {
                     Some(i) => {
-                        book.holds.swap_remove(i);
+                        state.holds.swap_remove(i);
                     }
                     None => count(Counter::Orphan),
                 }
-                if book.behind_barrier(ts) {
+                if state.behind_barrier(ts) {
                     count(Counter::Absorbed);
                 } else {
-                    book.on_hand = book.on_hand.saturating_sub(qty);
+                    state.on_hand = state.on_hand.saturating_sub(qty);
                 }
             }
-            Body::Policy(policy) => {
-                if book.policy != policy {
-                    old_policies.push((key.clone(), std::mem::replace(&mut book.policy, policy)));
-                }
-            }
+            Body::Policy(policy) => state.policy = policy,
             Body::Po { .. } => unreachable!("purchase orders are routed to the PO ledger"),
         }
-        touched.push(key);
     }
+}
+
+/// The key a message is about, borrowed.
+fn key_of(event: &Event) -> (&Name, &Name) {
+    (&event.message.sku, &event.message.loc)
 }
 
 impl Book for KeyLedger {
@@ -586,6 +590,12 @@ impl Book for KeyLedger {
         }
     }
 
+    /// A key's messages are independent of other keys': each key's come together, in SPEC
+    /// order, so that the tick visits every touched key once, in key order.
+    fn apply_order(a: &Event, b: &Event) -> std::cmp::Ordering {
+        key_of(a).cmp(&key_of(b)).then_with(|| a.order.cmp(&b.order))
+    }
+
     fn close_tick(
         &mut self,
         time: Millis,
@@ -593,24 +603,18 @@ impl Book for KeyLedger {
         side: Vec<(KeySide, isize)>,
         out: &mut Vec<Update<KeyOut>>,
     ) {
-        let events = events.into_iter();
-        let mut touched = Vec::with_capacity(events.size_hint().0);
-        let mut old_policies = Vec::new();
-        for event in events {
-            self.apply(event, &mut touched, &mut old_policies, time);
-        }
-        if let Some(due) = self.expiries.remove(&time) {
-            touched.extend(due);
-        }
+        let mut events = events.into_iter().peekable();
+        // Keys whose holds end at this tick, in key order.
+        let mut due = self.effects.expiries.remove(&time).unwrap_or_default();
+        due.sort_unstable();
+        due.dedup();
+        let mut due = due.into_iter().peekable();
         // Consolidated side updates come sorted: the open orders by key, then the sources.
         let mut on_order: Vec<(Key, i64)> = Vec::new();
         let mut flipped: Vec<Name> = Vec::new();
         for (update, diff) in side {
             match update {
-                KeySide::OnOrder(key, qty) => {
-                    touched.push(key.clone());
-                    on_order.push((key, qty.saturating_mul(diff as i64)));
-                }
+                KeySide::OnOrder(key, qty) => on_order.push((key, qty.saturating_mul(diff as i64))),
                 KeySide::Source { loc, .. } => {
                     if diff > 0 && !self.sources.contains(&loc) {
                         self.sources.insert(loc.clone());
@@ -619,45 +623,57 @@ impl Book for KeyLedger {
                 }
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        // A key's policy before the tick is the one its first change replaced.
-        old_policies.sort_by(|a, b| a.0.cmp(&b.0));
-        old_policies.dedup_by(|later, first| later.0 == first.0);
+        let mut on_order = on_order.into_iter().peekable();
         let sources = &self.sources;
         let is_source = |loc: &Name| sources.contains(loc);
         let was_source = |loc: &Name| is_source(loc) && !flipped.contains(loc);
-        let mut on_order = on_order.into_iter().peekable();
-        // The keys whose base changed (in key order): an unchanged key at a flipped location
-        // gains its planner in the scan below, with the untouched ones.
-        let mut changed: Vec<&Key> = Vec::new();
-        for key in &touched {
+        // The keys whose base changed (in key order), kept only when a location flipped: an
+        // unchanged key there gains its planner in the scan below, with the untouched ones.
+        let mut changed: Vec<Key> = Vec::new();
+        loop {
+            // The least key among the messages, the expiries and the open-order changes.
+            let heads = [
+                events.peek().map(key_of),
+                due.peek().map(|k| (&k.0, &k.1)),
+                on_order.peek().map(|(k, _)| (&k.0, &k.1)),
+            ];
+            let Some((sku, loc)) = heads.into_iter().flatten().min() else { break };
+            let key: Key = (sku.clone(), loc.clone());
             let mut delta = 0i64;
-            while let Some((_, qty)) = on_order.next_if(|(k, _)| k == key) {
+            while let Some((_, qty)) = on_order.next_if(|(k, _)| *k == key) {
                 delta = delta.saturating_add(qty);
             }
-            let book = match self.books.get_mut(key) {
-                Some(book) => book,
-                None if delta != 0 => self.books.entry(key.clone()).or_default(),
-                None => continue,
+            due.next_if(|k| *k == key);
+            let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
+            let book = if has_messages || delta != 0 {
+                self.books.entry(key.clone()).or_default()
+            } else {
+                match self.books.get_mut(&key) {
+                    Some(book) => book,
+                    None => continue,
+                }
             };
-            let old_policy = match old_policies.binary_search_by(|(k, _)| k.cmp(key)) {
-                Ok(i) => old_policies[i].1.as_ref(),
-                Err(_) => book.state.policy.as_ref(),
-            };
-            let old = book.base(old_policy);
+            // The base as published: stock and orders change only below, the policy with the
+            // messages.
+            let old = book.base(book.state.policy.as_ref());
+            while let Some(event) = events.next_if(|e| key_of(e) == (&key.0, &key.1)) {
+                self.effects.apply(&mut book.state, &key, event, time);
+            }
             let state = &mut book.state;
             state.holds.retain(|h| h.expires_at > time);
             let reserved = state.holds.iter().fold(0i64, |sum, h| sum.saturating_add(h.qty));
             state.published = Stock { on_hand: state.on_hand, reserved };
             book.on_order = book.on_order.saturating_add(delta);
             let new = book.base(book.state.policy.as_ref());
+            let forget = book.on_order == 0 && book.state.is_forgettable();
             if old != new {
-                base_change(key, &old, &new, (was_source(&key.1), is_source(&key.1)), time, out);
-                changed.push(key);
+                base_change(&key, &old, &new, (was_source(&key.1), is_source(&key.1)), time, out);
+                if !flipped.is_empty() {
+                    changed.push(key.clone());
+                }
             }
-            if book.on_order == 0 && book.state.is_forgettable() {
-                self.books.remove(key);
+            if forget {
+                self.books.remove(&key);
             }
         }
         if !flipped.is_empty() {
@@ -672,21 +688,21 @@ impl Book for KeyLedger {
             gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
         }
-        for (counter, n) in std::mem::take(&mut self.counts) {
+        for (counter, n) in std::mem::take(&mut self.effects.counts) {
             *self.totals.entry(counter).or_default() += n as i64;
             out.push((KeyOut::Counter(counter), time, n));
         }
     }
 
     fn next_timer(&self) -> Option<Millis> {
-        self.expiries.keys().next().copied()
+        self.effects.expiries.keys().next().copied()
     }
 
     fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeyOut>>) {
         match saved {
             Saved::Key(key, state) => {
                 for hold in &state.holds {
-                    self.schedule_expiry(&key, hold.expires_at, time);
+                    self.effects.schedule_expiry(&key, hold.expires_at, time);
                 }
                 // Its open orders (and the sources) come as side updates at this time, applied
                 // after the restores.
