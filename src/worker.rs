@@ -100,9 +100,6 @@ fn build_with<'s>(
     let outputs = stockflow(events, control, ticks);
     let saved = outputs.saved;
 
-    fn tick(c: &mut Collected, time: Millis) -> &mut TickBatch {
-        c.ticks.entry(time).or_default()
-    }
     if let Some((snapshot, snapshot_probe, share_sizes)) = snapshot {
         let changes = outputs
             .atp
@@ -115,17 +112,12 @@ fn build_with<'s>(
         let snapshot = Rc::clone(snapshot);
         collect(records, snapshot_probe, move |change| snapshot.borrow_mut().apply_one(change));
     } else {
-        let c = Rc::clone(collected);
-        collect(outputs.low_stock_current, probe, move |x| tick(&mut c.borrow_mut(), x.time).low_stock_current.push(x));
+        collect_by_tick(outputs.low_stock_current, probe, collected, |x| x.time, |t| &mut t.low_stock_current);
     }
-    let c = Rc::clone(collected);
-    collect(outputs.atp, probe, move |x| tick(&mut c.borrow_mut(), x.time).atp.push(x));
-    let c = Rc::clone(collected);
-    collect(outputs.low_stock, probe, move |x| tick(&mut c.borrow_mut(), x.time).low_stock.push(x));
-    let c = Rc::clone(collected);
-    collect(outputs.order_plan, probe, move |x| tick(&mut c.borrow_mut(), x.time).order_plan.push(x));
-    let c = Rc::clone(collected);
-    collect(outputs.network_atp, probe, move |x| tick(&mut c.borrow_mut(), x.time).network_atp.push(x));
+    collect_by_tick(outputs.atp, probe, collected, |x| x.time, |t| &mut t.atp);
+    collect_by_tick(outputs.low_stock, probe, collected, |x| x.time, |t| &mut t.low_stock);
+    collect_by_tick(outputs.order_plan, probe, collected, |x| x.time, |t| &mut t.order_plan);
+    collect_by_tick(outputs.network_atp, probe, collected, |x| x.time, |t| &mut t.network_atp);
     let c = Rc::clone(collected);
     collect(outputs.counters.inner, probe, move |x| *c.borrow_mut().counters.entry(x.0).or_default() += x.2 as i64);
     let c = Rc::clone(collected);
@@ -142,11 +134,44 @@ fn collect<D: timely::ExchangeData>(
     probe: &ProbeHandle<Millis>,
     mut apply: impl FnMut(D) + 'static,
 ) {
+    collect_containers(stream, probe, move |data| data.drain(..).for_each(&mut apply));
+}
+
+/// [`collect`] for one stream of [`TickBatch`]: each record goes to `stream_of` its tick
+/// (`tick_of`), which is looked up once per run of records of one tick (they come grouped).
+fn collect_by_tick<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    collected: &Rc<RefCell<Collected>>,
+    tick_of: fn(&D) -> Millis,
+    stream_of: fn(&mut TickBatch) -> &mut Vec<D>,
+) {
+    let collected = Rc::clone(collected);
+    collect_containers(stream, probe, move |data| {
+        let mut c = collected.borrow_mut();
+        let mut records = data.drain(..).peekable();
+        while let Some(first) = records.next() {
+            let time = tick_of(&first);
+            let batch = stream_of(c.ticks.entry(time).or_default());
+            batch.push(first);
+            while let Some(record) = records.next_if(|r| tick_of(r) == time) {
+                batch.push(record);
+            }
+        }
+    });
+}
+
+/// Moves every container of `stream` to worker 0 and hands it to `apply`, which empties it.
+fn collect_containers<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    mut apply: impl FnMut(&mut Vec<D>) + 'static,
+) {
     stream
         .exchange(|_| 0)
         .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Collect", |_, _| {
             move |input, _output| {
-                input.for_each(|_, data| data.drain(..).for_each(&mut apply));
+                input.for_each(|_, data| apply(data));
             }
         })
         .probe_with(probe);

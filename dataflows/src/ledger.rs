@@ -324,6 +324,10 @@ fn run_book<'s, B: Book>(
                         let mut side_updates = side_updates.unwrap_or_default();
                         differential_dataflow::consolidation::consolidate(&mut side_updates);
                         book.close_tick(time, events, side_updates, &mut out);
+                        // Sized once: these vectors leave with their records at each activation.
+                        for (port, records) in by_port.iter_mut().enumerate() {
+                            records.reserve(out.iter().filter(|r| B::port(&r.0) == port).count());
+                        }
                         for record in out.drain(..) {
                             by_port[B::port(&record.0)].push(record);
                         }
@@ -835,6 +839,8 @@ fn split_events<'s>(
         let (mut orders, mut keyed, mut new_sources) = (Vec::new(), Vec::new(), Vec::new());
         move |_frontiers| {
             input.for_each(|cap, data| {
+                // Most messages are keyed: one allocation instead of a vector grown by doubling.
+                keyed.reserve(data.len());
                 for event in data.drain(..) {
                     if let Some(loc) = internal_source(&event.message.body) {
                         let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
