@@ -631,8 +631,8 @@ impl Book for KeyLedger {
         let sources = &self.sources;
         let is_source = |loc: &Name| sources.contains(loc);
         let was_source = |loc: &Name| is_source(loc) && !flipped.contains(loc);
-        // The keys whose base changed (in key order), kept only when a location flipped: an
-        // unchanged key there gains its planner in the scan below, with the untouched ones.
+        // The keys at a flipped location whose base changed (in key order): an unchanged key
+        // there gains its planner in the scan below, with the untouched ones.
         let mut changed: Vec<Key> = Vec::new();
         loop {
             // The least key among the messages, the expiries and the open-order changes.
@@ -672,7 +672,7 @@ impl Book for KeyLedger {
             let forget = book.on_order == 0 && book.state.is_forgettable();
             if old != new {
                 base_change(&key, &old, &new, (was_source(&key.1), is_source(&key.1)), time, out);
-                if !flipped.is_empty() {
+                if flipped.contains(&key.1) {
                     changed.push(key.clone());
                 }
             }
