@@ -336,7 +336,7 @@ impl Target {
     fn open(a: &GenArgs) -> Result<Self> {
         match (&a.out, &a.kafka) {
             (_, Some(topic)) => {
-                let why = format!("gen --partitions {} writes one partition per file", a.partitions);
+                let why = format!("gen --partitions {0} sends to {0} partitions", a.partitions);
                 Ok(Target::Kafka(PartitionProducer::open(&a.kafka_args, topic, a.partitions as usize, &why)?))
             }
             (Some(dir), None) => Self::files(dir, a.partitions),
@@ -413,12 +413,7 @@ impl Out {
     fn create(target: Target, partitions: u32) -> Self {
         // Bounds the buffers' memory when there are many partitions.
         let flush_at = ((64usize << 20) / partitions as usize).clamp(64 << 10, 1 << 20);
-        Out {
-            bufs: (0..partitions).map(|_| Vec::with_capacity(flush_at + 4096)).collect(),
-            target,
-            flush_at,
-            bytes: 0,
-        }
+        Out { bufs: (0..partitions).map(|_| Vec::with_capacity(flush_at + 4096)).collect(), target, flush_at, bytes: 0 }
     }
 
     #[inline]

@@ -5,8 +5,10 @@
 //!
 //! Order inside a tick matters (a `count` before or after a `sale` at the same millisecond), so
 //! these are timely operators that stash a tick's messages until the frontier has passed it and
-//! then apply them sorted. Their output is a differential update stream of the key's *netted*
-//! state per tick: a key touched by a thousand sales in one tick yields at most two updates.
+//! then apply them sorted: the key ledger by (key, SPEC order), since a key's messages never
+//! affect another key, so that it visits each touched key once. Their output is a differential
+//! update stream of the key's *netted* state per tick: a key touched by a thousand sales in one
+//! tick yields at most two updates.
 //!
 //! The key ledger computes the base itself, from the purchase-order ledger's open quantities
 //! (its side input): a separate operator over the ledger's stock and policy facts cost an
