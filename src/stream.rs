@@ -482,6 +482,12 @@ fn stream_worker(
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
+            // Fetches of up to 1 MB or 20 ms, whichever comes first: with librdkafka's defaults
+            // (1 byte, 500 ms) tansu answered with a few records per fetch, and a 200k msg/s load
+            // was read at ~80k/s while every process idled; with these it is read at the offered
+            // rate (docs/benchmarks.md, streaming latency). 20 ms is a fifth of a 100 ms tick.
+            ("fetch.min.bytes", "1048576"),
+            ("fetch.wait.max.ms", "20"),
         ])
         .map_err(|e| e.to_string())?;
     let mut inputs = Inputs {
@@ -557,6 +563,7 @@ fn stream_worker(
     };
 
     let idle = Duration::from_millis(args.idle_ms);
+    let read_slice = Duration::from_millis((ticks.tick_ms / 10).clamp(1, 100));
     let (mut lag_checked, mut reported_lag) = (Instant::now(), 0u64);
     let mut last_step = Instant::now();
     let mut previous_time = 0;
@@ -599,10 +606,12 @@ fn stream_worker(
             }
             break;
         }
-        // Read a batch of messages, then step the dataflow.
+        // Read a batch of messages, then step the dataflow. A tick the watermark passes is
+        // stepped through only after the next batch is read, so a batch is at most a tenth of a
+        // tick (100 ms before: at a steady 50k msg/s every tick waited ~100 ms for it).
         let mut read = 0;
         let started = Instant::now();
-        while read < 4096 && started.elapsed() < Duration::from_millis(100) {
+        while read < 4096 && started.elapsed() < read_slice {
             let Some(polled) = inputs.reader.poll(Duration::from_millis(20))? else {
                 if config.batch {
                     inputs.reader.refresh_positions();
