@@ -12,6 +12,9 @@
 #
 #   scripts/bench-incremental.sh                 1M events over 100k keys
 #   scripts/bench-incremental.sh 10000000 10000  10M events over 1M keys
+#
+# RUN_ARGS adds flags to `stockflow run` (e.g. "-X fetch.wait.max.ms=500" for an A/B of a
+# consumer setting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-1000000}
@@ -56,7 +59,7 @@ topic="incr-$$-$RANDOM"
 metrics=19681
 t0=$(date +%s.%N)
 "$bin/stockflow" run --brokers "$BROKERS" --topics "$topic" --group "$topic" --no-kafka-out --out "$WORK/out" \
-  --idle-ms 36000000 -w 2 -q --metrics-addr "127.0.0.1:$metrics" 2>"$WORK/run.log" &
+  --idle-ms 36000000 -w 2 -q --metrics-addr "127.0.0.1:$metrics" ${RUN_ARGS:-} 2>"$WORK/run.log" &
 RUN_PID=$!
 disown "$RUN_PID" # killed at the end: no "Killed" notice
 
