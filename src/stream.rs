@@ -612,7 +612,9 @@ fn stream_worker(
         let mut read = 0;
         let started = Instant::now();
         while read < 4096 && started.elapsed() < read_slice {
-            let Some(polled) = inputs.reader.poll(Duration::from_millis(20))? else {
+            // Waiting at most what is left of the slice: a 20 ms wait made the slice up to 30 ms.
+            let wait = read_slice.saturating_sub(started.elapsed()).min(Duration::from_millis(20));
+            let Some(polled) = inputs.reader.poll(wait)? else {
                 if config.batch {
                     inputs.reader.refresh_positions();
                 }
