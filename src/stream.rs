@@ -607,8 +607,8 @@ fn stream_worker(
             break;
         }
         // Read a batch of messages, then step the dataflow. A tick the watermark passes is
-        // stepped through only after the next batch is read, so a batch is at most a tenth of a
-        // tick (100 ms before: at a steady 50k msg/s every tick waited ~100 ms for it).
+        // stepped through only after the next batch is read, so a batch takes at most a tenth
+        // of a tick (it took up to 100 ms whatever the tick).
         let mut read = 0;
         let started = Instant::now();
         while read < 4096 && started.elapsed() < read_slice {
