@@ -673,14 +673,24 @@ fn stream_worker(
         // (or a worker without partitions) follows the wall clock minus the lateness.
         let wall = ticks.emission(now_ms().saturating_sub(args.lateness_ms)).unwrap_or(Millis::MAX);
         let mut time = Millis::MAX;
-        for (p, r) in inputs.reader.partitions.iter().zip(&inputs.readings) {
+        if !config.batch && inputs.reader.partitions.iter().any(|p| p.last_data.elapsed() >= idle) {
+            // The consumer's positions step over offsets no message fills (transaction markers,
+            // compacted records), which would otherwise count as lag and keep a partition busy.
+            inputs.reader.refresh_positions();
+        }
+        for (i, (p, r)) in inputs.reader.partitions.iter().zip(&inputs.readings).enumerate() {
             if config.batch && p.done() {
                 continue;
             }
             // A partition that has delivered nothing yet holds the frontier (in `run` until it
-            // is idle): its first message may carry any time.
+            // is idle): its first message may carry any time. Idle also needs a fetch response
+            // saying nothing is left to read: a worker loop that paused for --idle-ms (a long
+            // tick, a busy machine) would otherwise move the watermark past the partition's
+            // backlog, which would then be applied at the wall clock's tick.
             let own = r.decoder.frontier().unwrap_or(0);
-            let own = if !config.batch && p.last_data.elapsed() >= idle { own.max(wall) } else { own };
+            let idle_now =
+                !config.batch && p.last_data.elapsed() >= idle && inputs.reader.partition_lag(i) == Some(0);
+            let own = if idle_now { own.max(wall) } else { own };
             time = time.min(own);
         }
         if !config.batch && inputs.reader.partitions.is_empty() {

@@ -431,8 +431,8 @@ fn run_job(brokers: &str, group: &str, idle_ms: &str) -> Job {
     ])
 }
 
-#[test]
-fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
+/// A mock cluster holding the medium case in a 3-partition topic `medium`, and its brokers.
+fn medium_on_a_mock_cluster() -> (MockCluster<'static, DefaultProducerContext>, String) {
     let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("medium", 3, 1).unwrap();
@@ -442,6 +442,29 @@ fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
         PATIENCE,
     );
     assert!(produced.success(), "{}", produced.describe());
+    (cluster, brokers)
+}
+
+/// A partition with messages left to read is not idle, however short --idle-ms: reading the
+/// backlog with a 1 ms idle time applies every message at its own tick, so the ledger's
+/// outcomes are a replay's. (When any pause of the worker loop longer than --idle-ms moved the
+/// watermark to the wall clock, the rest of the backlog was applied at the wall clock's tick,
+/// after holds had expired: more releases found no hold.)
+#[test]
+fn a_partition_with_a_backlog_is_not_idle() {
+    let (_cluster, brokers) = medium_on_a_mock_cluster();
+    let want = summary("medium");
+    let job = run_job(&brokers, "eager", "1");
+    let m = job.scrape_until("acknowledged every applied message", |m| {
+        m.count("stockflow_end_to_end_latency_seconds_count", &[]) >= want["applied"]
+    });
+    assert_eq!(m.count("stockflow_messages_applied_total", &[]), want["applied"]);
+    assert_eq!(m.count("stockflow_ledger_outcomes_total", &[("outcome", "orphan")]), want["orphan"]);
+}
+
+#[test]
+fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
+    let (_cluster, brokers) = medium_on_a_mock_cluster();
     let want = summary("medium");
     let caught_up = |m: &Scrape| {
         m.count("stockflow_messages_read_total", &[]) == want["read"]

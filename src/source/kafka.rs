@@ -264,12 +264,13 @@ impl KafkaReader {
     /// Each partition's lag (as in [`KafkaReader::lag`]), `None` until a fetch response told
     /// its high watermark.
     pub fn partition_lags(&self) -> Vec<Option<u64>> {
-        self.partitions
-            .iter()
-            .map(|p| {
-                cached_high_watermark(&self.consumer, &p.topic, p.partition).map(|high| (high - p.next).max(0) as u64)
-            })
-            .collect()
+        (0..self.partitions.len()).map(|i| self.partition_lag(i)).collect()
+    }
+
+    /// Partition `i`'s lag, `None` until a fetch response told its high watermark.
+    pub fn partition_lag(&self, i: usize) -> Option<u64> {
+        let p = &self.partitions[i];
+        cached_high_watermark(&self.consumer, &p.topic, p.partition).map(|high| (high - p.next).max(0) as u64)
     }
 
     /// The consumer, for metadata requests.
@@ -317,9 +318,10 @@ impl KafkaReader {
         }
     }
 
-    /// For batch runs: confirms end offsets against the high watermarks of fetch responses,
-    /// and marks done the partitions whose messages ended in a gap (compaction, transaction
-    /// markers) when the consumer's position reached the end offset.
+    /// Confirms end offsets (batch runs) against the high watermarks of fetch responses, and
+    /// moves each partition's next offset to the consumer's position, past offsets no message
+    /// fills (compaction, transaction markers): a batch run's partition is then done, and a
+    /// `run`'s partition without lag, when those gaps end it.
     pub fn refresh_positions(&mut self) {
         for i in 0..self.partitions.len() {
             self.confirm_end(i);
