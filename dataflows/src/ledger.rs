@@ -217,6 +217,7 @@ fn run_book<'s, B: Book>(
         let mut timer_caps: Vec<Capability<Millis>> = Vec::new();
         let mut out = Vec::new();
         let mut by_port: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
+        let mut port_sizes = vec![0usize; B::PORTS];
         let mut saved = Vec::new();
         move |frontiers| {
             let (frontier, control_frontier, side_frontier) = (&frontiers[0], &frontiers[1], &frontiers[2]);
@@ -327,9 +328,9 @@ fn run_book<'s, B: Book>(
                         differential_dataflow::consolidation::consolidate(&mut side_updates);
                         book.close_tick(time, events, side_updates, &mut out);
                         // Sized once: these vectors leave with their records at each activation.
-                        for (port, records) in by_port.iter_mut().enumerate() {
-                            records.reserve(out.iter().filter(|r| B::port(&r.0) == port).count());
-                        }
+                        port_sizes.fill(0);
+                        out.iter().for_each(|r| port_sizes[B::port(&r.0)] += 1);
+                        by_port.iter_mut().zip(&port_sizes).for_each(|(records, &n)| records.reserve(n));
                         for record in out.drain(..) {
                             by_port[B::port(&record.0)].push(record);
                         }
