@@ -1,21 +1,10 @@
 //! The `stockflow` binary: parses the command line into a validated run configuration and
 //! dispatches on the mode.
 
-mod checkpoint;
+mod cmd;
 mod config;
-mod config_file;
-mod explain;
-mod format;
-mod gen;
-mod kafka;
-mod metrics;
-mod produce;
-mod progress;
-mod report;
-mod sink;
-mod source;
-mod stream;
-mod worker;
+mod io;
+mod runtime;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,10 +14,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataflows::clock::Ticks;
 
 use config::{Cluster, Output, ReplayConfig};
-use sink::dir::DirSink;
-use sink::stdout::StdoutSink;
-use sink::Sink;
-use worker::Progress;
+use cmd::{explain, gen, produce};
+use config::file as config_file;
+use io::sink::{self, dir::DirSink, report, stdout::StdoutSink, Sink};
+use runtime::worker::{self, Progress};
+use runtime::{checkpoint, metrics, progress, stream};
 
 /// Exact, live replenishment signals: available-to-promise, low-stock triggers and the order
 /// plan, maintained incrementally over inventory events.

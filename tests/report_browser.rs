@@ -139,7 +139,7 @@ fn report_renders_in_headless_chromium() {
     let non_white = image.0.chunks(4).filter(|p| p[0] < 245 || p[1] < 245 || p[2] < 245).count();
     assert!(non_white > 50_000, "the screenshot is almost blank ({non_white} non-white pixels)");
 
-    // Each chart has a palette of its own (src/report.rs); its pixels must show in the plot areas.
+    // Each chart has a palette of its own (src/io/sink/report.rs); its pixels must show in the plot areas.
     let charts: [(&str, &[&str], usize); 5] = [
         (
             "events per type",

@@ -22,16 +22,16 @@ use dataflows::model::Millis;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::ProbeHandle;
 
-use crate::checkpoint::{self, Chosen, Cut, SavedPartition, Shared};
+use crate::runtime::checkpoint::{self, Chosen, Cut, SavedPartition, Shared};
 use crate::config::Cluster;
-use crate::kafka::KafkaArgs;
-use crate::metrics::{InputMeter, OutputMeter};
-use crate::sink::dir::DirSink;
-use crate::sink::kafka::{Delivery, KafkaSink};
-use crate::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::source::kafka::{list_partitions, owner, KafkaReader, Start};
-use crate::source::{Decoded, PartitionDecoder, SourceStats};
-use crate::worker::{Collected, InputOf, Progress};
+use crate::io::kafka::KafkaArgs;
+use crate::runtime::metrics::{InputMeter, OutputMeter};
+use crate::io::sink::dir::DirSink;
+use crate::io::sink::kafka::{Delivery, KafkaSink};
+use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::io::source::kafka::{list_partitions, owner, KafkaReader, Start};
+use crate::io::source::{Decoded, PartitionDecoder, SourceStats};
+use crate::runtime::worker::{Collected, InputOf, Progress};
 
 /// Flags shared by `run` and `batch`.
 #[derive(Args, Debug, Clone)]
@@ -211,7 +211,7 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         Ok(())
     })
         .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    crate::worker::join_workers(guards)
+    crate::runtime::worker::join_workers(guards)
 }
 
 /// Refuses a checkpoint computed with settings that would change what its state means.
@@ -464,7 +464,7 @@ fn stream_worker(
         // offsets may be committed.
         let (acks_in, acks) = scope.new_input::<Vec<()>>();
         acks.probe_with(&ack_probe);
-        let (inputs, saved) = crate::worker::build(scope, ticks, &collected, &probe);
+        let (inputs, saved) = crate::runtime::worker::build(scope, ticks, &collected, &probe);
         if let Some(shared) = &shared {
             checkpoint::writer(saved, Rc::clone(shared), &probe);
         }
@@ -841,7 +841,7 @@ fn restore(
     peers: usize,
     ticks: Ticks,
     c: &mut Checkpoints,
-    reader: &mut crate::source::kafka::KafkaReader,
+    reader: &mut crate::io::source::kafka::KafkaReader,
     events_in: &mut InputOf<dataflows::model::Event>,
     stats_in: &mut InputOf<SourceStats>,
     control_in: &mut InputOf<Control>,
@@ -933,7 +933,7 @@ fn drain(
     sinks.meter.collected(&c);
     let end = c.window_end(ticks);
     // Without --until (run), a tick holding only hold expiries waits for later input.
-    for (time, batch) in crate::worker::closed_ticks(&mut c, probe, end) {
+    for (time, batch) in crate::runtime::worker::closed_ticks(&mut c, probe, end) {
         sinks.tick(time, &batch).map_err(|e| e.to_string())?;
     }
     if !batch && c.dead_letters.len() > sinks.dead_produced {

@@ -17,8 +17,8 @@ use dataflows::low_stock::LowState;
 use dataflows::model::{DeadLetter, Millis, Name};
 
 use crate::config::ReplayConfig;
-use crate::explain::{for_each_event, rfc3339};
-use crate::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::cmd::explain::{for_each_event, rfc3339};
+use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
 
 /// Message types in SPEC §1's table order, with their chart colours.
 const TYPES: [(&str, &str); 10] = [

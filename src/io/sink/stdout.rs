@@ -5,7 +5,7 @@ use std::io::Write;
 use dataflows::model::{DeadLetter, Millis};
 
 use super::{Sink, Snapshot, Summary, TickBatch};
-use crate::format;
+use crate::io::format;
 
 /// Prints the final snapshot, one section per output, then the summary.
 pub struct StdoutSink;

@@ -21,7 +21,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 const CONFIG_ID: &str = "config";
 /// The table of librdkafka properties.
 const KAFKA_TABLE: &str = "kafka";
-/// The argument id of `-X key=value` (`crate::kafka::KafkaArgs::properties`).
+/// The argument id of `-X key=value` (`crate::io::kafka::KafkaArgs::properties`).
 const PROPERTIES_ID: &str = "properties";
 /// The commands a config file can be for, in the order `config check` tries them.
 const MODES: [&str; 4] = ["replay", "run", "batch", "explain"];
@@ -417,7 +417,7 @@ fn validate(matches: &ArgMatches) -> Result<()> {
             .flatten()
             .map(|p| p.cloned().collect())
             .unwrap_or_default();
-        let kafka = crate::kafka::KafkaArgs { brokers, properties, kafka_config: get(matches, "kafka_config") };
+        let kafka = crate::io::kafka::KafkaArgs { brokers, properties, kafka_config: get(matches, "kafka_config") };
         // librdkafka checks each property's name and value as it is set, without connecting.
         // Its message repeats the value, so a refused secret is masked there too.
         if let Err(e) = kafka.client_config(&[])?.create_native_config() {

@@ -24,7 +24,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
-use crate::source::SourceStats;
+use crate::io::source::SourceStats;
 
 /// The first bytes of every share file. The `\r\n` catches a text-mode copy.
 pub const MAGIC: &[u8; 8] = b"SFCKPT\r\n";

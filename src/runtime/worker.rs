@@ -22,10 +22,10 @@ use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::ReplayConfig;
-use crate::metrics::{InputMeter, OutputMeter};
-use crate::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::source::file::LineReader;
-use crate::source::{Decoded, PartitionDecoder, SourceStats};
+use crate::runtime::metrics::{InputMeter, OutputMeter};
+use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::io::source::file::LineReader;
+use crate::io::source::{Decoded, PartitionDecoder, SourceStats};
 
 /// Lines read from one partition before the worker looks at the others and steps the dataflow.
 const BATCH_LINES: usize = 4096;
@@ -334,7 +334,7 @@ pub struct Progress {
     /// workers (each adds the change of its own share).
     pub lag: AtomicU64,
     /// The metrics endpoint's counters, with `--metrics-addr`.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::runtime::metrics::Metrics>>,
 }
 
 /// One partition being read by this worker.

@@ -17,8 +17,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use super::{Sink, Snapshot, Summary, TickBatch};
-use crate::format;
-use crate::kafka::{create_topics, last_record, TopicSpec};
+use crate::io::format;
+use crate::io::kafka::{create_topics, last_record, TopicSpec};
 
 /// How often a tick still waiting for its acknowledgements says so on stderr. It waits for as
 /// long as the broker is away (the producer is built with `message.timeout.ms=0` unless the
@@ -267,7 +267,7 @@ fn retriable(e: &KafkaError) -> bool {
 }
 
 impl KafkaSink {
-    /// A sink producing to `<prefix>.<name>` with `config` (from [`crate::kafka::KafkaArgs`]);
+    /// A sink producing to `<prefix>.<name>` with `config` (from [`crate::io::kafka::KafkaArgs`]);
     /// missing output topics are created with `partitions` partitions, the upsert tables
     /// compacted. With [`Delivery::ExactlyOnce`], the progress topic is created too, the last
     /// committed progress record read, and the broker probed with one real transaction; a

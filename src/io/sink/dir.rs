@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dataflows::model::{DeadLetter, Millis};
 
 use super::{Sink, Snapshot, Summary, TickBatch};
-use crate::format;
+use crate::io::format;
 
 /// Writes a run's outputs into one directory.
 pub struct DirSink {

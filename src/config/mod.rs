@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use dataflows::clock::Ticks;
 use dataflows::model::Millis;
 
+pub mod file;
+
 /// The window flags of a replay, shared by `replay` and `explain`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WindowArgs {

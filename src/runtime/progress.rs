@@ -16,7 +16,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::worker::Progress;
+use crate::runtime::worker::Progress;
 
 /// Whether a progress line is on the terminal now: a log line first erases it (the next
 /// redraw puts it back), so the two never share a line.
@@ -293,7 +293,7 @@ fn watermark(ms: Millis) -> String {
     match ms {
         0 => "-".to_string(),
         ms if ms > dataflows::model::MAX_TIME => "end".to_string(),
-        ms => crate::explain::rfc3339(ms),
+        ms => crate::cmd::explain::rfc3339(ms),
     }
 }
 

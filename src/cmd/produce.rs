@@ -11,8 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::kafka::KafkaArgs;
-use crate::source::file::LineReader;
+use crate::io::kafka::KafkaArgs;
+use crate::io::source::file::LineReader;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,9 +59,9 @@ impl PartitionProducer {
         let config = kafka.client_config(&[])?;
         // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
         // the partition check below decides.
-        crate::kafka::create_topics(
+        crate::io::kafka::create_topics(
             &config,
-            &[crate::kafka::TopicSpec { name: topic, partitions: partitions as i32, compacted: false }],
+            &[crate::io::kafka::TopicSpec { name: topic, partitions: partitions as i32, compacted: false }],
         );
         let producer: BaseProducer = config.create().context("cannot create the Kafka producer")?;
         let metadata = producer

@@ -21,10 +21,10 @@ use dataflows::ledger::Counter;
 use dataflows::model::{Body, Event, Millis};
 use hdrhistogram::Histogram;
 
-use crate::sink::{Snapshot, TickBatch};
-use crate::source::kafka::KafkaReader;
-use crate::source::SourceStats;
-use crate::worker::{Collected, Progress};
+use crate::io::sink::{Snapshot, TickBatch};
+use crate::io::source::kafka::KafkaReader;
+use crate::io::source::SourceStats;
+use crate::runtime::worker::{Collected, Progress};
 
 /// `--metrics-addr` and `--metrics-linger-secs`, on `replay`, `run` and `batch`.
 #[derive(clap::Args, Debug, Clone, Default)]

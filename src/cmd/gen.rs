@@ -25,9 +25,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kafka::KafkaArgs;
-use crate::produce::PartitionProducer;
-use crate::source::file::message_of;
+use crate::io::kafka::KafkaArgs;
+use crate::cmd::produce::PartitionProducer;
+use crate::io::source::file::message_of;
 
 /// Options of `stockflow gen`.
 #[derive(clap::Args, Debug)]

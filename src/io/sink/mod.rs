@@ -3,6 +3,7 @@
 
 pub mod dir;
 pub mod kafka;
+pub mod report;
 pub mod stdout;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use dataflows::model::{DeadLetter, Millis};
 use dataflows::pipeline::Atp;
 use dataflows::Key;
 
-use crate::source::SourceStats;
+use crate::io::source::SourceStats;
 
 /// The records of one closed tick, each stream sorted by key.
 #[derive(Default, Debug)]

@@ -27,10 +27,10 @@ use dataflows::Key;
 use serde::Serialize;
 
 use crate::config::{self, Cluster, InputFile, Output, ReplayConfig};
-use crate::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::source::file::LineReader;
-use crate::source::{Decoded, PartitionDecoder};
-use crate::worker;
+use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::io::source::file::LineReader;
+use crate::io::source::{Decoded, PartitionDecoder};
+use crate::runtime::worker;
 
 /// `stockflow explain`: the replay flags, the key, and the time to explain.
 #[derive(Args, Debug)]
@@ -192,7 +192,7 @@ pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
 const SAVED_STATE: &str = "checkpoint-state";
 
 fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayConfig, Key, FinalState, KeyInput)> {
-    use crate::checkpoint;
+    use crate::runtime::checkpoint;
     let chosen = checkpoint::choose(dir)?
         .with_context(|| format!("no complete checkpoint in {}; run or batch with --checkpoint-dir writes them", dir.display()))?;
     let header = chosen.headers.first().context("a checkpoint without shares")?.clone();
@@ -221,7 +221,7 @@ fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayC
 /// returns the outputs' state at `as_of`, the last time the checkpoint covers.
 fn restored_final_state(
     config: &ReplayConfig,
-    shares: Vec<(crate::checkpoint::Header, crate::checkpoint::Body)>,
+    shares: Vec<(crate::runtime::checkpoint::Header, crate::runtime::checkpoint::Body)>,
     as_of: Millis,
 ) -> Result<FinalState> {
     use dataflows::ledger::{Control, Saved};
@@ -337,7 +337,7 @@ impl KeyInput {
     /// The saved ledgers of `key`'s sku as the messages that re-create them at `as_of`: a count
     /// at the barrier (or an adjust without one), a reserve per hold, the policy, and an open
     /// `po` per purchase order; their positions read `checkpoint-state:N`.
-    fn from_saved(key: &Key, as_of: Millis, shares: &[(crate::checkpoint::Header, crate::checkpoint::Body)]) -> Self {
+    fn from_saved(key: &Key, as_of: Millis, shares: &[(crate::runtime::checkpoint::Header, crate::runtime::checkpoint::Body)]) -> Self {
         use dataflows::ledger::Saved;
         use dataflows::model::{Message, Position};
         let mut events = Vec::new();

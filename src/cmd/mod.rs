@@ -1,0 +1,5 @@
+//! The subcommands: each file turns one validated configuration into a run.
+
+pub mod explain;
+pub mod gen;
+pub mod produce;
