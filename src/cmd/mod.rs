@@ -3,3 +3,5 @@
 pub mod explain;
 pub mod gen;
 pub mod produce;
+pub mod replay;
+pub mod run;
