@@ -9,11 +9,10 @@ mod runtime;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
-use dataflows::clock::Ticks;
 
 use cli::{CheckpointAction, Cli, Command};
 use config::file as config_file;
-use runtime::{checkpoint, progress, stream};
+use runtime::{checkpoint, progress};
 
 fn main() -> Result<()> {
     match run_command() {
@@ -36,26 +35,10 @@ fn run_command() -> Result<()> {
         }
         Command::Explain(args) => cmd::explain::run(args),
         Command::Gen(args) => cmd::gen::run(args),
-        Command::Run(args) => cmd::run::run(
-            stream::StreamConfig {
-                ticks: Ticks { tick_ms: args.stream.tick_ms, until: None },
-                cluster: cli::cluster(&args.cluster)?,
-                args: args.stream,
-                batch: false,
-                restore: None,
-            },
-            &args.metrics,
-        ),
-        Command::Batch(args) => cmd::run::run(
-            stream::StreamConfig {
-                ticks: Ticks { tick_ms: args.stream.tick_ms, until: Some(stream::parse_until(&args.until)?) },
-                cluster: cli::cluster(&args.cluster)?,
-                args: args.stream,
-                batch: true,
-                restore: None,
-            },
-            &args.metrics,
-        ),
+        Command::Run(args) => cmd::run::run(cli::stream_config(args.stream, None, &args.cluster)?, &args.metrics),
+        Command::Batch(args) => {
+            cmd::run::run(cli::stream_config(args.stream, Some(&args.until), &args.cluster)?, &args.metrics)
+        }
         Command::Produce(args) => cmd::produce::produce(args),
         Command::Consume(args) => cmd::produce::consume(args),
         Command::Config(args) => config_file::run(args, command),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dataflows::clock::Ticks;
@@ -145,4 +146,92 @@ fn base_name(path: &Path) -> Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_string)
         .with_context(|| format!("input {} has no UTF-8 file name", path.display()))
+}
+
+/// Whether a Kafka run goes on forever or ends at its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamMode {
+    /// `run`: continuous, until SIGINT/SIGTERM.
+    Run,
+    /// `batch`: reads up to the end offsets captured at start-up, writes the state at `--until`.
+    Batch,
+}
+
+/// `--checkpoint-every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointEvery {
+    /// Wall-clock interval.
+    Wall(Duration),
+    /// Event-time interval in ticks.
+    Ticks(u64),
+}
+
+impl std::str::FromStr for CheckpointEvery {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |digits: &str| digits.parse::<u64>().ok().filter(|&n| n > 0);
+        let parsed = if let Some(m) = text.strip_suffix('m') {
+            number(m).map(|n| CheckpointEvery::Wall(Duration::from_secs(n * 60)))
+        } else if let Some(sec) = text.strip_suffix('s') {
+            number(sec).map(|n| CheckpointEvery::Wall(Duration::from_secs(n)))
+        } else {
+            number(text).map(CheckpointEvery::Ticks)
+        };
+        parsed.ok_or_else(|| format!("{text:?}: expected a number of ticks (600), seconds (30s) or minutes (5m), above 0"))
+    }
+}
+
+/// Where and how often a Kafka run checkpoints.
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    /// Checkpoints are written here, and the newest complete one is the start.
+    pub dir: PathBuf,
+    /// How often worker 0 asks for one.
+    pub every: CheckpointEvery,
+}
+
+/// Everything `run` and `batch` need, validated.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Continuous or up to a window's end.
+    pub mode: StreamMode,
+    /// Every librdkafka property of the clients.
+    pub kafka: crate::io::kafka::KafkaClient,
+    /// Input topics, sorted and without repeats: a topic's index is its source id.
+    pub topics: Vec<String>,
+    /// The consumer group.
+    pub group: String,
+    /// Output topics are `<prefix>.<stream>`.
+    pub prefix: String,
+    /// Also write the output files into this directory.
+    pub out: Option<PathBuf>,
+    /// Produce the outputs to Kafka (off with `--no-kafka-out`).
+    pub kafka_out: bool,
+    /// Partitions of the output topics stockflow creates.
+    pub output_partitions: i32,
+    /// Tick and window.
+    pub ticks: Ticks,
+    /// Allowed lateness per (topic, partition).
+    pub lateness_ms: Millis,
+    /// `run`: a partition with nothing new for this long follows the wall clock.
+    pub idle: Duration,
+    /// `run`: how often to look for new partitions and topics.
+    pub metadata_refresh: Duration,
+    /// Start position without committed offsets or a checkpoint.
+    pub start: crate::io::source::kafka::Start,
+    /// Silences the progress line.
+    pub quiet: bool,
+    /// Checkpoints, with `--checkpoint-dir`.
+    pub checkpoints: Option<Checkpointing>,
+    /// Transactions where the broker has them.
+    pub exactly_once: bool,
+    /// Workers and processes.
+    pub cluster: Cluster,
+}
+
+impl StreamConfig {
+    /// Whether this is a `batch` run.
+    pub fn batch(&self) -> bool {
+        self.mode == StreamMode::Batch
+    }
 }

@@ -58,17 +58,37 @@ impl KafkaArgs {
         Ok(props)
     }
 
+    /// The validated client settings these flags give.
+    pub fn client(&self) -> Result<KafkaClient> {
+        Ok(KafkaClient { properties: self.properties()? })
+    }
+
     /// A client configuration with every property applied, plus `extra` defaults that the
     /// user's own properties override.
     pub fn client_config(&self, extra: &[(&str, &str)]) -> Result<ClientConfig> {
+        Ok(self.client()?.client_config(extra))
+    }
+}
+
+/// Every librdkafka property of a run's clients, read and checked once.
+#[derive(Clone, Debug)]
+pub struct KafkaClient {
+    /// In the order they apply (later wins): bootstrap servers, `--kafka-config`, `-X`.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaClient {
+    /// A client configuration with every property applied, plus `extra` defaults that the
+    /// user's own properties override.
+    pub fn client_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         for (k, v) in extra {
             config.set(*k, *v);
         }
-        for (k, v) in self.properties()? {
+        for (k, v) in &self.properties {
             config.set(k, v);
         }
-        Ok(config)
+        config
     }
 }
 

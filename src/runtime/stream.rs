@@ -6,16 +6,13 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use anyhow::{bail, Result};
 use dataflows::clock::Ticks;
-use dataflows::decode::parse_time;
 use dataflows::clock::PartitionClock;
 use dataflows::ledger::Control;
 use dataflows::model::Millis;
@@ -23,8 +20,7 @@ use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::runtime::checkpoint::{self, Chosen, Cut, SavedPartition, Shared};
-use crate::config::Cluster;
-use crate::io::kafka::KafkaArgs;
+use crate::config::{CheckpointEvery, StreamConfig};
 use crate::runtime::metrics::{InputMeter, OutputMeter};
 use crate::io::sink::dir::DirSink;
 use crate::io::sink::kafka::{Delivery, KafkaSink};
@@ -32,100 +28,6 @@ use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
 use crate::io::source::kafka::{list_partitions, owner, KafkaReader, Start};
 use crate::io::source::{Decoded, PartitionDecoder, SourceStats};
 use crate::runtime::worker::{Collected, InputOf, Progress};
-
-/// Flags shared by `run` and `batch`.
-#[derive(Args, Debug, Clone)]
-pub struct StreamArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Input topics, comma-separated (any message type on any topic).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub topics: Vec<String>,
-    /// Consumer group whose committed offsets are the start position.
-    #[arg(long, default_value = "stockflow")]
-    pub group: String,
-    /// Output topics are `<prefix>.atp`, `.low_stock`, `.order_plan`, `.network_atp`, `.dead_letter`.
-    #[arg(long, default_value = "stockflow")]
-    pub prefix: String,
-    /// Also write SPEC §4's files into this directory.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Partitions of the output topics stockflow creates (existing topics are used as they are).
-    #[arg(long, default_value_t = 1)]
-    pub output_partitions: i32,
-    /// Do not produce to Kafka output topics (use with --out).
-    #[arg(long)]
-    pub no_kafka_out: bool,
-    /// Tick length in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub tick_ms: u64,
-    /// Allowed lateness per (topic, partition), in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    pub lateness_ms: u64,
-    /// `run` only: a partition with nothing new for this long advances with the wall clock.
-    #[arg(long, default_value_t = 10000)]
-    pub idle_ms: u64,
-    /// `run` only: how often to look for new partitions and for input topics that did not exist.
-    #[arg(long, default_value_t = 10000)]
-    pub metadata_refresh_ms: u64,
-    /// Start position without committed offsets: earliest, latest, or ms since the epoch.
-    #[arg(long, default_value = "earliest")]
-    pub start: Start,
-    /// No progress line on stderr.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Write checkpoints here, and start from the newest complete one found here.
-    #[arg(long)]
-    pub checkpoint_dir: Option<PathBuf>,
-    /// How often to checkpoint: `30s` / `5m` of wall-clock time, or a number of ticks of event
-    /// time. Decided by worker 0; every worker writes its share at the same logical time.
-    #[arg(long, default_value = "60s")]
-    pub checkpoint_every: CheckpointEvery,
-    /// Exactly-once Kafka output: each drained batch of ticks is one transaction with a
-    /// progress record (`<prefix>.progress`) and the offsets; a broker without transactions
-    /// falls back to at-least-once, saying so. `--exactly-once=false` turns it off.
-    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub exactly_once: bool,
-    /// Same as `--exactly-once=false`: an idempotent producer, no transactions.
-    #[arg(long, conflicts_with = "exactly_once")]
-    pub at_least_once: bool,
-}
-
-/// `--checkpoint-every`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckpointEvery {
-    /// Wall-clock interval.
-    Wall(Duration),
-    /// Event-time interval in ticks.
-    Ticks(u64),
-}
-
-impl std::str::FromStr for CheckpointEvery {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let number = |digits: &str| digits.parse::<u64>().ok().filter(|&n| n > 0);
-        let parsed = if let Some(m) = text.strip_suffix('m') {
-            number(m).map(|n| CheckpointEvery::Wall(Duration::from_secs(n * 60)))
-        } else if let Some(sec) = text.strip_suffix('s') {
-            number(sec).map(|n| CheckpointEvery::Wall(Duration::from_secs(n)))
-        } else {
-            number(text).map(CheckpointEvery::Ticks)
-        };
-        parsed.ok_or_else(|| format!("{text:?}: expected a number of ticks (600), seconds (30s) or minutes (5m), above 0"))
-    }
-}
-
-/// Everything a worker needs.
-pub struct StreamConfig {
-    pub args: StreamArgs,
-    pub ticks: Ticks,
-    /// `batch`: read up to the end offsets captured at start-up, then finish.
-    pub batch: bool,
-    pub cluster: Cluster,
-    /// The checkpoint to start from, chosen before the workers start (so all agree).
-    pub restore: Option<Chosen>,
-}
 
 /// Set by SIGINT/SIGTERM: finish the current tick, commit, exit 0.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -157,30 +59,13 @@ extern "C" {
     fn libc_exit(status: i32) -> !;
 }
 
-/// Parses `--until` for batch runs.
-pub fn parse_until(text: &str) -> Result<Millis> {
-    parse_time(text)
-        .with_context(|| format!("--until {text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
-}
-
 /// Runs `run` or `batch` to completion.
 pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
-    if config.ticks.tick_ms == 0 {
-        bail!("--tick-ms must be at least 1");
-    }
-    if config.args.no_kafka_out && config.args.out.is_none() {
-        bail!("--no-kafka-out needs --out DIR, else the results go nowhere");
-    }
-    let mut topics = config.args.topics.clone();
-    topics.sort();
-    topics.dedup();
-    let mut config = config;
-    config.args.topics = topics;
-    // Validate the Kafka properties once, before any thread starts.
-    config.args.kafka.properties()?;
-    if let Some(dir) = &config.args.checkpoint_dir {
-        config.restore = checkpoint::choose(dir)?;
-        if let Some(chosen) = &config.restore {
+    let mut restore = None;
+    if let Some(checkpoints) = &config.checkpoints {
+        let dir = &checkpoints.dir;
+        restore = checkpoint::choose(dir)?;
+        if let Some(chosen) = &restore {
             check_compatible(chosen, &config)?;
             if config.cluster.process == 0 {
                 let workers = chosen.headers.first().map_or(0, |h| h.workers);
@@ -197,11 +82,12 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     install_signal_handlers();
     let timely_config = config.cluster.timely_config()?;
     let config = Arc::new(config);
+    let restore = Arc::new(restore);
     let guards = timely::execute(timely_config, move |worker| {
         WORKERS_STARTED.store(true, Ordering::Relaxed);
         // Timely workers share fate: the others would wait forever for this one's progress.
         // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
-        if let Err(message) = stream_worker(worker, &config, &progress) {
+        if let Err(message) = stream_worker(worker, &config, restore.as_ref().as_ref(), &progress) {
             tracing::error!("{message}");
             tracing::error!(
                 "stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there"
@@ -217,21 +103,21 @@ pub fn run(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
 /// Refuses a checkpoint computed with settings that would change what its state means.
 fn check_compatible(chosen: &Chosen, config: &StreamConfig) -> Result<()> {
     let Some(h) = chosen.headers.first() else { return Ok(()) };
-    let dir = config.args.checkpoint_dir.as_ref().map_or(String::new(), |d| d.display().to_string());
-    if h.topics != config.args.topics {
+    let dir = config.checkpoints.as_ref().map_or(String::new(), |c| c.dir.display().to_string());
+    if h.topics != config.topics {
         bail!(
             "the checkpoint in {dir} was written for topics {:?}, this run reads {:?}; use the same --topics or another --checkpoint-dir",
             h.topics,
-            config.args.topics
+            config.topics
         );
     }
-    if h.tick_ms != config.ticks.tick_ms || h.lateness_ms != config.args.lateness_ms {
+    if h.tick_ms != config.ticks.tick_ms || h.lateness_ms != config.lateness_ms {
         bail!(
             "the checkpoint in {dir} was written with --tick-ms {} --lateness-ms {}; this run has {} and {}: use the same values or another --checkpoint-dir",
             h.tick_ms,
             h.lateness_ms,
             config.ticks.tick_ms,
-            config.args.lateness_ms
+            config.lateness_ms
         );
     }
     if let Some(until) = config.ticks.until.filter(|&u| u < chosen.at) {
@@ -366,13 +252,13 @@ impl Inputs {
         clocks: &BTreeMap<(String, i32), PartitionClock>,
     ) -> Result<bool, String> {
         self.checked = Instant::now();
-        let args = &config.args;
+        let args = config;
         let unreachable = |e: String| {
             tracing::warn!("worker {index}: {e} (retrying; state is kept)");
         };
         let listed = match list_partitions(self.reader.consumer(), &args.topics) {
             Ok(listed) => listed,
-            Err(e) if !config.batch => {
+            Err(e) if !config.batch() => {
                 unreachable(e);
                 return Ok(false);
             }
@@ -381,7 +267,7 @@ impl Inputs {
         let mut new = Vec::new();
         for (source, (topic, partitions)) in args.topics.iter().zip(&listed).enumerate() {
             let Some(partitions) = partitions else {
-                if config.batch {
+                if config.batch() {
                     return Err(format!(
                         "input topic {topic} does not exist (or has no partitions); create it or fix --topics"
                     ));
@@ -389,7 +275,7 @@ impl Inputs {
                 if self.missing.insert(topic.clone()) && index == 0 {
                     tracing::warn!(
                         "input topic {topic} does not exist yet; reading it once it does (checked every {} ms)",
-                        args.metadata_refresh_ms
+                        args.metadata_refresh.as_millis()
                     );
                 }
                 continue;
@@ -407,9 +293,9 @@ impl Inputs {
         // --start applies to what exists at start-up; a partition or topic that appears later
         // holds only new messages, all of which must be read.
         let start = if first { args.start } else { Start::Earliest };
-        let added = match self.reader.add(new.iter().map(|(_, t, p)| (t.clone(), *p)).collect(), start, config.batch) {
+        let added = match self.reader.add(new.iter().map(|(_, t, p)| (t.clone(), *p)).collect(), start, config.batch()) {
             Ok(added) => added,
-            Err(e) if !config.batch => {
+            Err(e) if !config.batch() => {
                 unreachable(e);
                 return Ok(false);
             }
@@ -442,19 +328,20 @@ impl Inputs {
 fn stream_worker(
     worker: &mut timely::worker::Worker,
     config: &StreamConfig,
+    restored: Option<&Chosen>,
     progress: &Progress,
 ) -> Result<(), String> {
     let index = worker.index();
     let peers = worker.peers();
     let ticks = config.ticks;
-    let args = &config.args;
+    let args = config;
     let collected = Rc::new(RefCell::new(Collected::default()));
     let probe = ProbeHandle::new();
     let ack_probe = ProbeHandle::new();
     let mut meter = InputMeter::new(progress, index, ticks);
     meter.watch_arrangements(worker);
 
-    let shared = args.checkpoint_dir.as_ref().map(|root| {
+    let shared = args.checkpoints.as_ref().map(|c| &c.dir).map(|root| {
         let template = checkpoint::Header::template(index, peers, &args.topics, ticks, args.lateness_ms);
         Rc::new(RefCell::new(Shared::new(root.clone(), template)))
     });
@@ -489,7 +376,7 @@ fn stream_worker(
             ("fetch.min.bytes", "1048576"),
             ("fetch.wait.max.ms", "20"),
         ])
-        .map_err(|e| e.to_string())?;
+        ;
     let mut inputs = Inputs {
         reader: KafkaReader::new(KafkaReader::create_consumer(&base)?),
         readings: Vec::new(),
@@ -500,7 +387,7 @@ fn stream_worker(
     // move (it would follow the wall clock past their data).
     let mut ckpt = shared.map(|shared| Checkpoints {
         shared,
-        every: args.checkpoint_every,
+        every: args.checkpoints.as_ref().expect("checkpointing").every,
         last: 0,
         last_wall: Instant::now(),
         clocks: BTreeMap::new(),
@@ -510,7 +397,7 @@ fn stream_worker(
     // from the group's commits, which would skip what an empty state never saw.
     inputs.reader.use_committed = ckpt.is_none();
     let mut restored_before = 0;
-    if let (Some(chosen), Some(c)) = (&config.restore, ckpt.as_mut()) {
+    if let (Some(chosen), Some(c)) = (restored, ckpt.as_mut()) {
         restored_before = chosen.at;
         c.last = chosen.at;
         // The restored state enters just before the checkpoint's time, so that it is complete
@@ -536,15 +423,14 @@ fn stream_worker(
     }
 
     let mut sinks = if index == 0 {
-        let kafka = if args.no_kafka_out {
+        let kafka = if !args.kafka_out {
             None
         } else {
             // Deliveries never time out: while the broker is away the tick waits (and says so).
             let producer = args
                 .kafka
-                .client_config(&[("linger.ms", "5"), ("message.timeout.ms", "0"), ("enable.idempotence", "true")])
-                .map_err(|e| e.to_string())?;
-            let delivery = if args.exactly_once && !args.at_least_once {
+                .client_config(&[("linger.ms", "5"), ("message.timeout.ms", "0"), ("enable.idempotence", "true")]);
+            let delivery = if args.exactly_once {
                 Delivery::ExactlyOnce { group: args.group.clone(), consumer: base.clone() }
             } else {
                 Delivery::AtLeastOnce
@@ -562,17 +448,17 @@ fn stream_worker(
         None
     };
 
-    let idle = Duration::from_millis(args.idle_ms);
+    let idle = args.idle;
     let read_slice = Duration::from_millis((ticks.tick_ms / 10).clamp(1, 100));
     let (mut lag_checked, mut reported_lag) = (Instant::now(), 0u64);
     let mut last_step = Instant::now();
     let mut previous_time = 0;
     loop {
-        if !config.batch && inputs.checked.elapsed() >= Duration::from_millis(args.metadata_refresh_ms) {
+        if !config.batch() && inputs.checked.elapsed() >= args.metadata_refresh {
             inputs.discover(config, index, peers, false, &clocks)?;
         }
         let stopping = STOP.load(Ordering::Relaxed);
-        let all_done = config.batch && inputs.reader.partitions.iter().all(|p| p.done());
+        let all_done = config.batch() && inputs.reader.partitions.iter().all(|p| p.done());
         if stopping || all_done {
             if let Some(c) = ckpt.as_mut() {
                 if all_done && !stopping {
@@ -615,7 +501,7 @@ fn stream_worker(
             // Waiting at most what is left of the slice: a 20 ms wait made the slice up to 30 ms.
             let wait = read_slice.saturating_sub(started.elapsed()).min(Duration::from_millis(20));
             let Some(polled) = inputs.reader.poll(wait)? else {
-                if config.batch {
+                if config.batch() {
                     inputs.reader.refresh_positions();
                 }
                 break;
@@ -673,13 +559,13 @@ fn stream_worker(
         // (or a worker without partitions) follows the wall clock minus the lateness.
         let wall = ticks.emission(now_ms().saturating_sub(args.lateness_ms)).unwrap_or(Millis::MAX);
         let mut time = Millis::MAX;
-        if !config.batch && inputs.reader.partitions.iter().any(|p| p.last_data.elapsed() >= idle) {
+        if !config.batch() && inputs.reader.partitions.iter().any(|p| p.last_data.elapsed() >= idle) {
             // The consumer's positions step over offsets no message fills (transaction markers,
             // compacted records), which would otherwise count as lag and keep a partition busy.
             inputs.reader.refresh_positions();
         }
         for (i, (p, r)) in inputs.reader.partitions.iter().zip(&inputs.readings).enumerate() {
-            if config.batch && p.done() {
+            if config.batch() && p.done() {
                 continue;
             }
             // A partition that has delivered nothing yet holds the frontier (in `run` until it
@@ -689,11 +575,11 @@ fn stream_worker(
             // backlog, which would then be applied at the wall clock's tick.
             let own = r.decoder.frontier().unwrap_or(0);
             let idle_now =
-                !config.batch && p.last_data.elapsed() >= idle && inputs.reader.partition_lag(i) == Some(0);
+                !config.batch() && p.last_data.elapsed() >= idle && inputs.reader.partition_lag(i) == Some(0);
             let own = if idle_now { own.max(wall) } else { own };
             time = time.min(own);
         }
-        if !config.batch && inputs.reader.partitions.is_empty() {
+        if !config.batch() && inputs.reader.partitions.is_empty() {
             time = wall;
         }
         if let Some(until) = ticks.until {
@@ -732,7 +618,7 @@ fn stream_worker(
         }
         if let Some(s) = sinks.as_mut() {
             let offsets = positions_before(&inputs, &probe);
-            drain(s, &collected, &probe, ticks, false, config.batch, &offsets)?;
+            drain(s, &collected, &probe, ticks, false, config.batch(), &offsets)?;
             if let Some(acks) = acks_in.as_mut() {
                 let written = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
                 // Ticks are produced without waiting: only those before the first one with
@@ -753,7 +639,7 @@ fn stream_worker(
             let settled = probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX));
             c.publish(index, acknowledged, settled)?;
         }
-        if !config.batch {
+        if !config.batch() {
             commit_acknowledged(&inputs.reader, &mut inputs.readings, &ack_probe)?;
         }
     }
@@ -763,12 +649,12 @@ fn stream_worker(
         worker.step();
         if let Some(s) = sinks.as_mut() {
             let offsets = positions_before(&inputs, &probe);
-            drain(s, &collected, &probe, ticks, false, config.batch, &offsets)?;
+            drain(s, &collected, &probe, ticks, false, config.batch(), &offsets)?;
         }
     }
     if let Some(s) = sinks.as_mut() {
         let offsets = positions_before(&inputs, &probe);
-        drain(s, &collected, &probe, ticks, true, config.batch, &offsets)?;
+        drain(s, &collected, &probe, ticks, true, config.batch(), &offsets)?;
     }
     // Every output is acknowledged: release the other workers' commits.
     drop(acks_in);
@@ -778,7 +664,7 @@ fn stream_worker(
     if let Some(c) = ckpt.as_mut() {
         c.publish(index, Millis::MAX, Millis::MAX)?;
     }
-    let stopped_early = ckpt.is_some() && !(config.batch && inputs.reader.partitions.iter().all(|p| p.done()));
+    let stopped_early = ckpt.is_some() && !(config.batch() && inputs.reader.partitions.iter().all(|p| p.done()));
     if stopped_early {
         // What was read after the last checkpoint is not in any output: the restart reads it
         // again from the checkpoint, and the group's offsets stay where outputs cover them.
