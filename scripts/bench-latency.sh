@@ -11,7 +11,7 @@
 # moves with the wall clock; `stockflow produce --rate` sends it at RATE, every partition
 # alike. Env: KAFKA_PORT (19192), METRICS_PORT (19193), WORKERS (1), LATENESS_MS (0),
 # SKUS (1000), STORES (20), PARTITIONS (4), BENCH_BIN (target/release), BENCH_DIR
-# (target/bench-latency), TANSU_ROOT (.tools, where scripts/kafka-broker.sh finds tansu),
+# (target/bench-latency), TANSU_ROOT (where scripts/kafka-broker.sh finds tansu; default cargo's bin directory),
 # RUN_ARGS (more flags for `stockflow run`, e.g. "--no-kafka-out --out DIR": ticks are then
 # acknowledged when written to files, which separates the broker's part of the latency).
 # Every few seconds it prints the job's lag, so a rate the job cannot keep shows as growing lag.

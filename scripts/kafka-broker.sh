@@ -2,7 +2,8 @@
 # Installs and runs a Kafka-compatible broker (tansu, in-memory storage) on loopback, for the
 # end-to-end tests and demos.
 #
-#   scripts/kafka-broker.sh install   build tansu into .tools/ (reused when the version matches)
+#   scripts/kafka-broker.sh install   build tansu into cargo's bin directory, outside the clone, so
+#                                     a fresh clone (CI) reuses it (rebuilt only when missing)
 #   scripts/kafka-broker.sh start     install if needed, start on 127.0.0.1:$KAFKA_PORT, wait
 #   scripts/kafka-broker.sh stop      stop the broker started by `start`
 #   scripts/kafka-broker.sh ensure    reuse any broker answering on the port, else `start`;
@@ -14,13 +15,15 @@ cd "$(dirname "$0")/.."
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 PORT="${KAFKA_PORT:-19092}"
-ROOT="${TANSU_ROOT:-$PWD/.tools}"
+# Outside the clone: CI starts from a fresh clone each time, and building tansu takes ~15 min.
+ROOT="${TANSU_ROOT:-${CARGO_HOME:-$HOME/.cargo}}"
 STATE="${TANSU_STATE:-$PWD/target/kafka-broker}"
 mkdir -p "$STATE"
 
 find_tansu() {
-  # A binary of the pinned version: project-local first, then cargo's bin dir.
-  for bin in "$ROOT/bin/tansu" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+  # A binary of the pinned version: $TANSU_ROOT first, then cargo's bin dir, then an older
+  # project-local build.
+  for bin in "$ROOT/bin/tansu" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" "$PWD/.tools/bin/tansu"; do
     if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q " $TANSU_VERSION\$"; then
       echo "$bin"
       return 0
