@@ -27,10 +27,15 @@ use dataflows::Key;
 use serde::Serialize;
 
 use crate::config::{self, Cluster, InputFile, Output, ReplayConfig};
-use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
-use crate::io::source::file::LineReader;
-use crate::io::source::{Decoded, PartitionDecoder};
-use crate::runtime::worker;
+use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
+use crate::io::source::file::FileSource;
+use crate::runtime::checkpoint::Chosen;
+use crate::runtime::dataflow::Keeping;
+use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::progress::Progress;
+use std::sync::atomic::AtomicBool;
+use crate::io::format::rfc3339;
+use crate::io::source::file::for_each_event;
 
 /// `stockflow explain`: the replay flags, the key, and the time to explain.
 #[derive(Args, Debug)]
@@ -149,11 +154,11 @@ pub struct FinalState {
 struct Capture(Arc<Mutex<Option<FinalState>>>);
 
 impl Sink for Capture {
-    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> std::io::Result<()> {
+    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn finish(&mut self, _dead: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()> {
+    fn finish(&mut self, _dead: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
         let state = FinalState {
             atp: snapshot.atp.clone(),
             low_stock: snapshot.low_stock.clone(),
@@ -165,20 +170,17 @@ impl Sink for Capture {
     }
 }
 
+/// The sinks of a run whose final state the caller keeps: one [`Capture`] into the returned slot.
+fn capture() -> (Arc<Mutex<Option<FinalState>>>, impl Fn() -> Result<Vec<Box<dyn Sink>>, SinkError> + Send + Sync) {
+    let captured = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&captured);
+    (captured, move || Ok(vec![Box::new(Capture(Arc::clone(&slot))) as Box<dyn Sink>]))
+}
+
 /// Replays `config` with the replay's own worker loop and returns its final snapshot.
 pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
-    let captured = Arc::new(Mutex::new(None));
-    let config = Arc::new(config.clone());
-    let progress = Arc::new(worker::Progress::default());
-    let timely_config = config.cluster.timely_config()?;
-    let slot = Arc::clone(&captured);
-    let guards = timely::execute(timely_config, move |w| {
-        let slot = Arc::clone(&slot);
-        let make_sink = move || -> std::io::Result<Box<dyn Sink>> { Ok(Box::new(Capture(Arc::clone(&slot)))) };
-        worker::replay_worker(w, &config, &progress, &make_sink)
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    worker::join_workers(guards)?;
+    let (captured, make_sinks) = capture();
+    crate::cmd::replay::replay_into(config, make_sinks, Arc::new(Progress::default()))?;
     let state = captured.lock().expect("workers have finished").take();
     state.context("the replay ended without a final snapshot")
 }
@@ -213,63 +215,32 @@ fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayC
     }
     let key: Key = (Name::from(args.sku.as_str()), Name::from(args.loc.as_str()));
     let input = KeyInput::from_saved(&key, as_of, &bodies);
-    let engine = restored_final_state(&config, bodies, as_of)?;
+    let engine = restored_final_state(&config, chosen)?;
     Ok((config, key, engine, input))
 }
 
-/// Restores the checkpoint's ledgers into the dataflow (without its pending messages) and
-/// returns the outputs' state at `as_of`, the last time the checkpoint covers.
-fn restored_final_state(
-    config: &ReplayConfig,
-    shares: Vec<(crate::runtime::checkpoint::Header, crate::runtime::checkpoint::Body)>,
-    as_of: Millis,
-) -> Result<FinalState> {
-    use dataflows::ledger::{Control, Saved};
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    let shares = Arc::new(shares);
-    let captured = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&captured);
-    let ticks = config.ticks;
-    let guards = timely::execute(config.cluster.timely_config()?, move |w| {
-        let (index, peers) = (w.index(), w.peers());
-        let collected = Rc::new(RefCell::new(worker::Collected::default()));
-        let probe = timely::dataflow::ProbeHandle::new();
-        let mut inputs = w.dataflow::<Millis, _, _>(|scope| worker::build(scope, ticks, &collected, &probe).0);
-        inputs.events.advance_to(as_of);
-        inputs.dead_letters.advance_to(as_of);
-        inputs.stats.advance_to(as_of);
-        inputs.control.advance_to(as_of);
-        for (header, body) in shares.iter().skip(index).step_by(peers) {
-            for entry in body.ledger.iter().filter(|e| !matches!(e, Saved::Pending(_))) {
-                inputs.control.send(Control::Restore(entry.clone()));
-            }
-            inputs.stats.send(header.stats);
-        }
-        drop(inputs);
-        while !probe.done() {
-            w.step();
-        }
-        if index == 0 {
-            let mut c = collected.borrow_mut();
-            let mut snapshot = Snapshot::default();
-            // Hold expiries after the checkpoint fire once the inputs close; they are not part of it.
-            for (_, batch) in c.ticks.range_mut(..=as_of) {
-                batch.sort();
-                snapshot.apply(batch);
-            }
-            let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of: Some(as_of) };
-            *slot.lock().expect("no other holder panics") = Some(FinalState {
-                atp: snapshot.atp,
-                low_stock: snapshot.low_stock,
-                order_plan: snapshot.order_plan,
-                summary,
-            });
-        }
-        Ok(())
+/// Restores the checkpoint into the dataflow with the run's own worker loop (no input; the
+/// window ends at `as_of`, the last time the checkpoint covers) and returns the outputs' state.
+fn restored_final_state(config: &ReplayConfig, chosen: Chosen) -> Result<FinalState> {
+    let plan = Plan {
+        ticks: config.ticks,
+        lateness_ms: config.lateness_ms,
+        idle: None,
+        sources: chosen.headers.first().map(|h| h.topics.clone()).unwrap_or_default(),
+        keeping: Keeping::Applied,
+        end: WindowEnd::Closed,
+        checkpoints: None,
+        restore: Some(chosen),
+    };
+    let (captured, make_sinks) = capture();
+    let progress = Progress::default();
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let guards = timely::execute(config.cluster.timely_config()?, move |worker| {
+        let nothing = FileSource::open(&[], worker.index(), worker.peers())?;
+        harness::run_worker(worker, &plan, nothing, &make_sinks, &progress, &NEVER)
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    worker::join_workers(guards)?;
+    harness::join_workers(guards)?;
     let state = captured.lock().expect("workers have finished").take();
     state.context("the restored dataflow produced no state")
 }
@@ -277,27 +248,6 @@ fn restored_final_state(
 // ---------------------------------------------------------------------------
 // The input's side: the key's messages, decoded and stamped as the replay does.
 // ---------------------------------------------------------------------------
-
-/// Calls `each` with every valid message within the window, decoded and stamped exactly as
-/// the replay's sources do (file by file; the caller sorts if it needs SPEC order).
-pub fn for_each_event(
-    inputs: &[InputFile],
-    lateness_ms: Millis,
-    ticks: Ticks,
-    mut each: impl FnMut(Event),
-) -> Result<()> {
-    for (source, input) in inputs.iter().enumerate() {
-        let mut lines =
-            LineReader::open(&input.path).with_context(|| format!("cannot open input {}", input.path.display()))?;
-        let mut decoder = PartitionDecoder::new(source as u32, 0, lateness_ms, ticks);
-        while let Some((offset, raw)) = lines.next_message()? {
-            if let Decoded::Event(event) = decoder.decode(offset, raw) {
-                each(event);
-            }
-        }
-    }
-    Ok(())
-}
 
 /// What the input says about one sku: its keyed messages in SPEC order, and the latest
 /// message of every purchase order that ever named the sku.
@@ -614,15 +564,6 @@ pub struct Explanation {
     pub allocation_as_source: Option<AllocationView>,
     /// Input totals and formulas compared with the engine.
     pub checks: Vec<Check>,
-}
-
-/// Formats milliseconds since the epoch as RFC 3339 in UTC with milliseconds.
-pub fn rfc3339(ms: Millis) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = dataflows::decode::civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
 fn position_of(config: &ReplayConfig, order: &OrderKey) -> String {
@@ -1339,7 +1280,7 @@ pub fn render_text(e: &Explanation) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use crate::io::format::rfc3339;
 
     #[test]
     fn rfc3339_formats_utc_with_milliseconds() {

@@ -1,32 +1,22 @@
 //! `stockflow replay`: fixture files through the dataflow into a directory, stdout or a report.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Result;
 use dataflows::clock::Ticks;
 
 use crate::config::{Cluster, Output, ReplayConfig};
-use crate::io::sink::{self, dir::DirSink, report, stdout::StdoutSink, Sink};
-use crate::runtime::worker::{self, Progress};
-use crate::runtime::{metrics, progress};
-
-/// Both sinks at once, for `--out DIR --print`.
-struct Tee(Vec<Box<dyn Sink>>);
-
-impl Sink for Tee {
-    fn tick(&mut self, time: u64, batch: &sink::TickBatch) -> std::io::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.tick(time, batch))
-    }
-    fn finish(
-        &mut self,
-        dead: &[dataflows::model::DeadLetter],
-        snapshot: &sink::Snapshot,
-        summary: &sink::Summary,
-    ) -> std::io::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.finish(dead, snapshot, summary))
-    }
-}
+use crate::io::sink::dir::DirSink;
+use crate::io::sink::report::ReportSink;
+use crate::io::sink::stdout::StdoutSink;
+use crate::io::sink::{Sink, SinkError};
+use crate::io::source::file::FileSource;
+use crate::runtime::dataflow::Keeping;
+use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::metrics;
+use crate::runtime::progress::{self, Progress};
 
 /// Starts the metrics endpoint when `--metrics-addr` asks for it.
 pub fn metrics_server(
@@ -46,39 +36,33 @@ pub fn metrics_server(
     metrics::Server::start(args, settings)
 }
 
+/// `stockflow replay`: the outputs go to `--out` (a directory or stdout), `--print` and
+/// `--report`.
 pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::MetricsArgs) -> Result<()> {
     let server = metrics_server(metrics, metrics::Mode::Replay, config.ticks, config.lateness_ms, &config.cluster)?;
-    let config = Arc::new(config);
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
     let reporter = (!config.quiet && config.cluster.process == 0).then(|| {
         let size = progress::Size::Bytes(input_bytes(&config));
         progress::Reporter::spawn(Arc::clone(&progress), "replay", size, progress::Until::End)
     });
-    let timely_config = config.cluster.timely_config()?;
-    let worker_config = Arc::clone(&config);
-    let worker_progress = Arc::clone(&progress);
-    let guards = timely::execute(timely_config, move |worker| {
-        let config = &worker_config;
-        let make_sink = || -> std::io::Result<Box<dyn Sink>> {
-            let names: Vec<String> = config.inputs.iter().map(|i| i.name.clone()).collect();
-            let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-            match &config.output {
-                Output::Dir(dir) => sinks.push(Box::new(DirSink::create(dir, names)?)),
-                Output::Stdout => sinks.push(Box::new(StdoutSink)),
-            }
-            if config.print && matches!(config.output, Output::Dir(_)) {
-                sinks.push(Box::new(StdoutSink));
-            }
-            if let Some(path) = &report {
-                sinks.push(Box::new(report::ReportSink::create(path, config)?));
-            }
-            Ok(Box::new(Tee(sinks)))
-        };
-        worker::replay_worker(worker, config, &worker_progress, &make_sink)
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
-    worker::join_workers(guards)?;
+    let sink_config = config.clone();
+    let make_sinks = move || -> Result<Vec<Box<dyn Sink>>, SinkError> {
+        let names: Vec<String> = sink_config.inputs.iter().map(|i| i.name.clone()).collect();
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        match &sink_config.output {
+            Output::Dir(dir) => sinks.push(Box::new(DirSink::create(dir, names)?)),
+            Output::Stdout => sinks.push(Box::new(StdoutSink)),
+        }
+        if sink_config.print && matches!(sink_config.output, Output::Dir(_)) {
+            sinks.push(Box::new(StdoutSink));
+        }
+        if let Some(path) = &report {
+            sinks.push(Box::new(ReportSink::create(path, &sink_config)?));
+        }
+        Ok(sinks)
+    };
+    replay_into(&config, make_sinks, progress)?;
     if let Some(reporter) = reporter {
         reporter.finish();
     }
@@ -86,6 +70,34 @@ pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Met
         server.linger();
     }
     Ok(())
+}
+
+/// Replays `config`'s input files through the harness into the sinks `make_sinks` creates
+/// (on worker 0).
+pub fn replay_into(
+    config: &ReplayConfig,
+    make_sinks: impl Fn() -> Result<Vec<Box<dyn Sink>>, SinkError> + Send + Sync + 'static,
+    progress: Arc<Progress>,
+) -> Result<()> {
+    let plan = Plan {
+        ticks: config.ticks,
+        lateness_ms: config.lateness_ms,
+        idle: None,
+        sources: config.inputs.iter().map(|i| i.name.clone()).collect(),
+        keeping: Keeping::Shares,
+        end: WindowEnd::Closed,
+        checkpoints: None,
+        restore: None,
+    };
+    let inputs = config.inputs.clone();
+    // A replay stops only by being killed: nothing sets this.
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let guards = timely::execute(config.cluster.timely_config()?, move |worker| {
+        let source = FileSource::open(&inputs, worker.index(), worker.peers())?;
+        harness::run_worker(worker, &plan, source, &make_sinks, &progress, &NEVER)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    harness::join_workers(guards)
 }
 
 /// The bytes of the input files this process reads (worker i of all reads files i, i + peers,

@@ -1,15 +1,24 @@
-//! `stockflow run` and `stockflow batch`: Kafka topics through the dataflow, continuously or
-//! up to a window's end.
+//! `stockflow run` and `stockflow batch`: Kafka topics through the dataflow, continuously
+//! (until SIGINT/SIGTERM) or up to a window's end, into Kafka topics and/or a directory.
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use rdkafka::ClientConfig;
 
-use crate::runtime::worker::Progress;
-use crate::runtime::{metrics, progress, stream};
+use crate::config::StreamConfig;
+use crate::io::sink::dir::DirSink;
+use crate::io::sink::kafka::{Delivery, KafkaSink};
+use crate::io::sink::{Sink, SinkError};
+use crate::io::source::kafka::KafkaSource;
+use crate::runtime::checkpoint::{self, Chosen};
+use crate::runtime::dataflow::Keeping;
+use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::progress::{self, Progress};
+use crate::runtime::{metrics, signals};
 
 /// `run` or `batch`, with a progress line on stderr unless `--quiet`.
-pub fn run(config: crate::config::StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
+pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
     let mode = if config.batch() { metrics::Mode::Batch } else { metrics::Mode::Run };
     let server = super::replay::metrics_server(metrics, mode, config.ticks, config.lateness_ms, &config.cluster)?;
     let progress =
@@ -18,7 +27,7 @@ pub fn run(config: crate::config::StreamConfig, metrics: &metrics::MetricsArgs) 
         if config.batch() { ("batch", progress::Until::End) } else { ("run", progress::Until::CaughtUp) };
     let reporter = (!config.quiet && config.cluster.process == 0)
         .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag, until));
-    let result = stream::run(config, Arc::clone(&progress));
+    let result = stream(config, Arc::clone(&progress));
     if let (Ok(()), Some(reporter)) = (&result, reporter) {
         reporter.finish();
     }
@@ -28,3 +37,127 @@ pub fn run(config: crate::config::StreamConfig, metrics: &metrics::MetricsArgs) 
     result
 }
 
+/// Runs the workers to completion.
+fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
+    let restore = match &config.checkpoints {
+        Some(checkpoints) => restore_point(&config, &checkpoints.dir)?,
+        None => None,
+    };
+    let plan = Plan {
+        ticks: config.ticks,
+        lateness_ms: config.lateness_ms,
+        idle: (!config.batch()).then_some(config.idle),
+        sources: config.topics.clone(),
+        keeping: Keeping::Applied,
+        end: if config.batch() { WindowEnd::Closed } else { WindowEnd::Open },
+        checkpoints: config.checkpoints.clone(),
+        restore,
+    };
+    let consumer = consumer_config(&config);
+    signals::install();
+    let timely_config = config.cluster.timely_config()?;
+    let guards = timely::execute(timely_config, move |worker| {
+        signals::workers_started();
+        let (index, peers) = (worker.index(), worker.peers());
+        let restored = plan.restore.as_ref().map(harness::restored_positions).unwrap_or_default();
+        // With checkpoints, positions come from the checkpoint (or --start without one), never
+        // from the group's commits, which would skip what an empty state never saw.
+        let use_committed = config.checkpoints.is_none();
+        let result = KafkaSource::new(&config, &consumer, (index, peers), restored, use_committed)
+            .map_err(harness::HarnessError::from)
+            .and_then(|source| {
+                let make_sinks = || sinks(&config, &consumer);
+                harness::run_worker(worker, &plan, source, &make_sinks, &progress, &signals::STOP)
+            });
+        if let Err(e) = result {
+            // Timely workers share fate: the others would wait forever for this one's progress.
+            // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
+            tracing::error!("{e}");
+            tracing::error!("stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
+            std::process::exit(1);
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    harness::join_workers(guards)
+}
+
+/// The consumer settings every worker reads its partitions with.
+fn consumer_config(config: &StreamConfig) -> ClientConfig {
+    config.kafka.client_config(&[
+        ("group.id", config.group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        // Fetches of up to 1 MB or 20 ms, whichever comes first: with librdkafka's defaults
+        // (1 byte, 500 ms) tansu answered with a few records per fetch, and a 200k msg/s load
+        // was read at ~80k/s while every process idled; with these it is read at the offered
+        // rate (docs/benchmarks.md, streaming latency). 20 ms is a fifth of a 100 ms tick.
+        ("fetch.min.bytes", "1048576"),
+        ("fetch.wait.max.ms", "20"),
+    ])
+}
+
+/// Worker 0's outputs: the Kafka topics (unless `--no-kafka-out`) and the `--out` directory.
+fn sinks(config: &StreamConfig, consumer: &ClientConfig) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.kafka_out {
+        // Deliveries never time out: while the broker is away the tick waits (and says so).
+        let producer =
+            config.kafka.client_config(&[("linger.ms", "5"), ("message.timeout.ms", "0"), ("enable.idempotence", "true")]);
+        let delivery = if config.exactly_once {
+            Delivery::ExactlyOnce { group: config.group.clone(), consumer: consumer.clone() }
+        } else {
+            Delivery::AtLeastOnce
+        };
+        let sink = KafkaSink::new(&producer, &config.prefix, config.output_partitions, config.topics.clone(), delivery)?;
+        sinks.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
+    }
+    if let Some(dir) = &config.out {
+        sinks.push(Box::new(DirSink::create(dir, config.topics.clone())?));
+    }
+    Ok(sinks)
+}
+
+/// The newest usable checkpoint in `dir`, checked against this run's settings.
+fn restore_point(config: &StreamConfig, dir: &std::path::Path) -> Result<Option<Chosen>> {
+    let Some(chosen) = checkpoint::choose(dir)? else { return Ok(None) };
+    check_compatible(&chosen, config, dir)?;
+    if config.cluster.process == 0 {
+        let workers = chosen.headers.first().map_or(0, |h| h.workers);
+        tracing::info!(
+            "starting from the checkpoint at {} ({} shares written by {workers} workers, {} keys) in {}",
+            chosen.at,
+            chosen.shares.len(),
+            chosen.headers.iter().map(|h| h.keys).sum::<u64>(),
+            dir.display()
+        );
+    }
+    Ok(Some(chosen))
+}
+
+/// Refuses a checkpoint computed with settings that would change what its state means.
+fn check_compatible(chosen: &Chosen, config: &StreamConfig, dir: &std::path::Path) -> Result<()> {
+    let Some(h) = chosen.headers.first() else { return Ok(()) };
+    let dir = dir.display();
+    if h.topics != config.topics {
+        bail!(
+            "the checkpoint in {dir} was written for topics {:?}, this run reads {:?}; use the same --topics or another --checkpoint-dir",
+            h.topics,
+            config.topics
+        );
+    }
+    if h.tick_ms != config.ticks.tick_ms || h.lateness_ms != config.lateness_ms {
+        bail!(
+            "the checkpoint in {dir} was written with --tick-ms {} --lateness-ms {}; this run has {} and {}: use the same values or another --checkpoint-dir",
+            h.tick_ms,
+            h.lateness_ms,
+            config.ticks.tick_ms,
+            config.lateness_ms
+        );
+    }
+    if let Some(until) = config.ticks.until.filter(|&u| u < chosen.at) {
+        bail!("--until {until} lies before the checkpoint in {dir} (every tick before {} is already applied)", chosen.at);
+    }
+    Ok(())
+}

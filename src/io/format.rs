@@ -151,6 +151,15 @@ pub fn dead_letter(out: &mut Vec<u8>, source: &str, d: &DeadLetter) {
     line.str("reason", &d.reason).str("payload", &d.payload).end();
 }
 
+/// Formats milliseconds since the epoch as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = dataflows::decode::civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

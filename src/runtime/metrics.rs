@@ -22,9 +22,8 @@ use dataflows::model::{Body, Event, Millis};
 use hdrhistogram::Histogram;
 
 use crate::io::sink::{Snapshot, TickBatch};
-use crate::io::source::kafka::KafkaReader;
 use crate::io::source::SourceStats;
-use crate::runtime::worker::{Collected, Progress};
+use crate::runtime::dataflow::Collected;
 
 /// `--metrics-addr` and `--metrics-linger-secs`, on `replay`, `run` and `batch`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -553,10 +552,10 @@ pub struct InputMeter {
 }
 
 impl InputMeter {
-    /// The meter of timely worker `worker` (inert when `progress` has no metrics).
-    pub fn new(progress: &Progress, worker: usize, ticks: Ticks) -> Self {
+    /// The meter of timely worker `worker` (inert without metrics).
+    pub fn new(metrics: Option<Arc<Metrics>>, worker: usize, ticks: Ticks) -> Self {
         InputMeter {
-            metrics: progress.metrics.clone(),
+            metrics,
             worker,
             ticks,
             slots: Vec::new(),
@@ -638,12 +637,13 @@ impl InputMeter {
         entry.1.kafka = kafka;
     }
 
-    /// Kafka: each partition's lag, from the reader's cached high watermarks.
-    pub fn lag(&mut self, reader: &KafkaReader) {
+    /// Kafka: each partition's lag, ((topic, partition), lag), from the reader's cached high
+    /// watermarks.
+    pub fn lag(&mut self, lags: impl Iterator<Item = ((String, u32), Option<u64>)>) {
         let Some(m) = &self.metrics else { return };
         let mut partitions = lock(&m.partitions);
-        for (p, lag) in reader.partitions.iter().zip(reader.partition_lags()) {
-            let counts = partitions.entry((p.topic.clone(), p.partition as u32)).or_default();
+        for (partition, lag) in lags {
+            let counts = partitions.entry(partition).or_default();
             counts.kafka = true;
             counts.lag = lag;
         }
@@ -737,8 +737,8 @@ pub struct OutputMeter {
 
 impl OutputMeter {
     /// Worker 0's meter; `sources` names the source ids of dead letters.
-    pub fn new(progress: &Progress, sources: Vec<String>) -> Self {
-        OutputMeter { metrics: progress.metrics.clone(), sources, dead_counted: 0 }
+    pub fn new(metrics: Option<Arc<Metrics>>, sources: Vec<String>) -> Self {
+        OutputMeter { metrics, sources, dead_counted: 0 }
     }
 
     /// Counts the dead letters and ledger outcomes collected so far (call before the final

@@ -1,8 +1,10 @@
-//! The runtime: the timely worker loop that drives the dataflow, checkpoints, metrics and the
-//! progress line.
+//! The runtime: the one worker loop (harness) that drives the dataflow in every mode, the
+//! dataflow's inputs and output collection, checkpoints, metrics, the progress line, signals.
 
 pub mod checkpoint;
+pub mod dataflow;
+pub mod harness;
 pub mod metrics;
+pub mod profile;
 pub mod progress;
-pub mod stream;
-pub mod worker;
+pub mod signals;

@@ -16,7 +16,25 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::runtime::worker::Progress;
+use std::sync::atomic::AtomicU64;
+
+use crate::runtime::metrics::Metrics;
+
+/// Process-wide progress counters, read by the progress line.
+#[derive(Default)]
+pub struct Progress {
+    /// Messages read by this process's workers.
+    pub read: AtomicU64,
+    /// Bytes read by this process's workers.
+    pub bytes: AtomicU64,
+    /// The least input frontier among this process's workers.
+    pub watermark: AtomicU64,
+    /// Kafka: messages behind the partitions' high watermarks, summed over this process's
+    /// workers (each adds the change of its own share).
+    pub lag: AtomicU64,
+    /// The metrics endpoint's counters, with `--metrics-addr`.
+    pub metrics: Option<Arc<Metrics>>,
+}
 
 /// Whether a progress line is on the terminal now: a log line first erases it (the next
 /// redraw puts it back), so the two never share a line.
@@ -293,7 +311,7 @@ fn watermark(ms: Millis) -> String {
     match ms {
         0 => "-".to_string(),
         ms if ms > dataflows::model::MAX_TIME => "end".to_string(),
-        ms => crate::cmd::explain::rfc3339(ms),
+        ms => crate::io::format::rfc3339(ms),
     }
 }
 

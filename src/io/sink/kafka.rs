@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
-use super::{Sink, Snapshot, Summary, TickBatch};
+use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::format;
 use crate::io::kafka::{create_topics, last_record, TopicSpec};
 
@@ -236,10 +236,12 @@ pub struct KafkaSink {
     /// What earlier runs wrote; ticks and dead letters at or below it are not produced again.
     resumed: Option<Resume>,
     skipped: Skipped,
+    /// `run`: dead letters are produced as they arrive, not at the end.
+    live_dead_letters: bool,
 }
 
-fn io_error(what: String) -> std::io::Error {
-    std::io::Error::other(what)
+fn io_error(what: String) -> SinkError {
+    SinkError::Kafka(what)
 }
 
 /// The transactional id of a job: stable across restarts, so a restarted job fences the old
@@ -278,7 +280,7 @@ impl KafkaSink {
         partitions: i32,
         sources: Vec<String>,
         delivery: Delivery,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, SinkError> {
         let topics: Vec<String> = OUTPUTS
             .iter()
             .map(|(name, _)| format!("{prefix}.{name}"))
@@ -360,6 +362,7 @@ impl KafkaSink {
             txn: None,
             resumed: None,
             skipped: Skipped::default(),
+            live_dead_letters: false,
         }
     }
 
@@ -369,10 +372,16 @@ impl KafkaSink {
         self
     }
 
+    /// Produces dead letters as they arrive ([`Sink::dead_letters`]) instead of at the end.
+    pub fn with_live_dead_letters(mut self, live: bool) -> Self {
+        self.live_dead_letters = live;
+        self
+    }
+
     /// Reads the last committed progress record again (exactly-once requested, else `None`):
     /// the last tick already written and the dead-letter high-water marks. From then on the
     /// sink skips every tick and dead letter at or below them.
-    pub fn resume(&mut self) -> std::io::Result<Option<Resume>> {
+    pub fn resume(&mut self) -> Result<Option<Resume>, SinkError> {
         let Some(reader) = &self.progress_reader else {
             return Ok(None);
         };
@@ -432,7 +441,7 @@ impl KafkaSink {
 
     /// Queues one record of `tick` to `self.topics[topic]`; a `None` value is a tombstone. In
     /// a transaction (begun here when none is open) the record is also kept.
-    fn send(&mut self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+    fn send(&mut self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> Result<(), SinkError> {
         if let Some(t) = self.txn.as_mut() {
             if t.open.is_empty() {
                 self.producer
@@ -446,7 +455,7 @@ impl KafkaSink {
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full.
-    fn produce(&self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+    fn produce(&self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> Result<(), SinkError> {
         let mut record = BaseRecord::with_opaque_to(&self.topics[topic], tick as usize).key(key);
         if topic == PROGRESS_TOPIC {
             // Where the reader looks, however many partitions the topic was given.
@@ -482,7 +491,7 @@ impl KafkaSink {
     }
 
     /// Serves delivery reports without waiting; fails if a delivery failed.
-    fn check(&self) -> std::io::Result<()> {
+    fn check(&self) -> Result<(), SinkError> {
         // A zero-timeout poll serves one event (one batch of reports): serve until none is left,
         // else acknowledgements fall behind the ticks and a tick waits for later loop turns.
         loop {
@@ -505,7 +514,7 @@ impl KafkaSink {
     /// The least tick not yet written (`None`: everything produced so far is): with records
     /// not yet acknowledged, or, exactly-once, in the transaction not yet committed. Every tick
     /// before it is completely written.
-    pub fn unacknowledged(&self) -> std::io::Result<Option<Millis>> {
+    fn first_unacknowledged(&self) -> Result<Option<Millis>, SinkError> {
         self.check()?;
         let outstanding = self.producer.context().outstanding.lock().unwrap().keys().next().copied();
         let uncommitted = self.txn.as_ref().and_then(|t| t.first_tick);
@@ -516,7 +525,7 @@ impl KafkaSink {
     }
 
     /// Waits until every queued record is acknowledged; fails if any delivery failed.
-    fn wait_for_acks(&self) -> std::io::Result<()> {
+    fn wait_for_acks(&self) -> Result<(), SinkError> {
         let waiting_since = Instant::now();
         while let Err(e) = flush(&self.producer, ACK_REPORT) {
             let queued = self.producer.in_flight_count();
@@ -539,7 +548,7 @@ impl KafkaSink {
 
     /// Makes everything produced so far durable: at-least-once, waits for every
     /// acknowledgement; exactly-once, commits the open transaction. Fails if a delivery failed.
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> Result<(), SinkError> {
         self.report_skipped_ticks();
         self.report_skipped_dead_letters();
         if self.txn.is_some() {
@@ -554,7 +563,7 @@ impl KafkaSink {
     /// are committed to the group in the open transaction (if one is open), which commits with
     /// the batch's records and the progress record. At-least-once this does nothing: the
     /// worker loop commits once the ticks are acknowledged.
-    pub fn commit(&mut self, offsets: &[(String, i32, i64)]) -> std::io::Result<()> {
+    fn commit_batch(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
         let Some(t) = self.txn.as_mut() else {
             return Ok(());
         };
@@ -573,7 +582,7 @@ impl KafkaSink {
     /// Commits the open transaction (if any) with the progress record and the offsets. When
     /// the broker aborts it (e.g. it was away longer than `transaction.timeout.ms`), it is
     /// produced again in a new one; a fenced producer (a newer instance started) fails.
-    fn commit_open(&mut self) -> std::io::Result<()> {
+    fn commit_open(&mut self) -> Result<(), SinkError> {
         let Some(t) = self.txn.as_mut() else {
             return Ok(());
         };
@@ -650,7 +659,7 @@ impl KafkaSink {
     }
 
     /// Aborts the open transaction and produces its records again in a new one.
-    fn retry_transaction(&mut self) -> std::io::Result<()> {
+    fn retry_transaction(&mut self) -> Result<(), SinkError> {
         let fatal = |why: Failure| {
             let (Failure::Fatal(why) | Failure::Abortable(why)) = why;
             io_error(format!(
@@ -685,7 +694,7 @@ impl KafkaSink {
 
     /// Produces dead letters (in the order given) without waiting for their acknowledgements;
     /// those an earlier run wrote are skipped.
-    pub fn dead_letters(&mut self, dead: &[DeadLetter]) -> std::io::Result<()> {
+    fn produce_dead_letters(&mut self, dead: &[DeadLetter]) -> Result<(), SinkError> {
         let topic = OUTPUTS.iter().position(|(n, _)| *n == "dead_letter").expect("dead_letter is an output");
         for d in dead {
             let source = self.sources[d.position.source as usize].clone();
@@ -724,7 +733,7 @@ fn flush(producer: &BaseProducer<Acks>, timeout: Duration) -> KafkaResult<()> {
 }
 
 /// The idempotent producer of at-least-once delivery (never transactional, whatever -X says).
-fn at_least_once_producer(config: &ClientConfig) -> std::io::Result<BaseProducer<Acks>> {
+fn at_least_once_producer(config: &ClientConfig) -> Result<BaseProducer<Acks>, SinkError> {
     let mut config = config.clone();
     config.remove("transactional.id");
     config
@@ -772,7 +781,7 @@ fn probe(producer: &BaseProducer<Acks>, topic: &str, progress: &[u8]) -> Result<
 }
 
 impl Sink for KafkaSink {
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> std::io::Result<()> {
+    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
         if self.tick_written(time) {
             self.skipped.ticks += 1;
             return Ok(());
@@ -805,8 +814,27 @@ impl Sink for KafkaSink {
         self.check()
     }
 
-    fn finish(&mut self, dead: &[DeadLetter], _: &Snapshot, _: &Summary) -> std::io::Result<()> {
-        self.dead_letters(dead)?;
+    /// `run` produces dead letters as they arrive; other runs at the end, all at once.
+    fn dead_letters(&mut self, dead: &[DeadLetter]) -> Result<(), SinkError> {
+        if self.live_dead_letters {
+            self.produce_dead_letters(dead)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
+        self.commit_batch(offsets)
+    }
+
+    fn unacknowledged(&self) -> Result<Option<Millis>, SinkError> {
+        self.first_unacknowledged()
+    }
+
+    /// Everything must be acknowledged (or committed) before the final offsets are.
+    fn finish(&mut self, dead: &[DeadLetter], _: &Snapshot, _: &Summary) -> Result<(), SinkError> {
+        if !self.live_dead_letters {
+            self.produce_dead_letters(dead)?;
+        }
         self.flush()
     }
 }

@@ -1,5 +1,6 @@
 //! Sinks: they receive the typed records of each closed tick, sorted by key, and know nothing
-//! of the dataflow. `dir` writes SPEC §4's files, `stdout` prints the final snapshot.
+//! of the dataflow. `dir` writes the output files of docs/format.md, `kafka` the output topics,
+//! `stdout` prints the final snapshot, `report` renders an HTML page of the run.
 
 pub mod dir;
 pub mod kafka;
@@ -110,10 +111,69 @@ impl Summary {
     }
 }
 
-/// Where a run's results go.
+/// Where a run's results go. The harness calls, in order: [`Sink::tick`] for each closed tick
+/// (in time order), [`Sink::dead_letters`] as dead letters arrive, [`Sink::commit`] after each
+/// drained batch of ticks, and [`Sink::finish`] once, when the run ends.
 pub trait Sink {
     /// Writes the records of closed tick `time` (already sorted).
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> std::io::Result<()>;
-    /// Ends the run: dead letters in position order, the final snapshot and the summary.
-    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()>;
+    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError>;
+
+    /// New dead letters, in position order, as they arrive. A sink that writes them only at
+    /// the end (in [`Sink::finish`]) ignores these.
+    fn dead_letters(&mut self, _dead_letters: &[DeadLetter]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Makes the ticks and dead letters given so far durable (a flush; a Kafka transaction
+    /// that also commits `offsets`: (input topic, partition, next offset) covered by them).
+    fn commit(&mut self, _offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The least tick not yet durably written (records unacknowledged, a transaction open);
+    /// `None` when every tick given so far is.
+    fn unacknowledged(&self) -> Result<Option<Millis>, SinkError> {
+        Ok(None)
+    }
+
+    /// Ends the run: every dead letter in position order, the final snapshot and the summary.
+    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError>;
+}
+
+/// Why a sink cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A file of an output directory or report cannot be written.
+    #[error("cannot write {path}: {error}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said (part of the message, so not a `source`: it is said once).
+        error: std::io::Error,
+    },
+    /// The HTML report cannot be written.
+    #[error("cannot write the report {path}: {error}")]
+    Report {
+        /// The report file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Standard output is closed or failing.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
+    /// The report sink cannot read the inputs it counts messages of.
+    #[error(transparent)]
+    Input(#[from] crate::io::source::SourceError),
+    /// The Kafka producer failed in a way that retrying does not mend; the message says what
+    /// was not committed and what a restart does.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+impl SinkError {
+    /// A write error of `path`.
+    pub fn write(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+        move |error| SinkError::Write { path: path.to_path_buf(), error }
+    }
 }

@@ -17,8 +17,9 @@ use dataflows::low_stock::LowState;
 use dataflows::model::{DeadLetter, Millis, Name};
 
 use crate::config::ReplayConfig;
-use crate::cmd::explain::{for_each_event, rfc3339};
-use crate::io::sink::{Sink, Snapshot, Summary, TickBatch};
+use crate::io::format::rfc3339;
+use crate::io::source::file::for_each_event;
+use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
 
 /// Message types in SPEC §1's table order, with their chart colours.
 const TYPES: [(&str, &str); 10] = [
@@ -72,7 +73,7 @@ pub struct ReportSink {
 impl ReportSink {
     /// Prepares a report of the replay `config` describes, to be written to `path` at the end.
     /// Reads the input once to count messages per type and tick.
-    pub fn create(path: &Path, config: &ReplayConfig) -> std::io::Result<Self> {
+    pub fn create(path: &Path, config: &ReplayConfig) -> Result<Self, SinkError> {
         let mut events: BTreeMap<Millis, [u64; TYPES.len()]> = BTreeMap::new();
         let mut per_sku: BTreeMap<Name, u64> = BTreeMap::new();
         let ticks = config.ticks;
@@ -80,14 +81,12 @@ impl ReportSink {
             let tick = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
             events.entry(tick).or_default()[event.message.body.type_index()] += 1;
             *per_sku.entry(event.message.sku).or_default() += 1;
-        })
-        .map_err(|e| std::io::Error::other(format!("report: {e:#}")))?;
+        })?;
         let mut ranked: Vec<(Name, u64)> = per_sku.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         ranked.truncate(TOP_SKUS);
         // Fail now rather than after a long run when the file cannot be written.
-        std::fs::write(path, b"")
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write the report {}: {e}", path.display())))?;
+        std::fs::write(path, b"").map_err(|error| SinkError::Report { path: path.to_path_buf(), error })?;
         Ok(ReportSink {
             path: path.to_path_buf(),
             inputs: config.inputs.iter().map(|i| i.name.clone()).collect(),
@@ -104,7 +103,7 @@ impl ReportSink {
 }
 
 impl Sink for ReportSink {
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> std::io::Result<()> {
+    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
         if !batch.low_stock.is_empty() {
             for t in &batch.low_stock {
                 let delta = |state: LowState, sign: i64, low: &mut i64, out: &mut i64| match state {
@@ -125,10 +124,9 @@ impl Sink for ReportSink {
         Ok(())
     }
 
-    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()> {
+    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
         let html = self.render(dead_letters, snapshot, summary);
-        std::fs::write(&self.path, html)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write the report {}: {e}", self.path.display())))
+        std::fs::write(&self.path, html).map_err(|error| SinkError::Report { path: self.path.clone(), error })
     }
 }
 

@@ -4,18 +4,18 @@ use std::io::Write;
 
 use dataflows::model::{DeadLetter, Millis};
 
-use super::{Sink, Snapshot, Summary, TickBatch};
+use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::format;
 
 /// Prints the final snapshot, one section per output, then the summary.
 pub struct StdoutSink;
 
 impl Sink for StdoutSink {
-    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> std::io::Result<()> {
+    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn finish(&mut self, _dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> std::io::Result<()> {
+    fn finish(&mut self, _dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
         let mut out = Vec::new();
         out.extend_from_slice(b"# atp\n");
         for (key, value) in &snapshot.atp {
@@ -36,7 +36,6 @@ impl Sink for StdoutSink {
         out.extend_from_slice(b"# summary\n");
         out.extend_from_slice(summary.to_json().as_bytes());
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&out)?;
-        stdout.flush()
+        stdout.write_all(&out).and_then(|()| stdout.flush()).map_err(SinkError::Stdout)
     }
 }

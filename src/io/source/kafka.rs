@@ -1,9 +1,13 @@
 //! Kafka transport: one rdkafka consumer per timely worker, `assign()`ed to that worker's
 //! (topic, partition)s, yielding raw (offset, bytes) per partition, with end-offset and idle
-//! detection. Knows nothing of JSON or clocks.
+//! detection, and the [`KafkaSource`] that discovers the worker's partitions. Knows nothing of
+//! JSON or clocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use super::{Discovery, NewPartition, ReadPosition, Source, SourceError};
+use crate::config::StreamConfig;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -90,6 +94,10 @@ pub struct KafkaReader {
     pub use_committed: bool,
 }
 
+fn kafka(message: String) -> SourceError {
+    SourceError::Kafka(message)
+}
+
 /// How long metadata, offset and watermark requests may take before the run gives up.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,11 +119,11 @@ pub fn owner(source: usize, partition: i32, peers: usize) -> usize {
 
 /// The partitions of each of `topics` (in the order given); a topic the broker does not know
 /// is `None`. Fails only when the broker cannot be asked at all.
-pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<Option<Vec<i32>>>, String> {
+pub fn list_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<Option<Vec<i32>>>, SourceError> {
     let mut all = Vec::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| {
-            format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up")
+            kafka(format!("cannot read the metadata of topic {topic}: {e}; check --brokers and that the broker is up"))
         })?;
         let t = metadata.topics().iter().find(|t| t.name() == topic);
         all.push(match t {
@@ -152,10 +160,10 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
 
 impl KafkaReader {
     /// A consumer for `config` (group.id included), not yet assigned.
-    pub fn create_consumer(config: &ClientConfig) -> Result<BaseConsumer, String> {
+    pub fn create_consumer(config: &ClientConfig) -> Result<BaseConsumer, SourceError> {
         config
             .create()
-            .map_err(|e| format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config"))
+            .map_err(|e| kafka(format!("cannot create the Kafka consumer: {e}; check --brokers, -X and --kafka-config")))
     }
 
     /// A reader of no partitions yet; [`KafkaReader::add`] gives it some.
@@ -167,7 +175,7 @@ impl KafkaReader {
     /// (`--start` applies to partitions known at start-up; a partition that appears later is
     /// read from its beginning, since everything in it is new). With `batch`, also captures
     /// each partition's end offset. Returns the indices of the added partitions.
-    pub fn add(&mut self, new: Vec<(String, i32)>, start: Start, batch: bool) -> Result<Vec<usize>, String> {
+    pub fn add(&mut self, new: Vec<(String, i32)>, start: Start, batch: bool) -> Result<Vec<usize>, SourceError> {
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -178,14 +186,14 @@ impl KafkaReader {
         }
         let committed = consumer
             .committed_offsets(tpl, TIMEOUT)
-            .map_err(|e| format!("cannot read the committed offsets of the consumer group: {e}"))?;
+            .map_err(|e| kafka(format!("cannot read the committed offsets of the consumer group: {e}")))?;
         // Every position is looked up before any is taken, so a failure (broker away) leaves
         // the reader as it was, to be retried.
         let mut positions = Vec::new();
         for (topic, partition) in new {
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, TIMEOUT)
-                .map_err(|e| format!("cannot read the offsets of {topic}[{partition}]: {e}"))?;
+                .map_err(|e| kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
             let from_commit = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
                 Offset::Offset(o) if o >= 0 => Some(o),
                 _ => None,
@@ -199,10 +207,10 @@ impl KafkaReader {
                 (None, Start::Timestamp(ms)) => {
                     let mut q = TopicPartitionList::new();
                     q.add_partition_offset(&topic, partition, Offset::Offset(ms))
-                        .map_err(|e| format!("{topic}[{partition}]: {e}"))?;
+                        .map_err(|e| kafka(format!("{topic}[{partition}]: {e}")))?;
                     let found = consumer
                         .offsets_for_times(q, TIMEOUT)
-                        .map_err(|e| format!("cannot look up --start {ms} in {topic}[{partition}]: {e}"))?;
+                        .map_err(|e| kafka(format!("cannot look up --start {ms} in {topic}[{partition}]: {e}")))?;
                     match found.find_partition(&topic, partition).map(|e| e.offset()) {
                         Some(Offset::Offset(o)) if o >= 0 => o,
                         _ => high,
@@ -231,15 +239,15 @@ impl KafkaReader {
     }
 
     /// Points the consumer at every partition's next offset.
-    fn reassign(&self) -> Result<(), String> {
+    fn reassign(&self) -> Result<(), SourceError> {
         let mut assignment = TopicPartitionList::new();
         for p in &self.partitions {
             let from = if p.next > 0 { (p.next - SEEK_BACK).max(p.low) } else { p.next };
             assignment
                 .add_partition_offset(&p.topic, p.partition, Offset::Offset(from))
-                .map_err(|e| format!("{}[{}]: {e}", p.topic, p.partition))?;
+                .map_err(|e| kafka(format!("{}[{}]: {e}", p.topic, p.partition)))?;
         }
-        self.consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))
+        self.consumer.assign(&assignment).map_err(|e| kafka(format!("cannot assign partitions: {e}")))
     }
 
     /// Confirms partition `i`'s end offset once a fetch response told its high watermark
@@ -255,13 +263,8 @@ impl KafkaReader {
         }
     }
 
-    /// Messages between each partition's next offset and its high watermark (as the last fetch
-    /// response told it), summed: how far behind this reader is.
-    pub fn lag(&self) -> u64 {
-        self.partition_lags().into_iter().flatten().sum()
-    }
-
-    /// Each partition's lag (as in [`KafkaReader::lag`]), `None` until a fetch response told
+    /// Each partition's lag (messages between its next offset and its high watermark as the
+    /// last fetch response told it), `None` until a fetch response told
     /// its high watermark.
     pub fn partition_lags(&self) -> Vec<Option<u64>> {
         (0..self.partitions.len()).map(|i| self.partition_lag(i)).collect()
@@ -280,18 +283,18 @@ impl KafkaReader {
 
     /// The next message, waiting at most `timeout`. Transient errors (broker down, leader
     /// change) are logged and retried by librdkafka: they return `Ok(None)`.
-    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Polled>, String> {
+    pub fn poll(&mut self, timeout: Duration) -> Option<Polled> {
         loop {
             let m = match self.consumer.poll(timeout) {
-                None | Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+                None | Some(Err(KafkaError::PartitionEOF(_))) => return None,
                 Some(Err(e)) => {
                     tracing::warn!("Kafka consumer: {e} (retrying; state is kept)");
-                    return Ok(None);
+                    return None;
                 }
                 Some(Ok(m)) => m,
             };
             let Some(&index) = self.index.get(&(m.topic().to_string(), m.partition())) else {
-                return Ok(None);
+                return None;
             };
             let state = &mut self.partitions[index];
             if m.offset() < state.next {
@@ -314,7 +317,7 @@ impl KafkaReader {
             }
             state.next = m.offset() + 1;
             state.last_data = Instant::now();
-            return Ok(Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() }));
+            return Some(Polled { index, offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() });
         }
     }
 
@@ -336,7 +339,7 @@ impl KafkaReader {
     }
 
     /// Commits `offsets` (next offset to read, per partition index) synchronously.
-    pub fn commit(&self, offsets: &[(usize, i64)]) -> Result<(), String> {
+    pub fn commit(&self, offsets: &[(usize, i64)]) -> Result<(), SourceError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -344,10 +347,216 @@ impl KafkaReader {
         for &(i, o) in offsets {
             let p = &self.partitions[i];
             tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o))
-                .map_err(|e| format!("{}[{}]: {e}", p.topic, p.partition))?;
+                .map_err(|e| kafka(format!("{}[{}]: {e}", p.topic, p.partition)))?;
         }
-        self.consumer
-            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-            .map_err(|e| format!("cannot commit offsets {tpl:?}: {e}; the outputs are written, the next run re-reads them (idempotent upserts)"))
+        self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).map_err(|e| {
+            kafka(format!(
+                "cannot commit offsets {tpl:?}: {e}; the outputs are written, the next run re-reads them (idempotent upserts)"
+            ))
+        })
+    }
+}
+
+/// A worker's share of the input topics' partitions: partition p of the topic with source id s
+/// goes to worker `owner(s, p, peers)`. `run` keeps looking for new partitions and for topics
+/// that did not exist; `batch` reads up to the end offsets captured when it started.
+pub struct KafkaSource {
+    reader: KafkaReader,
+    /// Input topics in source-id order.
+    topics: Vec<String>,
+    worker: usize,
+    peers: usize,
+    batch: bool,
+    start: Start,
+    quiet: bool,
+    metadata_refresh: Duration,
+    /// Input topics the broker did not know at the last look (`run` waits for them).
+    missing: BTreeSet<String>,
+    checked: Instant,
+    /// Whether the first look has succeeded (`--start` applies to what exists then).
+    started: bool,
+}
+
+impl KafkaSource {
+    /// The source of worker `worker` out of `peers`, with a consumer for `consumer` (the group's
+    /// settings). `restored` positions (a checkpoint's) win over committed offsets and
+    /// `--start`; `use_committed` says whether the group's commits are a start position at all.
+    pub fn new(
+        config: &StreamConfig,
+        consumer: &ClientConfig,
+        (worker, peers): (usize, usize),
+        restored: BTreeMap<(String, i32), i64>,
+        use_committed: bool,
+    ) -> Result<Self, SourceError> {
+        let mut reader = KafkaReader::new(KafkaReader::create_consumer(consumer)?);
+        reader.restored = restored;
+        reader.use_committed = use_committed;
+        Ok(KafkaSource {
+            reader,
+            topics: config.topics.clone(),
+            worker,
+            peers,
+            batch: config.batch(),
+            start: config.start,
+            quiet: config.quiet,
+            metadata_refresh: config.metadata_refresh,
+            missing: BTreeSet::new(),
+            checked: Instant::now(),
+            started: false,
+        })
+    }
+
+    /// This worker's partitions of the topics the broker lists that it does not read yet, as
+    /// (source id, topic, partition). A missing topic fails a `batch` run; `run` logs it once
+    /// and keeps looking.
+    fn unread_partitions(&mut self, listed: Vec<Option<Vec<i32>>>) -> Result<Vec<(usize, String, i32)>, SourceError> {
+        let mut new = Vec::new();
+        for (source, (topic, partitions)) in self.topics.iter().zip(listed).enumerate() {
+            let Some(partitions) = partitions else {
+                if self.batch {
+                    return Err(kafka(format!(
+                        "input topic {topic} does not exist (or has no partitions); create it or fix --topics"
+                    )));
+                }
+                if self.missing.insert(topic.clone()) && self.worker == 0 {
+                    tracing::warn!(
+                        "input topic {topic} does not exist yet; reading it once it does (checked every {} ms)",
+                        self.metadata_refresh.as_millis()
+                    );
+                }
+                continue;
+            };
+            if self.missing.remove(topic) && self.worker == 0 && self.started {
+                tracing::info!("input topic {topic} exists now; reading it");
+            }
+            for partition in partitions {
+                let known = self.reader.partitions.iter().any(|p| p.topic == *topic && p.partition == partition);
+                if owner(source, partition, self.peers) == self.worker && !known {
+                    new.push((source, topic.clone(), partition));
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    /// Logs where a newly assigned partition starts.
+    fn announce(&self, slot: usize) {
+        let p = &self.reader.partitions[slot];
+        let end = p.end.map_or(String::new(), |e| format!(" up to offset {e} (at least)"));
+        let when = if self.started { "new partition: " } else { "" };
+        let (worker, peers) = (self.worker, self.peers);
+        tracing::info!("worker {worker}/{peers} {when}reads {}[{}] from offset {}{end}", p.topic, p.partition, p.next);
+    }
+}
+
+impl Source for KafkaSource {
+    /// Returns [`Discovery::Unreachable`] when `run` cannot reach the broker (it is logged and
+    /// tried again later); `batch` fails instead.
+    fn discover(&mut self) -> Result<Discovery, SourceError> {
+        self.checked = Instant::now();
+        let unreachable = |worker: usize, e: SourceError| {
+            tracing::warn!("worker {worker}: {e} (retrying; state is kept)");
+            Ok(Discovery::Unreachable)
+        };
+        let listed = match list_partitions(self.reader.consumer(), &self.topics) {
+            Ok(listed) => listed,
+            Err(e) if !self.batch => return unreachable(self.worker, e),
+            Err(e) => return Err(e),
+        };
+        let new = self.unread_partitions(listed)?;
+        // --start applies to what exists at start-up; a partition or topic that appears later
+        // holds only new messages, all of which must be read.
+        let start = if self.started { Start::Earliest } else { self.start };
+        let wanted = new.iter().map(|(_, t, p)| (t.clone(), *p)).collect();
+        let added = match self.reader.add(wanted, start, self.batch) {
+            Ok(added) => added,
+            Err(e) if !self.batch => return unreachable(self.worker, e),
+            Err(e) => return Err(e),
+        };
+        if !self.quiet || self.started {
+            added.iter().for_each(|&slot| self.announce(slot));
+        }
+        self.started = true;
+        Ok(Discovery::Added(
+            new.into_iter().map(|(source, _, partition)| NewPartition { source: source as u32, partition: partition as u32 }).collect(),
+        ))
+    }
+
+    fn discovery_due(&self) -> bool {
+        !self.batch && self.checked.elapsed() >= self.metadata_refresh
+    }
+
+    /// Polls whatever partition the broker delivers; spends at most `wait` in all.
+    fn read(
+        &mut self,
+        _behind: Option<usize>,
+        budget: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(usize, u64, &[u8]),
+    ) -> Result<(u64, u64), SourceError> {
+        let (mut read, mut bytes) = (0, 0);
+        let started = Instant::now();
+        while read < budget as u64 && started.elapsed() < wait {
+            // At most what is left of the slice: a 20 ms wait made the slice up to 30 ms.
+            let poll_wait = wait.saturating_sub(started.elapsed()).min(Duration::from_millis(20));
+            let Some(polled) = self.reader.poll(poll_wait) else {
+                if self.batch {
+                    self.reader.refresh_positions();
+                }
+                break;
+            };
+            self.reader.confirm_end(polled.index);
+            if self.reader.partitions[polled.index].end.is_some_and(|end| polled.offset >= end) {
+                // Produced after a batch run started: not part of its window.
+                continue;
+            }
+            read += 1;
+            bytes += polled.payload.len() as u64;
+            each(polled.index, polled.offset as u64, &polled.payload);
+        }
+        Ok((read, bytes))
+    }
+
+    fn exhausted(&self, slot: usize) -> bool {
+        self.batch && self.reader.partitions[slot].done()
+    }
+
+    /// Idle also needs a fetch response saying nothing is left to read: a worker loop that
+    /// paused for longer than `after` (a long tick, a busy machine) would otherwise move the
+    /// watermark past the partition's backlog, which would then be applied at the wall
+    /// clock's tick.
+    fn idle(&mut self, after: Duration) -> Vec<bool> {
+        let quiet = |p: &PartitionState| p.last_data.elapsed() >= after;
+        if self.batch {
+            return vec![false; self.reader.partitions.len()];
+        }
+        if self.reader.partitions.iter().any(quiet) {
+            // The consumer's positions step over offsets no message fills (transaction markers,
+            // compacted records), which would otherwise count as lag and keep a partition busy.
+            self.reader.refresh_positions();
+        }
+        let lags = self.reader.partition_lags();
+        self.reader.partitions.iter().zip(lags).map(|(p, lag)| quiet(p) && lag == Some(0)).collect()
+    }
+
+    fn may_be_quiet(&self) -> bool {
+        true
+    }
+
+    fn commits_offsets(&self) -> bool {
+        true
+    }
+
+    fn lags(&self) -> Vec<Option<u64>> {
+        self.reader.partition_lags()
+    }
+
+    fn position(&self, slot: usize) -> ReadPosition {
+        let p = &self.reader.partitions[slot];
+        ReadPosition { name: p.topic.clone(), partition: p.partition, next: p.next }
+    }
+
+    fn commit(&mut self, offsets: &[(usize, i64)]) -> Result<(), SourceError> {
+        self.reader.commit(offsets)
     }
 }

@@ -1,9 +1,12 @@
-//! Sources: transports that yield raw messages with positions (`file`), and the partition
-//! reader that decodes them, applies SPEC §2's clock and window, and sorts them into events,
-//! dead letters and counts.
+//! Sources: the [`Source`] trait that the worker harness reads every transport through (fixture
+//! files, Kafka), and the partition decoder that turns raw messages into events, dead letters
+//! and counts with the clock and window of docs/format.md.
 
 pub mod file;
 pub mod kafka;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use dataflows::clock::{PartitionClock, Ticks};
 use dataflows::decode::decode;
@@ -117,4 +120,111 @@ impl PartitionDecoder {
     pub fn take_stats(&mut self) -> SourceStats {
         std::mem::take(&mut self.stats)
     }
+}
+
+/// A partition a worker starts reading: its slot is its index in the order partitions were
+/// announced by [`Source::discover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPartition {
+    /// The source id: the index of the file or topic in name order.
+    pub source: u32,
+    /// The partition within the source (0 for a file).
+    pub partition: u32,
+}
+
+/// What one look for partitions found.
+#[derive(Debug)]
+pub enum Discovery {
+    /// Partitions to start reading (possibly none).
+    Added(Vec<NewPartition>),
+    /// The broker did not answer; nothing changed and the caller tries again later.
+    Unreachable,
+}
+
+/// Where a partition's reading stands, for checkpoints and commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPosition {
+    /// The file or topic name.
+    pub name: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the next message to read.
+    pub next: i64,
+}
+
+/// A transport of raw messages with positions, as one worker reads it: its own share of the
+/// partitions. Knows nothing of JSON, clocks or the dataflow: the harness decodes and feeds.
+pub trait Source {
+    /// The partitions this worker reads that it did not read before: at the first call its
+    /// whole share, later the partitions added to a topic or of a topic created since.
+    fn discover(&mut self) -> Result<Discovery, SourceError>;
+
+    /// Whether it is time to call [`Source::discover`] again.
+    fn discovery_due(&self) -> bool;
+
+    /// Reads up to `budget` messages, waiting at most `wait` when none is ready, and hands each
+    /// to `each` as (slot, offset, raw bytes). `behind` is the slot the harness wants read
+    /// first (its events are the furthest behind); a source that cannot choose ignores it.
+    /// Returns the messages and bytes read.
+    fn read(
+        &mut self,
+        behind: Option<usize>,
+        budget: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(usize, u64, &[u8]),
+    ) -> Result<(u64, u64), SourceError>;
+
+    /// Whether partition `slot` has nothing more for this run (a file's end; a batch run's
+    /// end offset).
+    fn exhausted(&self, slot: usize) -> bool;
+
+    /// Per slot, whether the partition is idle: nothing new for `after`, and nothing left to
+    /// read. Only a continuous source can be idle.
+    fn idle(&mut self, after: Duration) -> Vec<bool>;
+
+    /// Whether a partition may have nothing to read for a while although it is not at its end
+    /// (Kafka). The harness then never waits for the dataflow beyond what every worker has
+    /// sent; a file always has its next line.
+    fn may_be_quiet(&self) -> bool;
+
+    /// Whether the source records processed offsets ([`Source::commit`]): the harness then
+    /// keeps, per partition, the offsets waiting for their ticks to be acknowledged.
+    fn commits_offsets(&self) -> bool;
+
+    /// Per slot, the messages between the next offset and the partition's end as last seen
+    /// (`None` while unknown); empty for a source without lag.
+    fn lags(&self) -> Vec<Option<u64>>;
+
+    /// Partition `slot`'s name, number and next offset.
+    fn position(&self, slot: usize) -> ReadPosition;
+
+    /// Records that every message before `next` of each listed slot is fully processed (a
+    /// consumer group's commit); a file source has nothing to record.
+    fn commit(&mut self, offsets: &[(usize, i64)]) -> Result<(), SourceError>;
+}
+
+/// Why a source cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An input file cannot be opened.
+    #[error("cannot open input {path}: {error}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the system said (part of the message, so not a `source`: it is said once).
+        error: std::io::Error,
+    },
+    /// An input file cannot be read on.
+    #[error("error reading {path} after line {line}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The last line read.
+        line: u64,
+        /// What the system said (part of the message, so not a `source`: it is said once).
+        error: std::io::Error,
+    },
+    /// A Kafka request failed in a way retrying does not mend; the message says what to check.
+    #[error("{0}")]
+    Kafka(String),
 }

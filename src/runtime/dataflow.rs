@@ -1,0 +1,426 @@
+//! The dataflow every mode runs: its inputs (events, dead letters, source counts, checkpoint
+//! control, output acknowledgements), the pipeline of `dataflows`, and the collection of every
+//! output on worker 0 for the sinks, with the final snapshot kept in per-worker shares.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use dataflows::allocation::PlanLine;
+use dataflows::changes::Change;
+use dataflows::clock::Ticks;
+use dataflows::ledger::{Control, Counter};
+use dataflows::low_stock::LowView;
+use dataflows::model::{DeadLetter, Event, Millis, Name};
+use dataflows::pipeline::{stockflow, Atp};
+use dataflows::{FastMap, Key};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
+use timely::dataflow::ProbeHandle;
+
+use crate::io::sink::{Snapshot, TickBatch};
+use crate::io::source::SourceStats;
+use crate::runtime::checkpoint;
+
+/// What the dataflow hands to worker 0 for the sinks.
+#[derive(Default)]
+pub struct Collected {
+    /// Records of each tick not yet written.
+    pub ticks: BTreeMap<Millis, TickBatch>,
+    /// Ledger outcome counts so far.
+    pub counters: BTreeMap<Counter, i64>,
+    /// Source counts so far.
+    pub stats: SourceStats,
+    /// Dead letters so far, in arrival order.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Collected {
+    /// The last logical time known to be in the window: `--until`, else the tick of the largest
+    /// effective time applied so far (final once the input is exhausted).
+    pub fn window_end(&self, ticks: Ticks) -> Option<Millis> {
+        ticks.until.or(self.stats.max_effective.and_then(|t| ticks.emission(t)))
+    }
+}
+
+/// A dataflow input fed by the worker loop.
+pub type InputOf<D> = timely::dataflow::InputHandle<Millis, timely::container::CapacityContainerBuilder<Vec<D>>>;
+
+/// The inputs a worker feeds.
+pub struct Inputs {
+    /// Decoded, stamped events within the window.
+    pub events: InputOf<Event>,
+    /// Rejected messages.
+    pub dead_letters: InputOf<DeadLetter>,
+    /// Source counts, per batch.
+    pub stats: InputOf<SourceStats>,
+    /// Checkpoint requests and restored ledger state.
+    pub control: InputOf<Control>,
+}
+
+impl Inputs {
+    /// Advances every input to `time`.
+    pub fn advance_to(&mut self, time: Millis) {
+        self.events.advance_to(time);
+        self.dead_letters.advance_to(time);
+        self.stats.advance_to(time);
+        self.control.advance_to(time);
+    }
+}
+
+/// Worker 0's final snapshot kept in per-worker shares ([`Keeping::Shares`]).
+pub struct Shares {
+    /// Filled on worker 0 from every worker's share once the input is exhausted.
+    pub snapshot: Rc<RefCell<Snapshot>>,
+    /// This worker's share sizes per table (atp, low_stock, order_plan, network_atp).
+    pub sizes: Rc<Cell<[u64; 4]>>,
+    /// Passes the end once every share reached worker 0. Apart from the main probe: a share
+    /// holds its first change's time until the end.
+    pub probe: ProbeHandle<Millis>,
+}
+
+/// The dataflow's inputs and probes, as one worker holds them.
+pub struct Dataflow {
+    /// Open until the input is read to its end or the run stops.
+    pub inputs: Option<Inputs>,
+    /// Worker 0 advances this input through the ticks every sink has acknowledged; the other
+    /// workers close theirs, so its frontier tells every worker which offsets may be committed.
+    pub acks: Option<InputOf<()>>,
+    /// Passes a time once every output record of it reached worker 0 (and, with checkpoints,
+    /// every share of it is encoded).
+    pub probe: ProbeHandle<Millis>,
+    /// The least input time over every worker: what the dataflow can reach at most until the
+    /// slowest worker's input moves on.
+    pub sent: ProbeHandle<Millis>,
+    /// Passes a time once worker 0 has acknowledged every tick before it.
+    pub acknowledged: ProbeHandle<Millis>,
+    /// Everything worker 0 collects for the sinks (empty on the other workers).
+    pub collected: Rc<RefCell<Collected>>,
+    /// With [`Keeping::Shares`]: the snapshot's shares.
+    pub shares: Option<Shares>,
+}
+
+impl Dataflow {
+    /// The open inputs.
+    pub fn inputs(&mut self) -> &mut Inputs {
+        self.inputs.as_mut().expect("the inputs are open until the loop ends")
+    }
+
+    /// The inputs' current time.
+    pub fn time(&self) -> Millis {
+        self.inputs.as_ref().map_or(Millis::MAX, |i| *i.events.time())
+    }
+
+    /// Closes the inputs: the input is read to its end, or the run stops.
+    pub fn close_inputs(&mut self) {
+        self.inputs = None;
+    }
+
+    /// The least time every worker's outputs may still change at ([`Millis::MAX`] once done).
+    pub fn settled(&self) -> Millis {
+        frontier(&self.probe)
+    }
+
+    /// Whether every output (and every snapshot share) has reached worker 0.
+    pub fn done(&self) -> bool {
+        self.probe.done() && self.shares.as_ref().is_none_or(|s| s.probe.done())
+    }
+}
+
+/// The first element of a probe's frontier, [`Millis::MAX`] once it is empty.
+pub fn frontier(probe: &ProbeHandle<Millis>) -> Millis {
+    probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX))
+}
+
+/// How the final snapshot is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keeping {
+    /// In per-worker shares inside the dataflow, meeting on worker 0 once the input is
+    /// exhausted (a run that ends by reading its input: replay).
+    Shares,
+    /// Applied on worker 0, tick by tick, as the ticks are written (Kafka runs, which may stop
+    /// at any tick).
+    Applied,
+}
+
+/// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, and every output, dead
+/// letter and count collected on worker 0; with `checkpoints`, this worker's checkpoint writer.
+pub fn build(
+    scope: timely::dataflow::Scope<'_, Millis>,
+    ticks: Ticks,
+    keeping: Keeping,
+    checkpoints: Option<&Rc<RefCell<checkpoint::Shared>>>,
+) -> Dataflow {
+    let probe = ProbeHandle::new();
+    let collected = Rc::new(RefCell::new(Collected::default()));
+    let (events_in, events) = scope.new_input::<Vec<Event>>();
+    let sent = ProbeHandle::new();
+    let events = events.probe_with(&sent);
+    let (dead_in, dead) = scope.new_input::<Vec<DeadLetter>>();
+    let (stats_in, stats) = scope.new_input::<Vec<SourceStats>>();
+    let (control_in, control) = scope.new_input::<Vec<Control>>();
+    let (acks_in, acks) = scope.new_input::<Vec<()>>();
+    let acknowledged = ProbeHandle::new();
+    acks.probe_with(&acknowledged);
+    let outputs = stockflow(events, control, ticks);
+    if let Some(shared) = checkpoints {
+        checkpoint::writer(outputs.saved, Rc::clone(shared), &probe);
+    }
+
+    let shares = match keeping {
+        Keeping::Shares => {
+            let (snapshot, sizes) = (Rc::new(RefCell::new(Snapshot::default())), Rc::new(Cell::new([0; 4])));
+            let share_probe = ProbeHandle::new();
+            let changes = outputs
+                .atp
+                .clone()
+                .map(ShareChange::Atp)
+                .concat(outputs.low_stock_current.map(ShareChange::LowStock))
+                .concat(outputs.order_plan.clone().map(ShareChange::OrderPlan))
+                .concat(outputs.network_atp.clone().map(ShareChange::NetworkAtp));
+            let records = snapshot_shares(changes, stats.clone().broadcast(), ticks, Rc::clone(&sizes));
+            let target = Rc::clone(&snapshot);
+            collect(records, &share_probe, move |change| target.borrow_mut().apply_one(change));
+            Some(Shares { snapshot, sizes, probe: share_probe })
+        }
+        Keeping::Applied => {
+            collect_by_tick(outputs.low_stock_current, &probe, &collected, |x| x.time, |t| &mut t.low_stock_current);
+            None
+        }
+    };
+    collect_by_tick(outputs.atp, &probe, &collected, |x| x.time, |t| &mut t.atp);
+    collect_by_tick(outputs.low_stock, &probe, &collected, |x| x.time, |t| &mut t.low_stock);
+    collect_by_tick(outputs.order_plan, &probe, &collected, |x| x.time, |t| &mut t.order_plan);
+    collect_by_tick(outputs.network_atp, &probe, &collected, |x| x.time, |t| &mut t.network_atp);
+    let c = Rc::clone(&collected);
+    collect(outputs.counters.inner, &probe, move |x| *c.borrow_mut().counters.entry(x.0).or_default() += x.2 as i64);
+    let c = Rc::clone(&collected);
+    collect(dead, &probe, move |x| c.borrow_mut().dead_letters.push(x));
+    let c = Rc::clone(&collected);
+    collect(stats, &probe, move |x| c.borrow_mut().stats.absorb(&x));
+    // `then_some` takes the handle by value, so the other workers close theirs right here.
+    let acks = (scope.index() == 0).then_some(acks_in);
+    Dataflow {
+        inputs: Some(Inputs { events: events_in, dead_letters: dead_in, stats: stats_in, control: control_in }),
+        acks,
+        probe,
+        sent,
+        acknowledged,
+        collected,
+        shares,
+    }
+}
+
+/// Moves every record of `stream` to worker 0 and hands it, by value, to `apply`; `probe`
+/// passes a time only once every record of it has been applied.
+fn collect<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    mut apply: impl FnMut(D) + 'static,
+) {
+    collect_containers(stream, probe, move |data| data.drain(..).for_each(&mut apply));
+}
+
+/// [`collect`] for one stream of [`TickBatch`]: each record goes to `stream_of` its tick
+/// (`tick_of`), which is looked up once per run of records of one tick (they come grouped).
+fn collect_by_tick<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    collected: &Rc<RefCell<Collected>>,
+    tick_of: fn(&D) -> Millis,
+    stream_of: fn(&mut TickBatch) -> &mut Vec<D>,
+) {
+    let collected = Rc::clone(collected);
+    collect_containers(stream, probe, move |data| {
+        let mut c = collected.borrow_mut();
+        let mut records = data.drain(..).peekable();
+        while let Some(first) = records.next() {
+            let time = tick_of(&first);
+            let batch = stream_of(c.ticks.entry(time).or_default());
+            batch.push(first);
+            while let Some(record) = records.next_if(|r| tick_of(r) == time) {
+                batch.push(record);
+            }
+        }
+    });
+}
+
+/// Moves every container of `stream` to worker 0 and hands it to `apply`, which empties it.
+fn collect_containers<D: timely::ExchangeData>(
+    stream: dataflows::Stream<'_, D>,
+    probe: &ProbeHandle<Millis>,
+    mut apply: impl FnMut(&mut Vec<D>) + 'static,
+) {
+    stream
+        .exchange(|_| 0)
+        .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Collect", |_, _| {
+            move |input, _output| {
+                input.for_each(|_, data| apply(data));
+            }
+        })
+        .probe_with(probe);
+}
+
+/// One change of a snapshot table, as it reaches a worker's [`SnapshotShare`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ShareChange {
+    /// An `atp` row.
+    Atp(Change<Key, Atp>),
+    /// A key entering, changing in or leaving the LOW/OUT set.
+    LowStock(Change<Key, LowView>),
+    /// An order line.
+    OrderPlan(Change<Key, PlanLine>),
+    /// A sku's network ATP.
+    NetworkAtp(Change<Name, i64>),
+}
+
+impl ShareChange {
+    fn time(&self) -> Millis {
+        match self {
+            ShareChange::Atp(c) => c.time,
+            ShareChange::LowStock(c) => c.time,
+            ShareChange::OrderPlan(c) => c.time,
+            ShareChange::NetworkAtp(c) => c.time,
+        }
+    }
+}
+
+/// A worker's share of the final snapshot: the current value of each key whose changes this
+/// worker produced. Keeping it here, instead of applying every change on worker 0, spreads the
+/// work and the memory over the workers; the shares meet on worker 0 once, at the end.
+#[derive(Default)]
+struct SnapshotShare {
+    atp: FastMap<Key, Atp>,
+    low_stock: FastMap<Key, LowView>,
+    order_plan: FastMap<Key, PlanLine>,
+    network_atp: FastMap<Name, i64>,
+}
+
+fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Option<V>) {
+    match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+}
+
+impl SnapshotShare {
+    /// Keys per table: atp, low_stock, order_plan, network_atp (for the metrics).
+    fn sizes(&self) -> [u64; 4] {
+        [self.atp.len(), self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
+    }
+
+    fn apply(&mut self, change: ShareChange) {
+        match change {
+            ShareChange::Atp(c) => upsert(&mut self.atp, c.key, c.value),
+            ShareChange::LowStock(c) => upsert(&mut self.low_stock, c.key, c.value),
+            ShareChange::OrderPlan(c) => upsert(&mut self.order_plan, c.key, c.value),
+            ShareChange::NetworkAtp(c) => upsert(&mut self.network_atp, c.key, c.value),
+        }
+    }
+
+    /// The share's entries as changes that insert them.
+    fn into_changes(self, time: Millis) -> impl Iterator<Item = ShareChange> {
+        let atp = self.atp.into_iter().map(move |(key, v)| ShareChange::Atp(Change { time, key, value: Some(v) }));
+        let low =
+            self.low_stock.into_iter().map(move |(key, v)| ShareChange::LowStock(Change { time, key, value: Some(v) }));
+        let plan = self
+            .order_plan
+            .into_iter()
+            .map(move |(key, v)| ShareChange::OrderPlan(Change { time, key, value: Some(v) }));
+        let net = self
+            .network_atp
+            .into_iter()
+            .map(move |(key, v)| ShareChange::NetworkAtp(Change { time, key, value: Some(v) }));
+        atp.chain(low).chain(plan).chain(net)
+    }
+}
+
+impl Snapshot {
+    /// Inserts one entry of a worker's share.
+    fn apply_one(&mut self, change: ShareChange) {
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+            if let Some(v) = value {
+                map.insert(key, v);
+            }
+        }
+        match change {
+            ShareChange::Atp(c) => put(&mut self.atp, c.key, c.value),
+            ShareChange::LowStock(c) => put(&mut self.low_stock, c.key, c.value),
+            ShareChange::OrderPlan(c) => put(&mut self.order_plan, c.key, c.value),
+            ShareChange::NetworkAtp(c) => put(&mut self.network_atp, c.key, c.value),
+        }
+    }
+}
+
+/// Keeps each worker's [`SnapshotShare`] and, once every input is exhausted, emits it.
+///
+/// Each producer emits a key's changes on this worker in tick order, so applying them as they
+/// come keeps the latest value. Only ticks within the window count: a tick holding only hold
+/// expiries may lie after the last message (SPEC §2's window end, known from the broadcast
+/// source counts), so changes beyond the end known so far wait until it moves past them.
+fn snapshot_shares<'s>(
+    changes: dataflows::Stream<'s, ShareChange>,
+    stats: dataflows::Stream<'s, SourceStats>,
+    ticks: Ticks,
+    sizes: Rc<Cell<[u64; 4]>>,
+) -> dataflows::Stream<'s, ShareChange> {
+    changes.binary_frontier(stats, Pipeline, Pipeline, "SnapshotShare", move |_, _| {
+        let mut share = SnapshotShare::default();
+        let mut pending: BTreeMap<Millis, Vec<ShareChange>> = BTreeMap::new();
+        let mut max_effective: Option<Millis> = None;
+        // Held from the first change on, to emit the share at the end.
+        let mut held: Option<timely::dataflow::operators::Capability<Millis>> = None;
+        move |(changes, changes_frontier), (stats, stats_frontier), output| {
+            stats.for_each(|_, data| data.drain(..).for_each(|s| max_effective = max_effective.max(s.max_effective)));
+            let end = ticks.until.or(max_effective.and_then(|t| ticks.emission(t)));
+            changes.for_each(|cap, data| {
+                if held.is_none() {
+                    held = cap.retain_least(0);
+                }
+                for change in data.drain(..) {
+                    let time = change.time();
+                    if pending.is_empty() && end.is_some_and(|end| time <= end) {
+                        share.apply(change);
+                    } else {
+                        pending.entry(time).or_default().push(change);
+                    }
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if end.is_none_or(|end| *entry.key() > end) {
+                    break;
+                }
+                entry.remove().into_iter().for_each(|change| share.apply(change));
+            }
+            if held.is_some() {
+                // Not after the share is emitted (and emptied): the keys it held stay in state.
+                sizes.set(share.sizes());
+            }
+            if changes_frontier.is_empty() && stats_frontier.is_empty() {
+                if let Some(cap) = held.take() {
+                    output.session(&cap).give_iterator(std::mem::take(&mut share).into_changes(*cap.time()));
+                }
+            }
+        }
+    })
+}
+
+/// Removes and returns, in time order and sorted by key, the ticks the frontier has passed that
+/// lie within the window (`end`, when known). A tick holding only hold expiries may lie after the
+/// last message, so without a known end nothing is released.
+pub fn closed_ticks(c: &mut Collected, probe: &ProbeHandle<Millis>, end: Option<Millis>) -> Vec<(Millis, TickBatch)> {
+    let mut closed = Vec::new();
+    while let Some(entry) = c.ticks.first_entry() {
+        let time = *entry.key();
+        if probe.less_equal(&time) || end.is_none_or(|end| time > end) {
+            break;
+        }
+        let mut batch = entry.remove();
+        batch.sort();
+        closed.push((time, batch));
+    }
+    closed
+}
+
