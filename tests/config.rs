@@ -205,11 +205,11 @@ fn config_check_prints_the_resolved_configuration_with_secrets_masked() {
     assert!(r.stderr_str().contains("kafka.toml, line 3: unknown key `checkpoint_evry`"), "{}", r.describe());
 }
 
-/// The ```toml blocks of the README's "Configuration file" section.
-fn readme_examples() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let from = readme.find("## Configuration file").expect("the README's section");
-    let section = &readme[from..];
+/// The ```toml blocks of docs/cli.md's "Configuration file" section.
+fn documented_examples() -> Vec<String> {
+    let page = std::fs::read_to_string(repo_root().join("docs").join("cli.md")).unwrap();
+    let from = page.find("## Configuration file").expect("docs/cli.md's section");
+    let section = &page[from..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     section.split("```toml\n").skip(1).map(|block| block[..block.find("```").unwrap()].to_string()).collect()
 }
@@ -233,15 +233,15 @@ fn the_documented_examples_pass_config_check() {
     assert!(r.success(), "{}", r.describe());
 
     let tmp = tempdir();
-    let blocks = readme_examples();
-    assert_eq!(blocks.len(), 2, "the README's examples: {blocks:?}");
+    let blocks = documented_examples();
+    assert_eq!(blocks.len(), 2, "docs/cli.md's examples: {blocks:?}");
     for (i, (block, mode)) in blocks.iter().zip(["run", "replay"]).enumerate() {
-        let path = write_config(tmp.path(), &format!("readme-{i}.toml"), block);
+        let path = write_config(tmp.path(), &format!("documented-{i}.toml"), block);
         // Relative paths (the replay's inputs) are as on the command line: from the repository.
         let r = run_in(&repo_root(), &["config", "check", path.to_str().unwrap()]);
-        assert!(r.status.success(), "README example {i}: {}", String::from_utf8_lossy(&r.stderr));
+        assert!(r.status.success(), "docs/cli.md example {i}: {}", String::from_utf8_lossy(&r.stderr));
         let out = String::from_utf8_lossy(&r.stdout);
-        assert!(out.starts_with(&format!("# stockflow {mode}:")), "README example {i}:\n{out}");
+        assert!(out.starts_with(&format!("# stockflow {mode}:")), "docs/cli.md example {i}:\n{out}");
     }
 }
 
