@@ -6,8 +6,9 @@
 #     output topics read back with `stockflow consume` must hold the snapshot (latest value per
 #     key) and the low_stock transition stream;
 #   - `stockflow run` is stopped (SIGTERM) once its change streams caught up, and must have
-#     written the same streams; a second run in the same consumer group must then find
-#     nothing left to read (its offsets were committed).
+#     written the streams of a replay without window end (hold expiries after the last message
+#     are written once the watermark passes them); a second run in the same consumer group must
+#     then find nothing left to read (its offsets were committed).
 #   - outages (when the script started the broker itself): the broker is frozen (SIGSTOP) as a
 #     `run` starts and again once it caught up; the run waits, resumes, and ends with the same
 #     outputs and its offsets committed.
@@ -247,9 +248,13 @@ while True:
   check "$case batch -n 2" batch_case "$case_dir/expected" "$replay" "$WORK/$case-batch-n2" "$topic-n2" -p 0 "${n2[@]}"
   wait "$p1" || { echo "  process 1 failed:" >&2; cat "$WORK/p1.err" >&2; failed=$((failed + 1)); }
 
-  # run: continuous, without --until; only for cases whose window is their data.
+  # run: continuous, without --until; only for cases whose window is their data. A run has no
+  # window end: once its idle partitions follow the wall clock, every tick up to now is written,
+  # hold expiries after the last message included (docs/format.md, Window). Its streams are a
+  # replay's whose window ends at the end of time.
   if [ ${#until_opt[@]} -gt 0 ]; then
-    check "$case run -w 2" run_case "$case_dir/expected" "$WORK/$case-run" "$topic-run" "$topic-run" 0 -w 2 "${opts[@]}"
+    "$BIN" replay "$case_dir/input" --out "$WORK/$case-run-reference" --quiet "${opts[@]}" --until 253402300799999
+    check "$case run -w 2" run_case "$WORK/$case-run-reference" "$WORK/$case-run" "$topic-run" "$topic-run" 0 -w 2 "${opts[@]}"
     check "$case run: offsets committed" nothing_left "$topic-run" "$topic-run" "${opts[@]}"
   fi
 done
@@ -276,7 +281,8 @@ if [ "$STARTED_BROKER" = 1 ] && { [ -z "${E2E_CASES:-}" ] || [[ " $E2E_CASES " =
   topic="e2e-$SEED-medium"
   read -r -a opts <<<"$(cat fixtures/medium/options.txt 2>/dev/null || true)"
   if ! printf '%s\n' "${opts[@]}" | grep -qx -- --lateness-ms; then opts+=(--lateness-ms 0); fi
-  check "medium run through broker outages" run_case fixtures/medium/expected "$WORK/medium-outage" "$topic-outage" "$topic-outage" 1 -w 2 "${opts[@]}"
+  "$BIN" replay fixtures/medium/input --out "$WORK/medium-outage-reference" --quiet "${opts[@]}" --until 253402300799999
+  check "medium run through broker outages" run_case "$WORK/medium-outage-reference" "$WORK/medium-outage" "$topic-outage" "$topic-outage" 1 -w 2 "${opts[@]}"
   check "medium run through broker outages: offsets committed" nothing_left "$topic-outage" "$topic-outage" "${opts[@]}"
 fi
 

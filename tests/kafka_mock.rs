@@ -368,3 +368,66 @@ fn gen_to_a_topic_sends_the_lines_gen_writes_to_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("topic narrow has 1 partitions but gen --partitions 3"), "{stderr}");
 }
+
+/// Docs/format.md (Window): a continuous run writes every tick the watermark has passed, also a
+/// tick whose only change is a hold expiring. Holds are opened and then nothing is sent: the
+/// idle partition's watermark follows the wall clock past the expiry, and the hold's release
+/// reaches `--out` and the output topic within about a tick plus `--idle-ms`.
+#[test]
+fn run_writes_hold_expiries_after_the_input_goes_quiet() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("holds", 1, 1).unwrap();
+    let dir = common::tempdir();
+    let out = dir.path().join("out");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let expires = now + 4_000;
+    produce_one(&brokers, "holds", 0, &format!(r#"{{"type":"receipt","ts":{now},"sku":"A","loc":"S1","qty":10}}"#));
+    produce_one(
+        &brokers,
+        "holds",
+        0,
+        &format!(r#"{{"type":"reserve","ts":{now},"sku":"A","loc":"S1","res_id":"r1","qty":4,"expires_at":{expires}}}"#),
+    );
+    let (tick_ms, idle_ms) = (500, 1_000);
+    let running = common::spawn([
+        "run",
+        "--brokers",
+        &brokers,
+        "--topics",
+        "holds",
+        "--group",
+        "g",
+        "--prefix",
+        "o",
+        "--out",
+        out.to_str().unwrap(),
+        "--tick-ms",
+        &tick_ms.to_string(),
+        "--idle-ms",
+        &idle_ms.to_string(),
+        "--lateness-ms",
+        "0",
+        "--exactly-once=false",
+    ]);
+    let atp = out.join("atp.jsonl");
+    let rows = || std::fs::read_to_string(&atp).unwrap_or_default();
+    let expiry_tick = expires.div_ceil(tick_ms) * tick_ms;
+    let released = format!(r#""ts":{expiry_tick},"sku":"A","loc":"S1","on_hand":10,"reserved":0,"#);
+    assert!(eventually(60, || rows().contains(&released)), "the expiry at {expiry_tick} was not written: {}", rows());
+    let late_by = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+        - expiry_tick;
+    // A tick plus --idle-ms, with room for a busy machine (the bound is the point: before, the
+    // expiry waited for the next message, which never came).
+    assert!(late_by < tick_ms + idle_ms + 10_000, "written {late_by} ms after the expiry");
+    assert!(rows().contains(r#""reserved":4,"#), "{}", rows());
+    assert_eq!(unsafe { libc_kill(running.pid() as i32, 15) }, 0);
+    let done = common::wait_all(vec![running], Duration::from_secs(30), Duration::from_secs(1));
+    assert!(done[0].success(), "{}", done[0].describe());
+    let topic = read_all(&brokers, "o.atp");
+    let values: Vec<&str> = topic.iter().filter_map(|(_, _, _, v)| v.as_deref()).collect();
+    assert!(values.iter().any(|v| v.contains(&released)), "o.atp: {values:?}");
+    // The stopped run's snapshot shows the hold expired too.
+    let snapshot = std::fs::read_to_string(out.join("snapshot/atp.jsonl")).unwrap();
+    assert!(snapshot.contains(r#""reserved":0,"#), "{snapshot}");
+}
