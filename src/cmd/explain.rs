@@ -30,8 +30,8 @@ use crate::config::{self, Cluster, InputFile, Output, ReplayConfig};
 use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::source::file::FileSource;
 use crate::runtime::checkpoint::Chosen;
-use crate::runtime::dataflow::Keeping;
-use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::dataflow::Routing;
+use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::progress::Progress;
 use std::sync::atomic::AtomicBool;
 use crate::io::format::rfc3339;
@@ -170,17 +170,28 @@ impl Sink for Capture {
     }
 }
 
-/// The sinks of a run whose final state the caller keeps: one [`Capture`] into the returned slot.
-fn capture() -> (Arc<Mutex<Option<FinalState>>>, impl Fn() -> Result<Vec<Box<dyn Sink>>, SinkError> + Send + Sync) {
+/// The sinks of a run whose final state the caller keeps: one [`Capture`] on worker 0, into the
+/// returned slot.
+fn capture() -> (Arc<Mutex<Option<FinalState>>>, impl Fn(usize) -> Result<Sinks, SinkError> + Send + Sync) {
     let captured = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&captured);
-    (captured, move || Ok(vec![Box::new(Capture(Arc::clone(&slot))) as Box<dyn Sink>]))
+    let make = move |worker| {
+        let mut sinks = Sinks::default();
+        if worker == 0 {
+            sinks.typed.push(Box::new(Capture(Arc::clone(&slot))) as Box<dyn Sink>);
+        }
+        Ok(sinks)
+    };
+    (captured, make)
 }
+
+/// A run whose only output is [`capture`]'s.
+const CAPTURED: Routing = Routing { local: false, typed_on_zero: true, typed_snapshot: true };
 
 /// Replays `config` with the replay's own worker loop and returns its final snapshot.
 pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
     let (captured, make_sinks) = capture();
-    crate::cmd::replay::replay_into(config, make_sinks, Arc::new(Progress::default()))?;
+    crate::cmd::replay::replay_into(config, CAPTURED, make_sinks, Arc::new(Progress::default()))?;
     let state = captured.lock().expect("workers have finished").take();
     state.context("the replay ended without a final snapshot")
 }
@@ -227,7 +238,8 @@ fn restored_final_state(config: &ReplayConfig, chosen: Chosen) -> Result<FinalSt
         lateness_ms: config.lateness_ms,
         idle: None,
         sources: chosen.headers.first().map(|h| h.topics.clone()).unwrap_or_default(),
-        keeping: Keeping::Applied,
+        routing: CAPTURED,
+        formats: false,
         end: WindowEnd::Closed,
         checkpoints: None,
         restore: Some(chosen),

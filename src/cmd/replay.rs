@@ -11,10 +11,10 @@ use crate::config::{Cluster, Output, ReplayConfig};
 use crate::io::sink::dir::DirSink;
 use crate::io::sink::report::ReportSink;
 use crate::io::sink::stdout::StdoutSink;
-use crate::io::sink::{Sink, SinkError};
+use crate::io::sink::SinkError;
 use crate::io::source::file::FileSource;
-use crate::runtime::dataflow::Keeping;
-use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::dataflow::Routing;
+use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::metrics;
 use crate::runtime::progress::{self, Progress};
 
@@ -47,22 +47,27 @@ pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Met
         progress::Reporter::spawn(Arc::clone(&progress), "replay", size, progress::Until::End)
     });
     let sink_config = config.clone();
-    let make_sinks = move || -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    let typed = report.is_some();
+    let make_sinks = move |worker: usize| -> Result<Sinks, SinkError> {
+        let mut sinks = Sinks::default();
+        if worker != 0 {
+            return Ok(sinks);
+        }
         let names: Vec<String> = sink_config.inputs.iter().map(|i| i.name.clone()).collect();
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         match &sink_config.output {
-            Output::Dir(dir) => sinks.push(Box::new(DirSink::create(dir, names)?)),
-            Output::Stdout => sinks.push(Box::new(StdoutSink)),
+            Output::Dir(dir) => sinks.lines.push(Box::new(DirSink::create(dir, names)?)),
+            Output::Stdout => sinks.lines.push(Box::new(StdoutSink)),
         }
         if sink_config.print && matches!(sink_config.output, Output::Dir(_)) {
-            sinks.push(Box::new(StdoutSink));
+            sinks.lines.push(Box::new(StdoutSink));
         }
         if let Some(path) = &report {
-            sinks.push(Box::new(ReportSink::create(path, &sink_config)?));
+            sinks.typed.push(Box::new(ReportSink::create(path, &sink_config)?));
         }
         Ok(sinks)
     };
-    replay_into(&config, make_sinks, progress)?;
+    let routing = Routing { local: true, typed_on_zero: typed, typed_snapshot: typed };
+    replay_into(&config, routing, make_sinks, progress)?;
     if let Some(reporter) = reporter {
         reporter.finish();
     }
@@ -73,10 +78,11 @@ pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Met
 }
 
 /// Replays `config`'s input files through the harness into the sinks `make_sinks` creates
-/// (on worker 0).
+/// (a worker's, given its index).
 pub fn replay_into(
     config: &ReplayConfig,
-    make_sinks: impl Fn() -> Result<Vec<Box<dyn Sink>>, SinkError> + Send + Sync + 'static,
+    routing: Routing,
+    make_sinks: impl Fn(usize) -> Result<Sinks, SinkError> + Send + Sync + 'static,
     progress: Arc<Progress>,
 ) -> Result<()> {
     let plan = Plan {
@@ -84,7 +90,8 @@ pub fn replay_into(
         lateness_ms: config.lateness_ms,
         idle: None,
         sources: config.inputs.iter().map(|i| i.name.clone()).collect(),
-        keeping: Keeping::Shares,
+        routing,
+        formats: routing.local,
         end: WindowEnd::Closed,
         checkpoints: None,
         restore: None,

@@ -9,11 +9,11 @@ use rdkafka::ClientConfig;
 use crate::config::StreamConfig;
 use crate::io::sink::dir::DirSink;
 use crate::io::sink::kafka::{Delivery, KafkaSink};
-use crate::io::sink::{Sink, SinkError};
+use crate::io::sink::SinkError;
 use crate::io::source::kafka::KafkaSource;
 use crate::runtime::checkpoint::{self, Chosen};
-use crate::runtime::dataflow::Keeping;
-use crate::runtime::harness::{self, Plan, WindowEnd};
+use crate::runtime::dataflow::Routing;
+use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::progress::{self, Progress};
 use crate::runtime::{metrics, signals};
 
@@ -48,7 +48,9 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         lateness_ms: config.lateness_ms,
         idle: (!config.batch()).then_some(config.idle),
         sources: config.topics.clone(),
-        keeping: Keeping::Applied,
+        // The Kafka producer runs on worker 0, which receives every record typed.
+        routing: Routing { local: true, typed_on_zero: config.kafka_out, typed_snapshot: false },
+        formats: config.out.is_some(),
         end: if config.batch() { WindowEnd::Closed } else { WindowEnd::Open },
         checkpoints: config.checkpoints.clone(),
         restore,
@@ -66,7 +68,7 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         let result = KafkaSource::new(&config, &consumer, (index, peers), restored, use_committed)
             .map_err(harness::HarnessError::from)
             .and_then(|source| {
-                let make_sinks = || sinks(&config, &consumer);
+                let make_sinks = |worker| sinks(&config, &consumer, worker);
                 harness::run_worker(worker, &plan, source, &make_sinks, &progress, &signals::STOP)
             });
         if let Err(e) = result {
@@ -99,8 +101,11 @@ fn consumer_config(config: &StreamConfig) -> ClientConfig {
 }
 
 /// Worker 0's outputs: the Kafka topics (unless `--no-kafka-out`) and the `--out` directory.
-fn sinks(config: &StreamConfig, consumer: &ClientConfig) -> Result<Vec<Box<dyn Sink>>, SinkError> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+fn sinks(config: &StreamConfig, consumer: &ClientConfig, worker: usize) -> Result<Sinks, SinkError> {
+    let mut sinks = Sinks::default();
+    if worker != 0 {
+        return Ok(sinks);
+    }
     if config.kafka_out {
         // Deliveries never time out: while the broker is away the tick waits (and says so).
         let producer =
@@ -111,10 +116,10 @@ fn sinks(config: &StreamConfig, consumer: &ClientConfig) -> Result<Vec<Box<dyn S
             Delivery::AtLeastOnce
         };
         let sink = KafkaSink::new(&producer, &config.prefix, config.output_partitions, config.topics.clone(), delivery)?;
-        sinks.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
+        sinks.typed.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
     }
     if let Some(dir) = &config.out {
-        sinks.push(Box::new(DirSink::create(dir, config.topics.clone())?));
+        sinks.lines.push(Box::new(DirSink::create(dir, config.topics.clone())?));
     }
     Ok(sinks)
 }

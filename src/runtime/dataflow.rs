@@ -13,14 +13,15 @@ use dataflows::ledger::{Control, Counter};
 use dataflows::low_stock::LowView;
 use dataflows::model::{DeadLetter, Event, Millis, Name};
 use dataflows::pipeline::{stockflow, Atp};
-use dataflows::{FastMap, Key};
+use dataflows::Key;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
 use timely::dataflow::ProbeHandle;
 
-use crate::io::sink::{Snapshot, TickBatch};
+use crate::io::sink::lines::Run;
+use crate::io::sink::{upsert, Snapshot, SnapshotShare, TickBatch};
 use crate::io::source::SourceStats;
 use crate::runtime::checkpoint;
 
@@ -70,7 +71,7 @@ impl Inputs {
     }
 }
 
-/// Worker 0's final snapshot kept in per-worker shares ([`Keeping::Shares`]).
+/// Worker 0's typed final snapshot, kept in per-worker shares ([`Routing::typed_on_zero`]).
 pub struct Shares {
     /// Filled on worker 0 from every worker's share once the input is exhausted.
     pub snapshot: Rc<RefCell<Snapshot>>,
@@ -85,8 +86,9 @@ pub struct Shares {
 pub struct Dataflow {
     /// Open until the input is read to its end or the run stops.
     pub inputs: Option<Inputs>,
-    /// Worker 0 advances this input through the ticks every sink has acknowledged; the other
-    /// workers close theirs, so its frontier tells every worker which offsets may be committed.
+    /// Each worker advances this input through the ticks its part of the outputs is durably
+    /// written for: its frontier ([`Dataflow::acknowledged`]) tells every worker which ticks
+    /// are written everywhere, and so which offsets may be committed.
     pub acks: Option<InputOf<()>>,
     /// Passes a time once every output record of it reached worker 0 (and, with checkpoints,
     /// every share of it is encoded).
@@ -94,12 +96,21 @@ pub struct Dataflow {
     /// The least input time over every worker: what the dataflow can reach at most until the
     /// slowest worker's input moves on.
     pub sent: ProbeHandle<Millis>,
-    /// Passes a time once worker 0 has acknowledged every tick before it.
+    /// Passes a time once every worker has acknowledged every tick before it.
     pub acknowledged: ProbeHandle<Millis>,
-    /// Everything worker 0 collects for the sinks (empty on the other workers).
+    /// Dead letters, counts and (with [`Routing::typed_on_zero`]) every record, on worker 0
+    /// (empty on the other workers).
     pub collected: Rc<RefCell<Collected>>,
-    /// With [`Keeping::Shares`]: the snapshot's shares.
+    /// With [`Routing::local`]: the records of the keys this worker owns.
+    pub local: Rc<RefCell<Collected>>,
+    /// With [`Routing::typed_on_zero`]: the typed final snapshot.
     pub shares: Option<Shares>,
+    /// Each worker's formatted runs, for worker 0; closed once the worker sent its snapshot.
+    pub runs_in: Option<InputOf<Run>>,
+    /// Every worker's runs, on worker 0.
+    pub runs: Rc<RefCell<Runs>>,
+    /// Passes a tick once every worker sent its runs of it; done once every snapshot run is in.
+    pub runs_probe: ProbeHandle<Millis>,
 }
 
 impl Dataflow {
@@ -123,7 +134,7 @@ impl Dataflow {
         frontier(&self.probe)
     }
 
-    /// Whether every output (and every snapshot share) has reached worker 0.
+    /// Whether every output (and every typed snapshot share) has reached its worker.
     pub fn done(&self) -> bool {
         self.probe.done() && self.shares.as_ref().is_none_or(|s| s.probe.done())
     }
@@ -134,27 +145,39 @@ pub fn frontier(probe: &ProbeHandle<Millis>) -> Millis {
     probe.with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX))
 }
 
-/// How the final snapshot is kept.
+/// Where the output records of each tick go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keeping {
-    /// In per-worker shares inside the dataflow, meeting on worker 0 once the input is
-    /// exhausted (a run that ends by reading its input: replay).
-    Shares,
-    /// Applied on worker 0, tick by tick, as the ticks are written (Kafka runs, which may stop
-    /// at any tick).
-    Applied,
+pub struct Routing {
+    /// Each worker keeps the records of the keys it owns ([`Dataflow::local`]): its Kafka
+    /// producer sends them, and it formats them into runs for worker 0's output files.
+    pub local: bool,
+    /// Every record also reaches worker 0 typed ([`Dataflow::collected`]): for the HTML report,
+    /// `explain`, and a Kafka producer on worker 0.
+    pub typed_on_zero: bool,
+    /// The final snapshot reaches worker 0 typed ([`Dataflow::shares`]): report, `explain`.
+    pub typed_snapshot: bool,
 }
 
-/// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, and every output, dead
-/// letter and count collected on worker 0; with `checkpoints`, this worker's checkpoint writer.
+/// Runs of formatted records, as worker 0 collects them from every worker.
+#[derive(Default)]
+pub struct Runs {
+    /// Per tick, the runs of every worker.
+    pub ticks: BTreeMap<Millis, Vec<Run>>,
+    /// The final snapshot's runs of every worker.
+    pub snapshot: Vec<Run>,
+}
+
+/// Builds stockflow's dataflow in `scope`: the inputs, the pipeline, the output records routed
+/// by `routing`, and the dead letters, counts and formatted runs collected on worker 0; with
+/// `checkpoints`, this worker's checkpoint writer.
 pub fn build(
     scope: timely::dataflow::Scope<'_, Millis>,
     ticks: Ticks,
-    keeping: Keeping,
+    routing: Routing,
     checkpoints: Option<&Rc<RefCell<checkpoint::Shared>>>,
 ) -> Dataflow {
     let probe = ProbeHandle::new();
-    let collected = Rc::new(RefCell::new(Collected::default()));
+    let (collected, local) = (Rc::new(RefCell::new(Collected::default())), Rc::new(RefCell::new(Collected::default())));
     let (events_in, events) = scope.new_input::<Vec<Event>>();
     let sent = ProbeHandle::new();
     let events = events.probe_with(&sent);
@@ -166,50 +189,105 @@ pub fn build(
     acks.probe_with(&acknowledged);
     let outputs = stockflow(events, control, ticks);
     if let Some(shared) = checkpoints {
-        checkpoint::writer(outputs.saved, Rc::clone(shared), &probe);
+        checkpoint::writer(outputs.saved.clone(), Rc::clone(shared), &probe);
     }
-
-    let shares = match keeping {
-        Keeping::Shares => {
-            let (snapshot, sizes) = (Rc::new(RefCell::new(Snapshot::default())), Rc::new(Cell::new([0; 4])));
-            let share_probe = ProbeHandle::new();
-            let changes = outputs
-                .atp
-                .clone()
-                .map(ShareChange::Atp)
-                .concat(outputs.low_stock_current.map(ShareChange::LowStock))
-                .concat(outputs.order_plan.clone().map(ShareChange::OrderPlan))
-                .concat(outputs.network_atp.clone().map(ShareChange::NetworkAtp));
-            let records = snapshot_shares(changes, stats.clone().broadcast(), ticks, Rc::clone(&sizes));
-            let target = Rc::clone(&snapshot);
-            collect(records, &share_probe, move |change| target.borrow_mut().apply_one(change));
-            Some(Shares { snapshot, sizes, probe: share_probe })
+    let shares = routing.typed_snapshot.then(|| typed_snapshot(&outputs, &stats, ticks));
+    for (gather, target, to_zero) in [(routing.local, &local, false), (routing.typed_on_zero, &collected, true)] {
+        if gather {
+            let probe = &probe;
+            TickRecords { probe, target, to_zero, stream: outputs.atp.clone() }.gather(|x| x.time, |t| &mut t.atp);
+            let low = TickRecords { probe, target, to_zero, stream: outputs.low_stock.clone() };
+            low.gather(|x| x.time, |t| &mut t.low_stock);
+            let plan = TickRecords { probe, target, to_zero, stream: outputs.order_plan.clone() };
+            plan.gather(|x| x.time, |t| &mut t.order_plan);
+            let network = TickRecords { probe, target, to_zero, stream: outputs.network_atp.clone() };
+            network.gather(|x| x.time, |t| &mut t.network_atp);
         }
-        Keeping::Applied => {
-            collect_by_tick(outputs.low_stock_current, &probe, &collected, |x| x.time, |t| &mut t.low_stock_current);
-            None
-        }
-    };
-    collect_by_tick(outputs.atp, &probe, &collected, |x| x.time, |t| &mut t.atp);
-    collect_by_tick(outputs.low_stock, &probe, &collected, |x| x.time, |t| &mut t.low_stock);
-    collect_by_tick(outputs.order_plan, &probe, &collected, |x| x.time, |t| &mut t.order_plan);
-    collect_by_tick(outputs.network_atp, &probe, &collected, |x| x.time, |t| &mut t.network_atp);
+    }
+    if routing.local {
+        let current = TickRecords { probe: &probe, target: &local, to_zero: false, stream: outputs.low_stock_current };
+        current.gather(|x| x.time, |t| &mut t.low_stock_current);
+    }
     let c = Rc::clone(&collected);
     collect(outputs.counters.inner, &probe, move |x| *c.borrow_mut().counters.entry(x.0).or_default() += x.2 as i64);
     let c = Rc::clone(&collected);
     collect(dead, &probe, move |x| c.borrow_mut().dead_letters.push(x));
+    // Every worker needs the window's end (the largest effective time) to know which of its
+    // ticks to write: the counts reach every worker.
+    let l = Rc::clone(&local);
+    consume(stats.clone().broadcast(), &probe, move |data| data.drain(..).for_each(|x| l.borrow_mut().stats.absorb(&x)));
     let c = Rc::clone(&collected);
     collect(stats, &probe, move |x| c.borrow_mut().stats.absorb(&x));
-    // `then_some` takes the handle by value, so the other workers close theirs right here.
-    let acks = (scope.index() == 0).then_some(acks_in);
+    let (runs_in, runs) = scope.new_input::<Vec<Run>>();
+    let (runs_probe, collected_runs) = (ProbeHandle::new(), Rc::new(RefCell::new(Runs::default())));
+    let target = Rc::clone(&collected_runs);
+    collect(runs, &runs_probe, move |run: Run| {
+        let mut runs = target.borrow_mut();
+        match run.tick {
+            Some(tick) => runs.ticks.entry(tick).or_default().push(run),
+            None => runs.snapshot.push(run),
+        }
+    });
     Dataflow {
         inputs: Some(Inputs { events: events_in, dead_letters: dead_in, stats: stats_in, control: control_in }),
-        acks,
+        acks: Some(acks_in),
         probe,
         sent,
         acknowledged,
         collected,
+        local,
         shares,
+        runs_in: Some(runs_in),
+        runs: collected_runs,
+        runs_probe,
+    }
+}
+
+/// The final snapshot, typed, on worker 0: each worker keeps its share inside the dataflow and
+/// sends it to worker 0 once the input is exhausted.
+fn typed_snapshot(outputs: &dataflows::pipeline::Outputs<'_>, stats: &dataflows::Stream<'_, SourceStats>, ticks: Ticks) -> Shares {
+    let (snapshot, sizes) = (Rc::new(RefCell::new(Snapshot::default())), Rc::new(Cell::new([0; 4])));
+    let share_probe = ProbeHandle::new();
+    let changes = outputs
+        .atp
+        .clone()
+        .map(ShareChange::Atp)
+        .concat(outputs.low_stock_current.clone().map(ShareChange::LowStock))
+        .concat(outputs.order_plan.clone().map(ShareChange::OrderPlan))
+        .concat(outputs.network_atp.clone().map(ShareChange::NetworkAtp));
+    let records = snapshot_shares(changes, stats.clone().broadcast(), ticks, Rc::clone(&sizes));
+    let target = Rc::clone(&snapshot);
+    collect(records, &share_probe, move |change| target.borrow_mut().apply_one(change));
+    Shares { snapshot, sizes, probe: share_probe }
+}
+
+/// One output stream to gather by tick into `target` (on worker 0 when `to_zero`).
+struct TickRecords<'a, 's, D> {
+    probe: &'a ProbeHandle<Millis>,
+    target: &'a Rc<RefCell<Collected>>,
+    to_zero: bool,
+    stream: dataflows::Stream<'s, D>,
+}
+
+impl<D: timely::ExchangeData> TickRecords<'_, '_, D> {
+    /// Each record goes to `stream_of` its tick (`tick_of`), which is looked up once per run of
+    /// records of one tick (they come grouped).
+    fn gather(self, tick_of: fn(&D) -> Millis, stream_of: fn(&mut TickBatch) -> &mut Vec<D>) {
+        let collected = Rc::clone(self.target);
+        let apply = move |data: &mut Vec<D>| {
+            let mut c = collected.borrow_mut();
+            let mut records = data.drain(..).peekable();
+            while let Some(first) = records.next() {
+                let time = tick_of(&first);
+                let batch = stream_of(c.ticks.entry(time).or_default());
+                batch.push(first);
+                while let Some(record) = records.next_if(|r| tick_of(r) == time) {
+                    batch.push(record);
+                }
+            }
+        };
+        let stream = if self.to_zero { self.stream.exchange(|_| 0) } else { self.stream };
+        consume(stream, self.probe, apply);
     }
 }
 
@@ -220,41 +298,16 @@ fn collect<D: timely::ExchangeData>(
     probe: &ProbeHandle<Millis>,
     mut apply: impl FnMut(D) + 'static,
 ) {
-    collect_containers(stream, probe, move |data| data.drain(..).for_each(&mut apply));
+    consume(stream.exchange(|_| 0), probe, move |data| data.drain(..).for_each(&mut apply));
 }
 
-/// [`collect`] for one stream of [`TickBatch`]: each record goes to `stream_of` its tick
-/// (`tick_of`), which is looked up once per run of records of one tick (they come grouped).
-fn collect_by_tick<D: timely::ExchangeData>(
-    stream: dataflows::Stream<'_, D>,
-    probe: &ProbeHandle<Millis>,
-    collected: &Rc<RefCell<Collected>>,
-    tick_of: fn(&D) -> Millis,
-    stream_of: fn(&mut TickBatch) -> &mut Vec<D>,
-) {
-    let collected = Rc::clone(collected);
-    collect_containers(stream, probe, move |data| {
-        let mut c = collected.borrow_mut();
-        let mut records = data.drain(..).peekable();
-        while let Some(first) = records.next() {
-            let time = tick_of(&first);
-            let batch = stream_of(c.ticks.entry(time).or_default());
-            batch.push(first);
-            while let Some(record) = records.next_if(|r| tick_of(r) == time) {
-                batch.push(record);
-            }
-        }
-    });
-}
-
-/// Moves every container of `stream` to worker 0 and hands it to `apply`, which empties it.
-fn collect_containers<D: timely::ExchangeData>(
+/// Hands every container of `stream`, on the worker it is on, to `apply`, which empties it.
+fn consume<D: timely::ExchangeData>(
     stream: dataflows::Stream<'_, D>,
     probe: &ProbeHandle<Millis>,
     mut apply: impl FnMut(&mut Vec<D>) + 'static,
 ) {
     stream
-        .exchange(|_| 0)
         .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Collect", |_, _| {
             move |input, _output| {
                 input.for_each(|_, data| apply(data));
@@ -287,54 +340,25 @@ impl ShareChange {
     }
 }
 
-/// A worker's share of the final snapshot: the current value of each key whose changes this
-/// worker produced. Keeping it here, instead of applying every change on worker 0, spreads the
-/// work and the memory over the workers; the shares meet on worker 0 once, at the end.
-#[derive(Default)]
-struct SnapshotShare {
-    atp: FastMap<Key, Atp>,
-    low_stock: FastMap<Key, LowView>,
-    order_plan: FastMap<Key, PlanLine>,
-    network_atp: FastMap<Name, i64>,
+/// Applies one change to a worker's share.
+fn apply_to_share(share: &mut SnapshotShare, change: ShareChange) {
+    match change {
+        ShareChange::Atp(c) => upsert(&mut share.atp, c.key, c.value),
+        ShareChange::LowStock(c) => upsert(&mut share.low_stock, c.key, c.value),
+        ShareChange::OrderPlan(c) => upsert(&mut share.order_plan, c.key, c.value),
+        ShareChange::NetworkAtp(c) => upsert(&mut share.network_atp, c.key, c.value),
+    }
 }
 
-fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Option<V>) {
-    match value {
-        Some(v) => map.insert(key, v),
-        None => map.remove(&key),
-    };
-}
-
-impl SnapshotShare {
-    /// Keys per table: atp, low_stock, order_plan, network_atp (for the metrics).
-    fn sizes(&self) -> [u64; 4] {
-        [self.atp.len(), self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
-    }
-
-    fn apply(&mut self, change: ShareChange) {
-        match change {
-            ShareChange::Atp(c) => upsert(&mut self.atp, c.key, c.value),
-            ShareChange::LowStock(c) => upsert(&mut self.low_stock, c.key, c.value),
-            ShareChange::OrderPlan(c) => upsert(&mut self.order_plan, c.key, c.value),
-            ShareChange::NetworkAtp(c) => upsert(&mut self.network_atp, c.key, c.value),
-        }
-    }
-
-    /// The share's entries as changes that insert them.
-    fn into_changes(self, time: Millis) -> impl Iterator<Item = ShareChange> {
-        let atp = self.atp.into_iter().map(move |(key, v)| ShareChange::Atp(Change { time, key, value: Some(v) }));
-        let low =
-            self.low_stock.into_iter().map(move |(key, v)| ShareChange::LowStock(Change { time, key, value: Some(v) }));
-        let plan = self
-            .order_plan
-            .into_iter()
-            .map(move |(key, v)| ShareChange::OrderPlan(Change { time, key, value: Some(v) }));
-        let net = self
-            .network_atp
-            .into_iter()
-            .map(move |(key, v)| ShareChange::NetworkAtp(Change { time, key, value: Some(v) }));
-        atp.chain(low).chain(plan).chain(net)
-    }
+/// A share's entries as changes that insert them.
+fn share_changes(share: SnapshotShare, time: Millis) -> impl Iterator<Item = ShareChange> {
+    let atp = share.atp.into_iter().map(move |(key, v)| ShareChange::Atp(Change { time, key, value: Some(v) }));
+    let low = share.low_stock.into_iter().map(move |(key, v)| ShareChange::LowStock(Change { time, key, value: Some(v) }));
+    let plan =
+        share.order_plan.into_iter().map(move |(key, v)| ShareChange::OrderPlan(Change { time, key, value: Some(v) }));
+    let net =
+        share.network_atp.into_iter().map(move |(key, v)| ShareChange::NetworkAtp(Change { time, key, value: Some(v) }));
+    atp.chain(low).chain(plan).chain(net)
 }
 
 impl Snapshot {
@@ -382,7 +406,7 @@ fn snapshot_shares<'s>(
                 for change in data.drain(..) {
                     let time = change.time();
                     if pending.is_empty() && end.is_some_and(|end| time <= end) {
-                        share.apply(change);
+                        apply_to_share(&mut share, change);
                     } else {
                         pending.entry(time).or_default().push(change);
                     }
@@ -392,7 +416,7 @@ fn snapshot_shares<'s>(
                 if end.is_none_or(|end| *entry.key() > end) {
                     break;
                 }
-                entry.remove().into_iter().for_each(|change| share.apply(change));
+                entry.remove().into_iter().for_each(|change| apply_to_share(&mut share, change));
             }
             if held.is_some() {
                 // Not after the share is emitted (and emptied): the keys it held stay in state.
@@ -400,7 +424,7 @@ fn snapshot_shares<'s>(
             }
             if changes_frontier.is_empty() && stats_frontier.is_empty() {
                 if let Some(cap) = held.take() {
-                    output.session(&cap).give_iterator(std::mem::take(&mut share).into_changes(*cap.time()));
+                    output.session(&cap).give_iterator(share_changes(std::mem::take(&mut share), *cap.time()));
                 }
             }
         }

@@ -21,7 +21,7 @@ use dataflows::ledger::Counter;
 use dataflows::model::{Body, Event, Millis};
 use hdrhistogram::Histogram;
 
-use crate::io::sink::{Snapshot, TickBatch};
+use crate::io::sink::TickBatch;
 use crate::io::source::SourceStats;
 use crate::runtime::dataflow::Collected;
 
@@ -759,22 +759,19 @@ impl OutputMeter {
         }
     }
 
-    /// One closed tick handed to the sinks.
+    /// One worker's records of a closed tick, handed to its sinks.
     pub fn written(&self, batch: &TickBatch) {
         let Some(m) = &self.metrics else { return };
         let lens = [batch.atp.len(), batch.low_stock.len(), batch.order_plan.len(), batch.network_atp.len()];
         for (i, n) in lens.into_iter().enumerate() {
             m.outputs[i].fetch_add(n as u64, Ordering::Relaxed);
         }
-        m.ticks_written.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Run and batch: the key counts of worker 0's whole snapshot.
-    pub fn state(&self, s: &Snapshot) {
-        let Some(m) = &self.metrics else { return };
-        let keys = [s.atp.len(), s.low_stock.len(), s.order_plan.len(), s.network_atp.len()];
-        for (t, n) in keys.into_iter().enumerate() {
-            m.state_keys[0][t].store(n as u64, Ordering::Relaxed);
+    /// Worker 0: one tick written by every worker.
+    pub fn tick_written(&self) {
+        if let Some(m) = &self.metrics {
+            m.ticks_written.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use dataflows::model::{DeadLetter, Millis};
 
-use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
+use super::lines::{LineSink, Lines, TABLES};
+use super::{SinkError, Summary};
 use crate::io::format;
 
 /// One change-stream file being written.
@@ -36,11 +37,8 @@ impl StreamFile {
 pub struct DirSink {
     dir: PathBuf,
     sources: Vec<String>,
-    atp: StreamFile,
-    low_stock: StreamFile,
-    order_plan: StreamFile,
-    network_atp: StreamFile,
-    line: Vec<u8>,
+    /// The change-stream files, in [`TABLES`] order.
+    streams: Vec<StreamFile>,
 }
 
 impl DirSink {
@@ -49,23 +47,9 @@ impl DirSink {
     pub fn create(dir: &Path, sources: Vec<String>) -> Result<Self, SinkError> {
         let snapshot = dir.join("snapshot");
         fs::create_dir_all(&snapshot).map_err(SinkError::write(&snapshot))?;
-        Ok(DirSink {
-            dir: dir.to_path_buf(),
-            sources,
-            atp: StreamFile::create(dir, "atp.jsonl")?,
-            low_stock: StreamFile::create(dir, "low_stock.jsonl")?,
-            order_plan: StreamFile::create(dir, "order_plan.jsonl")?,
-            network_atp: StreamFile::create(dir, "network_atp.jsonl")?,
-            line: Vec::new(),
-        })
-    }
-
-    /// Writes out the buffered change streams, so the files can be followed while `run` runs.
-    fn flush(&mut self) -> Result<(), SinkError> {
-        for w in [&mut self.atp, &mut self.low_stock, &mut self.order_plan, &mut self.network_atp] {
-            w.flush()?;
-        }
-        Ok(())
+        let streams =
+            TABLES.iter().map(|table| StreamFile::create(dir, &format!("{table}.jsonl"))).collect::<Result<_, _>>()?;
+        Ok(DirSink { dir: dir.to_path_buf(), sources, streams })
     }
 }
 
@@ -74,68 +58,29 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     fs::write(path, bytes).map_err(SinkError::write(path))
 }
 
-/// Writes the snapshot files into `dir/snapshot/`.
-pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), SinkError> {
-    let mut buf = Vec::new();
-    for (key, value) in &snapshot.atp {
-        format::atp(&mut buf, None, key, Some(value));
-    }
-    write_file(&dir.join("atp.jsonl"), &buf)?;
-    buf.clear();
-    for (key, view) in &snapshot.low_stock {
-        format::low_stock(&mut buf, None, key, view, None);
-    }
-    write_file(&dir.join("low_stock.jsonl"), &buf)?;
-    buf.clear();
-    for (key, line) in &snapshot.order_plan {
-        format::order_plan(&mut buf, None, key, Some(line));
-    }
-    write_file(&dir.join("order_plan.jsonl"), &buf)?;
-    buf.clear();
-    for (sku, atp) in &snapshot.network_atp {
-        format::network_atp(&mut buf, None, sku, Some(*atp));
-    }
-    write_file(&dir.join("network_atp.jsonl"), &buf)
-}
-
-impl Sink for DirSink {
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
-        let t = Some(time);
-        let line = &mut self.line;
-        line.clear();
-        for c in &batch.atp {
-            format::atp(line, t, &c.key, c.value.as_ref());
+impl LineSink for DirSink {
+    fn tick(&mut self, _time: Millis, lines: &Lines) -> Result<(), SinkError> {
+        for (file, bytes) in self.streams.iter_mut().zip(&lines.tables) {
+            file.write(bytes)?;
         }
-        self.atp.write(line)?;
-        line.clear();
-        for tr in &batch.low_stock {
-            format::transition(line, tr);
-        }
-        self.low_stock.write(line)?;
-        line.clear();
-        for c in &batch.order_plan {
-            format::order_plan(line, t, &c.key, c.value.as_ref());
-        }
-        self.order_plan.write(line)?;
-        line.clear();
-        for c in &batch.network_atp {
-            format::network_atp(line, t, &c.key, c.value);
-        }
-        self.network_atp.write(line)
+        Ok(())
     }
 
-    fn commit(&mut self, _offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
-        self.flush()
+    /// Writes out the buffered change streams, so the files can be followed while `run` runs.
+    fn commit(&mut self) -> Result<(), SinkError> {
+        self.streams.iter_mut().try_for_each(StreamFile::flush)
     }
 
-    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
-        self.flush()?;
+    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines, summary: &Summary) -> Result<(), SinkError> {
+        self.commit()?;
         let mut buf = Vec::new();
         for d in dead_letters {
             format::dead_letter(&mut buf, &self.sources[d.position.source as usize], d);
         }
         write_file(&self.dir.join("dead_letter.jsonl"), &buf)?;
-        write_snapshot(&self.dir.join("snapshot"), snapshot)?;
+        for (table, bytes) in TABLES.iter().zip(&snapshot.tables) {
+            write_file(&self.dir.join("snapshot").join(format!("{table}.jsonl")), bytes)?;
+        }
         write_file(&self.dir.join("summary.json"), summary.to_json().as_bytes())
     }
 }

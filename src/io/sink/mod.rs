@@ -4,6 +4,7 @@
 
 pub mod dir;
 pub mod kafka;
+pub mod lines;
 pub mod report;
 pub mod stdout;
 
@@ -15,7 +16,7 @@ use dataflows::ledger::Counter;
 use dataflows::low_stock::{LowView, Transition};
 use dataflows::model::{DeadLetter, Millis};
 use dataflows::pipeline::Atp;
-use dataflows::Key;
+use dataflows::{FastMap, Key};
 
 use crate::io::source::SourceStats;
 
@@ -58,22 +59,72 @@ pub struct Snapshot {
     pub network_atp: BTreeMap<dataflows::model::Name, i64>,
 }
 
-fn apply<K: Ord + Clone, V: Clone>(map: &mut BTreeMap<K, V>, changes: &[Change<K, V>]) {
+/// A worker's share of the final snapshot: the current value of each key whose changes this
+/// worker produced. Keeping shares, instead of applying every change on one worker, spreads
+/// the work and the memory over the workers; the shares meet once, at the end.
+#[derive(Default)]
+pub struct SnapshotShare {
+    /// Current ATP rows.
+    pub atp: FastMap<Key, Atp>,
+    /// Current LOW/OUT keys.
+    pub low_stock: FastMap<Key, LowView>,
+    /// Current order lines by (dest, sku).
+    pub order_plan: FastMap<Key, PlanLine>,
+    /// Current network ATP per sku.
+    pub network_atp: FastMap<dataflows::model::Name, i64>,
+}
+
+/// Sets `key` to `value` in `map`, removing it for `None`.
+pub fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value: Option<V>) {
+    match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+}
+
+fn upsert_all<K: std::hash::Hash + Eq + Clone, V: Clone>(map: &mut FastMap<K, V>, changes: &[Change<K, V>]) {
     for c in changes {
-        match &c.value {
-            Some(v) => map.insert(c.key.clone(), v.clone()),
-            None => map.remove(&c.key),
-        };
+        upsert(map, c.key.clone(), c.value.clone());
     }
 }
 
-impl Snapshot {
-    /// Applies one tick's changes.
+impl SnapshotShare {
+    /// Keys per table: atp, low_stock, order_plan, network_atp (for the metrics).
+    pub fn sizes(&self) -> [u64; 4] {
+        [self.atp.len(), self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
+    }
+
+    /// Applies one written tick's changes.
     pub fn apply(&mut self, batch: &TickBatch) {
-        apply(&mut self.atp, &batch.atp);
-        apply(&mut self.low_stock, &batch.low_stock_current);
-        apply(&mut self.order_plan, &batch.order_plan);
-        apply(&mut self.network_atp, &batch.network_atp);
+        upsert_all(&mut self.atp, &batch.atp);
+        upsert_all(&mut self.low_stock, &batch.low_stock_current);
+        upsert_all(&mut self.order_plan, &batch.order_plan);
+        upsert_all(&mut self.network_atp, &batch.network_atp);
+    }
+
+    /// The share as one run per table, sorted by key (snapshot records carry no `ts`).
+    pub fn runs(&self) -> Vec<lines::Run> {
+        use crate::io::format;
+        fn sorted<K: Ord, V>(map: &FastMap<K, V>) -> Vec<(&K, &V)> {
+            let mut entries: Vec<(&K, &V)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            entries
+        }
+        let mut runs: Vec<lines::Run> = (0..lines::TABLES.len()).map(|table| lines::Run::snapshot(table)).collect();
+        for (key, value) in sorted(&self.atp) {
+            runs[0].push(key, |out| format::atp(out, None, key, Some(value)));
+        }
+        for (key, view) in sorted(&self.low_stock) {
+            runs[1].push(key, |out| format::low_stock(out, None, key, view, None));
+        }
+        for (key, line) in sorted(&self.order_plan) {
+            runs[2].push(key, |out| format::order_plan(out, None, key, Some(line)));
+        }
+        for (sku, atp) in sorted(&self.network_atp) {
+            let key = (sku.clone(), dataflows::model::Name::default());
+            runs[3].push(&key, |out| format::network_atp(out, None, sku, Some(*atp)));
+        }
+        runs
     }
 }
 

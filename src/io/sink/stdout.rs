@@ -4,34 +4,22 @@ use std::io::Write;
 
 use dataflows::model::{DeadLetter, Millis};
 
-use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
-use crate::io::format;
+use super::lines::{LineSink, Lines, TABLES};
+use super::{SinkError, Summary};
 
 /// Prints the final snapshot, one section per output, then the summary.
 pub struct StdoutSink;
 
-impl Sink for StdoutSink {
-    fn tick(&mut self, _time: Millis, _batch: &TickBatch) -> Result<(), SinkError> {
+impl LineSink for StdoutSink {
+    fn tick(&mut self, _time: Millis, _lines: &Lines) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn finish(&mut self, _dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
+    fn finish(&mut self, _dead_letters: &[DeadLetter], snapshot: &Lines, summary: &Summary) -> Result<(), SinkError> {
         let mut out = Vec::new();
-        out.extend_from_slice(b"# atp\n");
-        for (key, value) in &snapshot.atp {
-            format::atp(&mut out, None, key, Some(value));
-        }
-        out.extend_from_slice(b"# low_stock\n");
-        for (key, view) in &snapshot.low_stock {
-            format::low_stock(&mut out, None, key, view, None);
-        }
-        out.extend_from_slice(b"# order_plan\n");
-        for (key, line) in &snapshot.order_plan {
-            format::order_plan(&mut out, None, key, Some(line));
-        }
-        out.extend_from_slice(b"# network_atp\n");
-        for (sku, atp) in &snapshot.network_atp {
-            format::network_atp(&mut out, None, sku, Some(*atp));
+        for (table, lines) in TABLES.iter().zip(&snapshot.tables) {
+            out.extend_from_slice(format!("# {table}\n").as_bytes());
+            out.extend_from_slice(lines);
         }
         out.extend_from_slice(b"# summary\n");
         out.extend_from_slice(summary.to_json().as_bytes());

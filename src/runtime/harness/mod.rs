@@ -18,16 +18,16 @@ use dataflows::clock::{PartitionClock, Ticks};
 use dataflows::model::Millis;
 
 pub use checkpoints::{restored_clocks, restored_positions};
-pub use delivery::WindowEnd;
+pub use delivery::{Sinks, WindowEnd};
 use checkpoints::Checkpoints;
-use delivery::{Delivery, SnapshotSource};
+use delivery::Delivery;
 use reading::{FrontierRule, Reading};
 
 use crate::config::Checkpointing;
-use crate::io::sink::{Sink, SinkError};
+use crate::io::sink::SinkError;
 use crate::io::source::{Decoded, Discovery, Source, SourceError};
 use crate::runtime::checkpoint::{self, CheckpointError, Chosen, Shared};
-use crate::runtime::dataflow::{self, frontier, Dataflow, Keeping};
+use crate::runtime::dataflow::{self, frontier, Dataflow, Routing};
 use crate::runtime::metrics::{InputMeter, OutputMeter};
 use crate::runtime::profile;
 use crate::runtime::progress::Progress;
@@ -50,8 +50,11 @@ pub struct Plan {
     pub idle: Option<Duration>,
     /// Source ids to names (files or topics), for dead letters and metrics.
     pub sources: Vec<String>,
-    /// How the final snapshot is kept.
-    pub keeping: Keeping,
+    /// Where output records go (which the sinks decide).
+    pub routing: Routing,
+    /// Whether worker 0 writes formatted output (files, stdout): every worker then formats the
+    /// records of its keys into runs and keeps its share of the final snapshot.
+    pub formats: bool,
     /// Where the window ends for writing ticks.
     pub end: WindowEnd,
     /// Checkpoints to take, with `--checkpoint-dir`.
@@ -82,8 +85,9 @@ pub enum HarnessError {
     },
 }
 
-/// The sinks of worker 0, created on that worker only.
-pub type MakeSinks<'a> = &'a dyn Fn() -> Result<Vec<Box<dyn Sink>>, SinkError>;
+/// Creates a worker's sinks, given its index: every worker's own sinks, worker 0's typed and
+/// line sinks.
+pub type MakeSinks<'a> = &'a dyn Fn(usize) -> Result<Sinks, SinkError>;
 
 /// Runs one timely worker of `plan`: builds the dataflow, reads `source`, and (worker 0) writes
 /// to the sinks `make_sinks` creates. `stop` ends the run at the next loop turn.
@@ -119,7 +123,7 @@ struct Harness<'w, S: Source> {
     readings: Vec<Reading>,
     /// Clocks of restored partitions, taken up when the partition is first read.
     clocks: BTreeMap<(String, i32), PartitionClock>,
-    /// Worker 0's outputs.
+    /// This worker's outputs (created once its partitions are known).
     delivery: Option<Delivery>,
     checkpoints: Option<Checkpoints>,
     meter: InputMeter,
@@ -149,8 +153,8 @@ impl<'w, S: Source> Harness<'w, S> {
             let template = checkpoint::Header::template(index, peers, topics, ticks, plan.lateness_ms);
             Rc::new(RefCell::new(Shared::new(c.dir.clone(), template)))
         });
-        let keeping = plan.keeping;
-        let dataflow = worker.dataflow::<Millis, _, _>(|scope| dataflow::build(scope, ticks, keeping, shared.as_ref()));
+        let routing = plan.routing;
+        let dataflow = worker.dataflow::<Millis, _, _>(|scope| dataflow::build(scope, ticks, routing, shared.as_ref()));
         let checkpoints = shared.zip(plan.checkpoints.as_ref()).map(|(shared, c)| Checkpoints::new(shared, c.every));
         Harness {
             worker,
@@ -186,16 +190,13 @@ impl<'w, S: Source> Harness<'w, S> {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        if self.index == 0 {
-            let snapshot = match &self.dataflow.shares {
-                Some(shares) => SnapshotSource::Shares(Rc::clone(&shares.snapshot)),
-                None => SnapshotSource::Applied(Default::default()),
-            };
-            let meter = OutputMeter::new(self.progress.metrics.clone(), self.plan.sources.clone());
-            let mut delivery = Delivery::new(make_sinks()?, snapshot, self.plan.ticks, self.plan.end, meter);
-            delivery.restored_before = self.plan.restore.as_ref().map_or(0, |chosen| chosen.at);
-            self.delivery = Some(delivery);
-        }
+        let typed_snapshot = self.dataflow.shares.as_ref().map(|shares| Rc::clone(&shares.snapshot));
+        let meter = OutputMeter::new(self.progress.metrics.clone(), self.plan.sources.clone());
+        let window = (self.plan.ticks, self.plan.end);
+        let sinks = make_sinks(self.index)?;
+        let mut delivery = Delivery::new(self.index, sinks, typed_snapshot, (window, self.plan.formats), meter);
+        delivery.restored_before = self.plan.restore.as_ref().map_or(0, |chosen| chosen.at);
+        self.delivery = Some(delivery);
         Ok(())
     }
 
@@ -243,7 +244,7 @@ impl<'w, S: Source> Harness<'w, S> {
         self.advance();
         self.request_checkpoint();
         self.step(read > 0);
-        self.deliver(false)?;
+        self.deliver()?;
         self.settle()?;
         Ok(true)
     }
@@ -380,18 +381,22 @@ impl<'w, S: Source> Harness<'w, S> {
         }
     }
 
-    /// Worker 0 writes the closed ticks and acknowledges what every sink has written.
-    fn deliver(&mut self, finished: bool) -> Result<(), HarnessError> {
+    /// Writes this worker's closed ticks (worker 0 also merges every worker's), and tells
+    /// through its acknowledgement input how far its part is durably written.
+    fn deliver(&mut self) -> Result<(), HarnessError> {
         let offsets = self.positions_before(self.dataflow.settled());
-        let Some(d) = self.delivery.as_mut() else { return Ok(()) };
-        d.drain(&self.dataflow.collected, &self.dataflow.probe, &offsets, finished)?;
-        d.publish_state();
-        if let Some(acks) = self.dataflow.acks.as_mut() {
-            let through = d.acknowledged(&self.dataflow.probe)?;
-            if through > *acks.time() {
-                acks.advance_to(through);
-            }
-            d.meter.acknowledged(through);
+        let d = self.delivery.as_mut().expect("the sinks exist once the loop runs");
+        d.drain_own(&mut self.dataflow, &offsets)?;
+        d.write_merged(&self.dataflow, &offsets)?;
+        let through = d.acknowledged(&self.dataflow)?;
+        if let Some(acks) = self.dataflow.acks.as_mut().filter(|acks| through > *acks.time()) {
+            acks.advance_to(through);
+        }
+        if self.index == 0 {
+            d.meter.acknowledged(frontier(&self.dataflow.acknowledged));
+        }
+        if let Some(sizes) = d.share_sizes() {
+            self.meter.state_share(sizes);
         }
         Ok(())
     }
@@ -423,11 +428,10 @@ impl<'w, S: Source> Harness<'w, S> {
             return;
         }
         if !stopping {
+            // The whole window is read: every tick in it is written.
             self.final_checkpoint();
-        }
-        let last = self.checkpoints.as_ref().map_or(0, |c| c.last);
-        if let Some(d) = self.delivery.as_mut() {
-            d.stop_at = Some(if stopping { passed } else { last.max(passed) });
+        } else if let Some(d) = self.delivery.as_mut() {
+            d.stop_at = Some(passed);
         }
     }
 
@@ -450,16 +454,29 @@ impl<'w, S: Source> Harness<'w, S> {
         }
     }
 
-    /// Closes the input, drains the dataflow to the sinks, writes the last checkpoint shares
-    /// and commits.
+    /// Closes the input, drains the dataflow to the sinks, sends this worker's snapshot share,
+    /// ends the sinks, writes the last checkpoint shares and commits.
     fn finish(&mut self) -> Result<(), HarnessError> {
         self.dataflow.close_inputs();
         self.meter.input_closed();
         while !self.dataflow.done() {
             self.worker.step();
-            self.deliver(false)?;
+            self.deliver()?;
         }
-        self.deliver(true)?;
+        self.deliver()?;
+        // Every tick of this worker is written: its share goes to worker 0, and its runs end.
+        let share = self.delivery.as_ref().map(Delivery::snapshot_runs).unwrap_or_default();
+        if let Some(mut runs_in) = self.dataflow.runs_in.take() {
+            share.into_iter().for_each(|run| runs_in.send(run));
+        }
+        while !self.dataflow.runs_probe.done() {
+            self.worker.step();
+            self.deliver()?;
+        }
+        self.deliver()?;
+        if let Some(d) = self.delivery.as_mut() {
+            d.finish(&self.dataflow)?;
+        }
         // Every output is acknowledged: release the other workers' commits.
         self.dataflow.acks = None;
         while !self.dataflow.acknowledged.done() {
@@ -499,9 +516,6 @@ impl<'w, S: Source> Harness<'w, S> {
     /// This worker's read positions through the messages whose ticks all lie before
     /// `frontier`, i.e. are drained next: what a transaction holding those ticks may commit.
     fn positions_before(&self, frontier: Millis) -> Vec<(String, i32, i64)> {
-        if self.delivery.is_none() {
-            return Vec::new();
-        }
         (self.readings.iter().enumerate())
             .filter_map(|(slot, r)| {
                 let next = r.offset_before(frontier)?;
