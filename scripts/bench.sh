@@ -66,10 +66,10 @@ done
 hosts="$dir/hosts"
 printf '127.0.0.1:%d\n127.0.0.1:%d\n' 23101 23102 >"$hosts"
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$dir/p1.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2-p1" -n 2 -p 1 -h "$hosts" -q \
+/usr/bin/time -f "%M" -o "$dir/p1.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2-p1" -n 2 -p 1 --hostfile "$hosts" -q \
   >/dev/null 2>"$dir/p1.err" &
 p1=$!
-/usr/bin/time -f "%M" -o "$dir/p0.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2" -n 2 -p 0 -h "$hosts" -q \
+/usr/bin/time -f "%M" -o "$dir/p0.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2" -n 2 -p 0 --hostfile "$hosts" -q \
   >/dev/null 2>"$dir/p0.err"
 wait "$p1"
 secs=$(echo "$(date +%s.%N) - $start" | bc)

@@ -208,9 +208,9 @@ stop "$STARTED" || { echo "FAIL crashed run did not stop cleanly"; exit 1; }
 # ---- 3. cluster of 2 processes; one of them killed 3 times
 printf '127.0.0.1:19611\n127.0.0.1:19612\n' >"$WORK/hosts"
 start_cluster() {
-  start cluster 19603 -n 2 -p 0 -w 1 -h "$WORK/hosts"
+  start cluster 19603 -n 2 -p 0 -w 1 --hostfile "$WORK/hosts"
   P0=$STARTED
-  start cluster 19604 -n 2 -p 1 -w 1 -h "$WORK/hosts"
+  start cluster 19604 -n 2 -p 1 -w 1 --hostfile "$WORK/hosts"
   P1=$STARTED
 }
 for kill in 1 2 3; do

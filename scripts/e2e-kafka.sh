@@ -242,7 +242,7 @@ while True:
     except OSError:
         pass')
   printf '127.0.0.1:%d\n127.0.0.1:%d\n' "$base" $((base + 1)) >"$hosts"
-  n2=(--topics "$topic" --group "$topic-n2" -n 2 -h "$hosts" "${opts[@]}" "${until_opt[@]}")
+  n2=(--topics "$topic" --group "$topic-n2" -n 2 --hostfile "$hosts" "${opts[@]}" "${until_opt[@]}")
   timeout 300 "$BIN" batch --brokers "$BROKERS" --prefix "$topic-n2" -p 1 --quiet "${n2[@]}" >/dev/null 2>"$WORK/p1.err" &
   p1=$!
   check "$case batch -n 2" batch_case "$case_dir/expected" "$replay" "$WORK/$case-batch-n2" "$topic-n2" -p 0 "${n2[@]}"

@@ -24,24 +24,24 @@ fn main() -> Result<()> {
 
 fn run_command() -> Result<()> {
     progress::init_logs();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    cli::reject_old_hostfile_flag(&argv)?;
     let command = config_file::with_config_flag(Cli::command());
-    let argv = config_file::merged_args(std::env::args_os().collect(), command.clone())?;
+    let argv = config_file::merged_args(argv, command.clone())?;
     let matches = command.clone().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command.clone()).exit());
     match cli.command {
-        Command::Replay(args) => {
-            let (report, metrics) = (args.report.clone(), args.metrics.clone());
-            cmd::replay::run(cli::replay_config(args)?, report, &metrics)
-        }
-        Command::Explain(args) => cmd::explain::run(args),
+        Command::Replay(args) => cmd::replay::run(args.config()?, args.report, &args.metrics),
+        Command::Explain(args) => cmd::explain::run(args.config()?),
         Command::Gen(args) => cmd::gen::run(args),
-        Command::Run(args) => cmd::run::run(cli::stream_config(args.stream, None, &args.cluster)?, &args.metrics),
-        Command::Batch(args) => {
-            cmd::run::run(cli::stream_config(args.stream, Some(&args.until), &args.cluster)?, &args.metrics)
+        Command::Run(args) => cmd::run::run(args.stream.config(None, &args.cluster)?, &args.metrics),
+        Command::Batch(batch) => {
+            let args = batch.job;
+            cmd::run::run(args.stream.config(Some(batch.until), &args.cluster)?, &args.metrics)
         }
         Command::Produce(args) => cmd::produce::produce(args),
         Command::Consume(args) => cmd::produce::consume(args),
-        Command::Config(args) => config_file::run(args, command),
+        Command::Config(args) => cmd::config::run(args, &command),
         Command::Checkpoint(CheckpointAction::Show(args)) => checkpoint::show(&args),
     }
 }

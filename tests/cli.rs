@@ -1,6 +1,8 @@
 //! CLI robustness: hostile input never makes the job panic or stop (SPEC §1,
 //! "the job never stops on bad input"), input errors are reported with the
-//! offending paths, and `--until` accepts RFC 3339 like milliseconds (§2).
+//! offending paths, `--until` accepts RFC 3339 like milliseconds (§2); help on `-h`
+//! everywhere, the hostfile's long flag, and what every command says about a bad time,
+//! duration or count.
 
 mod common;
 
@@ -272,4 +274,179 @@ fn until_accepts_rfc3339() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Every command, every subcommand: `-h` and `--help` print help on stdout and exit 0.
+#[test]
+fn help_prints_everywhere() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["replay"],
+        &["run"],
+        &["batch"],
+        &["explain"],
+        &["gen"],
+        &["produce"],
+        &["consume"],
+        &["config"],
+        &["config", "check"],
+        &["checkpoint"],
+        &["checkpoint", "show"],
+    ];
+    let mut failures = Vec::new();
+    for command in commands {
+        for flag in ["-h", "--help"] {
+            let r = run(command.iter().copied().chain([flag]));
+            let usage = format!("Usage: stockflow{}", command.iter().map(|c| format!(" {c}")).collect::<String>());
+            if !r.success() || !r.stdout_str().contains(&usage) || !r.stderr.is_empty() {
+                failures.push(r.describe());
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // The hostfile has a long flag only, and the help says where the formats are documented.
+    let r = run(["replay", "--help"]);
+    assert!(
+        r.stdout_str().contains("--hostfile <FILE>") && !r.stdout_str().contains("-h, --hostfile"),
+        "{}",
+        r.describe()
+    );
+    assert!(r.stdout_str().contains("docs/format.md") && !r.stdout_str().contains("SPEC"), "{}", r.describe());
+}
+
+/// `-h FILE`, the old hostfile flag, is refused with the flag to write instead — not taken for
+/// help (which would exit 0 without starting the cluster) — and a missing hostfile is named.
+#[test]
+fn the_old_hostfile_flag_names_the_new_one() {
+    let tmp = tempdir();
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:2101\n127.0.0.1:2102\n").unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let input = fixtures_dir().join("basic").join("input");
+    let out = tmp.path().join("out");
+    for extra in [&["-n", "2", "-p", "1", "-h", hosts][..], &["-h", hosts], &["-n", "2", "-h", "nosuchfile"]] {
+        let r = replay(&[&input], &out, extra);
+        assert!(!r.success() && !r.panicked(), "{extra:?} accepted:\n{}", r.describe());
+        let expected =
+            format!("-h prints help; the hostfile flag is --hostfile: write --hostfile {}", extra.last().unwrap());
+        assert!(r.stderr_str().contains(&expected), "{}", r.describe());
+        assert!(r.stdout.is_empty() && !out.exists(), "{}", r.describe());
+    }
+    let r = replay(&[&input], &out, &["-n", "2", "-p", "1", "--hostfile", "nosuchfile"]);
+    assert!(!r.success() && r.stderr_str().contains("--hostfile nosuchfile: No such file"), "{}", r.describe());
+    let r = run(["run", "--topics", "t", "-n", "3", "--hostfile", hosts]);
+    assert!(!r.success() && r.stderr_str().contains("2 host:port lines for -n 3 processes"), "{}", r.describe());
+    let r = replay(&[&input], &out, &["-n", "2", "-p", "2"]);
+    assert!(
+        r.stderr_str().contains("-p 2 is not a process of -n 2: processes are numbered 0 to 1"),
+        "{}",
+        r.describe()
+    );
+}
+
+/// The part of a clap error after the flag and value: what every command says about a value.
+fn value_message(r: &RunOutput, flag: &str) -> String {
+    let err = r.stderr_str();
+    let at = err.find(flag).unwrap_or_else(|| panic!("{flag} not in:\n{}", r.describe()));
+    let line = err[at..].lines().next().unwrap();
+    line[line.find("': ").expect("clap's value error") + 3..].to_string()
+}
+
+/// A time without a zone, a date alone or a near miss is refused with its corrected form and the
+/// forms that work, in the same words by every command (and by a config file, tests/config.rs).
+#[test]
+fn times_say_which_forms_work_in_every_command() {
+    let input = fixtures_dir().join("basic").join("input");
+    let input = input.to_str().unwrap();
+    let forms = "a time is milliseconds since the epoch (1700000030000) or an RFC 3339 date-time with seconds and a \
+                 zone (2023-11-14T22:13:50Z, 2023-11-14T23:13:50.250+01:00)";
+    for (typed, says) in [
+        (
+            "2023-11-14T22:13:50",
+            "no time zone; write 2023-11-14T22:13:50Z for UTC (or an offset such as +01:00 in place of Z)",
+        ),
+        ("2023-11-14", "a date without a time of day; write 2023-11-14T00:00:00Z for midnight UTC"),
+        ("2023-11-14 22:13:50Z", "a space where the T goes; write 2023-11-14T22:13:50Z"),
+        ("2023-11-14T22:13", "no seconds and no time zone; write 2023-11-14T22:13:00Z for UTC"),
+        ("2023-02-30T00:00:00Z", "no such date or time"),
+        ("-5", "times start at 1970-01-01T00:00:00Z (0)"),
+    ] {
+        let runs = [
+            run(["replay", input, "--out", "-", "--until", typed]),
+            run(["batch", "--topics", "t", "--until", typed]),
+            run(["explain", input, "--sku", "A", "--loc", "S1", "--until", typed]),
+        ];
+        let explain_at = run(["explain", input, "--sku", "A", "--loc", "S1", "--at", typed]);
+        let start = run(["run", "--topics", "t", "--start", typed]);
+        let first = value_message(&runs[0], &format!("'{typed}' for '--until <TIME>'"));
+        assert!(first.starts_with(says) && first.ends_with(forms), "{typed}: {first}");
+        for r in &runs {
+            assert!(!r.success() && !r.panicked(), "{}", r.describe());
+            assert_eq!(value_message(r, &format!("'{typed}' for '--until <TIME>'")), first, "{}", r.describe());
+        }
+        assert_eq!(value_message(&explain_at, "--at <TIME>"), first, "{}", explain_at.describe());
+        assert!(value_message(&start, "--start").ends_with(forms), "{}", start.describe());
+    }
+}
+
+/// Durations take units wherever a duration is asked, a bare number is the flag's unit, and a
+/// negative one is explained rather than taken for a flag.
+#[test]
+fn durations_take_units_and_negative_numbers_are_explained() {
+    let input = fixtures_dir().join("medium").join("input");
+    let tmp = tempdir();
+    let by_numbers = tmp.path().join("numbers");
+    let r = replay(&[&input], &by_numbers, &["--tick-ms", "500", "--lateness-ms", "200", "-q"]);
+    assert!(r.success(), "{}", r.describe());
+    let by_units = tmp.path().join("units");
+    let r = replay(&[&input], &by_units, &["--tick-ms", "500ms", "--lateness-ms", "200ms", "-q"]);
+    assert!(r.success(), "{}", r.describe());
+    compare_dirs_bytes(&by_numbers, &by_units).unwrap();
+    let seconds = tmp.path().join("seconds");
+    let r = replay(&[&input], &seconds, &["--tick-ms", "1s", "-q"]);
+    let thousand = tmp.path().join("thousand");
+    let r2 = replay(&[&input], &thousand, &["--tick-ms", "1000", "-q"]);
+    assert!(r.success() && r2.success(), "{}\n{}", r.describe(), r2.describe());
+    compare_dirs_bytes(&thousand, &seconds).unwrap();
+
+    let input = input.to_str().unwrap();
+    for args in [
+        vec!["replay", input, "--out", "-", "--tick-ms", "-5"],
+        vec!["replay", input, "--out", "-", "--lateness-ms", "-5"],
+        vec!["run", "--topics", "t", "--idle-ms", "-5"],
+        vec!["run", "--topics", "t", "--metadata-refresh-ms", "-5"],
+        vec!["replay", input, "--out", "-", "--metrics-linger-secs", "-5"],
+    ] {
+        let r = run(&args);
+        let err = r.stderr_str();
+        assert!(!r.success() && !err.contains("-- -5"), "{}", r.describe());
+        assert!(
+            err.contains("'-5'")
+                && err.contains(
+                    "a duration cannot be negative; a duration is a whole number with a unit (500ms, 2s, 5m, 1h)"
+                ),
+            "{}",
+            r.describe()
+        );
+    }
+    let r = run(["replay", input, "--out", "-", "--tick-ms", "0"]);
+    assert!(r.stderr_str().contains("a tick is at least 1ms"), "{}", r.describe());
+    let r = run(["replay", input, "--out", "-", "--tick-ms", "1.5s"]);
+    assert!(r.stderr_str().contains("whole numbers only (write 1500ms)"), "{}", r.describe());
+    let r = run(["replay", input, "--out", "-", "--metrics-linger-secs", "500ms"]);
+    assert!(r.stderr_str().contains("not a whole number of seconds"), "{}", r.describe());
+    let r = run(["replay", input, "--out", "-", "-w", "-1"]);
+    assert!(
+        !r.stderr_str().contains("-- -1") && r.stderr_str().contains("expected a whole number, 1 or more"),
+        "{}",
+        r.describe()
+    );
+    let r = run(["run", "--topics", "t", "--checkpoint-every", "5min"]);
+    assert!(
+        r.stderr_str().contains("a number of ticks above 0 (600) or a duration above 0 (30s, 5m, 1h)"),
+        "{}",
+        r.describe()
+    );
+    let r = run(["run", "--topics", "t", "--start", "earlest"]);
+    assert!(r.stderr_str().contains("did you mean earliest?"), "{}", r.describe());
 }

@@ -48,7 +48,7 @@ fn cluster_attempt(dir: &Path, workers: &str) -> Vec<RunOutput> {
         .map(|p| {
             let out = dir.join(format!("out{p}"));
             let mut extra: Vec<String> =
-                vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "-h".into(), hostfile.display().to_string()];
+                vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "--hostfile".into(), hostfile.display().to_string()];
             extra.extend(opts.iter().cloned());
             extra.extend(["-w".into(), workers.into()]);
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();

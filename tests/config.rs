@@ -116,7 +116,9 @@ fn run_and_batch_take_their_flags_from_the_file() {
     // the command's own checks.
     let config = write_config(tmp.path(), "run.toml", "topics = [\"inv\"]\ntick_ms = 0\n");
     let r = run(["run", "--config", config.to_str().unwrap()]);
-    assert!(!r.success() && r.stderr_str().contains("--tick-ms must be at least 1"), "{}", r.describe());
+    let err = r.stderr_str();
+    assert!(!r.success() && err.contains("run.toml, line 2: key `tick_ms`: invalid value '0' for '--tick-ms"), "{err}");
+    assert!(err.contains("a tick is at least 1ms"), "{}", r.describe());
     let config = write_config(tmp.path(), "batch.toml", "topics = [\"inv\"]\nno_kafka_out = true\n");
     let r = run(["batch", "--config", config.to_str().unwrap(), "--until", "1000"]);
     assert!(!r.success() && r.stderr_str().contains("--no-kafka-out needs --out"), "{}", r.describe());
@@ -234,8 +236,8 @@ fn the_documented_examples_pass_config_check() {
 
     let tmp = tempdir();
     let blocks = documented_examples();
-    assert_eq!(blocks.len(), 2, "docs/cli.md's examples: {blocks:?}");
-    for (i, (block, mode)) in blocks.iter().zip(["run", "replay"]).enumerate() {
+    assert_eq!(blocks.len(), 3, "docs/cli.md's examples: {blocks:?}");
+    for (i, (block, mode)) in blocks.iter().zip(["run", "replay", "explain"]).enumerate() {
         let path = write_config(tmp.path(), &format!("documented-{i}.toml"), block);
         // Relative paths (the replay's inputs) are as on the command line: from the repository.
         let r = run_in(&repo_root(), &["config", "check", path.to_str().unwrap()]);
@@ -243,6 +245,184 @@ fn the_documented_examples_pass_config_check() {
         let out = String::from_utf8_lossy(&r.stdout);
         assert!(out.starts_with(&format!("# stockflow {mode}:")), "docs/cli.md example {i}:\n{out}");
     }
+}
+
+/// `explain --config FILE`: the inputs, the key, the tick and the times given only in the file
+/// explain exactly as the same flags do; `config check --mode explain` accepts that file.
+#[test]
+fn explain_takes_everything_from_its_config_file() {
+    let tmp = tempdir();
+    let input = fixtures_dir().join("medium").join("input");
+    let config = write_config(
+        tmp.path(),
+        "explain.toml",
+        &format!(
+            "inputs = [{}]\nsku = \"SKU00008\"\nloc = \"DC00\"\ntick_ms = \"500ms\"\nlateness_ms = 200\n\
+             at = 2023-11-14T22:13:50Z\nworkers = 2\njson = true\n",
+            toml_str(&input)
+        ),
+    );
+    let from_file = run(["explain", "--config", config.to_str().unwrap()]);
+    assert!(from_file.success(), "{}", from_file.describe());
+    let from_flags = run([
+        "explain",
+        input.to_str().unwrap(),
+        "--sku",
+        "SKU00008",
+        "--loc",
+        "DC00",
+        "--tick-ms",
+        "500",
+        "--lateness-ms",
+        "200",
+        "--at",
+        "1700000030000",
+        "-w",
+        "2",
+        "--json",
+    ]);
+    assert!(from_flags.success(), "{}", from_flags.describe());
+    assert_eq!(first_difference(&from_flags.stdout, &from_file.stdout), None);
+    let explanation: serde_json::Value = serde_json::from_slice(&from_file.stdout).unwrap();
+    assert!(explanation.to_string().contains("SKU00008"), "{explanation}");
+
+    // The command line still wins: another key, the rest from the file.
+    let other = run(["explain", "--config", config.to_str().unwrap(), "--loc", "ST0001"]);
+    assert!(other.success(), "{}", other.describe());
+    assert_ne!(other.stdout, from_file.stdout);
+
+    let r = run(["config", "check", config.to_str().unwrap(), "--mode", "explain"]);
+    assert!(r.success(), "{}", r.describe());
+    for line in ["sku = \"SKU00008\"\n", "tick_ms = \"500ms\"\n", "at = \"2023-11-14T22:13:50Z\"\n", "workers = 2\n"] {
+        assert!(r.stdout_str().contains(line), "missing {line:?}:\n{}", r.describe());
+    }
+    let r = run(["config", "check", config.to_str().unwrap()]);
+    assert!(r.success() && r.stdout_str().starts_with("# stockflow explain:"), "{}", r.describe());
+
+    // Neither inputs nor a checkpoint: said so, not a clap "required" without the file.
+    std::fs::write(&config, "sku = \"A\"\nloc = \"S1\"\n").unwrap();
+    let r = run(["explain", "--config", config.to_str().unwrap()]);
+    assert!(!r.success() && r.stderr_str().contains("explain needs INPUT..."), "{}", r.describe());
+}
+
+/// Durations and times in a config file go through the flags' own parsers: `tick_ms = "1s"`
+/// works, and a bad `until` names the file, the line and the corrected form, in the words the
+/// flag uses.
+#[test]
+fn config_file_values_are_checked_by_the_flags_parsers_naming_file_and_line() {
+    let tmp = tempdir();
+    let input = fixtures_dir().join("basic").join("input");
+    let units = tmp.path().join("units");
+    let config = write_config(
+        tmp.path(),
+        "units.toml",
+        &format!(
+            "inputs = [{}]\nout = {}\ntick_ms = \"1s\"\nuntil = \"2023-11-14T22:13:50Z\"\nquiet = true\n",
+            toml_str(&input),
+            toml_str(&units)
+        ),
+    );
+    let r = run(["replay", "--config", config.to_str().unwrap()]);
+    assert!(r.success(), "{}", r.describe());
+    let numbers = tmp.path().join("numbers");
+    let r = replay(&[&input], &numbers, &["--tick-ms", "1000", "--until", "1700000030000", "-q"]);
+    assert!(r.success(), "{}", r.describe());
+    compare_dirs_bytes(&numbers, &units).unwrap();
+
+    let bad = write_config(
+        tmp.path(),
+        "bad-until.toml",
+        &format!("inputs = [{}]\nout = \"-\"\n\n# the window\nuntil = \"2023-11-14\"\n", toml_str(&input)),
+    );
+    let r = run(["replay", "--config", bad.to_str().unwrap()]);
+    let by_flag = run(["replay", input.to_str().unwrap(), "--out", "-", "--until", "2023-11-14"]);
+    assert!(!r.success() && !by_flag.success(), "{}\n{}", r.describe(), by_flag.describe());
+    let flag_message = by_flag.stderr_str().lines().next().unwrap().trim_start_matches("error: ").to_string();
+    assert!(flag_message.contains("write 2023-11-14T00:00:00Z for midnight UTC"), "{}", by_flag.describe());
+    let expected = format!("bad-until.toml, line 5: key `until`: {flag_message}");
+    assert!(r.stderr_str().contains(&expected), "expected {expected:?}:\n{}", r.describe());
+    // A local date-time written as a bare TOML value reads the same as the string.
+    std::fs::write(&bad, format!("inputs = [{}]\nout = \"-\"\nuntil = 2023-11-14T22:13:50\n", toml_str(&input)))
+        .unwrap();
+    let r = run(["replay", "--config", bad.to_str().unwrap()]);
+    assert!(
+        r.stderr_str().contains("line 3: key `until`") && r.stderr_str().contains("write 2023-11-14T22:13:50Z for UTC"),
+        "{}",
+        r.describe()
+    );
+    // An unknown key gets the closest one.
+    std::fs::write(&bad, "out = \"-\"\nlatenes_ms = 5\n").unwrap();
+    let r = run(["replay", "--config", bad.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(
+        r.stderr_str()
+            .contains("line 2: unknown key `latenes_ms` for `stockflow replay` (did you mean `lateness_ms`?)"),
+        "{}",
+        r.describe()
+    );
+}
+
+/// A planted secret never reaches stdout or stderr, whatever the error: TOML syntax errors of
+/// several kinds on its line, bad and unknown values and keys next to it, misspelled `-X` and
+/// `--kafka-config` properties, librdkafka refusing it, and `config check`'s own output.
+#[test]
+fn secrets_never_reach_the_output() {
+    const SECRET: &str = "HUNTER2-planted";
+    let tmp = tempdir();
+    let files = std::cell::Cell::new(0);
+    // Each case its own file: the cases run after all are written.
+    let file = |extension: &str, text: &str| {
+        files.set(files.get() + 1);
+        let path = tmp.path().join(format!("secret-{}.{extension}", files.get()));
+        std::fs::write(&path, text.replace("$S", SECRET)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let toml = |text: &str| file("toml", text);
+    let props = |text: &str| file("properties", text);
+    let base = "topics = [\"inv\"]\n";
+    let mut cases: Vec<(Vec<String>, bool)> = Vec::new();
+    let mut case = |args: Vec<String>, ok: bool| cases.push((args, ok));
+    let s = |items: &[&str]| items.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+    for file in [
+        format!("{base}[kafka]\nsasl.password = \"$S\n"), // unterminated string
+        format!("{base}[kafka]\nsasl.password = \"$S\\q\"\n"), // bad escape
+        format!("{base}[kafka]\nsasl.password = \"$S\"\nsasl.password = \"$S\"\n"), // duplicate key
+        format!("{base}[kafka]\nsasl.password = $S\n"),   // unquoted
+        format!("{base}[kafka]\n\"sasl.password\" = \"$S\" junk\n"), // trailing text
+        format!("{base}sasl_password = \"$S\"\n"),        // unknown key
+        format!("{base}[kafka]\nsasl.passwort = \"$S\"\n"), // misspelled property
+        format!("{base}[kafka]\nsasl.password = [\"$S\"]\n"), // not a scalar
+        format!("{base}[kafka]\nssl.key.password = \"$S\"\nsecurity.protocol = \"nope\"\n"),
+        format!("{base}tick_ms = \"soon\"\n[kafka]\nsasl.password = \"$S\"\n"), // a bad value beside it
+        format!("{base}[kafka]\nsasl.oauthbearer.client.secret = \"$S\"\n"),    // refused by this librdkafka
+    ] {
+        let path = toml(&file);
+        case(s(&["config", "check", &path]), false);
+        case(s(&["run", "--config", &path]), false);
+    }
+    for line in ["sasl.passwort=$S", "sasl.password $S", "sasl.password:$S"] {
+        let path = props(&format!("security.protocol=SASL_SSL\n{line}\n"));
+        case(s(&["run", "--topics", "inv", "--kafka-config", &path]), false);
+        let path = toml(&format!("{base}kafka_config = {}\n", serde_json::to_string(&path).unwrap()));
+        case(s(&["config", "check", &path]), false);
+        case(s(&["run", "-X", &line.replace("$S", SECRET), "--topics", "inv"]), false);
+        case(s(&["batch", "--until", "1000", "-X", &line.replace("$S", SECRET), "--topics", "inv"]), false);
+    }
+    // config check succeeding prints the file resolved, the secret masked.
+    let path = toml(&format!(
+        "{base}[kafka]\nsasl.password = \"$S\"\n\"ssl.key.pem\" = \"$S\"\nsasl.username = \"stockflow\"\n"
+    ));
+    case(s(&["config", "check", &path]), true);
+    let mut leaks = Vec::new();
+    for (args, ok) in &cases {
+        let r = run(args);
+        if r.success() != *ok || r.panicked() {
+            leaks.push(format!("expected success = {ok}:\n{}", r.describe()));
+        }
+        if r.stdout_str().contains(SECRET) || r.stderr_str().contains(SECRET) || r.stderr_str().contains("HUNTER2") {
+            leaks.push(format!("the secret is printed:\n{}", r.describe()));
+        }
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
 
 /// `stockflow ARGS` run in `dir`.

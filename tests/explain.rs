@@ -245,7 +245,7 @@ fn errors_say_what_to_do() {
     assert!(r.stderr_str().contains("--at 1700000040000 lies after --until"), "{}", r.describe());
     let r = explain("basic", "A", "ST1", &["--at", "yesterday"]);
     assert!(!r.success());
-    assert!(r.stderr_str().contains("--at \"yesterday\" is neither milliseconds"), "{}", r.describe());
+    assert!(r.stderr_str().contains("invalid value 'yesterday' for '--at <TIME>': not a time"), "{}", r.describe());
     let r = run(["explain", "no/such/dir", "--sku", "A", "--loc", "B"]);
     assert!(!r.success());
     assert!(r.stderr_str().contains("no/such/dir cannot be read"), "{}", r.describe());

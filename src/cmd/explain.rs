@@ -12,11 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use anyhow::{Context, Result};
 use dataflows::allocation::{fair_share, Claim, PlanLine};
 use dataflows::clock::{Ticks, DEFAULT_HOLD_MS};
 use dataflows::low_stock::LowView;
@@ -26,7 +24,7 @@ use dataflows::pipeline::Atp;
 use dataflows::Key;
 use serde::Serialize;
 
-use crate::config::{self, Cluster, InputFile, Output, ReplayConfig};
+use crate::config::{Cluster, ExplainConfig, ExplainSource, InputFile, Output, ReplayConfig};
 use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::source::file::FileSource;
 use crate::runtime::checkpoint::Chosen;
@@ -37,79 +35,26 @@ use std::sync::atomic::AtomicBool;
 use crate::io::format::rfc3339;
 use crate::io::source::file::for_each_event;
 
-/// `stockflow explain`: the replay flags, the key, and the time to explain.
-#[derive(Args, Debug)]
-#[command(disable_help_flag = true)]
-pub struct ExplainArgs {
-    /// Fixture directories (every *.jsonl inside, names sorted) or .jsonl files, as in replay.
-    #[arg(required_unless_present = "checkpoint")]
-    inputs: Vec<PathBuf>,
-    /// Explain the state saved in the newest complete checkpoint of this directory (see
-    /// `--checkpoint-dir` of run and batch) instead of replaying inputs.
-    #[arg(long, conflicts_with_all = ["inputs", "at"])]
-    checkpoint: Option<PathBuf>,
-    /// The key's sku.
-    #[arg(long)]
-    sku: String,
-    /// The key's location.
-    #[arg(long)]
-    loc: String,
-    /// Explain the state at this time (ms or RFC 3339) instead of the end of the window.
-    #[arg(long)]
-    at: Option<String>,
-    #[command(flatten)]
-    window: config::WindowArgs,
-    /// Print the explanation as one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Timely worker threads (the numbers do not depend on it).
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
-    workers: usize,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-}
-
-/// Runs `stockflow explain`: replays, explains, prints.
-pub fn run(args: ExplainArgs) -> Result<()> {
-    if args.workers == 0 {
-        bail!("-w must be at least 1");
-    }
-    if let Some(dir) = &args.checkpoint {
-        let (config, key, engine, input) = from_checkpoint(dir, &args)?;
-        let legend = format!(
-            "[engine] = the dataflow restored from the newest checkpoint in {}; [input] = the key's saved \
-             ledger as the messages that re-create it (a count at its last count's ts, a reserve per hold, its policy, \
-             its open POs)",
-            dir.display()
-        );
-        return print(&args, &explain(&config, &key, &engine, &input), Some(&legend));
-    }
-    let until = args.window.until()?;
-    let at = args.at.as_deref().map(|t| config::time_arg("--at", t)).transpose()?;
-    // The state at T is the state of the window that ends at T (SPEC §2), so `--at` is a
-    // narrower window: same effective times, same ticks, nothing after T applied.
-    let window = match (at, until) {
-        (Some(at), Some(until)) if at > until => {
-            bail!("--at {at} lies after --until {until}; the state after the window's end is not computed")
+/// Runs `stockflow explain`: replays (or restores a checkpoint), explains, prints.
+pub fn run(config: ExplainConfig) -> Result<()> {
+    let key = &config.key;
+    match &config.source {
+        ExplainSource::Checkpoint { dir, cluster } => {
+            let (replay, engine, input) = from_checkpoint(dir, cluster, key)?;
+            let legend = format!(
+                "[engine] = the dataflow restored from the newest checkpoint in {}; [input] = the key's saved \
+                 ledger as the messages that re-create it (a count at its last count's ts, a reserve per hold, its policy, \
+                 its open POs)",
+                dir.display()
+            );
+            print(config.json, &explain(&replay, key, &engine, &input), Some(&legend))
         }
-        (Some(at), _) => Some(at),
-        (None, until) => until,
-    };
-    let config = ReplayConfig {
-        inputs: config::resolve_inputs(&args.inputs)?,
-        output: Output::Stdout,
-        ticks: Ticks { tick_ms: args.window.tick_ms, until: window },
-        lateness_ms: args.window.lateness_ms,
-        quiet: true,
-        print: false,
-        cluster: Cluster { workers: args.workers, processes: 1, process: 0, hostfile: None },
-    };
-    let key: Key = (Name::from(args.sku.as_str()), Name::from(args.loc.as_str()));
-    let engine = replay_final_state(&config)?;
-    let input = KeyInput::read(&config, &key)?;
-    let explanation = explain(&config, &key, &engine, &input);
-    print(&args, &explanation, None)
+        ExplainSource::Replay(replay) => {
+            let engine = replay_final_state(replay)?;
+            let input = KeyInput::read(replay, key)?;
+            print(config.json, &explain(replay, key, &engine, &input), None)
+        }
+    }
 }
 
 /// What `[engine]` and `[input]` mean in a replay's explanation.
@@ -117,8 +62,8 @@ const LEGEND: &str = "[engine] = the replay's final snapshot; [input] = the key'
 
 /// Writes the explanation to stdout as text (with `legend` in place of the replay's) or, with
 /// `--json`, one JSON object.
-fn print(args: &ExplainArgs, explanation: &Explanation, legend: Option<&str>) -> Result<()> {
-    let text = if args.json {
+fn print(json: bool, explanation: &Explanation, legend: Option<&str>) -> Result<()> {
+    let text = if json {
         let mut text = serde_json::to_string_pretty(explanation).context("cannot encode the explanation")?;
         text.push('\n');
         text
@@ -204,7 +149,7 @@ pub fn replay_final_state(config: &ReplayConfig) -> Result<FinalState> {
 /// The name positions show for the messages that stand for a checkpoint's saved state.
 const SAVED_STATE: &str = "checkpoint-state";
 
-fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayConfig, Key, FinalState, KeyInput)> {
+fn from_checkpoint(dir: &std::path::Path, cluster: &Cluster, key: &Key) -> Result<(ReplayConfig, FinalState, KeyInput)> {
     use crate::runtime::checkpoint;
     let chosen = checkpoint::choose(dir)?
         .with_context(|| format!("no complete checkpoint in {}; run or batch with --checkpoint-dir writes them", dir.display()))?;
@@ -218,16 +163,15 @@ fn from_checkpoint(dir: &std::path::Path, args: &ExplainArgs) -> Result<(ReplayC
         lateness_ms: header.lateness_ms,
         quiet: true,
         print: false,
-        cluster: Cluster { workers: args.workers, processes: 1, process: 0, hostfile: None },
+        cluster: cluster.clone(),
     };
     let mut bodies = Vec::new();
     for path in &chosen.shares {
         bodies.push(checkpoint::read_share(path).map_err(|e| anyhow::anyhow!("cannot load checkpoint share {e}"))?);
     }
-    let key: Key = (Name::from(args.sku.as_str()), Name::from(args.loc.as_str()));
-    let input = KeyInput::from_saved(&key, as_of, &bodies);
+    let input = KeyInput::from_saved(key, as_of, &bodies);
     let engine = restored_final_state(&config, chosen)?;
-    Ok((config, key, engine, input))
+    Ok((config, engine, input))
 }
 
 /// Restores the checkpoint into the dataflow with the run's own worker loop (no input; the

@@ -25,13 +25,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::value;
 use crate::io::kafka::KafkaArgs;
 use crate::cmd::produce::PartitionProducer;
 use crate::io::source::file::message_of;
 
 /// Options of `stockflow gen`.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
 pub struct GenArgs {
     /// Output directory (created if missing); gets part-00.jsonl, part-01.jsonl, ...
     #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
@@ -65,11 +65,13 @@ pub struct GenArgs {
     /// Zipf exponent of SKU popularity (store sizes use half of it); 0 = uniform.
     #[arg(long, default_value_t = 1.0)]
     pub zipf: f64,
-    /// Time of the setup messages and start of the events, in ms since the epoch.
-    #[arg(long, default_value_t = 1_700_000_000_000)]
+    /// Time of the setup messages and start of the events: ms since the epoch or RFC 3339 with
+    /// a zone (2023-11-14T22:13:20Z).
+    #[arg(long, value_name = "TIME", default_value_t = 1_700_000_000_000, value_parser = value::time)]
     pub start_ms: u64,
-    /// The events are spread over this many milliseconds after --start-ms.
-    #[arg(long, default_value_t = 86_400_000)]
+    /// The events are spread over this long after --start-ms (a bare number is milliseconds;
+    /// or 90s, 30m, 24h).
+    #[arg(long, value_name = "DURATION", default_value_t = 86_400_000, value_parser = value::millis)]
     pub duration_ms: u64,
     /// Fraction of events whose ts is moved back by up to 5 seconds.
     #[arg(long, default_value_t = 0.0)]
@@ -80,10 +82,6 @@ pub struct GenArgs {
     /// No progress lines on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Print help.
-    // main.rs turns clap's automatic help flag off (-h is timely's hostfile in `replay`).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
 }
 
 /// Writes the workload.

@@ -1,30 +1,32 @@
-//! `--config FILE.toml` for `replay`, `run`, `batch` and `explain`, and `stockflow config check`.
+//! `--config FILE.toml` for `replay`, `run`, `batch` and `explain`: a file of a command's flags.
 //!
 //! A key is its flag's long name in snake_case (`tick_ms` is `--tick-ms`), a positional argument
 //! goes by its name (`inputs`), and the `[kafka]` table holds librdkafka properties (each one a
 //! `-X key=value`). Keys are looked up in the clap command itself, so every flag a command has is
-//! a key of its file, with clap's own value checks, and a flag added later needs nothing here.
+//! a key of its file, with the flag's own value parser, and a flag added later needs nothing here.
 //! The file's values are turned into flags placed before the command line's: a flag given on
 //! the command line replaces the file's value (and a file value its flags conflict with), except
 //! `-X`, whose properties are merged with `[kafka]` property by property (the command line's win).
+//! Errors name the file, the line and the key, never a secret's value nor a line's text.
 
-use std::any::TypeId;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::error::{At, ConfigError, Origin};
+use super::secret;
 
 /// The argument id of `--config` in every command that takes it.
 const CONFIG_ID: &str = "config";
 /// The table of librdkafka properties.
-const KAFKA_TABLE: &str = "kafka";
+pub(super) const KAFKA_TABLE: &str = "kafka";
 /// The argument id of `-X key=value` (`crate::io::kafka::KafkaArgs::properties`).
-const PROPERTIES_ID: &str = "properties";
+pub(super) const PROPERTIES_ID: &str = "properties";
 /// The commands a config file can be for, in the order `config check` tries them.
-const MODES: [&str; 4] = ["replay", "run", "batch", "explain"];
+pub const MODES: [&str; 4] = ["replay", "run", "batch", "explain"];
 
 /// `--config FILE`, added to each command by [`with_config_flag`]: it is read before the command
 /// line is parsed, so no field holds it.
@@ -44,85 +46,96 @@ pub fn with_config_flag(mut cli: Command) -> Command {
     cli
 }
 
-/// `stockflow config ...`.
-#[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
-pub struct ConfigArgs {
-    #[command(subcommand)]
-    action: ConfigAction,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum ConfigAction {
-    /// Validates a config file and prints the configuration it resolves to (the file's values,
-    /// then the defaults), secrets masked.
-    Check(CheckArgs),
-}
-
-#[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
-struct CheckArgs {
-    /// The TOML file.
-    file: PathBuf,
-    /// The command the file is for (default: the first of replay, run, batch, explain that has
-    /// every key of the file).
-    #[arg(long, value_parser = MODES)]
-    mode: Option<String>,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-}
-
 /// A parsed config file.
-struct ConfigFile {
-    path: PathBuf,
-    table: toml::Table,
+pub(super) struct ConfigFile {
+    pub(super) path: PathBuf,
+    pub(super) table: toml::Table,
     /// The line of each top-level key, for messages.
-    lines: std::collections::BTreeMap<String, usize>,
+    lines: BTreeMap<String, usize>,
+    /// The line of each `[kafka]` property (dotted name), for messages.
+    kafka_lines: BTreeMap<String, usize>,
 }
 
 impl ConfigFile {
-    fn load(path: &Path) -> Result<ConfigFile> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let table = text.parse::<toml::Table>().map_err(|e| {
-            anyhow::anyhow!("config file {} is not valid TOML: {}", path.display(), e.to_string().trim_end())
-        })?;
+    pub(super) fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|cause| ConfigError::FileUnreadable { path: path.to_path_buf(), cause })?;
+        let table = text.parse::<toml::Table>().map_err(|e| syntax_error(path, &text, &e))?;
         // The table above drops where keys were; the parser's own document keeps their spans.
-        let lines = match toml::de::DeTable::parse(&text) {
-            Ok(document) => document
-                .get_ref()
-                .iter()
-                .map(|(key, _)| (key.get_ref().to_string(), text[..key.span().start].matches('\n').count() + 1))
-                .collect(),
+        let (lines, kafka_lines) = match toml::de::DeTable::parse(&text) {
+            Ok(document) => key_lines(&text, document.get_ref()),
             Err(_) => Default::default(),
         };
-        Ok(ConfigFile { path: path.to_path_buf(), table, lines })
+        Ok(ConfigFile { path: path.to_path_buf(), table, lines, kafka_lines })
     }
 
-    /// `PATH, line N` of `key` (just the path when the line is unknown).
-    fn at(&self, key: &str) -> String {
-        match self.lines.get(key) {
-            Some(line) => format!("{}, line {line}", self.path.display()),
-            None => self.path.display().to_string(),
+    /// Where `key` is.
+    pub(super) fn at(&self, key: &str) -> At {
+        At { path: self.path.clone(), line: self.lines.get(key).copied() }
+    }
+
+    /// Where the `[kafka]` property `name` is (the table's line when the property's is unknown).
+    fn kafka_at(&self, name: &str) -> At {
+        let line = self.kafka_lines.get(name).or_else(|| self.lines.get(KAFKA_TABLE)).copied();
+        At { path: self.path.clone(), line }
+    }
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The lines of the top-level keys and of the `[kafka]` properties (nested keys joined by dots).
+fn key_lines(text: &str, document: &toml::de::DeTable<'_>) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    fn nested(text: &str, prefix: &str, table: &toml::de::DeTable<'_>, out: &mut BTreeMap<String, usize>) {
+        for (key, value) in table {
+            let name =
+                if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+            match value.get_ref() {
+                toml::de::DeValue::Table(inner) => nested(text, &name, inner, out),
+                _ => {
+                    out.insert(name, line_of(text, key.span().start));
+                }
+            }
         }
     }
+    let mut top = BTreeMap::new();
+    let mut kafka = BTreeMap::new();
+    for (key, value) in document {
+        top.insert(key.get_ref().to_string(), line_of(text, key.span().start));
+        if let (KAFKA_TABLE, toml::de::DeValue::Table(inner)) = (key.get_ref().as_ref(), value.get_ref()) {
+            nested(text, "", inner, &mut kafka);
+        }
+    }
+    (top, kafka)
+}
+
+/// A TOML syntax error as its line, the key on that line and the parser's reason: the parser's
+/// own rendering quotes the line, and the line may hold a password.
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|span| line_of(text, span.start));
+    let key = line.and_then(|n| text.lines().nth(n - 1)).and_then(|l| {
+        let (key, _) = l.split_once('=')?;
+        let key = key.trim().trim_start_matches('[').trim();
+        let plain = key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c));
+        (plain && !key.is_empty()).then(|| key.to_string())
+    });
+    let message = e.message().lines().next().unwrap_or_default().trim_end().to_string();
+    ConfigError::Toml { at: At { path: path.to_path_buf(), line }, key, message }
 }
 
 /// One key of a config file as the command-line tokens of its flag.
-struct Setting {
+pub(super) struct Setting {
     /// The clap argument id.
-    id: String,
+    pub(super) id: String,
     /// `--long=value` tokens (or bare values for a positional argument).
-    tokens: Vec<OsString>,
-    positional: bool,
+    pub(super) tokens: Vec<OsString>,
+    pub(super) positional: bool,
 }
 
 /// The config key of `arg`, if it has one.
-fn key_of(arg: &Arg) -> Option<String> {
+pub(super) fn key_of(arg: &Arg) -> Option<String> {
     let id = arg.get_id().as_str();
     if matches!(id, "help" | "version" | CONFIG_ID | PROPERTIES_ID) {
         return None;
@@ -135,7 +148,7 @@ fn key_of(arg: &Arg) -> Option<String> {
 }
 
 /// Every key `command` accepts, in the order of its flags.
-fn keys(command: &Command) -> Vec<String> {
+pub(super) fn keys(command: &Command) -> Vec<String> {
     let mut keys: Vec<String> = command.get_arguments().filter_map(key_of).collect();
     if command.get_arguments().any(|a| a.get_id() == PROPERTIES_ID) {
         keys.push(format!("[{KAFKA_TABLE}]"));
@@ -158,18 +171,28 @@ fn scalar(value: &toml::Value) -> Option<String> {
 /// The `[kafka]` table as `(property, value)` pairs. TOML reads `sasl.mechanism = "PLAIN"` as
 /// nested tables, so nested keys are joined with dots again: the dotted and the quoted
 /// spelling of a property mean the same.
-fn kafka_properties(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) -> Result<(), String> {
-    for (key, value) in table {
-        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-        match value {
-            toml::Value::Table(inner) => kafka_properties(&name, inner, out)?,
-            other => match scalar(other) {
-                Some(text) => out.push((name, text)),
-                None => return Err(format!("[{KAFKA_TABLE}] {name}: expected a string, number or boolean")),
-            },
+pub(super) fn kafka_properties(file: &ConfigFile, table: &toml::Table) -> Result<Vec<(String, String)>, ConfigError> {
+    fn walk(
+        file: &ConfigFile,
+        prefix: &str,
+        table: &toml::Table,
+        out: &mut Vec<(String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in table {
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                toml::Value::Table(inner) => walk(file, &name, inner, out)?,
+                other => match scalar(other) {
+                    Some(text) => out.push((name, text)),
+                    None => return Err(ConfigError::KafkaValue { at: file.kafka_at(&name), key: name }),
+                },
+            }
         }
+        Ok(())
     }
-    Ok(())
+    let mut out = Vec::new();
+    walk(file, "", table, &mut out)?;
+    Ok(out)
 }
 
 /// Clears every `required` so that a partial set of flags parses (the file alone, or the
@@ -179,110 +202,119 @@ fn relaxed(command: Command) -> Command {
 }
 
 /// The first line of a clap error, without its `error: ` prefix.
-fn clap_message(e: &clap::Error) -> String {
+pub(super) fn clap_message(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
     let first = rendered.lines().next().unwrap_or_default();
     first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Parses `tokens` as the flags of `command` with nothing required.
-fn parse_relaxed(command: &Command, mode: &str, tokens: &[OsString]) -> Result<ArgMatches, clap::Error> {
+pub(super) fn parse_relaxed(command: &Command, mode: &str, tokens: &[OsString]) -> Result<ArgMatches, clap::Error> {
     let argv = std::iter::once(OsString::from(mode)).chain(tokens.iter().cloned());
     relaxed(command.clone()).try_get_matches_from(argv)
 }
 
 /// Turns each key of `file` into the flags of `command` (the `mode` subcommand), checking every
-/// value with clap's own parser. Unknown keys and bad values are errors naming the key and file.
-fn settings(file: &ConfigFile, command: &Command, mode: &str) -> Result<Vec<Setting>> {
-    let unknown = |key: &str| {
-        anyhow::anyhow!(
-            "config file {}: unknown key `{key}` for `stockflow {mode}`; its keys are {}",
-            file.at(key),
-            keys(command).join(", ")
-        )
-    };
+/// value with its flag's own parser and every `[kafka]` property with librdkafka. Unknown keys
+/// and bad values are errors naming the key, the file and the line.
+pub(super) fn settings(file: &ConfigFile, command: &Command, mode: &str) -> Result<Vec<Setting>, ConfigError> {
     let mut settings = Vec::new();
     for (key, value) in &file.table {
-        let path = file.at(key);
-        let setting = if key == KAFKA_TABLE {
-            if !command.get_arguments().any(|a| a.get_id() == PROPERTIES_ID) {
-                return Err(unknown(key));
-            }
-            let toml::Value::Table(table) = value else {
-                bail!("config file {path}: `{KAFKA_TABLE}` must be a table of librdkafka properties ([{KAFKA_TABLE}])");
-            };
-            let mut properties = Vec::new();
-            kafka_properties("", table, &mut properties).map_err(|e| anyhow::anyhow!("config file {path}: {e}"))?;
-            // TOML puts every key after `[kafka]` into that table, so a stockflow key written
-            // below it lands here; librdkafka's own property names have no underscores.
-            let own = keys(command);
-            if let Some((name, _)) = properties.iter().find(|(name, _)| own.contains(name)) {
-                bail!(
-                    "config file {path}: `{name}` is in [{KAFKA_TABLE}] but is a stockflow key; move it above the [{KAFKA_TABLE}] line (TOML puts the keys after a table's header into that table)"
-                );
-            }
-            let tokens = properties.into_iter().flat_map(|(k, v)| [OsString::from("-X"), format!("{k}={v}").into()]);
-            Setting { id: PROPERTIES_ID.to_string(), tokens: tokens.collect(), positional: false }
+        let setting = if key == KAFKA_TABLE && command.get_arguments().any(|a| a.get_id() == PROPERTIES_ID) {
+            kafka_setting(file, command, value)?
         } else {
             let Some(arg) = command.get_arguments().find(|a| key_of(a).as_deref() == Some(key.as_str())) else {
-                return Err(unknown(key));
+                return Err(unknown_key(file, command, mode, key));
             };
-            let values = arg_values(arg, value).map_err(|e| anyhow::anyhow!("config file {path}: key `{key}`: {e}"))?;
-            let positional = arg.is_positional();
-            let tokens = match (positional, arg.get_long()) {
-                (true, _) => values.into_iter().map(OsString::from).collect(),
-                (false, Some(long)) => values
-                    .into_iter()
-                    .map(|v| {
-                        if matches!(arg.get_action(), ArgAction::SetTrue) {
-                            format!("--{long}")
-                        } else {
-                            format!("--{long}={v}")
-                        }
-                    })
-                    .map(OsString::from)
-                    .collect(),
-                (false, None) => unreachable!("key_of gives keys only to long flags and positionals"),
-            };
-            Setting { id: arg.get_id().to_string(), tokens, positional }
+            flag_setting(file, arg, key, value)?
         };
-        // clap checks the values (numbers, choices, times that parse) one key at a time, so
-        // the error names the key.
+        // Each key's flags parsed alone, so the error names the key.
         let mut alone = setting.tokens.clone();
         if setting.positional {
             alone.insert(0, "--".into());
         }
-        parse_relaxed(command, mode, &alone)
-            .map_err(|e| anyhow::anyhow!("config file {path}: key `{key}`: {}", clap_message(&e)))?;
+        parse_relaxed(command, mode, &alone).map_err(|e| {
+            let raw = scalar(value).unwrap_or_default();
+            ConfigError::BadValue {
+                at: file.at(key),
+                key: key.clone(),
+                message: secret::masked(&clap_message(&e), key, &raw),
+            }
+        })?;
         settings.push(setting);
     }
     Ok(settings)
 }
 
+/// An unknown key, with the closest key the command has.
+fn unknown_key(file: &ConfigFile, command: &Command, mode: &str, key: &str) -> ConfigError {
+    let keys = keys(command);
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let suggestion = super::value::closest(key, &names).map(str::to_string);
+    ConfigError::UnknownKey { at: file.at(key), key: key.to_string(), mode: mode.to_string(), suggestion, keys }
+}
+
+/// `[kafka]` as `-X key=value` tokens, each property checked by librdkafka.
+fn kafka_setting(file: &ConfigFile, command: &Command, value: &toml::Value) -> Result<Setting, ConfigError> {
+    let toml::Value::Table(table) = value else {
+        return Err(ConfigError::KafkaNotTable(file.at(KAFKA_TABLE)));
+    };
+    let properties = kafka_properties(file, table)?;
+    // TOML puts every key after `[kafka]` into that table, so a stockflow key written below it
+    // lands here; librdkafka's own property names have no underscores.
+    let own = keys(command);
+    if let Some((name, _)) = properties.iter().find(|(name, _)| own.contains(name)) {
+        return Err(ConfigError::KeyInKafkaTable { at: file.kafka_at(name), key: name.clone() });
+    }
+    for (name, value) in &properties {
+        super::kafka::check(name, value, &Origin::ConfigFile(file.kafka_at(name)))?;
+    }
+    let tokens = properties.into_iter().flat_map(|(k, v)| [OsString::from("-X"), format!("{k}={v}").into()]);
+    Ok(Setting { id: PROPERTIES_ID.to_string(), tokens: tokens.collect(), positional: false })
+}
+
+/// A stockflow key as the tokens of its flag.
+fn flag_setting(file: &ConfigFile, arg: &Arg, key: &str, value: &toml::Value) -> Result<Setting, ConfigError> {
+    let values = arg_values(arg, value).map_err(|message| ConfigError::BadValue {
+        at: file.at(key),
+        key: key.to_string(),
+        message: message.to_string(),
+    })?;
+    let positional = arg.is_positional();
+    let tokens = match arg.get_long() {
+        _ if positional => values.into_iter().map(OsString::from).collect(),
+        Some(long) if matches!(arg.get_action(), ArgAction::SetTrue) => {
+            values.into_iter().map(|_| OsString::from(format!("--{long}"))).collect()
+        }
+        Some(long) => values.into_iter().map(|v| OsString::from(format!("--{long}={v}"))).collect(),
+        None => unreachable!("key_of gives keys only to long flags and positionals"),
+    };
+    Ok(Setting { id: arg.get_id().to_string(), tokens, positional })
+}
+
 /// The values a TOML value gives `arg`: one per occurrence of the flag.
-fn arg_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
+fn arg_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, &'static str> {
     if matches!(arg.get_action(), ArgAction::SetTrue) {
         return match value {
             toml::Value::Boolean(true) => Ok(vec![String::new()]),
             toml::Value::Boolean(false) => Ok(Vec::new()),
-            _ => Err("expected true or false".to_string()),
+            _ => Err("expected true or false"),
         };
     }
     let many = matches!(arg.get_action(), ArgAction::Append) || arg.get_num_args().is_some_and(|n| n.max_values() > 1);
     match value {
-        toml::Value::Array(items) if many => items
-            .iter()
-            .map(|item| scalar(item).ok_or_else(|| "expected an array of strings or numbers".to_string()))
-            .collect(),
-        toml::Value::Array(_) => Err("expected one value, not an array".to_string()),
-        other => scalar(other).map(|s| vec![s]).ok_or_else(|| "expected a string or a number".to_string()),
+        toml::Value::Array(items) if many => {
+            items.iter().map(|item| scalar(item).ok_or("expected an array of strings or numbers")).collect()
+        }
+        toml::Value::Array(_) => Err("expected one value, not an array"),
+        other => scalar(other).map(|s| vec![s]).ok_or("expected a string or a number"),
     }
 }
 
 /// The command line with the flags of `--config FILE` (when given) put before the command
 /// line's own, leaving out those the command line gives (`-X` excepted: see the module doc).
 /// Any other command line is returned as it is, to be parsed (and its errors told) by clap.
-pub fn merged_args(argv: Vec<OsString>, cli: Command) -> Result<Vec<OsString>> {
+pub fn merged_args(argv: Vec<OsString>, cli: Command) -> Result<Vec<OsString>, ConfigError> {
     let Ok(matches) = relaxed(cli.clone()).try_get_matches_from(argv.clone()) else {
         return Ok(argv);
     };
@@ -338,179 +370,6 @@ fn overruled(command: &Command, id: &str, given: &ArgMatches) -> bool {
         })
 }
 
-/// `stockflow config check`: validates the file for a command and prints what it resolves to.
-pub fn run(args: ConfigArgs, cli: Command) -> Result<()> {
-    let ConfigAction::Check(check) = args.action;
-    let file = ConfigFile::load(&check.file)?;
-    let mode = match check.mode {
-        Some(mode) => mode,
-        None => infer_mode(&file, &cli),
-    };
-    let command = cli.find_subcommand(&mode).expect("MODES are subcommands");
-    let settings = settings(&file, command, &mode)?;
-    let mut tokens = Vec::new();
-    let mut positionals = Vec::new();
-    for setting in settings {
-        if setting.positional {
-            positionals.extend(setting.tokens);
-        } else {
-            tokens.extend(setting.tokens);
-        }
-    }
-    if !positionals.is_empty() {
-        tokens.push("--".into());
-        tokens.extend(positionals);
-    }
-    let matches = parse_relaxed(command, &mode, &tokens)
-        .map_err(|e| anyhow::anyhow!("config file {}: {}", check.file.display(), clap_message(&e)))?;
-    validate(&matches).map_err(|e| anyhow::anyhow!("config file {}: {e}", check.file.display()))?;
-    print!("{}", resolved(&file, command, &mode, &matches));
-    Ok(())
-}
-
-/// The first command that knows every key of `file`; else the one knowing the most (whose
-/// error then names an unknown key).
-fn infer_mode(file: &ConfigFile, cli: &Command) -> String {
-    let unknown = |mode: &str| {
-        let keys = keys(cli.find_subcommand(mode).expect("MODES are subcommands"));
-        file.table
-            .keys()
-            .filter(|k| {
-                let key = if *k == KAFKA_TABLE { format!("[{KAFKA_TABLE}]") } else { k.to_string() };
-                !keys.contains(&key)
-            })
-            .count()
-    };
-    MODES.iter().min_by_key(|mode| unknown(mode)).expect("MODES is not empty").to_string()
-}
-
-/// The checks the commands make before they start, on whatever the file sets: times parse,
-/// the tick is positive, the cluster is consistent, inputs exist, Kafka properties are
-/// `key=value` and their file reads.
-fn validate(matches: &ArgMatches) -> Result<()> {
-    fn get<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
-        m.try_get_one::<T>(id).ok().flatten().cloned()
-    }
-    if get::<u64>(matches, "tick_ms") == Some(0) {
-        bail!("tick_ms must be at least 1");
-    }
-    for key in ["until", "at"] {
-        if let Some(text) = get::<String>(matches, key) {
-            crate::config::time_arg(key, &text)?;
-        }
-    }
-    let (workers, processes, process) = (
-        get::<usize>(matches, "workers").unwrap_or(1),
-        get::<usize>(matches, "processes").unwrap_or(1),
-        get::<usize>(matches, "process").unwrap_or(0),
-    );
-    if workers == 0 || processes == 0 || process >= processes {
-        bail!("need workers >= 1, processes >= 1 and 0 <= process < processes (got {workers}, {processes}, {process})");
-    }
-    if let Ok(Some(inputs)) = matches.try_get_many::<PathBuf>("inputs") {
-        crate::config::resolve_inputs(&inputs.cloned().collect::<Vec<_>>())?;
-    }
-    if let Some(brokers) = get::<String>(matches, "brokers") {
-        let properties = matches
-            .try_get_many::<String>(PROPERTIES_ID)
-            .ok()
-            .flatten()
-            .map(|p| p.cloned().collect())
-            .unwrap_or_default();
-        let kafka = crate::io::kafka::KafkaArgs { brokers, properties, kafka_config: get(matches, "kafka_config") };
-        // librdkafka checks each property's name and value as it is set, without connecting.
-        // Its message repeats the value, so a refused secret is masked there too.
-        if let Err(e) = kafka.client_config(&[])?.create_native_config() {
-            let mut message = e.to_string();
-            for (key, value) in kafka.properties()? {
-                if is_secret(&key) && !value.is_empty() {
-                    message = message.replace(&value, "****");
-                }
-            }
-            bail!("a Kafka property ([{KAFKA_TABLE}] or kafka_config) is wrong: {message}");
-        }
-    }
-    if matches.try_get_one::<bool>("no_kafka_out").ok().flatten() == Some(&true)
-        && get::<PathBuf>(matches, "out").is_none()
-    {
-        bail!("no_kafka_out needs out (a directory), else the results go nowhere");
-    }
-    Ok(())
-}
-
-/// Whether a value is a secret, shown as `****`: any key naming a password, a secret or a key
-/// (`ssl.key.pem`, `ssl.key.password`, `ssl.keystore.location`: a location is masked too, as
-/// erring that way costs nothing), and the properties that hold credentials inline.
-fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "key"].iter().any(|word| key.contains(word))
-        || matches!(key.as_str(), "sasl.jaas.config" | "sasl.oauthbearer.config")
-}
-
-/// A TOML string literal.
-fn quoted(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
-}
-
-/// The resolved configuration as TOML: every key of the command, from the file or its default
-/// (marked), unset ones as comments, then `[kafka]`; secrets masked.
-fn resolved(file: &ConfigFile, command: &Command, mode: &str, matches: &ArgMatches) -> String {
-    // Values TOML writes bare (numbers, booleans such as `exactly_once`); the rest are strings.
-    let bare =
-        [TypeId::of::<u64>(), TypeId::of::<usize>(), TypeId::of::<i64>(), TypeId::of::<i32>(), TypeId::of::<bool>()];
-    let mut out = format!(
-        "# stockflow {mode}: {} resolved (its values, then the defaults, marked); flags on the command line override these\n",
-        file.path.display()
-    );
-    for arg in command.get_arguments() {
-        let Some(key) = key_of(arg) else { continue };
-        let source = matches.value_source(arg.get_id().as_str());
-        let note = if source == Some(ValueSource::DefaultValue) { "  # default" } else { "" };
-        if matches!(arg.get_action(), ArgAction::SetTrue) {
-            let _ = writeln!(out, "{key} = {}{note}", matches.get_flag(arg.get_id().as_str()));
-            continue;
-        }
-        let values: Vec<String> = matches
-            .get_raw(arg.get_id().as_str())
-            .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        if values.is_empty() {
-            let required = if arg.is_required_set() { " (required: set it here or on the command line)" } else { "" };
-            let _ = writeln!(out, "# {key}: not set{required}");
-            continue;
-        }
-        let is_bare = bare.iter().any(|t| arg.get_value_parser().type_id() == *t);
-        let literal = |v: &String| {
-            if is_secret(&key) {
-                quoted("****")
-            } else if is_bare {
-                v.clone()
-            } else {
-                quoted(v)
-            }
-        };
-        let many = matches!(arg.get_action(), ArgAction::Append);
-        let value = if many {
-            format!("[{}]", values.iter().map(literal).collect::<Vec<_>>().join(", "))
-        } else {
-            literal(&values[0])
-        };
-        let _ = writeln!(out, "{key} = {value}{note}");
-    }
-    if let Some(toml::Value::Table(table)) = file.table.get(KAFKA_TABLE) {
-        let mut properties = Vec::new();
-        // Checked by `settings` already.
-        let _ = kafka_properties("", table, &mut properties);
-        properties.sort();
-        let _ = writeln!(out, "\n[{KAFKA_TABLE}]");
-        for (key, value) in properties {
-            let value = if is_secret(&key) { "****" } else { value.as_str() };
-            let _ = writeln!(out, "{} = {}", quoted(&key), quoted(value));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,31 +418,38 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "topics = \"a\"\ntick = 5\n");
+        let path = write(dir.path(), "topics = \"a\"\ntick_m = 5\n");
         let argv = args(&["stockflow", "run", "--config", path.to_str().unwrap()]);
         let err = merged_args(argv.clone(), cli()).unwrap_err().to_string();
-        assert!(err.contains("unknown key `tick`") && err.contains("c.toml") && err.contains("tick_ms"), "{err}");
+        assert!(
+            err.contains("c.toml, line 2: unknown key `tick_m`") && err.contains("did you mean `tick_ms`?"),
+            "{err}"
+        );
         write(dir.path(), "tick_ms = \"soon\"\n");
         let err = merged_args(argv.clone(), cli()).unwrap_err().to_string();
         assert!(err.contains("key `tick_ms`") && err.contains("soon"), "{err}");
         write(dir.path(), "quiet = \"yes\"\n");
-        let err = merged_args(argv, cli()).unwrap_err().to_string();
+        let err = merged_args(argv.clone(), cli()).unwrap_err().to_string();
         assert!(err.contains("key `quiet`: expected true or false"), "{err}");
+        write(dir.path(), "topics = [\"a\"]\n\n[kafka]\nclient.id = \"x\"\nsasl.passwort = \"HUNTER2\"\n");
+        let err = merged_args(argv, cli()).unwrap_err().to_string();
+        assert!(err.contains("c.toml, line 5: [kafka]: librdkafka has no property `sasl.passwort`"), "{err}");
+        assert!(!err.contains("HUNTER2"), "{err}");
     }
 
     #[test]
-    fn secrets_are_recognised() {
-        for key in [
-            "sasl.password",
-            "ssl.key.password",
-            "ssl.keystore.password",
-            "sasl.oauthbearer.client.secret",
-            "ssl.key.pem",
-            "SSL.Key.Location",
-            "sasl.jaas.config",
+    fn toml_syntax_errors_name_line_and_key_but_not_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, line) in [
+            ("[kafka]\nsasl.password = \"HUNTER2\n", 2),
+            ("[kafka]\nsasl.password = \"HUN\\qTER2\"\n", 2),
+            ("[kafka]\nsasl.password = \"HUNTER2\"\nsasl.password = \"HUNTER2\"\n", 3),
+            ("[kafka]\nsasl.password = HUNTER2\n", 2),
         ] {
-            assert!(is_secret(key), "{key}");
+            let path = write(dir.path(), text);
+            let err = ConfigFile::load(&path).err().expect(text).to_string();
+            assert!(err.contains(&format!("c.toml, line {line} is not valid TOML (key `sasl.password`): ")), "{err}");
+            assert!(!err.contains("HUNTER2") && !err.contains("HUN"), "{err}");
         }
-        assert!(!is_secret("sasl.username") && !is_secret("security.protocol"));
     }
 }

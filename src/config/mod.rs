@@ -1,46 +1,24 @@
-//! The validated run configuration: inputs resolved to files with unique names, clocks, and
-//! timely's cluster settings.
+//! The validated run configurations every command starts from (replay, run/batch, explain):
+//! inputs resolved to files with unique names, clocks, Kafka properties and timely's cluster
+//! settings, each checked by one function that every command and `config check` share.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use dataflows::clock::Ticks;
 use dataflows::model::Millis;
+use dataflows::Key;
 
+pub mod check;
+pub mod error;
 pub mod file;
+pub mod kafka;
+pub mod secret;
+pub mod value;
 
-/// The window flags of a replay, shared by `replay` and `explain`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct WindowArgs {
-    /// Tick length in milliseconds: outputs are emitted at its multiples.
-    #[arg(long, default_value_t = 1000)]
-    pub tick_ms: u64,
-    /// Allowed lateness per (source, partition), in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub lateness_ms: u64,
-    /// End of the window: milliseconds since the epoch or RFC 3339.
-    #[arg(long)]
-    pub until: Option<String>,
-}
-
-impl WindowArgs {
-    /// `--until`, parsed; fails on a zero `--tick-ms` too, so callers check both at once.
-    pub fn until(&self) -> Result<Option<Millis>> {
-        if self.tick_ms == 0 {
-            bail!("--tick-ms must be at least 1");
-        }
-        self.until.as_deref().map(|t| time_arg("--until", t)).transpose()
-    }
-}
-
-/// Parses the time given to `flag`, naming both in the error.
-pub fn time_arg(flag: &str, text: &str) -> Result<Millis> {
-    dataflows::decode::parse_time(text).with_context(|| {
-        format!("{flag} {text:?} is neither milliseconds since the epoch nor an RFC 3339 time within year 1970..9999")
-    })
-}
+pub use error::ConfigError;
+pub use value::CheckpointEvery;
 
 /// One input file: a partition-0 source named by its base name.
 #[derive(Clone, Debug)]
@@ -74,8 +52,35 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Checks timely's cluster flags (`-w`, `-n`, `-p`, `--hostfile`): the one place every
+    /// command and `config check` validate them.
+    pub fn new(
+        workers: usize,
+        processes: usize,
+        process: usize,
+        hostfile: Option<PathBuf>,
+    ) -> Result<Cluster, ConfigError> {
+        if workers == 0 || processes == 0 || process >= processes {
+            return Err(ConfigError::Cluster { workers, processes, process });
+        }
+        if let (Some(path), true) = (&hostfile, processes > 1) {
+            let text = std::fs::read_to_string(path)
+                .map_err(|cause| ConfigError::HostfileUnreadable { path: path.clone(), cause })?;
+            let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+            if lines < processes {
+                return Err(ConfigError::HostfileShort { path: path.clone(), lines, processes });
+            }
+        }
+        Ok(Cluster { workers, processes, process, hostfile })
+    }
+
+    /// One process of `workers` threads.
+    pub fn local(workers: usize) -> Result<Cluster, ConfigError> {
+        Cluster::new(workers, 1, 0, None)
+    }
+
     /// The timely configuration these settings describe.
-    pub fn timely_config(&self) -> Result<timely::Config> {
+    pub fn timely_config(&self) -> Result<timely::Config, ConfigError> {
         let mut args = vec!["stockflow".to_string(), "-w".into(), self.workers.to_string()];
         if self.processes > 1 {
             args.extend(["-n".into(), self.processes.to_string(), "-p".into(), self.process.to_string()]);
@@ -83,7 +88,7 @@ impl Cluster {
                 args.extend(["-h".into(), hostfile.display().to_string()]);
             }
         }
-        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow::anyhow!("invalid cluster settings: {e}"))
+        timely::Config::from_args(args.into_iter()).map_err(ConfigError::Timely)
     }
 }
 
@@ -108,16 +113,16 @@ pub struct ReplayConfig {
 
 /// Resolves INPUT arguments (directories mean every `*.jsonl` inside) into files sorted by
 /// base name, refusing two inputs with the same base name.
-pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
+pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, ConfigError> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for input in inputs {
-        let meta = std::fs::metadata(input).with_context(|| {
-            format!("input {} cannot be read; pass a fixture directory or .jsonl files", input.display())
-        })?;
+        let meta =
+            std::fs::metadata(input).map_err(|cause| ConfigError::InputUnreadable { path: input.clone(), cause })?;
         let files: Vec<PathBuf> = if meta.is_dir() {
+            let unlisted = |cause| ConfigError::InputUnlisted { path: input.clone(), cause };
             let mut files = Vec::new();
-            for entry in std::fs::read_dir(input).with_context(|| format!("cannot list {}", input.display()))? {
-                let path = entry?.path();
+            for entry in std::fs::read_dir(input).map_err(unlisted)? {
+                let path = entry.map_err(unlisted)?.path();
                 if path.extension().is_some_and(|e| e == "jsonl") && path.is_file() {
                     files.push(path);
                 }
@@ -128,12 +133,8 @@ pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
         };
         for path in files {
             let name = base_name(&path)?;
-            if let Some(other) = by_name.get(&name) {
-                bail!(
-                    "two inputs have the base name {name}: {} and {}; positions name a file by its base name, so rename one",
-                    other.display(),
-                    path.display()
-                );
+            if let Some(first) = by_name.get(&name) {
+                return Err(ConfigError::DuplicateBaseName { name, first: first.clone(), second: path });
             }
             by_name.insert(name, path);
         }
@@ -141,11 +142,11 @@ pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
     Ok(by_name.into_iter().map(|(name, path)| InputFile { name, path }).collect())
 }
 
-fn base_name(path: &Path) -> Result<String> {
+fn base_name(path: &Path) -> Result<String, ConfigError> {
     path.file_name()
         .and_then(|n| n.to_str())
         .map(str::to_string)
-        .with_context(|| format!("input {} has no UTF-8 file name", path.display()))
+        .ok_or_else(|| ConfigError::NonUtf8Name(path.to_path_buf()))
 }
 
 /// Whether a Kafka run goes on forever or ends at its window.
@@ -155,30 +156,6 @@ pub enum StreamMode {
     Run,
     /// `batch`: reads up to the end offsets captured at start-up, writes the state at `--until`.
     Batch,
-}
-
-/// `--checkpoint-every`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckpointEvery {
-    /// Wall-clock interval.
-    Wall(Duration),
-    /// Event-time interval in ticks.
-    Ticks(u64),
-}
-
-impl std::str::FromStr for CheckpointEvery {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let number = |digits: &str| digits.parse::<u64>().ok().filter(|&n| n > 0);
-        let parsed = if let Some(m) = text.strip_suffix('m') {
-            number(m).map(|n| CheckpointEvery::Wall(Duration::from_secs(n * 60)))
-        } else if let Some(sec) = text.strip_suffix('s') {
-            number(sec).map(|n| CheckpointEvery::Wall(Duration::from_secs(n)))
-        } else {
-            number(text).map(CheckpointEvery::Ticks)
-        };
-        parsed.ok_or_else(|| format!("{text:?}: expected a number of ticks (600), seconds (30s) or minutes (5m), above 0"))
-    }
 }
 
 /// Where and how often a Kafka run checkpoints.
@@ -233,5 +210,48 @@ impl StreamConfig {
     /// Whether this is a `batch` run.
     pub fn batch(&self) -> bool {
         self.mode == StreamMode::Batch
+    }
+}
+
+/// `--no-kafka-out` needs `--out`: the results must go somewhere.
+pub fn check_output(kafka_out: bool, out: Option<&Path>) -> Result<(), ConfigError> {
+    if !kafka_out && out.is_none() {
+        return Err(ConfigError::NoOutput);
+    }
+    Ok(())
+}
+
+/// Where `explain` takes the key's state from.
+#[derive(Clone, Debug)]
+pub enum ExplainSource {
+    /// A replay of inputs; its window ends at `--at` when given, else at `--until`.
+    Replay(ReplayConfig),
+    /// The newest complete checkpoint of a `--checkpoint-dir`.
+    Checkpoint {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Worker threads that restore it.
+        cluster: Cluster,
+    },
+}
+
+/// Everything `explain` needs, validated.
+#[derive(Clone, Debug)]
+pub struct ExplainConfig {
+    /// The key (sku, loc) to explain.
+    pub key: Key,
+    /// A replay or a checkpoint.
+    pub source: ExplainSource,
+    /// One JSON object instead of text.
+    pub json: bool,
+}
+
+/// The end of `explain`'s window: the state at `at` is that of a window ending at `at`, so `--at`
+/// narrows `--until` (and may not pass it).
+pub fn explain_window(at: Option<Millis>, until: Option<Millis>) -> Result<Option<Millis>, ConfigError> {
+    match (at, until) {
+        (Some(at), Some(until)) if at > until => Err(ConfigError::AtAfterUntil { at, until }),
+        (Some(at), _) => Ok(Some(at)),
+        (None, until) => Ok(until),
     }
 }

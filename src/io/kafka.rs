@@ -3,10 +3,9 @@
 //! property reach consumers, producers and admin clients alike.
 
 use std::path::PathBuf;
-
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -14,6 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::config::ConfigError;
 
 /// Kafka connection flags shared by `run`, `batch`, `produce` and `consume`.
 #[derive(Args, Debug, Clone, Default)]
@@ -29,43 +30,21 @@ pub struct KafkaArgs {
     pub kafka_config: Option<PathBuf>,
 }
 
-/// Splits `key=value`, naming `origin` in the error.
-fn split(line: &str, origin: &str) -> Result<(String, String)> {
-    match line.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => bail!("{origin}: expected key=value (a librdkafka property), got {line:?}"),
-    }
-}
-
 impl KafkaArgs {
-    /// Every property in the order they apply (later wins): bootstrap servers, file, `-X`.
-    pub fn properties(&self) -> Result<Vec<(String, String)>> {
-        let mut props = vec![("bootstrap.servers".to_string(), self.brokers.clone())];
-        if let Some(path) = &self.kafka_config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --kafka-config {}", path.display()))?;
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                props.push(split(line, &format!("{}:{}", path.display(), i + 1))?);
-            }
-        }
-        for x in &self.properties {
-            props.push(split(x, "-X")?);
-        }
-        Ok(props)
+    /// Every property in the order they apply (later wins): bootstrap servers, file, `-X`;
+    /// each one checked by librdkafka (`config::kafka`).
+    pub fn properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        crate::config::kafka::properties(&self.brokers, self.kafka_config.as_deref(), &self.properties)
     }
 
     /// The validated client settings these flags give.
-    pub fn client(&self) -> Result<KafkaClient> {
+    pub fn client(&self) -> Result<KafkaClient, ConfigError> {
         Ok(KafkaClient { properties: self.properties()? })
     }
 
     /// A client configuration with every property applied, plus `extra` defaults that the
     /// user's own properties override.
-    pub fn client_config(&self, extra: &[(&str, &str)]) -> Result<ClientConfig> {
+    pub fn client_config(&self, extra: &[(&str, &str)]) -> Result<ClientConfig, ConfigError> {
         Ok(self.client()?.client_config(extra))
     }
 }

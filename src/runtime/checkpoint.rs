@@ -578,7 +578,6 @@ mod tests {
 
 /// `stockflow checkpoint show`: prints a checkpoint for an audit or to compare two runs.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
 pub struct ShowArgs {
     /// A `--checkpoint-dir` (its newest usable checkpoint is shown) or one `at-…` directory in it.
     dir: PathBuf,
@@ -587,9 +586,6 @@ pub struct ShowArgs {
     /// at the same time compare with `diff`.
     #[arg(long)]
     ledger_only: bool,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
 }
 
 /// Prints each share's header as one JSON line (`{"file": …, "header": …}`), then every ledger entry,

@@ -32,9 +32,9 @@ pub struct MetricsArgs {
     /// picks a free port; the bound address is printed on stderr). Off by default.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
-    /// After the job ends, keep serving the final metrics for this many seconds (for a last
-    /// scrape of a replay or batch run).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// After the job ends, keep serving the final metrics for this long (for a last scrape of a
+    /// replay or batch run; a bare number is seconds, or 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value_t = 0, value_parser = crate::config::value::seconds, allow_negative_numbers = true)]
     pub metrics_linger_secs: u64,
 }
 

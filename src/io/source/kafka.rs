@@ -14,7 +14,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// Where a partition without a committed offset starts (`--start`).
+/// Where a partition without a committed offset starts (`--start`, parsed by
+/// `config::value::start`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// The oldest retained message.
@@ -23,22 +24,6 @@ pub enum Start {
     Latest,
     /// The first message with a Kafka timestamp >= this (ms since the epoch).
     Timestamp(i64),
-}
-
-impl std::str::FromStr for Start {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "earliest" => Ok(Start::Earliest),
-            "latest" => Ok(Start::Latest),
-            _ => s
-                .parse::<i64>()
-                .ok()
-                .filter(|t| *t >= 0)
-                .map(Start::Timestamp)
-                .ok_or_else(|| format!("--start {s:?}: expected earliest, latest or milliseconds since the epoch")),
-        }
-    }
 }
 
 /// One assigned partition's reading state.
