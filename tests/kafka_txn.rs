@@ -1,12 +1,16 @@
 //! Exactly-once Kafka output against librdkafka's in-process mock cluster, which implements
-//! InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn: a
-//! transactional `batch` writes the golden streams and a progress record; a restart in the same
-//! group that re-reads everything writes nothing again; a run cut short and restarted writes
-//! every record once; a broker whose EndTxn fails gets at-least-once output and one log line.
+//! InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn: every
+//! worker produces the keys it owns in transactions of its own, each with its progress record;
+//! a transactional `batch` writes the golden streams (each key's records in order); a restart
+//! in the same group that re-reads everything writes nothing again; a run cut short and
+//! restarted on fewer or more workers writes every record once; a kill between one worker's
+//! commit and another's loses and repeats nothing; a second instance fences the first; a broker
+//! whose EndTxn fails gets at-least-once output and one log line.
 //!
 //! The mock cluster keeps records of aborted transactions visible (it writes no transaction
 //! markers), so these tests prove the protocol flow and the skipping, not read_committed
-//! filtering; scripts/e2e-kafka.sh covers a real broker (tansu, without transactions).
+//! filtering: after a kill, the dead run's records beyond its workers' committed progress are
+//! taken as aborted. scripts/e2e-kafka.sh covers a real broker (tansu, without transactions).
 
 mod common;
 
@@ -150,9 +154,18 @@ fn expected_dead_letters(topic: &str) -> Vec<(String, Option<Value>)> {
     records
 }
 
-/// The output topics hold the case's expected streams and dead letters, each record once.
+/// The output topics hold the case's expected streams and dead letters, each record once, each
+/// key's records in order (workers produce their keys in transactions of their own, so the
+/// order across keys is not the files').
 fn assert_topics_hold_the_case(brokers: &str, input_topic: &str) {
-    assert_topics_hold_the_case_after_aborted(brokers, input_topic, false);
+    let want_dead = expected_dead_letters(input_topic);
+    let expected =
+        STREAMS.iter().map(|s| (s.to_string(), expected_records(s))).chain([("dead_letter".into(), want_dead)]);
+    for (stream, want) in expected {
+        let got = parsed(read_committed(brokers, &format!("out.{stream}")));
+        assert_eq!(got.len(), want.len(), "out.{stream}: {} records, expected {}", got.len(), want.len());
+        assert_eq!(per_key(&got), per_key(&want), "out.{stream}: a key's records differ");
+    }
 }
 
 /// Like [`assert_topics_hold_the_case`]; with `aborted`, a topic may first hold the records of
@@ -210,28 +223,57 @@ fn rewind(brokers: &str, group: &str, topic: &str, partitions: i32) {
     consumer.commit(&tpl, CommitMode::Sync).unwrap();
 }
 
-/// The last progress record (read_committed), parsed.
-fn progress(brokers: &str) -> Value {
-    let records = read_committed(brokers, "out.progress");
-    let (key, value) = records.last().expect("a progress record").clone();
-    assert_eq!(key, "progress");
-    serde_json::from_str(&value.unwrap()).unwrap()
+/// The latest progress record of each worker (read_committed), parsed, by key.
+fn progress(brokers: &str) -> BTreeMap<String, Value> {
+    let mut latest = BTreeMap::new();
+    for (key, value) in read_committed(brokers, "out.progress") {
+        assert!(key.starts_with("progress/"), "{key}");
+        latest.insert(key, serde_json::from_str(&value.unwrap()).unwrap());
+    }
+    latest
 }
 
-/// What a restart said it skipped: `skipped N ticks (through tick T)` and `skipped D dead
-/// letters`, each line at most once: (N, T, D), 0 and "-" for a line not there.
-fn skipped(stderr: &str) -> (usize, String, usize) {
-    let lines: Vec<Vec<&str>> = stderr
+/// The newest generation's records, in worker order.
+fn newest(progress: &BTreeMap<String, Value>) -> Vec<Value> {
+    let generation = progress.values().map(|p| p["generation"].as_u64().unwrap()).max().unwrap();
+    progress.values().filter(|p| p["generation"].as_u64() == Some(generation)).cloned().collect()
+}
+
+/// The last tick any worker of the newest generation wrote.
+fn last_tick(brokers: &str) -> Option<u64> {
+    newest(&progress(brokers)).iter().filter_map(|p| p["tick"].as_u64()).max()
+}
+
+/// What a restart said it skipped, summed over its workers: records (from `worker W: skipped
+/// R records of N ticks (through tick T)`, at most once per worker) and dead letters (`skipped
+/// D dead letters`, worker 0, at most once).
+fn skipped(stderr: &str) -> (usize, usize) {
+    let records: Vec<usize> = stderr
         .lines()
-        .filter(|l| l.starts_with("stockflow: skipped "))
-        .map(|l| l.split_whitespace().collect())
+        .filter_map(|l| l.strip_prefix("stockflow: worker "))
+        .filter_map(|l| l.split_once(": skipped ").map(|(_, rest)| rest.split_whitespace().next().unwrap().parse().unwrap()))
         .collect();
-    let ticks: Vec<&Vec<&str>> = lines.iter().filter(|w| w[3] == "ticks").collect();
-    let dead: Vec<&Vec<&str>> = lines.iter().filter(|w| w[3] == "dead").collect();
-    assert!(ticks.len() <= 1 && dead.len() <= 1 && lines.len() == ticks.len() + dead.len(), "{stderr}");
-    let (n, through) =
-        ticks.first().map_or((0, "-".to_string()), |w| (w[2].parse().unwrap(), w[6].trim_end_matches(')').to_string()));
-    (n, through, dead.first().map_or(0, |w| w[2].parse().unwrap()))
+    let dead: Vec<usize> = stderr
+        .lines()
+        .filter(|l| l.starts_with("stockflow: skipped ") && l.contains(" dead letters "))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(dead.len() <= 1, "{stderr}");
+    (records.iter().sum(), dead.first().copied().unwrap_or(0))
+}
+
+/// How many records the case's streams hold.
+fn expected_record_count() -> usize {
+    STREAMS.iter().map(|s| expected_records(s).len()).sum()
+}
+
+/// The records of `got` grouped by key, each key's in topic order.
+fn per_key(records: &[(String, Option<Value>)]) -> BTreeMap<&str, Vec<&Option<Value>>> {
+    let mut by_key: BTreeMap<&str, Vec<&Option<Value>>> = BTreeMap::new();
+    for (key, value) in records {
+        by_key.entry(key).or_default().push(value);
+    }
+    by_key
 }
 
 #[test]
@@ -243,15 +285,19 @@ fn a_transactional_batch_writes_the_case_and_a_restart_writes_nothing_again() {
     assert!(out.success());
     let stderr = out.stderr_str();
     assert!(!stderr.contains("does not support transactions"), "{stderr}");
-    assert_eq!(skipped(&stderr), (0, "-".to_string(), 0), "nothing to skip on a first run");
+    assert_eq!(skipped(&stderr), (0, 0), "nothing to skip on a first run");
     assert_topics_hold_the_case(&brokers, "in");
 
-    // The progress record: the last tick, the dead-letter marks, and every partition's end.
+    // The one worker's progress record: the last tick, the dead-letter marks, and every
+    // partition's end.
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let ends: Vec<i64> =
         (0..3).map(|p| consumer.fetch_watermarks("in", p, Duration::from_secs(10)).unwrap().1).collect();
-    let p = progress(&brokers);
+    let all = progress(&brokers);
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["progress/0"], "{all:?}");
+    let p = all["progress/0"].clone();
     let ticks = expected_ticks();
+    assert_eq!((p["generation"].as_u64(), p["workers"].as_u64()), (Some(1), Some(1)), "{p}");
     assert_eq!(p["tick"].as_u64(), ticks.last().copied(), "{p}");
     let offsets: BTreeMap<String, i64> = (0..3).map(|i| (format!("in/{i}"), ends[i])).collect();
     let got: BTreeMap<String, i64> =
@@ -267,8 +313,8 @@ fn a_transactional_batch_writes_the_case_and_a_restart_writes_nothing_again() {
         p["dead_letters"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap())).collect();
     assert_eq!(got, marks, "{p}");
 
-    // Same group, same prefix, every message read again (offsets rewound): every tick and dead
-    // letter is already out, so not one record is produced.
+    // Same group, same prefix, every message read again (offsets rewound), on 2 workers: every
+    // record and dead letter is already out, so not one record is produced.
     let topics: Vec<String> =
         ["atp", "low_stock", "order_plan", "network_atp", "dead_letter", "progress"].map(|t| format!("out.{t}")).into();
     let before = high_watermarks(&brokers, &topics);
@@ -277,35 +323,136 @@ fn a_transactional_batch_writes_the_case_and_a_restart_writes_nothing_again() {
     assert!(again.success());
     let stderr = again.stderr_str();
     let dead = expected_dead_letters("in").len();
-    assert_eq!(skipped(&stderr), (ticks.len(), ticks.last().unwrap().to_string(), dead), "{stderr}");
-    // The output topics hold not one record more; the progress topic one, the start-up probe's
-    // transaction, which writes the progress record as it was.
+    assert_eq!(skipped(&stderr), (expected_record_count(), dead), "{stderr}");
+    // The output topics hold not one record more; the progress topic two, each worker's start-up
+    // transaction, which says the new generation has written nothing and what it started from.
     let after = high_watermarks(&brokers, &topics);
     assert_eq!(after[..5], before[..5], "a restart produced records again");
-    assert_eq!(after[5], before[5] + 1);
-    assert_eq!(progress(&brokers), p);
+    assert_eq!(after[5], before[5] + 2);
+    let again = newest(&progress(&brokers));
+    assert_eq!(again.len(), 2);
+    for (worker, r) in again.iter().enumerate() {
+        assert_eq!((r["generation"].as_u64(), r["workers"].as_u64(), r["worker"].as_u64()), (Some(2), Some(2), Some(worker as u64)));
+        assert_eq!(r["tick"], Value::Null, "{r}");
+        assert_eq!(r["before"], serde_json::json!([{ "workers": 1, "ticks": [ticks.last()] }]), "{r}");
+        assert_eq!(r["dead_letters"], p["dead_letters"], "{r}");
+    }
     assert_topics_hold_the_case(&brokers, "in");
 }
 
+/// Deletions (tombstones) at or before `cut`: their expected record carries no value, so
+/// [`expected_records`] cannot tell their tick; the expected files do.
+fn expected_deletions_through(cut: u64) -> usize {
+    STREAMS
+        .iter()
+        .flat_map(|s| common::read_jsonl(&common::fixtures_dir().join(CASE).join("expected").join(format!("{s}.jsonl"))))
+        .filter(|v| v["deleted"] == Value::Bool(true) && v["ts"].as_u64().unwrap() <= cut)
+        .count()
+}
+
 #[test]
-fn a_run_cut_short_and_restarted_writes_every_record_once() {
-    let cluster = mock();
-    let brokers = cluster.bootstrap_servers();
-    produce_case(&cluster, "in", true);
+fn a_run_cut_short_and_restarted_on_fewer_and_more_workers_writes_every_record_once() {
     let ticks = expected_ticks();
     // Cut halfway: the first run writes the ticks through the cut, the restart the rest.
     let cut = ticks[ticks.len() / 2];
-    let first = batch(&brokers, "in", "g", &cut.to_string(), &["-w", "2"]);
-    assert!(first.success());
-    assert_eq!(progress(&brokers)["tick"].as_u64(), Some(cut));
-    rewind(&brokers, "g", "in", 3);
-    let rest = batch(&brokers, "in", "g", &as_of(), &["-w", "1"]);
-    assert!(rest.success());
-    let stderr = rest.stderr_str();
-    let written = ticks.iter().filter(|&&t| t <= cut).count();
-    assert_eq!(skipped(&stderr), (written, cut.to_string(), expected_dead_letters("in").len()), "{stderr}");
-    assert_topics_hold_the_case(&brokers, "in");
-    assert_eq!(progress(&brokers)["tick"].as_u64(), ticks.last().copied());
+    for (first_workers, rest_workers, group) in [("2", "1", "fewer"), ("1", "3", "more")] {
+        let cluster = mock();
+        let brokers = cluster.bootstrap_servers();
+        produce_case(&cluster, "in", true);
+        let first = batch(&brokers, "in", group, &cut.to_string(), &["-w", first_workers]);
+        assert!(first.success());
+        assert_eq!(last_tick(&brokers), Some(cut), "{group}");
+        rewind(&brokers, group, "in", 3);
+        let rest = batch(&brokers, "in", group, &as_of(), &["-w", rest_workers]);
+        assert!(rest.success());
+        let stderr = rest.stderr_str();
+        let written: usize = STREAMS
+            .iter()
+            .flat_map(|s| expected_records(s))
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| v["ts"].as_u64().unwrap() <= cut))
+            .count();
+        let deleted_through_cut = expected_deletions_through(cut);
+        assert_eq!(skipped(&stderr).0, written + deleted_through_cut, "{group}: {stderr}");
+        assert_topics_hold_the_case(&brokers, "in");
+        assert_eq!(last_tick(&brokers), ticks.last().copied(), "{group}");
+    }
+}
+
+/// The tick a progress level says the key with shard `hash` is written through.
+fn mark(level_workers: u64, ticks: &Value, hash: u64) -> Option<u64> {
+    ticks[(hash % level_workers) as usize].as_u64()
+}
+
+/// The last tick written of `key` (as its topic keys it) of `stream`, as the newest generation's
+/// progress records and the levels they carry say: each key is owned by worker
+/// `shard(key) % workers` of each generation.
+fn written_through(progress: &BTreeMap<String, Value>, stream: &str, key: &str) -> Option<u64> {
+    use dataflows::model::Name;
+    let hash = match stream {
+        "network_atp" => dataflows::shard(&Name::from(key)),
+        _ => {
+            let (a, b) = key.split_once('@').unwrap();
+            dataflows::shard(&(Name::from(a), Name::from(b)))
+        }
+    };
+    let records = newest(progress);
+    let workers = records[0]["workers"].as_u64().unwrap();
+    let mut ticks = vec![Value::Null; workers as usize];
+    for r in &records {
+        ticks[r["worker"].as_u64().unwrap() as usize] = r["tick"].clone();
+    }
+    let own = mark(workers, &Value::from(ticks), hash);
+    let before = records[0]["before"].as_array().unwrap().iter().filter_map(|l| mark(l["workers"].as_u64().unwrap(), &l["ticks"], hash));
+    own.into_iter().chain(before).max()
+}
+
+/// `batch` as [`batch`] does, with the crash point set: worker `worker` ends the process right
+/// after its `commit`-th transaction.
+fn batch_killed_after(brokers: &str, until: &str, (worker, commit): (usize, usize), workers: &str) -> common::RunOutput {
+    let options = common::case_options(CASE);
+    let mut args = vec!["batch", "--brokers", brokers, "--topics", "in", "--group", "g", "--prefix", "out"];
+    args.extend(["--until", until, "--quiet", "-w", workers]);
+    args.extend(options.iter().map(String::as_str));
+    let point = format!("{worker}:{commit}");
+    let running = common::spawn_with(&common::repo_root(), &args, &[("STOCKFLOW_CRASH_AFTER_COMMIT", &point)]);
+    common::wait_all(vec![running], Duration::from_secs(120), Duration::ZERO).pop().unwrap()
+}
+
+/// A run killed right after one worker's commit, while another worker may hold a transaction
+/// open, then restarted: every record of the case is on the topics once, in order per key. The
+/// killed run's records its workers' progress does not cover were in transactions it never
+/// committed (aborted by the restart's fencing; the mock cluster shows them anyway).
+#[test]
+fn a_kill_between_one_workers_commit_and_anothers_loses_and_repeats_nothing() {
+    for (point, workers, rest_workers) in [((1, 1), "2", "2"), ((0, 2), "3", "2")] {
+        let cluster = mock();
+        let brokers = cluster.bootstrap_servers();
+        produce_case(&cluster, "in", true);
+        let killed = batch_killed_after(&brokers, &as_of(), point, workers);
+        assert!(!killed.success(), "{}", killed.describe());
+        assert!(killed.stderr_str().contains("ends the process after commit"), "{}", killed.describe());
+        let dead_run = progress(&brokers);
+        let through = last_tick(&brokers);
+        assert!(through < expected_ticks().last().copied(), "{point:?}: the killed run wrote everything: {dead_run:?}");
+        let topics: Vec<String> = STREAMS.iter().map(|t| format!("out.{t}")).collect();
+        let at_kill = high_watermarks(&brokers, &topics);
+        rewind(&brokers, "g", "in", 3);
+        let rest = batch(&brokers, "in", "g", &as_of(), &["-w", rest_workers]);
+        assert!(rest.success(), "{}", rest.describe());
+        for (i, stream) in STREAMS.iter().enumerate() {
+            let all = parsed(read_committed(&brokers, &format!("out.{stream}")));
+            let (killed_records, restart_records) = all.split_at(at_kill[i] as usize);
+            let committed = killed_records.iter().filter(|(key, value)| {
+                let tick = value.as_ref().map(|v| v["ts"].as_u64().unwrap());
+                // A tombstone carries no tick: it is committed if the key's mark is past every
+                // earlier record of the key, which the per-key comparison below checks.
+                tick.is_none_or(|t| written_through(&dead_run, stream, key).is_some_and(|w| t <= w))
+            });
+            let got: Vec<(String, Option<Value>)> = committed.chain(restart_records).cloned().collect();
+            let want = expected_records(stream);
+            assert_eq!(per_key(&got), per_key(&want), "{point:?} out.{stream}: a key's records are lost or repeated");
+        }
+    }
 }
 
 #[test]
@@ -341,7 +488,7 @@ fn a_transaction_the_broker_aborts_is_produced_again() {
     assert!(!stderr.contains("does not support transactions"), "{stderr}");
     assert!(stderr.contains("the broker aborted a transaction"), "{stderr}");
     assert_topics_hold_the_case_after_aborted(&brokers, "in", true);
-    assert_eq!(progress(&brokers)["tick"].as_u64(), expected_ticks().last().copied());
+    assert_eq!(last_tick(&brokers), expected_ticks().last().copied());
 }
 
 #[test]
@@ -416,3 +563,4 @@ fn measure_batch_with_and_without_transactions() {
         eprintln!("{mode}: median {median:.3} s, min {min:.3} s, max {max:.3} s over {runs} runs");
     }
 }
+

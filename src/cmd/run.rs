@@ -48,9 +48,11 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         lateness_ms: config.lateness_ms,
         idle: (!config.batch()).then_some(config.idle),
         sources: config.topics.clone(),
-        // The Kafka producer runs on worker 0, which receives every record typed.
-        routing: Routing { local: true, typed_on_zero: config.kafka_out, typed_snapshot: false },
-        formats: config.out.is_some(),
+        // Every worker produces the records of the keys it owns.
+        routing: Routing { local: true, typed_on_zero: false, typed_snapshot: false },
+        // Only process 0 knows whether it writes `--out`; the others format for it whenever
+        // there are several processes, since every process must agree.
+        formats: config.out.is_some() || config.cluster.processes > 1,
         end: if config.batch() { WindowEnd::Closed } else { WindowEnd::Open },
         checkpoints: config.checkpoints.clone(),
         restore,
@@ -68,7 +70,7 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         let result = KafkaSource::new(&config, &consumer, (index, peers), restored, use_committed)
             .map_err(harness::HarnessError::from)
             .and_then(|source| {
-                let make_sinks = |worker| sinks(&config, &consumer, worker);
+                let make_sinks = |worker| sinks(&config, &consumer, (worker, peers));
                 harness::run_worker(worker, &plan, source, &make_sinks, &progress, &signals::STOP)
             });
         if let Err(e) = result {
@@ -100,12 +102,10 @@ fn consumer_config(config: &StreamConfig) -> ClientConfig {
     ])
 }
 
-/// Worker 0's outputs: the Kafka topics (unless `--no-kafka-out`) and the `--out` directory.
-fn sinks(config: &StreamConfig, consumer: &ClientConfig, worker: usize) -> Result<Sinks, SinkError> {
+/// A worker's outputs: its producer of the Kafka topics (unless `--no-kafka-out`), and on
+/// worker 0 the `--out` directory.
+fn sinks(config: &StreamConfig, consumer: &ClientConfig, (worker, workers): (usize, usize)) -> Result<Sinks, SinkError> {
     let mut sinks = Sinks::default();
-    if worker != 0 {
-        return Ok(sinks);
-    }
     if config.kafka_out {
         // Deliveries never time out: while the broker is away the tick waits (and says so).
         let producer =
@@ -115,10 +115,11 @@ fn sinks(config: &StreamConfig, consumer: &ClientConfig, worker: usize) -> Resul
         } else {
             Delivery::AtLeastOnce
         };
-        let sink = KafkaSink::new(&producer, &config.prefix, config.output_partitions, config.topics.clone(), delivery)?;
-        sinks.typed.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
+        let topics = config.topics.clone();
+        let sink = KafkaSink::new(&producer, &config.prefix, config.output_partitions, topics, delivery, (worker, workers))?;
+        sinks.own.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
     }
-    if let Some(dir) = &config.out {
+    if let Some(dir) = config.out.as_ref().filter(|_| worker == 0) {
         sinks.lines.push(Box::new(DirSink::create(dir, config.topics.clone())?));
     }
     Ok(sinks)

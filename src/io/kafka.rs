@@ -2,6 +2,7 @@
 //! `--kafka-config FILE` lines, then every `-X key=value`, so SASL/SSL and any other librdkafka
 //! property reach consumers, producers and admin clients alike.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -119,16 +120,21 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
     }
 }
 
-/// How long reading one partition to its end may take before [`last_record`] gives up.
+/// How long reading one partition to its end may take before [`latest_records`] gives up.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The value of the last record with `key` in `topic[partition]` as `consumer` sees it; with
-/// `isolation.level=read_committed` (librdkafka's default) records of aborted or still open
-/// transactions are not seen. `consumer` must have `enable.partition.eof=true`. Reads windows
+/// The latest value of each key in `topic[partition]` as `consumer` sees it, read from the end
+/// back until `complete` says the records found are enough (or the partition is read whole);
+/// with `isolation.level=read_committed` (librdkafka's default) records of aborted or still
+/// open transactions are not seen. `consumer` must have `enable.partition.eof=true`. Windows
 /// of growing size back from the end, so a compacted topic whose compaction lags behind is not
-/// read whole just to find its last record. A tombstone, or a partition that does not exist,
-/// reads as no record.
-pub fn last_record(consumer: &BaseConsumer, topic: &str, partition: i32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+/// read whole. A tombstone removes its key; a partition that does not exist reads as empty.
+pub fn latest_records(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    complete: impl Fn(&BTreeMap<String, Vec<u8>>) -> bool,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let (low, high) = match consumer.fetch_watermarks(topic, partition, READ_TIMEOUT) {
         Ok(watermarks) => watermarks,
         // Nothing was ever written there (a broker that creates topics on first use).
@@ -136,40 +142,48 @@ pub fn last_record(consumer: &BaseConsumer, topic: &str, partition: i32, key: &[
             RDKafkaErrorCode::UnknownPartition
             | RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::UnknownTopic,
-        )) => return Ok(None),
+        )) => return Ok(BTreeMap::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read the offsets of {topic}[{partition}]")),
     };
     let mut window = 64;
     loop {
         let from = (high - window).max(low);
         if from >= high {
-            return Ok(None);
+            return Ok(BTreeMap::new());
         }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-        consumer.assign(&assignment)?;
-        let deadline = std::time::Instant::now() + READ_TIMEOUT;
-        let mut last = None;
-        let read = loop {
-            if std::time::Instant::now() > deadline {
-                break Err(anyhow::anyhow!("no end of {topic}[{partition}] within {}s", READ_TIMEOUT.as_secs()));
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Ok(m)) if m.key() == Some(key) => last = Some(m.payload().map(<[u8]>::to_vec)),
-                Some(Ok(_)) => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
-                Some(Err(e)) => break Err(anyhow::anyhow!("cannot read {topic}[{partition}]: {e}")),
-            }
-        };
-        consumer.unassign()?;
-        read?;
-        // A tombstone (operator's reset) ends the search as much as a value does.
-        if last.is_some() || from == low {
-            return Ok(last.flatten());
+        let latest = read_from(consumer, (topic, partition), from)?;
+        let values: BTreeMap<String, Vec<u8>> = latest.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        if from == low || complete(&values) {
+            return Ok(values);
         }
         window *= 4;
     }
+}
+
+/// The latest value (a tombstone: `None`) of each key of `topic[partition]` from offset `from`
+/// to the end.
+fn read_from(consumer: &BaseConsumer, (topic, partition): (&str, i32), from: i64) -> Result<BTreeMap<String, Option<Vec<u8>>>> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    let mut latest = BTreeMap::new();
+    let read = loop {
+        if std::time::Instant::now() > deadline {
+            break Err(anyhow::anyhow!("no end of {topic}[{partition}] within {}s", READ_TIMEOUT.as_secs()));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                latest.insert(key, m.payload().map(<[u8]>::to_vec));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+            Some(Err(e)) => break Err(anyhow::anyhow!("cannot read {topic}[{partition}]: {e}")),
+        }
+    };
+    consumer.unassign()?;
+    read.map(|()| latest)
 }
 
 /// Polls a future to completion on this thread (admin calls are the only futures used).

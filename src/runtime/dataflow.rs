@@ -111,6 +111,11 @@ pub struct Dataflow {
     pub runs: Rc<RefCell<Runs>>,
     /// Passes a tick once every worker sent its runs of it; done once every snapshot run is in.
     pub runs_probe: ProbeHandle<Millis>,
+    /// Start-up steps every worker finishes before any begins the next: each worker advances
+    /// this input past a step when it has done it.
+    pub barrier: Option<InputOf<()>>,
+    /// Passes step `n` once every worker has advanced past it.
+    pub barrier_probe: ProbeHandle<Millis>,
 }
 
 impl Dataflow {
@@ -218,6 +223,9 @@ pub fn build(
     consume(stats.clone().broadcast(), &probe, move |data| data.drain(..).for_each(|x| l.borrow_mut().stats.absorb(&x)));
     let c = Rc::clone(&collected);
     collect(stats, &probe, move |x| c.borrow_mut().stats.absorb(&x));
+    let (barrier_in, barrier) = scope.new_input::<Vec<()>>();
+    let barrier_probe = ProbeHandle::new();
+    barrier.probe_with(&barrier_probe);
     let (runs_in, runs) = scope.new_input::<Vec<Run>>();
     let (runs_probe, collected_runs) = (ProbeHandle::new(), Rc::new(RefCell::new(Runs::default())));
     let target = Rc::clone(&collected_runs);
@@ -240,6 +248,8 @@ pub fn build(
         runs_in: Some(runs_in),
         runs: collected_runs,
         runs_probe,
+        barrier: Some(barrier_in),
+        barrier_probe,
     }
 }
 

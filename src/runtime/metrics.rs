@@ -741,6 +741,11 @@ impl OutputMeter {
         OutputMeter { metrics, sources, dead_counted: 0 }
     }
 
+    /// Whether a metrics endpoint reads what this meter counts.
+    pub fn enabled(&self) -> bool {
+        self.metrics.is_some()
+    }
+
     /// Counts the dead letters and ledger outcomes collected so far (call before the final
     /// drain takes the dead letters).
     pub fn collected(&mut self, c: &Collected) {

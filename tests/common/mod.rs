@@ -197,6 +197,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    spawn_with(cwd, args, &[])
+}
+
+/// Spawns `stockflow ARGS...` in `cwd` with `env` set (stdin closed, output captured).
+pub fn spawn_with<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> Running
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let cmdline = std::iter::once(bin().into_os_string())
         .chain(args.iter().cloned())
@@ -209,6 +218,7 @@ where
         // No backtraces: anyhow would print one under every error message.
         .env("RUST_BACKTRACE", "0")
         .env("RUST_LIB_BACKTRACE", "0")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -166,6 +166,12 @@ impl Summary {
 /// (in time order), [`Sink::dead_letters`] as dead letters arrive, [`Sink::commit`] after each
 /// drained batch of ticks, and [`Sink::finish`] once, when the run ends.
 pub trait Sink {
+    /// Start-up that must run in step with the other workers' sinks: the harness calls stages
+    /// 0, 1 and 2 in order, every worker finishing one before any starts the next.
+    fn start(&mut self, _stage: usize) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Writes the records of closed tick `time` (already sorted).
     fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError>;
 

@@ -55,7 +55,7 @@ pub struct Delivery {
     ticks: Ticks,
     end: WindowEnd,
     own: Vec<Box<dyn Sink>>,
-    /// This worker's share of the final snapshot (when output files are written).
+    /// This worker's share of the final snapshot (when output files are written or metrics read).
     share: Option<SnapshotShare>,
     /// Whether the runs carry formatted records (output files are written) or only say which
     /// ticks this worker wrote.
@@ -96,7 +96,8 @@ impl Delivery {
             ticks,
             end,
             own: sinks.own,
-            share: formats.then(SnapshotShare::default),
+            // The metrics count the state's keys from the share, also when nothing is formatted.
+            share: (formats || meter.enabled()).then(SnapshotShare::default),
             formats,
             writer,
             restored_before: 0,
@@ -105,6 +106,12 @@ impl Delivery {
             last_written: None,
             meter,
         }
+    }
+
+    /// Start-up stage `stage` of this worker's sinks (in step with the other workers').
+    pub fn start_sinks(&mut self, stage: usize) -> Result<(), SinkError> {
+        let typed = self.writer.iter_mut().flat_map(|w| w.typed.iter_mut());
+        self.own.iter_mut().chain(typed).try_for_each(|s| s.start(stage))
     }
 
     /// The run stops with the input's watermark at `passed`: ticks the watermark had not
@@ -211,7 +218,7 @@ impl Delivery {
 
     /// Every worker: the final snapshot share's runs, once every tick is written.
     pub fn snapshot_runs(&self) -> Vec<Run> {
-        self.share.as_ref().map(SnapshotShare::runs).unwrap_or_default()
+        self.share.as_ref().filter(|_| self.formats).map(SnapshotShare::runs).unwrap_or_default()
     }
 
     /// Key counts of this worker's share, for the metrics.

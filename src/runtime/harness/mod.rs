@@ -35,6 +35,9 @@ use crate::runtime::progress::Progress;
 /// Messages read before the loop looks at the frontier and steps the dataflow.
 const BATCH: usize = 4096;
 
+/// The start-up stages of the sinks ([`crate::io::sink::Sink::start`]).
+const START_STAGES: usize = 3;
+
 /// How often each worker refreshes its share of the lag (Kafka).
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -196,8 +199,22 @@ impl<'w, S: Source> Harness<'w, S> {
         let sinks = make_sinks(self.index)?;
         let mut delivery = Delivery::new(self.index, sinks, typed_snapshot, (window, self.plan.formats), meter);
         delivery.restored_before = self.plan.restore.as_ref().map_or(0, |chosen| chosen.at);
+        for stage in 0..START_STAGES {
+            delivery.start_sinks(stage)?;
+            self.barrier(stage as Millis + 1);
+        }
+        self.dataflow.barrier = None;
         self.delivery = Some(delivery);
         Ok(())
+    }
+
+    /// Waits until every worker has passed start-up step `step`.
+    fn barrier(&mut self, step: Millis) {
+        if let Some(barrier) = self.dataflow.barrier.as_mut() {
+            barrier.advance_to(step);
+        }
+        let probe = &self.dataflow.barrier_probe;
+        self.worker.step_while(|| probe.less_than(&step));
     }
 
     /// The restored state enters just before the checkpoint's time, so that it is complete

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dataflows::model::{DeadLetter, Millis};
+use dataflows::shard;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -18,7 +19,11 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::format;
-use crate::io::kafka::{create_topics, last_record, TopicSpec};
+use crate::io::kafka::{create_topics, latest_records, TopicSpec};
+
+mod progress;
+
+use progress::{progress_key, Progress, Written};
 
 /// How often a tick still waiting for its acknowledgements says so on stderr. It waits for as
 /// long as the broker is away (the producer is built with `message.timeout.ms=0` unless the
@@ -33,14 +38,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const OUTPUTS: [(&str, bool); 5] =
     [("atp", true), ("low_stock", false), ("order_plan", true), ("network_atp", true), ("dead_letter", false)];
 
-/// The progress topic's suffix: compacted, one partition, one key ([`PROGRESS_KEY`]).
+/// The progress topic's suffix: compacted, one partition, one key per worker
+/// (`progress/<worker>`, see [`progress`]).
 pub const PROGRESS: &str = "progress";
 
-/// The key of every progress record: the topic holds one current value per output prefix.
-pub const PROGRESS_KEY: &str = "progress";
-
-/// The progress record's format version (a field of the record).
-const PROGRESS_VERSION: u64 = 1;
 
 /// Index of the progress topic in [`KafkaSink::topics`], after the [`OUTPUTS`].
 const PROGRESS_TOPIC: usize = OUTPUTS.len();
@@ -114,67 +115,6 @@ pub enum Delivery {
     },
 }
 
-/// What earlier runs with the same prefix wrote, as the last committed progress record says.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Resume {
-    /// The last tick written (`None`: none yet).
-    pub tick: Option<Millis>,
-    /// Per (input topic, partition), the highest offset whose dead letter is written.
-    pub dead_letters: BTreeMap<(String, i32), i64>,
-    /// Per (input topic, partition), the next offset to read, committed with the ticks.
-    pub offsets: BTreeMap<(String, i32), i64>,
-}
-
-impl Resume {
-    /// The progress record's value: one JSON object, keys sorted, positions keyed
-    /// `topic/partition` (a topic name cannot hold `/`).
-    pub fn to_json(&self) -> Vec<u8> {
-        let positions = |map: &BTreeMap<(String, i32), i64>| {
-            let fields: Vec<String> = map
-                .iter()
-                .map(|((topic, partition), offset)| {
-                    format!("{}:{offset}", serde_json::Value::from(format!("{topic}/{partition}")))
-                })
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        };
-        let tick = self.tick.map_or("null".to_string(), |t| t.to_string());
-        format!(
-            "{{\"dead_letters\":{},\"offsets\":{},\"tick\":{tick},\"version\":{PROGRESS_VERSION}}}",
-            positions(&self.dead_letters),
-            positions(&self.offsets)
-        )
-        .into_bytes()
-    }
-
-    /// Reads a progress record's value.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let version = value["version"].as_u64();
-        if version != Some(PROGRESS_VERSION) {
-            return Err(format!("version {:?}, this stockflow writes {PROGRESS_VERSION}", value["version"]));
-        }
-        let tick = match &value["tick"] {
-            serde_json::Value::Null => None,
-            t => Some(t.as_u64().ok_or_else(|| format!("tick {t} is not a time"))?),
-        };
-        let positions = |field: &str| -> Result<BTreeMap<(String, i32), i64>, String> {
-            let object = value[field].as_object().ok_or_else(|| format!("{field} is not an object"))?;
-            let mut map = BTreeMap::new();
-            for (name, offset) in object {
-                let parsed = name.rsplit_once('/').and_then(|(topic, partition)| {
-                    Some((topic.to_string(), partition.parse::<i32>().ok()?, offset.as_i64()?))
-                });
-                let (topic, partition, offset) =
-                    parsed.ok_or_else(|| format!("{field}: {name:?}: {offset} is not topic/partition: offset"))?;
-                map.insert((topic, partition), offset);
-            }
-            Ok(map)
-        };
-        Ok(Resume { tick, dead_letters: positions("dead_letters")?, offsets: positions("offsets")? })
-    }
-}
-
 /// A record of the open transaction, kept so that the transaction can be produced again after
 /// the broker aborted it.
 struct Kept {
@@ -188,16 +128,20 @@ struct Kept {
 struct Transactions {
     /// The group whose offsets each transaction commits.
     group: ConsumerGroupMetadata,
-    /// What the open transaction makes true once committed: the progress record's content.
-    progress: Resume,
+    /// What the open transaction makes true once committed: this worker's progress record.
+    progress: Progress,
     /// The offsets the worker loop last said may be committed (only these: positions the
     /// progress record carries from earlier runs may belong to other workers by now, and
     /// committing them again could move the group back).
     offsets: Vec<(String, i32, i64)>,
+    /// The progress record's key.
+    key: String,
     /// The open transaction's records (empty: no transaction open).
     open: Vec<Kept>,
     /// The least tick in the open transaction.
     first_tick: Option<Millis>,
+    /// Transactions committed so far.
+    committed: u64,
 }
 
 /// Why a transaction did not commit.
@@ -212,6 +156,7 @@ enum Failure {
 /// when its skipping is over (the first one written, or the end).
 #[derive(Default)]
 struct Skipped {
+    records: u64,
     ticks: u64,
     dead_letters: u64,
     ticks_reported: bool,
@@ -229,13 +174,16 @@ pub struct KafkaSink {
     /// Source ids to names (topics), for dead letters.
     sources: Vec<String>,
     value: Vec<u8>,
-    /// Exactly-once requested: reads the progress topic (read_committed).
-    progress_reader: Option<BaseConsumer>,
+    /// Exactly-once requested, until its start-up is done ([`Sink::start`]).
+    setup: Option<Setup>,
     /// Exactly-once in effect (the broker took the probe transaction).
     txn: Option<Transactions>,
-    /// What earlier runs wrote; ticks and dead letters at or below it are not produced again.
-    resumed: Option<Resume>,
+    /// What earlier runs wrote; records and dead letters it covers are not produced again.
+    written: Written,
     skipped: Skipped,
+    /// This sink's worker, and how many workers produce.
+    worker: usize,
+    workers: usize,
     /// `run`: dead letters are produced as they arrive, not at the end.
     live_dead_letters: bool,
 }
@@ -244,11 +192,26 @@ fn io_error(what: String) -> SinkError {
     SinkError::Kafka(what)
 }
 
-/// The transactional id of a job: stable across restarts, so a restarted job fences the old
-/// one, and distinct per (prefix, group). A prefix cannot hold `/` (a topic name's character
-/// set), so the two parts cannot run into each other.
-pub fn transactional_id(prefix: &str, group: &str) -> String {
-    format!("stockflow/{prefix}/{group}")
+/// The transactional id of a job's worker: stable across restarts, so a restarted job fences
+/// the old one, and distinct per (prefix, group, worker). A prefix cannot hold `/` (a topic
+/// name's character set), so the parts cannot run into each other. An id given with `-X`
+/// (ACLs often restrict ids to a prefix) is the base instead of `stockflow/<prefix>/<group>`.
+pub fn transactional_id(base: &str, worker: usize) -> String {
+    format!("{base}/{worker}")
+}
+
+/// What exactly-once start-up needs, kept from [`KafkaSink::new`] to [`Sink::start`].
+struct Setup {
+    /// The client settings, for the fencing producers and an at-least-once fallback.
+    config: ClientConfig,
+    /// The base of the transactional ids.
+    base_id: String,
+    /// The group whose offsets the transactions commit.
+    group: ConsumerGroupMetadata,
+    /// Reads the progress topic (read_committed).
+    reader: BaseConsumer,
+    /// `init_transactions` of this worker's own id, which fenced its previous instance.
+    initialised: Result<(), String>,
 }
 
 /// A transaction call's error, sorted by what to do about it.
@@ -280,33 +243,31 @@ impl KafkaSink {
         partitions: i32,
         sources: Vec<String>,
         delivery: Delivery,
+        (worker, workers): (usize, usize),
     ) -> Result<Self, SinkError> {
         let topics: Vec<String> = OUTPUTS
             .iter()
             .map(|(name, _)| format!("{prefix}.{name}"))
             .chain(std::iter::once(format!("{prefix}.{PROGRESS}")))
             .collect();
-        let mut specs: Vec<TopicSpec<'_>> = OUTPUTS
-            .iter()
-            .zip(&topics)
-            .map(|((_, compacted), name)| TopicSpec { name, partitions, compacted: *compacted })
-            .collect();
-        let exactly_once = matches!(delivery, Delivery::ExactlyOnce { .. });
-        if exactly_once {
-            specs.push(TopicSpec { name: &topics[PROGRESS_TOPIC], partitions: 1, compacted: true });
+        if worker == 0 {
+            // The other workers produce only after the start-up barrier ([`Sink::start`]).
+            let mut specs: Vec<TopicSpec<'_>> = OUTPUTS
+                .iter()
+                .zip(&topics)
+                .map(|((_, compacted), name)| TopicSpec { name, partitions, compacted: *compacted })
+                .collect();
+            if matches!(delivery, Delivery::ExactlyOnce { .. }) {
+                specs.push(TopicSpec { name: &topics[PROGRESS_TOPIC], partitions: 1, compacted: true });
+            }
+            create_topics(config, &specs);
         }
-        create_topics(config, &specs);
         let Delivery::ExactlyOnce { group, consumer } = delivery else {
-            return Ok(KafkaSink::with(at_least_once_producer(config)?, topics, sources));
+            return Ok(KafkaSink::with(at_least_once_producer(config)?, topics, sources, (worker, workers)));
         };
-        // Transactional ids are often restricted by ACLs to a prefix: one given with -X wins.
-        let id = config.get("transactional.id").map_or_else(|| transactional_id(prefix, &group), String::from);
-        let mut txn_config = config.clone();
-        txn_config.set("transactional.id", &id);
-        let producer: BaseProducer<Acks> = txn_config.create_with_context(Acks::default()).map_err(|e| {
-            io_error(format!("cannot create the transactional Kafka producer: {e}; check -X and --kafka-config"))
-        })?;
-        let mut sink = KafkaSink::with(producer, topics, sources);
+        let base_id = config.get("transactional.id").map_or_else(|| format!("stockflow/{prefix}/{group}"), String::from);
+        let producer = transactional_producer(config, &transactional_id(&base_id, worker))?;
+        let mut sink = KafkaSink::with(producer, topics, sources, (worker, workers));
         let mut reader_config = consumer;
         reader_config
             .set("isolation.level", "read_committed")
@@ -315,53 +276,120 @@ impl KafkaSink {
         let reader: BaseConsumer = reader_config.create().map_err(|e| {
             io_error(format!("cannot create the consumer that reads {}: {e}", sink.topics[PROGRESS_TOPIC]))
         })?;
-        let group_metadata = reader.group_metadata().ok_or_else(|| {
+        let group = reader.group_metadata().ok_or_else(|| {
             io_error(format!("consumer group {group:?} has no metadata for transactions; use --exactly-once=false"))
         })?;
-        sink.progress_reader = Some(reader);
         // Initialising fences an older instance with this transactional id and aborts its open
         // transaction, so the progress read after it sees everything that instance committed.
         let initialised = init_transactions(&sink.producer);
-        sink.resume()?;
-        let probed = initialised.and_then(|()| {
-            let progress = sink.resumed.clone().unwrap_or_default();
-            probe(&sink.producer, &sink.topics[PROGRESS_TOPIC], &progress.to_json())
-        });
-        match probed {
-            Ok(()) => {
-                let progress = sink.resumed.clone().unwrap_or_default();
-                sink.txn = Some(Transactions {
-                    group: group_metadata,
-                    progress,
-                    offsets: Vec::new(),
-                    open: Vec::new(),
-                    first_tick: None,
-                });
-            }
-            Err(why) => {
-                sink.producer = at_least_once_producer(config)?;
-                let brokers = config.get("bootstrap.servers").unwrap_or_default();
-                tracing::warn!(
-                    "broker {brokers} does not support transactions ({why}): output is at-least-once; \
-                     after a restart, ticks may be produced twice, whole and byte-identical (--at-least-once silences this)"
-                );
-            }
-        }
+        sink.setup = Some(Setup { config: config.clone(), base_id, group, reader, initialised });
         Ok(sink)
     }
 
+    /// Reads what earlier runs wrote: the latest progress record of every worker.
+    fn read_written(&self, reader: &BaseConsumer) -> Result<Written, SinkError> {
+        let topic = &self.topics[PROGRESS_TOPIC];
+        let complete = |records: &BTreeMap<String, Vec<u8>>| {
+            // The newest generation's records all lie after every older one's (a generation
+            // fences the one before it), so one older record means they are all here.
+            Written::from_records(records).is_ok_and(|w| {
+                let older = records.values().filter_map(|v| Progress::from_json(v).ok()).any(|p| p.generation < w.generation);
+                older || w.levels.first().is_some_and(|l| records.len() >= l.workers)
+            })
+        };
+        let records = latest_records(reader, topic, 0, complete).map_err(|e| {
+            io_error(format!(
+                "{e:#}; the progress topic {topic} must be readable (compacted, 1 partition), or run with --exactly-once=false"
+            ))
+        })?;
+        Written::from_records(&records).map_err(|e| {
+            io_error(format!(
+                "{topic} holds a progress record this stockflow cannot read ({e}); is another program writing there? Use another --prefix"
+            ))
+        })
+    }
+
+    /// Exactly-once start-up, in step with the other workers' sinks (see [`Sink::start`]).
+    fn start_transactions(&mut self, stage: usize) -> Result<(), SinkError> {
+        let Some(setup) = self.setup.as_ref() else { return Ok(()) };
+        match stage {
+            // Fence the ids of workers a previous generation had beyond this one's.
+            0 if self.worker == 0 && setup.initialised.is_ok() => {
+                let seen = self.read_written(&setup.reader)?.workers_seen;
+                for extra in self.workers..seen {
+                    let id = transactional_id(&setup.base_id, extra);
+                    init_transactions(&transactional_producer(&setup.config, &id)?)
+                        .map_err(|e| io_error(format!("cannot fence the old transactional id {id}: {e}")))?;
+                }
+                Ok(())
+            }
+            // Every earlier instance is fenced: what they wrote is final.
+            1 => {
+                self.written = self.read_written(&setup.reader)?;
+                Ok(())
+            }
+            2 => self.probe_transactions(),
+            _ => Ok(()),
+        }
+    }
+
+    /// One real transaction with this worker's first progress record; a broker that refuses
+    /// it gets the at-least-once producer and (worker 0) one log line.
+    fn probe_transactions(&mut self) -> Result<(), SinkError> {
+        let setup = self.setup.take().expect("exactly-once start-up");
+        let progress = Progress {
+            generation: self.written.generation + 1,
+            workers: self.workers,
+            worker: self.worker,
+            tick: None,
+            before: self.written.levels.clone(),
+            dead_letters: self.written.dead_letters.clone(),
+            offsets: BTreeMap::new(),
+        };
+        let key = progress_key(self.worker);
+        let probed = setup
+            .initialised
+            .and_then(|()| probe(&self.producer, &self.topics[PROGRESS_TOPIC], &key, &progress.to_json()));
+        match probed {
+            Ok(()) => {
+                self.txn = Some(Transactions {
+                    group: setup.group,
+                    progress,
+                    key,
+                    offsets: Vec::new(),
+                    open: Vec::new(),
+                    first_tick: None,
+                    committed: 0,
+                })
+            }
+            Err(why) => {
+                self.producer = at_least_once_producer(&setup.config)?;
+                if self.worker == 0 {
+                    let brokers = setup.config.get("bootstrap.servers").unwrap_or_default();
+                    tracing::warn!(
+                        "broker {brokers} does not support transactions ({why}): output is at-least-once; \
+                         after a restart, ticks may be produced twice, whole and byte-identical (--at-least-once silences this)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A sink around `producer`, at-least-once until exactly-once is set up.
-    fn with(producer: BaseProducer<Acks>, topics: Vec<String>, sources: Vec<String>) -> Self {
+    fn with(producer: BaseProducer<Acks>, topics: Vec<String>, sources: Vec<String>, (worker, workers): (usize, usize)) -> Self {
         KafkaSink {
             producer,
             topics,
             stop: None,
             sources,
             value: Vec::new(),
-            progress_reader: None,
+            setup: None,
             txn: None,
-            resumed: None,
+            written: Written::default(),
             skipped: Skipped::default(),
+            worker,
+            workers,
             live_dead_letters: false,
         }
     }
@@ -378,49 +406,17 @@ impl KafkaSink {
         self
     }
 
-    /// Reads the last committed progress record again (exactly-once requested, else `None`):
-    /// the last tick already written and the dead-letter high-water marks. From then on the
-    /// sink skips every tick and dead letter at or below them.
-    pub fn resume(&mut self) -> Result<Option<Resume>, SinkError> {
-        let Some(reader) = &self.progress_reader else {
-            return Ok(None);
-        };
-        let topic = &self.topics[PROGRESS_TOPIC];
-        let last = last_record(reader, topic, 0, PROGRESS_KEY.as_bytes()).map_err(|e| {
-            io_error(format!(
-                "{e:#}; the progress topic {topic} must be readable (compacted, 1 partition), or run with --exactly-once=false"
-            ))
-        })?;
-        let resumed = match last {
-            None => None,
-            Some(bytes) => Some(Resume::from_json(&bytes).map_err(|e| {
-                io_error(format!(
-                    "the last record on {topic} is not a stockflow progress record ({e}): {}; \
-                     is another program writing there? Use another --prefix",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            })?),
-        };
-        self.resumed = resumed.clone();
-        Ok(resumed)
-    }
-
-    /// Whether tick `time` is out already (an earlier run wrote it).
-    fn tick_written(&self, time: Millis) -> bool {
-        self.resumed.as_ref().and_then(|r| r.tick).is_some_and(|t| time <= t)
-    }
-
-    /// Says once how many ticks a restarted run did not produce again.
+    /// Says once how many records a restarted run did not produce again.
     fn report_skipped_ticks(&mut self) {
         let s = &mut self.skipped;
         if s.ticks_reported || s.ticks == 0 {
             return;
         }
         s.ticks_reported = true;
-        let through = self.resumed.as_ref().and_then(|r| r.tick).map_or("-".to_string(), |t| t.to_string());
+        let through = self.written.max_tick().map_or("-".to_string(), |t| t.to_string());
+        let (records, ticks, worker) = (s.records, s.ticks, self.worker);
         tracing::info!(
-            "skipped {} ticks (through tick {through}) already written by an earlier run ({})",
-            s.ticks,
+            "worker {worker}: skipped {records} records of {ticks} ticks (through tick {through}) already written by an earlier run ({})",
             self.topics[PROGRESS_TOPIC]
         );
     }
@@ -591,8 +587,9 @@ impl KafkaSink {
         }
         let tick = t.first_tick.unwrap_or(DEAD_LETTER_TICK);
         let value = t.progress.to_json();
-        t.open.push(Kept { tick, topic: PROGRESS_TOPIC, key: PROGRESS_KEY.to_string(), value: Some(value.clone()) });
-        self.produce(tick, PROGRESS_TOPIC, PROGRESS_KEY, Some(&value))?;
+        let key = t.key.clone();
+        t.open.push(Kept { tick, topic: PROGRESS_TOPIC, key: key.clone(), value: Some(value.clone()) });
+        self.produce(tick, PROGRESS_TOPIC, &key, Some(&value))?;
         loop {
             if let Err(e) = self.wait_for_acks() {
                 self.abort_quietly();
@@ -619,6 +616,8 @@ impl KafkaSink {
         let t = self.txn.as_mut().expect("a transaction was open");
         t.open.clear();
         t.first_tick = None;
+        t.committed += 1;
+        crash_point(self.worker, t.committed);
         Ok(())
     }
 
@@ -699,7 +698,7 @@ impl KafkaSink {
         for d in dead {
             let source = self.sources[d.position.source as usize].clone();
             let (partition, offset) = (d.position.partition as i32, d.position.offset as i64);
-            let mark = self.resumed.as_ref().and_then(|r| r.dead_letters.get(&(source.clone(), partition)));
+            let mark = self.written.dead_letters.get(&(source.clone(), partition));
             if mark.is_some_and(|&m| offset <= m) {
                 self.skipped.dead_letters += 1;
                 continue;
@@ -757,15 +756,38 @@ fn init_transactions(producer: &BaseProducer<Acks>) -> Result<(), String> {
     }
 }
 
-/// One real transaction holding `progress` (the record already there, so a broker that keeps
-/// it anyway changes nothing), aborted if any step fails.
-fn probe(producer: &BaseProducer<Acks>, topic: &str, progress: &[u8]) -> Result<(), String> {
+/// The crash tests' kill point: `STOCKFLOW_CRASH_AFTER_COMMIT=W:N` ends the process, as a
+/// SIGKILL would, right after worker W committed its N-th transaction, between one worker's
+/// commit and the others' (tests/kafka_txn.rs). Read once; unset in production.
+fn crash_point(worker: usize, committed: u64) {
+    static POINT: std::sync::OnceLock<Option<(usize, u64)>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| {
+        let value = std::env::var("STOCKFLOW_CRASH_AFTER_COMMIT").ok()?;
+        let (w, n) = value.split_once(':')?;
+        Some((w.parse().ok()?, n.parse().ok()?))
+    });
+    if *point == Some((worker, committed)) {
+        eprintln!("stockflow: STOCKFLOW_CRASH_AFTER_COMMIT: worker {worker} ends the process after commit {committed}");
+        std::process::abort();
+    }
+}
+
+/// A producer with transactional id `id` (not initialised).
+fn transactional_producer(config: &ClientConfig, id: &str) -> Result<BaseProducer<Acks>, SinkError> {
+    let mut config = config.clone();
+    config.set("transactional.id", id);
+    config.create_with_context(Acks::default()).map_err(|e| {
+        io_error(format!("cannot create the transactional Kafka producer {id}: {e}; check -X and --kafka-config"))
+    })
+}
+
+/// One real transaction holding this worker's first progress record, under `key`, aborted if
+/// any step fails.
+fn probe(producer: &BaseProducer<Acks>, topic: &str, key: &str, progress: &[u8]) -> Result<(), String> {
     let result = (|| {
         producer.begin_transaction().map_err(|e| format!("begin: {e}"))?;
-        let record = BaseRecord::with_opaque_to(topic, DEAD_LETTER_TICK as usize)
-            .key(PROGRESS_KEY)
-            .payload(progress)
-            .partition(0);
+        let record =
+            BaseRecord::with_opaque_to(topic, DEAD_LETTER_TICK as usize).key(key).payload(progress).partition(0);
         producer.send(record).map_err(|(e, _)| format!("produce to {topic}: {e}"))?;
         flush(producer, PROBE_TIMEOUT).map_err(|e| format!("produce to {topic}: {e}"))?;
         if producer.context().failed.swap(0, Ordering::Relaxed) > 0 {
@@ -780,33 +802,53 @@ fn probe(producer: &BaseProducer<Acks>, topic: &str, progress: &[u8]) -> Result<
     result
 }
 
-impl Sink for KafkaSink {
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
-        if self.tick_written(time) {
-            self.skipped.ticks += 1;
+impl KafkaSink {
+    /// Produces one record of `tick` unless an earlier run wrote it (`hash`: the shard of the
+    /// key the dataflow routes the record by, which names the worker that owned it then).
+    fn record(&mut self, tick: Millis, (topic, hash): (usize, u64), key: &str, value: Option<Vec<u8>>) -> Result<(), SinkError> {
+        if self.written.covers(hash, tick) {
+            self.skipped.records += 1;
             return Ok(());
         }
-        self.report_skipped_ticks();
+        self.send(tick, topic, key, value.as_deref())
+    }
+}
+
+impl Sink for KafkaSink {
+    /// Exactly-once start-up runs in three stages with a barrier between them: 0, worker 0
+    /// fences the transactional ids of workers an earlier generation had beyond this one's;
+    /// 1, every worker reads what earlier runs wrote (all of them fenced by now); 2, every
+    /// worker commits its first progress record, which makes this generation known.
+    fn start(&mut self, stage: usize) -> Result<(), SinkError> {
+        self.start_transactions(stage)
+    }
+
+    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
+        if self.written.max_tick().is_some_and(|t| time <= t) {
+            self.skipped.ticks += 1;
+        } else {
+            self.report_skipped_ticks();
+        }
         let t = Some(time);
         for c in &batch.atp {
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::atp(b, t, &c.key, Some(v))));
-            self.send(time, 0, &key, value.as_deref())?;
+            self.record(time, (0, shard(&c.key)), &key, value)?;
         }
         // low_stock is a stream of transitions, not an upsert table: never tombstoned.
         for tr in &batch.low_stock {
             let key = format!("{}@{}", tr.key.0, tr.key.1);
             let value = self.encode(|b| format::transition(b, tr));
-            self.send(time, 1, &key, Some(&value))?;
+            self.record(time, (1, shard(&tr.key)), &key, Some(value))?;
         }
         for c in &batch.order_plan {
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::order_plan(b, t, &c.key, Some(v))));
-            self.send(time, 2, &key, value.as_deref())?;
+            self.record(time, (2, shard(&c.key)), &key, value)?;
         }
         for c in &batch.network_atp {
             let value = c.value.map(|v| self.encode(|b| format::network_atp(b, t, &c.key, Some(v))));
-            self.send(time, 3, &c.key, value.as_deref())?;
+            self.record(time, (3, shard(&c.key)), &c.key, value)?;
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.progress.tick = Some(txn.progress.tick.map_or(time, |p| p.max(time)));
@@ -836,31 +878,5 @@ impl Sink for KafkaSink {
             self.produce_dead_letters(dead)?;
         }
         self.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_records_read_back_and_name_what_is_wrong() {
-        let mut r = Resume { tick: Some(1_700_000_000_500), ..Resume::default() };
-        r.dead_letters.insert(("in.v2".into(), 3), 17);
-        r.offsets.insert(("in.v2".into(), 0), 42);
-        r.offsets.insert(("a".into(), 1), 7);
-        let json = r.to_json();
-        assert_eq!(
-            String::from_utf8_lossy(&json),
-            "{\"dead_letters\":{\"in.v2/3\":17},\"offsets\":{\"a/1\":7,\"in.v2/0\":42},\"tick\":1700000000500,\"version\":1}"
-        );
-        assert_eq!(Resume::from_json(&json).unwrap(), r);
-        let empty = Resume::default();
-        assert_eq!(Resume::from_json(&empty.to_json()).unwrap(), empty);
-        let err =
-            Resume::from_json(b"{\"version\":1,\"tick\":5,\"dead_letters\":{\"x\":1},\"offsets\":{}}").unwrap_err();
-        assert!(err.contains("\"x\""), "{err}");
-        let err = Resume::from_json(b"{\"version\":9}").unwrap_err();
-        assert!(err.contains("version"), "{err}");
     }
 }
