@@ -169,6 +169,8 @@ pub struct Metrics {
     failed: Mutex<Option<String>>,
     /// Local workers whose input is closed (read to the end, or stopped).
     closed: AtomicUsize,
+    /// Local workers that ended normally, their final counts published.
+    finished: AtomicUsize,
     partitions: Mutex<BTreeMap<(String, u32), PartitionCounts>>,
     /// Dead letters by (source, partition, reason); cluster-wide, on process 0.
     rejected: Mutex<BTreeMap<(String, u32, String), u64>>,
@@ -204,6 +206,7 @@ impl Metrics {
         Metrics {
             failed: Mutex::new(None),
             closed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             partitions: Mutex::new(BTreeMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
             outcomes: Mutex::new(BTreeMap::new()),
@@ -271,8 +274,10 @@ impl Metrics {
         let workers = self.settings.workers.max(1);
         let closed = self.closed.load(Ordering::Relaxed);
         if closed >= workers {
-            // The input is exhausted: ready once its last ticks are written too.
-            if lock(&self.latency).acknowledged == Millis::MAX {
+            // The input is exhausted: ready once its last ticks are written too, and the
+            // workers' final counts (state shares, arrangements) are published.
+            let written = lock(&self.latency).acknowledged == Millis::MAX;
+            if written && self.finished.load(Ordering::Relaxed) >= workers {
                 return Ok(());
             }
             return Err("not ready: input read, writing the last ticks".into());
@@ -477,10 +482,13 @@ impl InputMeter {
 
     /// The worker ended normally: its last arrangement events are published.
     pub fn finish(&mut self) {
-        self.finished = true;
         if let Some(log) = &self.arrange_log {
             log.flush();
         }
+        if let Some(m) = self.metrics.as_ref().filter(|_| !self.finished) {
+            m.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished = true;
     }
 
     /// Publishes this worker's share of the state's key counts (replay's snapshot shares).
