@@ -80,7 +80,7 @@ while time.time() < deadline:
         continue
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     read = sum(float(v) for k, v in values.items() if k.startswith("stockflow_messages_read_total"))
-    done = read >= lines and int(float(values.get("stockflow_watermark_ms", 0))) >= target
+    done = read >= lines and round(float(values.get("stockflow_watermark_timestamp_seconds", 0)) * 1000) >= target
     now = (done, values.get("stockflow_ticks_written_total"))
     if now != state:
         state, since = now, time.time()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Streaming latency (issue 4): a steady-rate load against a real broker (tansu on loopback),
 # consumed by `stockflow run --tick-ms 100`; the job's own hdrhistograms (its metrics
-# endpoint) give tick-close latency (the watermark passes a tick -> its outputs acknowledged
-# by the broker) and end-to-end latency (a message's arrival in the consumer -> its tick's
-# outputs acknowledged).
+# endpoint's `*_latency_quantile_seconds` and `*_latency_max_seconds`) give tick-close latency
+# (the watermark passes a tick -> its outputs acknowledged by the broker) and end-to-end latency
+# (a message's arrival in the consumer -> its tick's outputs acknowledged).
 #
 #   scripts/bench-latency.sh [RATE] [SECONDS]      (defaults: 200000 messages/s for 60 s)
 #
@@ -41,7 +41,8 @@ mkdir -p "$DIR"
 metrics() { curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"; }
 # The sum of a metric's samples (all label sets).
 metric() { metrics | awk -v name="$1" '$1 == name || index($1, name "{") == 1 { s += $NF } END { printf "%.0f\n", s }'; }
-quantile() { metrics | awk -v name="$1" -v q="$2" 'index($1, name "{quantile=\"" q "\"}") == 1 { print $NF * 1000 }'; }
+# This process's exact quantile of a latency (tick_close, end_to_end), in ms.
+quantile() { metrics | awk -v name="stockflow_$1_latency_quantile_seconds" -v q="$2" 'index($1, name "{quantile=\"" q "\"}") == 1 { print $NF * 1000 }'; }
 gauge() { metrics | awk -v name="$1" '$1 == name { print $NF * 1000 }'; }
 
 events=$((RATE * SECS))
@@ -75,7 +76,7 @@ while kill -0 "$producer" 2>/dev/null; do
   sleep 5
   lag=$(metric stockflow_consumer_lag_messages)
   [ "$lag" -gt "$max_lag" ] && max_lag=$lag
-  echo "  read $(metric stockflow_messages_read_total) of $lines, lag $lag, tick-close p99 $(quantile stockflow_tick_close_latency_seconds 0.99) ms"
+  echo "  read $(metric stockflow_messages_read_total) of $lines, lag $lag, tick-close p99 $(quantile tick_close 0.99) ms"
 done
 wait "$producer"
 cat "$DIR/produce.log"
@@ -94,8 +95,8 @@ echo "offered $RATE msg/s for $SECS s; produced at $achieved msg/s; max lag seen
 echo "| latency (ms) | p50 | p90 | p99 | p999 | max | count |"
 echo "|---|---|---|---|---|---|---|"
 for name in tick_close end_to_end; do
-  m="stockflow_${name}_latency_seconds"
-  printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$(quantile "$m" 0.5)" "$(quantile "$m" 0.9)" \
-    "$(quantile "$m" 0.99)" "$(quantile "$m" 0.999)" "$(gauge "${m}_max")" "$(metric "${m}_count")"
+  printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$(quantile "$name" 0.5)" "$(quantile "$name" 0.9)" \
+    "$(quantile "$name" 0.99)" "$(quantile "$name" 0.999)" "$(gauge "stockflow_${name}_latency_max_seconds")" \
+    "$(metric "stockflow_${name}_latency_seconds_count")"
 done
 echo "(full scrape: $DIR/metrics.txt)"

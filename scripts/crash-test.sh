@@ -94,8 +94,8 @@ def scrape(port):
         return None
     watermark, ticks = None, 0.0
     for line in text.splitlines():
-        if line.startswith("stockflow_watermark_ms "):
-            watermark = int(float(line.split()[1]))
+        if line.startswith("stockflow_watermark_timestamp_seconds "):
+            watermark = round(float(line.split()[1]) * 1000)
         elif line.startswith("stockflow_ticks_written_total"):
             ticks = float(line.split()[1])
     return watermark, ticks

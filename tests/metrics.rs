@@ -1,6 +1,7 @@
 //! The metrics endpoint (`--metrics-addr`) scraped over HTTP while `stockflow replay` and
 //! `stockflow run` (against librdkafka's mock cluster) run: the Prometheus text is parsed
-//! and its values compared with the golden cases' summaries, outputs and snapshots.
+//! and its values compared with the golden cases' summaries, outputs and snapshots; and the
+//! endpoint under idle, slow and oversized clients.
 
 mod common;
 
@@ -60,14 +61,20 @@ impl Job {
 
     /// (status code, body) of `GET path`.
     fn get(&self, path: &str) -> (u16, String) {
+        let (status, head, body) = self.request("GET", path);
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        (status, body)
+    }
+
+    /// (status code, head in lower case, body) of one request on a connection of its own.
+    fn request(&self, method: &str, path: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.addr).expect("connect to the metrics endpoint");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        write!(stream, "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
-        (status, body.to_string())
+        (status, head.to_ascii_lowercase(), body.to_string())
     }
 
     fn scrape(&self) -> Scrape {
@@ -156,9 +163,9 @@ impl Scrape {
                 Some((name, rest)) => (name.to_string(), parse_labels(rest.strip_suffix('}').expect("closing }"))),
             };
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{name}");
-            let family = ["_sum", "_count"]
+            let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "summary")))
+                .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
                 .unwrap_or(&name);
             assert!(types.contains_key(family), "sample before its TYPE: {line}");
             samples.push((name, labels, value));
@@ -195,23 +202,58 @@ impl Scrape {
         matching[0].2
     }
 
-    /// A summary's quantiles are ordered, below its max, and its sum fits its count.
-    fn check_summary(&self, name: &str) -> u64 {
-        assert_eq!(self.types.get(name).map(String::as_str), Some("summary"), "{name}");
-        let count = self.count(&format!("{name}_count"), &[]);
-        let max = self.one(&format!("{name}_max"), &[]);
+    /// A latency `stockflow_<name>_latency`: a histogram `_seconds` whose cumulative buckets
+    /// rise with `le` up to `+Inf` = its count, whose sum fits its count and max; this process's
+    /// quantiles `_quantile_seconds` in order and at most its `_max_seconds`. Returns the count.
+    fn check_latency(&self, name: &str) -> u64 {
+        let histogram = format!("stockflow_{name}_latency_seconds");
+        assert_eq!(self.types.get(&histogram).map(String::as_str), Some("histogram"), "{histogram}");
+        let count = self.count(&format!("{histogram}_count"), &[]);
+        let mut buckets: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|(n, _, _)| *n == format!("{histogram}_bucket"))
+            .map(|(_, labels, v)| (labels["le"].replace("+Inf", "inf").parse().unwrap(), *v))
+            .collect();
+        assert!(buckets.len() > 10, "{histogram}: {buckets:?}");
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{histogram} buckets not cumulative: {buckets:?}");
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count as f64), "{histogram}");
+        let max = self.one(&format!("stockflow_{name}_latency_max_seconds"), &[]);
         let mut previous = 0.0;
         for q in ["0.5", "0.9", "0.99", "0.999"] {
-            let v = self.one(name, &[("quantile", q)]);
+            let v = self.one(&format!("stockflow_{name}_latency_quantile_seconds"), &[("quantile", q)]);
             assert!(v >= previous && v <= max, "{name} quantile {q} = {v} (previous {previous}, max {max})");
             previous = v;
         }
-        let sum = self.one(&format!("{name}_sum"), &[]);
+        let sum = self.one(&format!("{histogram}_sum"), &[]);
         assert!(sum >= 0.0 && sum <= max * count as f64 * 1.001 + 1e-6, "{name}: sum {sum}, count {count}, max {max}");
         if count > 0 {
             assert!(max > 0.0 && sum > 0.0, "{name}: {count} recorded but max {max}, sum {sum}");
+            // The largest latency lies in the first bucket that holds every value.
+            let (bound, _) = buckets.iter().find(|(_, n)| *n == count as f64).unwrap();
+            assert!(max <= *bound, "{name}: max {max} above the bucket {bound} that holds all {count}");
         }
         count
+    }
+
+    /// The process and build metrics every scrape carries.
+    fn check_process(&self) {
+        assert!(self.one("process_resident_memory_bytes", &[]) > 0.0);
+        assert!(self.one("process_virtual_memory_bytes", &[]) >= self.one("process_resident_memory_bytes", &[]));
+        assert!(self.one("process_cpu_seconds_total", &[]) >= 0.0);
+        assert!(self.one("process_open_fds", &[]) >= 3.0);
+        assert!(self.one("process_max_fds", &[]) >= self.one("process_open_fds", &[]));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let started = self.one("process_start_time_seconds", &[]);
+        assert!(started <= now + 1.0 && started > now - PATIENCE.as_secs_f64() * 10.0, "started {started}, now {now}");
+        assert_eq!(self.types["process_cpu_seconds_total"], "counter");
+        let build = self.samples.iter().find(|s| s.0 == "stockflow_build_info").expect("stockflow_build_info");
+        assert_eq!(build.2, 1.0);
+        assert_eq!(build.1["version"], env!("CARGO_PKG_VERSION"));
+        let commit = &build.1["commit"];
+        assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()), "commit {commit:?}");
+        assert!(build.1["rustc"].chars().next().is_some_and(|c| c.is_ascii_digit()), "{:?}", build.1);
     }
 }
 
@@ -354,13 +396,23 @@ fn replay_case(case: &str, workers: &str) -> Scrape {
     }
     // Every applied message's latency is recorded once its tick is written; every written
     // tick applied a message or held a timer, so at least one tick close is recorded.
-    assert_eq!(m.check_summary("stockflow_end_to_end_latency_seconds"), want["applied"], "{case}");
-    let ticks = m.check_summary("stockflow_tick_close_latency_seconds");
+    assert_eq!(m.check_latency("end_to_end"), want["applied"], "{case}");
+    let ticks = m.check_latency("tick_close");
     assert!(ticks > 0 && ticks <= m.count("stockflow_ticks_written_total", &[]), "{case}: {ticks} tick closes");
     assert_eq!(m.one("stockflow_ready", &[]), 1.0);
     assert_eq!(m.one("stockflow_healthy", &[]), 1.0);
-    assert!(m.one("process_resident_memory_bytes", &[]) > 0.0);
+    // After the run, the watermark is the window's end (as_of, in seconds), not a stale value.
+    let as_of = summary_as_of(case);
+    assert_eq!(m.one("stockflow_watermark_timestamp_seconds", &[]), as_of as f64 / 1e3, "{case}");
+    m.check_process();
     m
+}
+
+/// The golden case's `as_of`.
+fn summary_as_of(case: &str) -> u64 {
+    let text = std::fs::read_to_string(common::fixtures_dir().join(case).join("expected/summary.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["as_of"].as_u64().expect("a case with an as_of")
 }
 
 /// Every metric name the sample Grafana dashboard queries is one the endpoint serves.
@@ -368,9 +420,15 @@ fn check_dashboard(m: &Scrape) {
     let text = std::fs::read_to_string(common::repo_root().join("docs/grafana-dashboard.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     let mut names = BTreeSet::new();
+    let mut histogram_quantiles = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
+            // Latencies are histograms, aggregated over processes by their buckets.
+            if expr.contains("histogram_quantile(") {
+                assert!(expr.contains("sum by (le)") && expr.contains("_latency_seconds_bucket"), "{expr}");
+                histogram_quantiles += 1;
+            }
             let mut rest = expr;
             while let Some(at) = rest.find("stockflow_").or_else(|| rest.find("process_")) {
                 let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
@@ -379,6 +437,7 @@ fn check_dashboard(m: &Scrape) {
             }
         }
     }
+    assert!(histogram_quantiles >= 4, "{histogram_quantiles} histogram_quantile queries");
     assert!(names.len() > 10, "{names:?}");
     for name in names {
         assert!(m.samples.iter().any(|s| s.0 == name) || m.types.contains_key(&name), "dashboard queries {name}");
@@ -388,6 +447,10 @@ fn check_dashboard(m: &Scrape) {
 #[test]
 fn replay_metrics_match_the_medium_case_at_two_workers() {
     let m = replay_case("medium", "2");
+    // The order plan's lines stay in differential arrangements: after the run the gauge keeps
+    // their final size (it read 0 once the dataflow's teardown dropped its traces).
+    assert!(m.one("stockflow_arrangement_updates", &[]) > 0.0, "{}", m.text);
+    assert!(m.one("stockflow_arrangement_bytes", &[]) > 0.0);
     check_dashboard(&m);
 }
 
@@ -483,8 +546,8 @@ fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
     let (status, body) = held.get("/ready");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("behind the wall clock"), "{body}");
-    let watermark = m.one("stockflow_watermark_ms", &[]);
-    assert!((1_700_000_000_000.0..=1_700_000_060_000.0).contains(&watermark), "{watermark}");
+    let watermark = m.one("stockflow_watermark_timestamp_seconds", &[]);
+    assert!((1_700_000_000.0..=1_700_000_060.0).contains(&watermark), "{watermark}");
     assert!(m.one("stockflow_watermark_delay_seconds", &[]) > 86400.0);
     assert_eq!(held.get("/health").0, 200);
     drop(held);
@@ -505,8 +568,9 @@ fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
         assert_eq!(m.one("stockflow_consumer_lag_messages", &[("topic", "medium"), ("partition", &p)]), 0.0);
         assert!(m.count("stockflow_messages_read_total", &[("topic", "medium"), ("partition", &p)]) > 0);
     }
-    assert!(m.check_summary("stockflow_tick_close_latency_seconds") > 0);
-    assert_eq!(m.check_summary("stockflow_end_to_end_latency_seconds"), want["applied"]);
+    assert!(m.check_latency("tick_close") > 0);
+    assert_eq!(m.check_latency("end_to_end"), want["applied"]);
+    m.check_process();
     assert!(m.count("stockflow_output_records_total", &[("stream", "atp")]) > 0);
     assert!(m.count("stockflow_state_keys", &[("table", "atp")]) > 0);
     // The order plan's fair shares live in differential arrangements.
@@ -543,10 +607,131 @@ fn run_metrics_over_the_mock_cluster_count_lag_and_latency() {
     let m = batch.scrape();
     assert_eq!(m.count("stockflow_messages_read_total", &[]), want["read"]);
     assert_eq!(m.count("stockflow_messages_applied_total", &[]), want["applied"]);
-    assert_eq!(m.check_summary("stockflow_end_to_end_latency_seconds"), want["applied"]);
+    assert_eq!(m.check_latency("end_to_end"), want["applied"]);
+    // The window's end, and the arrangements' final size, after the run.
+    assert_eq!(m.one("stockflow_watermark_timestamp_seconds", &[]), 1_700_000_060.0);
+    assert!(m.one("stockflow_arrangement_updates", &[]) > 0.0, "{}", m.text);
     let expected = common::fixtures_dir().join("medium/expected");
     for table in ["atp", "low_stock", "order_plan", "network_atp"] {
         let keys = m.count("stockflow_state_keys", &[("table", table)]);
         assert_eq!(keys, lines(&expected.join("snapshot").join(format!("{table}.jsonl"))), "batch {table} keys");
     }
+}
+
+/// A finished replay of the basic case whose endpoint stays up (`--metrics-linger-secs`).
+fn lingering_replay() -> (Job, tempfile::TempDir) {
+    let dir = common::tempdir();
+    let out = dir.path().join("out");
+    let input = common::fixtures_dir().join("basic/input");
+    let job = Job::start(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--metrics-linger-secs",
+        "600",
+        "-q",
+    ]);
+    job.wait_ready();
+    (job, dir)
+}
+
+/// Sends `request` one byte every `pause`, watching for the server to close the connection;
+/// returns the bytes sent before it did (all of them if it never did) and what it answered.
+fn slow_client(addr: &str, request: &'static [u8], pause: Duration) -> std::thread::JoinHandle<(usize, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(pause)).unwrap();
+    std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        for (sent, byte) in request.iter().enumerate() {
+            if stream.write_all(&[*byte]).is_err() {
+                return (sent, answer);
+            }
+            let mut buf = [0; 4096];
+            match stream.read(&mut buf) {
+                Ok(0) => return (sent + 1, answer),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return (sent + 1, answer),
+            }
+        }
+        (request.len(), answer)
+    })
+}
+
+/// 200 idle connections (a quarter of them stopped half-way through their request line) and a
+/// client sending its request a byte every 2 s do not hold up a scrape: each is served by a task
+/// of its own. The slow client is cut off by the header-read timeout (5 s) long before its
+/// request is complete. (The endpoint used to answer one connection at a time with a 5 s read
+/// timeout: 3 idle connections made a scrape take 15 s, a byte every 4 s blocked it for good.)
+#[test]
+fn idle_and_slow_connections_do_not_delay_a_scrape() {
+    let (job, _dir) = lingering_replay();
+    let request: &'static [u8] = b"GET /metrics HTTP/1.1\r\nHost: stockflow\r\nConnection: close\r\n\r\n";
+    let slow = slow_client(&job.addr, request, Duration::from_secs(2));
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(&job.addr).expect("an idle connection")).collect();
+    for mut stream in idle.iter().step_by(4) {
+        stream.write_all(b"GET /metr").unwrap();
+    }
+    for _ in 0..3 {
+        let started = Instant::now();
+        let m = job.scrape();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "a scrape took {took:?} beside 200 idle connections and a slow client");
+        assert!(m.count("stockflow_messages_read_total", &[]) > 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (sent, answer) = slow.join().unwrap();
+    assert!(sent < request.len() / 2, "the slow client sent {sent} of {} bytes before being cut off", request.len());
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(idle);
+    // The other methods and paths keep their answers.
+    let (status, head, body) = job.request("HEAD", "/metrics");
+    assert_eq!((status, body.as_str()), (200, ""), "{head}");
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let (status, head, _) = job.request("POST", "/metrics");
+    assert_eq!(status, 405);
+    assert!(head.contains("allow: get, head"), "{head}");
+    assert_eq!(job.get("/ready"), (200, "ok\n".to_string()));
+}
+
+/// The resident set of process `pid`, in bytes (VmRSS of /proc/PID/status).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// A 10 MB request line without a newline is answered 431 once the request head passes its
+/// 16 KiB cap, and the process's resident set does not grow by it (it grew with every byte:
+/// 400 MB sent took RSS from 36 MB to 967 MB).
+#[test]
+fn a_ten_megabyte_request_line_is_refused_without_growing_memory() {
+    let (job, _dir) = lingering_replay();
+    let pid = job.child.id();
+    job.scrape();
+    let before = resident_bytes(pid);
+    let mut stream = TcpStream::connect(&job.addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"GET /").unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let (mut sent, mut peak) = (0, before);
+    while sent < 10 << 20 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+        peak = peak.max(resident_bytes(pid));
+    }
+    let mut answer = Vec::new();
+    // The server closes with the rest of the line unread, so the read may end in a reset.
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "after {sent} bytes: {answer:?}");
+    let grown = peak.max(resident_bytes(pid)).saturating_sub(before);
+    assert!(grown < 4 << 20, "the resident set grew by {grown} bytes while {sent} bytes were sent");
+    assert!(job.scrape().count("stockflow_messages_read_total", &[]) > 0);
 }

@@ -28,12 +28,12 @@ pub fn metrics_server(
 ) -> Result<Option<metrics::Server>> {
     let settings = metrics::Settings {
         mode,
-        tick_ms: ticks.tick_ms,
+        ticks,
         lateness_ms,
         workers: cluster.workers,
         process: cluster.process,
     };
-    metrics::Server::start(args, settings)
+    Ok(metrics::Server::start(args, settings)?)
 }
 
 /// `stockflow replay`: the outputs go to `--out` (a directory or stdout), `--print` and

@@ -1,21 +1,21 @@
-//! The metrics endpoint (`--metrics-addr`): process-wide counters, gauges and hdrhistogram
-//! latency histograms that the worker loops update once per batch or tick, served by one
-//! background thread in Prometheus text format 0.0.4 at `/metrics`, with `/health` and `/ready`.
+//! The metrics endpoint (`--metrics-addr`): process-wide counters, gauges and latency
+//! histograms that the worker loops update once per batch or tick, exposed in Prometheus text
+//! format 0.0.4 at `/metrics`, with `/health` and `/ready` (docs/metrics.md lists every metric).
 //!
 //! Each worker owns an [`InputMeter`]: it counts per message into plain local fields and hands
 //! them over, under one lock, once per read batch. Worker 0 owns an [`OutputMeter`] that sees
 //! the collected outputs, dead letters and ledger outcomes where the sinks write them. With no
-//! `--metrics-addr` both are inert.
+//! `--metrics-addr` both are inert. The HTTP server lives in `metrics/server.rs`, the encoding
+//! of a scrape in `metrics/exposition.rs`.
+
+mod exposition;
+mod server;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
 use dataflows::clock::Ticks;
 use dataflows::ledger::Counter;
 use dataflows::model::{Body, Event, Millis};
@@ -24,6 +24,8 @@ use hdrhistogram::Histogram;
 use crate::io::sink::TickBatch;
 use crate::io::source::SourceStats;
 use crate::runtime::dataflow::Collected;
+
+pub use server::Server;
 
 /// `--metrics-addr` and `--metrics-linger-secs`, on `replay`, `run` and `batch`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -52,7 +54,8 @@ pub enum Mode {
 /// What the metrics need to know of the run.
 pub struct Settings {
     pub mode: Mode,
-    pub tick_ms: Millis,
+    /// The tick and the window's end (`--until`).
+    pub ticks: Ticks,
     pub lateness_ms: Millis,
     /// Worker threads in this process.
     pub workers: usize,
@@ -63,22 +66,44 @@ pub struct Settings {
 /// The message types, in the order of [`Body::type_index`].
 const TYPES: [&str; 10] = Body::TYPE_NAMES;
 
-
 /// The output streams counted, in the order of [`OutputMeter::written`].
 const STREAMS: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
 
 /// The state tables whose keys are counted.
 const TABLES: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
 
-/// Bytes assumed per update held in a differential trace: a (sku, loc) key of two inline
-/// 24-byte names, a small value, a time and a diff, with the spine's offsets.
-const BYTES_PER_UPDATE: i64 = 96;
-
 /// Arrivals of one tick closer together than this share one timestamp.
 const ARRIVAL_GROUP: Duration = Duration::from_millis(1);
 
 /// Latencies are recorded in microseconds, up to an hour (longer ones count as an hour).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// The upper bounds of the latency histograms' buckets, in microseconds: 1-2.5-5 steps from
+/// 1 ms to 10 s, denser between 5 and 15 s (where Kafka's default lateness of 5 s plus a tick
+/// puts the end-to-end latency), then up to half an hour; anything longer lands in `+Inf`.
+const BUCKETS_US: [u64; 21] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    7_500_000,
+    10_000_000,
+    15_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+    300_000_000,
+    600_000_000,
+    1_800_000_000,
+];
 
 /// One (topic, partition)'s input counts.
 #[derive(Clone, Default)]
@@ -91,21 +116,27 @@ struct PartitionCounts {
     kafka: bool,
 }
 
-/// A latency histogram and the exact sum that hdrhistogram does not keep.
+/// One latency: Prometheus histogram buckets (aggregatable across processes) and an
+/// hdrhistogram of the same values (this process's exact quantiles and maximum).
 struct Recorder {
     histogram: Histogram<u64>,
+    /// Values per bucket of [`BUCKETS_US`] (not cumulative); larger ones are only in the count.
+    buckets: [u64; BUCKETS_US.len()],
     sum_us: u128,
 }
 
 impl Recorder {
     fn new() -> Self {
         let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
-        Recorder { histogram, sum_us: 0 }
+        Recorder { histogram, buckets: [0; BUCKETS_US.len()], sum_us: 0 }
     }
 
     fn record(&mut self, latency: Duration, count: u64) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         self.histogram.saturating_record_n(us, count);
+        if let Some(bucket) = self.buckets.get_mut(BUCKETS_US.partition_point(|bound| *bound < us)) {
+            *bucket += count;
+        }
         self.sum_us += u128::from(us) * u128::from(count);
     }
 }
@@ -138,6 +169,8 @@ pub struct Metrics {
     failed: Mutex<Option<String>>,
     /// Local workers whose input is closed (read to the end, or stopped).
     closed: AtomicUsize,
+    /// Local workers that ended normally, their final counts published.
+    finished: AtomicUsize,
     partitions: Mutex<BTreeMap<(String, u32), PartitionCounts>>,
     /// Dead letters by (source, partition, reason); cluster-wide, on process 0.
     rejected: Mutex<BTreeMap<(String, u32, String), u64>>,
@@ -150,8 +183,11 @@ pub struct Metrics {
     arrangement_updates: AtomicI64,
     batcher_bytes: AtomicI64,
     latency: Mutex<Latency>,
-    /// The latest finite watermark, for the gauge.
+    /// The latest finite watermark, for the gauge (0: none yet).
     watermark: AtomicU64,
+    /// The window's last logical time as the collected outputs tell it (process 0: the whole
+    /// cluster's; 0: not known).
+    window_end: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,6 +206,7 @@ impl Metrics {
         Metrics {
             failed: Mutex::new(None),
             closed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             partitions: Mutex::new(BTreeMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
             outcomes: Mutex::new(BTreeMap::new()),
@@ -187,12 +224,35 @@ impl Metrics {
                 end_to_end: Recorder::new(),
             }),
             watermark: AtomicU64::new(0),
+            window_end: AtomicU64::new(0),
             settings,
         }
     }
 
     fn local(&self, worker: usize) -> usize {
         worker.saturating_sub(self.settings.process * self.settings.workers).min(self.settings.workers.max(1) - 1)
+    }
+
+    /// Whether every local worker's input is closed.
+    fn input_done(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) >= self.settings.workers.max(1)
+    }
+
+    /// The watermark the gauge shows: the least input frontier of the local workers while any
+    /// input is open; once all are closed, the window's end (`--until`, else the tick of the
+    /// largest effective time applied), which is what the outputs are final through. `None`
+    /// before the first watermark.
+    fn watermark_gauge(&self) -> Option<Millis> {
+        if self.input_done() {
+            let known = self.window_end.load(Ordering::Relaxed);
+            let local = lock(&self.partitions).values().filter_map(|p| p.stats.max_effective).max();
+            let local = local.and_then(|t| self.settings.ticks.emission(t)).unwrap_or(0);
+            let end = self.settings.ticks.until.unwrap_or(known.max(local));
+            if end > 0 {
+                return Some(end);
+            }
+        }
+        Some(self.watermark.load(Ordering::Relaxed)).filter(|w| *w > 0)
     }
 
     /// Marks the process unhealthy.
@@ -214,8 +274,10 @@ impl Metrics {
         let workers = self.settings.workers.max(1);
         let closed = self.closed.load(Ordering::Relaxed);
         if closed >= workers {
-            // The input is exhausted: ready once its last ticks are written too.
-            if lock(&self.latency).acknowledged == Millis::MAX {
+            // The input is exhausted: ready once its last ticks are written too, and the
+            // workers' final counts (state shares, arrangements) are published.
+            let written = lock(&self.latency).acknowledged == Millis::MAX;
+            if written && self.finished.load(Ordering::Relaxed) >= workers {
                 return Ok(());
             }
             return Err("not ready: input read, writing the last ticks".into());
@@ -238,7 +300,7 @@ impl Metrics {
         let Some(watermark) = lock(&self.latency).watermark().filter(|w| *w < Millis::MAX) else {
             return Err("not ready: no watermark yet".into());
         };
-        let allowed = self.settings.lateness_ms + self.settings.tick_ms;
+        let allowed = self.settings.lateness_ms + self.settings.ticks.tick_ms;
         let behind = now_ms().saturating_sub(watermark);
         if behind > allowed {
             return Err(format!(
@@ -249,294 +311,6 @@ impl Metrics {
     }
 }
 
-/// The server's handle on the metrics: what `main` keeps.
-pub struct Server {
-    pub metrics: Arc<Metrics>,
-    linger: Duration,
-}
-
-impl Server {
-    /// Binds `--metrics-addr` and serves it on a background thread; `None` without the flag.
-    pub fn start(args: &MetricsArgs, settings: Settings) -> Result<Option<Server>> {
-        let Some(addr) = &args.metrics_addr else { return Ok(None) };
-        let listener = TcpListener::bind(addr).with_context(|| {
-            format!("--metrics-addr {addr}: cannot listen there (expected HOST:PORT, e.g. 127.0.0.1:9187)")
-        })?;
-        let bound = listener.local_addr()?;
-        let metrics = Arc::new(Metrics::new(settings));
-        let served = Arc::clone(&metrics);
-        std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            for stream in listener.incoming().flatten() {
-                // One scrape at a time: scrapes are rare and rendering takes microseconds.
-                let _ = serve(&served, stream);
-            }
-        })?;
-        tracing::info!("metrics on http://{bound}/metrics (also /health, /ready)");
-        Ok(Some(Server { metrics, linger: Duration::from_secs(args.metrics_linger_secs) }))
-    }
-
-    /// Keeps serving the final values for `--metrics-linger-secs`.
-    pub fn linger(&self) {
-        if !self.linger.is_zero() {
-            std::thread::sleep(self.linger);
-        }
-    }
-}
-
-fn serve(metrics: &Metrics, stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Headers are not needed; read them so the client sees a clean close.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
-    }
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = if method != "GET" && method != "HEAD" {
-        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
-    } else {
-        match path {
-            "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(metrics)),
-            "/health" => probe(metrics.health()),
-            "/ready" => probe(metrics.readiness()),
-            _ => ("404 Not Found", "text/plain", "try /metrics, /health or /ready\n".to_string()),
-        }
-    };
-    let mut out = &stream;
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        out.write_all(body.as_bytes())?;
-    }
-    out.flush()
-}
-
-fn probe(result: Result<(), String>) -> (&'static str, &'static str, String) {
-    match result {
-        Ok(()) => ("200 OK", "text/plain", "ok\n".into()),
-        Err(reason) => ("503 Service Unavailable", "text/plain", format!("{reason}\n")),
-    }
-}
-
-/// Writes Prometheus text format 0.0.4.
-struct Exposition(String);
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(self.0, "{k}=\"{v}\"");
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    fn summary(&mut self, name: &str, help: &str, r: &Recorder) {
-        self.family(name, "summary", help);
-        for q in ["0.5", "0.9", "0.99", "0.999"] {
-            let us = r.histogram.value_at_quantile(q.parse().expect("a quantile"));
-            self.sample(name, &[("quantile", q)], seconds(us));
-        }
-        self.sample(&format!("{name}_sum"), &[], r.sum_us as f64 / 1e6);
-        self.sample(&format!("{name}_count"), &[], r.histogram.len());
-        let max = format!("{name}_max");
-        self.single(&max, "gauge", "The largest latency recorded so far, in seconds.", seconds(r.histogram.max()));
-    }
-}
-
-fn seconds(us: u64) -> f64 {
-    us as f64 / 1e6
-}
-
-/// Resident set size from /proc (0 where there is none).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * 4096
-}
-
-/// The whole exposition.
-pub fn render(m: &Metrics) -> String {
-    let mut e = Exposition(String::new());
-    let partitions = lock(&m.partitions).clone();
-    let counts = |f: fn(&PartitionCounts) -> u64| -> Vec<(&(String, u32), u64)> {
-        partitions.iter().map(|(k, p)| (k, f(p))).collect()
-    };
-    let per_partition = |e: &mut Exposition, name: &str, kind: &str, help: &str, rows: Vec<(&(String, u32), u64)>| {
-        e.family(name, kind, help);
-        for ((topic, partition), v) in rows {
-            e.sample(name, &[("topic", topic), ("partition", &partition.to_string())], v);
-        }
-    };
-    per_partition(
-        &mut e,
-        "stockflow_messages_read_total",
-        "counter",
-        "Messages read (non-blank lines), per input topic (replay: file) and partition, by this process.",
-        counts(|p| p.stats.read),
-    );
-    e.family(
-        "stockflow_messages_applied_total",
-        "counter",
-        "Valid messages within the window handed to the ledger, per topic, partition and message type.",
-    );
-    for ((topic, partition), p) in &partitions {
-        for (t, name) in TYPES.iter().enumerate() {
-            let partition = partition.to_string();
-            e.sample(
-                "stockflow_messages_applied_total",
-                &[("topic", topic), ("partition", &partition), ("type", name)],
-                p.applied_by_type[t],
-            );
-        }
-    }
-    per_partition(
-        &mut e,
-        "stockflow_messages_late_total",
-        "counter",
-        "Applied messages whose effective time was raised to the partition's max ts minus the lateness.",
-        counts(|p| p.stats.late),
-    );
-    per_partition(
-        &mut e,
-        "stockflow_messages_beyond_window_total",
-        "counter",
-        "Valid messages with an effective time after --until (counted, not applied).",
-        counts(|p| p.stats.beyond_window),
-    );
-    e.family(
-        "stockflow_messages_rejected_total",
-        "counter",
-        "Invalid messages (dead letters) by topic, partition and reason; the whole cluster's, on process 0.",
-    );
-    for ((topic, partition, reason), n) in lock(&m.rejected).iter() {
-        e.sample(
-            "stockflow_messages_rejected_total",
-            &[("topic", topic), ("partition", &partition.to_string()), ("reason", reason)],
-            n,
-        );
-    }
-    e.family(
-        "stockflow_ledger_outcomes_total",
-        "counter",
-        "Ledger outcomes: absorbed (older than the key's latest count), orphan, duplicate, expired_on_arrival.",
-    );
-    let outcomes = lock(&m.outcomes).clone();
-    for (counter, name) in [
-        (Counter::Absorbed, "absorbed"),
-        (Counter::Orphan, "orphan"),
-        (Counter::Duplicate, "duplicate"),
-        (Counter::ExpiredOnArrival, "expired_on_arrival"),
-    ] {
-        e.sample("stockflow_ledger_outcomes_total", &[("outcome", name)], outcomes.get(&counter).copied().unwrap_or(0));
-    }
-    per_partition(
-        &mut e,
-        "stockflow_consumer_lag_messages",
-        "gauge",
-        "Kafka: messages between the next offset to read and the partition's high watermark (as the last fetch told it).",
-        partitions.iter().filter_map(|(k, p)| Some((k, p.lag?))).collect(),
-    );
-
-    let (tick_close, end_to_end) = {
-        let latency = lock(&m.latency);
-        let copy = |r: &Recorder| Recorder { histogram: r.histogram.clone(), sum_us: r.sum_us };
-        (copy(&latency.tick_close), copy(&latency.end_to_end))
-    };
-    let watermark = m.watermark.load(Ordering::Relaxed);
-    e.single(
-        "stockflow_watermark_ms",
-        "gauge",
-        "The input frontier (logical time in ms since the epoch): the least over this process's workers; ticks before it are closed.",
-        watermark,
-    );
-    e.family(
-        "stockflow_watermark_delay_seconds",
-        "gauge",
-        "Wall clock minus the watermark, in seconds (negative when the data's times are ahead of the clock; absent before the first watermark).",
-    );
-    if watermark > 0 {
-        e.sample("stockflow_watermark_delay_seconds", &[], (now_ms() as f64 - watermark as f64) / 1e3);
-    }
-    e.family(
-        "stockflow_output_records_total",
-        "counter",
-        "Records written to each output stream (dead letters: see rejected).",
-    );
-    for (i, name) in STREAMS.iter().enumerate() {
-        e.sample("stockflow_output_records_total", &[("stream", name)], m.outputs[i].load(Ordering::Relaxed));
-    }
-    e.single(
-        "stockflow_ticks_written_total",
-        "counter",
-        "Closed ticks with at least one output record handed to the sinks.",
-        m.ticks_written.load(Ordering::Relaxed),
-    );
-    e.family(
-        "stockflow_state_keys",
-        "gauge",
-        "Keys in each state table (atp: sku-locations with a row; order_plan: (dest, sku) lines; network_atp: skus).",
-    );
-    for (t, name) in TABLES.iter().enumerate() {
-        let keys: u64 = m.state_keys.iter().map(|w| w[t].load(Ordering::Relaxed)).sum();
-        e.sample("stockflow_state_keys", &[("table", name)], keys);
-    }
-    let updates = m.arrangement_updates.load(Ordering::Relaxed).max(0);
-    let batcher = m.batcher_bytes.load(Ordering::Relaxed).max(0);
-    e.single(
-        "stockflow_arrangement_updates",
-        "gauge",
-        "Updates held in differential traces, from differential's batch, merge and drop events.",
-        updates,
-    );
-    e.single(
-        "stockflow_arrangement_bytes",
-        "gauge",
-        "Estimate: arrangement updates x 96 bytes (a (sku, loc) key of inline names, a small value, time, diff) plus the merge batchers' bytes as differential reports them. The ledger's and ATP's hash maps are not included: see process_resident_memory_bytes.",
-        updates * BYTES_PER_UPDATE + batcher,
-    );
-    e.single("process_resident_memory_bytes", "gauge", "Resident set size of this process.", resident_bytes());
-    e.summary(
-        "stockflow_tick_close_latency_seconds",
-        "From the watermark passing a tick (every local worker's input past it) to the tick's outputs acknowledged by the sink (Kafka: delivered; files: written), for ticks that applied messages. hdrhistogram, 3 significant digits.",
-        &tick_close,
-    );
-    e.summary(
-        "stockflow_end_to_end_latency_seconds",
-        "From a message's arrival in the consumer (replay: read from its file) to its tick's outputs acknowledged by the sink, per applied message (arrivals within 1 ms share a timestamp). hdrhistogram, 3 significant digits.",
-        &end_to_end,
-    );
-    let ready = m.readiness().is_ok();
-    e.single("stockflow_ready", "gauge", "1 when /ready answers 200.", u8::from(ready));
-    e.single("stockflow_healthy", "gauge", "1 when /health answers 200.", u8::from(m.health().is_ok()));
-    e.0
-}
-
-/// A worker's input-side hooks: counts per message in local fields, publishes per batch.
 pub struct InputMeter {
     metrics: Option<Arc<Metrics>>,
     worker: usize,
@@ -547,6 +321,10 @@ pub struct InputMeter {
     arrivals: Vec<(Millis, Instant, u64)>,
     frontier: Millis,
     finished: bool,
+    /// Set once this worker's input is closed: differential logs a trace's batches as dropped
+    /// only when the trace itself is dropped, which after that is the dataflow's teardown, and
+    /// the arrangement gauges keep the final sizes rather than fall to 0.
+    input_closed: Arc<AtomicBool>,
     /// Differential's arrangement logger: it buffers, and publishing flushes it.
     arrange_log: Option<timely::logging_core::Logger<differential_dataflow::logging::DifferentialEventBuilder>>,
 }
@@ -562,6 +340,7 @@ impl InputMeter {
             arrivals: Vec::new(),
             frontier: 0,
             finished: false,
+            input_closed: Arc::new(AtomicBool::new(false)),
             arrange_log: None,
         }
     }
@@ -572,6 +351,7 @@ impl InputMeter {
         use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
         let Some(metrics) = self.metrics.clone() else { return };
         let Some(mut registry) = worker.log_register() else { return };
+        let input_closed = Arc::clone(&self.input_closed);
         registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, data| {
             let Some(data) = data else { return };
             let (mut updates, mut bytes) = (0i64, 0i64);
@@ -583,7 +363,7 @@ impl InputMeter {
                             updates += done as i64 - m.length1 as i64 - m.length2 as i64;
                         }
                     }
-                    DifferentialEvent::Drop(d) => updates -= d.length as i64,
+                    DifferentialEvent::Drop(d) if !input_closed.load(Ordering::Relaxed) => updates -= d.length as i64,
                     DifferentialEvent::Batcher(b) => bytes += b.size_diff as i64,
                     _ => {}
                 }
@@ -696,11 +476,18 @@ impl InputMeter {
     pub fn input_closed(&mut self) {
         let Some(m) = self.metrics.clone() else { return };
         self.publish(Millis::MAX);
+        self.input_closed.store(true, Ordering::Relaxed);
         m.closed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The worker ended normally.
+    /// The worker ended normally: its last arrangement events are published.
     pub fn finish(&mut self) {
+        if let Some(log) = &self.arrange_log {
+            log.flush();
+        }
+        if let Some(m) = self.metrics.as_ref().filter(|_| !self.finished) {
+            m.finished.fetch_add(1, Ordering::Relaxed);
+        }
         self.finished = true;
     }
 
@@ -757,6 +544,9 @@ impl OutputMeter {
                 *rejected.entry((source, d.position.partition, d.reason.clone())).or_default() += 1;
             }
             self.dead_counted = c.dead_letters.len();
+        }
+        if let Some(end) = c.window_end(m.settings.ticks) {
+            m.window_end.fetch_max(end, Ordering::Relaxed);
         }
         let mut outcomes = lock(&m.outcomes);
         if *outcomes != c.counters {
