@@ -9,8 +9,9 @@
 #      every one has input to read, checkpoint and produce when it is killed;
 #   2. reference: once the last chunk is out, one uninterrupted run over the whole topic, stopped
 #      once caught up; then the crashed run restarts a last time and catches up to the same point;
-#   3. cluster: the same as 2 processes x 1 worker, one process killed 3 times (the script is the
-#      supervisor: timely processes share fate, so the survivor is killed too and both restart);
+#   3. cluster: the same as 2 processes x 1 worker, one process killed 3 times; the survivor must
+#      end by itself with one line naming the lost process, and the script (the supervisor)
+#      restarts both with the next --cluster-generation;
 #   4. damage: a share of the newest checkpoint is truncated; a restart must refuse it, name it,
 #      fall back to the previous checkpoint and still end with the same results.
 # Each crashed run's output topics must equal the reference's: latest value per key of .atp,
@@ -207,12 +208,30 @@ stop "$STARTED" || { echo "FAIL crashed run did not stop cleanly"; exit 1; }
 
 # ---- 3. cluster of 2 processes; one of them killed 3 times
 printf '127.0.0.1:19611\n127.0.0.1:19612\n' >"$WORK/hosts"
+GENERATION=0
 start_cluster() {
-  start cluster 19603 -n 2 -p 0 -w 1 --hostfile "$WORK/hosts"
+  GENERATION=$((GENERATION + 1))
+  start cluster 19603 -n 2 -p 0 -w 1 --hostfile "$WORK/hosts" --cluster-generation "$GENERATION"
   P0=$STARTED
-  start cluster 19604 -n 2 -p 1 -w 1 --hostfile "$WORK/hosts"
+  start cluster 19604 -n 2 -p 1 -w 1 --hostfile "$WORK/hosts" --cluster-generation "$GENERATION"
   P1=$STARTED
 }
+# survivor_ends PID VICTIM: the process left after VICTIM was killed ends by itself within 10 s,
+# non-zero, with one more line naming VICTIM and its address.
+survivor_ends() {
+  local pid=$1 victim=$2 rc=0 lost
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "FAIL cluster: the survivor still runs 10 s after process $victim was killed"; return 1
+  fi
+  wait "$pid" || rc=$?
+  [ "$rc" != 0 ] || { echo "FAIL cluster: the survivor exited 0 after losing process $victim"; return 1; }
+  lost=$(grep "lost cluster peer" "$WORK/cluster.log" | tail -1)
+  [ "$(grep -c "lost cluster peer" "$WORK/cluster.log")" = "$LOST_LINES" ] &&
+    grep -q "lost cluster peer process $victim (127.0.0.1:1961$((victim + 1)))" <<<"$lost" || {
+    echo "FAIL cluster: expected line $LOST_LINES to name process $victim: $lost"; return 1; }
+}
+LOST_LINES=0
 for kill in 1 2 3; do
   before=$(ls "$WORK/cluster.ckpt" 2>/dev/null | tr '\n' ' ' || true)
   start_cluster
@@ -220,9 +239,9 @@ for kill in 1 2 3; do
   delay=$((RANDOM % 4)).$((RANDOM % 10))
   sleep "$delay"
   victim=$((RANDOM % 2))
-  if [ $victim = 0 ]; then kill9 "$P0"; else kill9 "$P1"; fi
-  sleep 0.5
-  kill9 "$P0" "$P1" # the supervisor: the survivor cannot go on alone
+  if [ $victim = 0 ]; then kill9 "$P0"; survivor=$P1; else kill9 "$P1"; survivor=$P0; fi
+  LOST_LINES=$((LOST_LINES + 1))
+  survivor_ends "$survivor" "$victim" || { tail "$WORK/cluster.log"; exit 1; }
   echo "crash-test: cluster: kill -9 of process $victim $delay s after a new checkpoint; checkpoints: $(ls "$WORK/cluster.ckpt" 2>/dev/null | tr '\n' ' ')"
 done
 t0=$SECONDS

@@ -72,12 +72,28 @@ pub struct ClusterArgs {
     /// Hostfile: one host:port per line, one line per process (default localhost:2101+i).
     #[arg(long = "hostfile", value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
+    /// File holding the cluster's shared secret (the same on every process, at least 16 bytes;
+    /// never sent): each connection proves it. Required when the hostfile names a non-loopback
+    /// address.
+    #[arg(long = "cluster-secret-file", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster's generation: the same on every process of one start, raised on each restart
+    /// of the cluster, so that a process left from an earlier start is refused.
+    #[arg(long = "cluster-generation", value_name = "N", default_value_t = 0)]
+    pub cluster_generation: u64,
 }
 
 impl ClusterArgs {
     /// The validated cluster settings.
     pub fn config(&self) -> Result<Cluster, ConfigError> {
-        Cluster::new(self.workers, self.processes, self.process, self.hostfile.clone())
+        Cluster::new(
+            self.workers,
+            self.processes,
+            self.process,
+            self.hostfile.clone(),
+            self.cluster_secret_file.clone(),
+            self.cluster_generation,
+        )
     }
 }
 

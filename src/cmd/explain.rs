@@ -28,6 +28,7 @@ use crate::config::{Cluster, ExplainConfig, ExplainSource, InputFile, Output, Re
 use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::source::file::FileSource;
 use crate::runtime::checkpoint::Chosen;
+use crate::runtime::cluster;
 use crate::runtime::dataflow::Routing;
 use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::progress::Progress;
@@ -191,11 +192,10 @@ fn restored_final_state(config: &ReplayConfig, chosen: Chosen) -> Result<FinalSt
     let (captured, make_sinks) = capture();
     let progress = Progress::default();
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let guards = timely::execute(config.cluster.timely_config()?, move |worker| {
+    let guards = cluster::execute(&config.cluster, move |worker| {
         let nothing = FileSource::open(&[], worker.index(), worker.peers())?;
         harness::run_worker(worker, &plan, nothing, &make_sinks, &progress, &NEVER)
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    })?;
     harness::join_workers(guards)?;
     let state = captured.lock().expect("workers have finished").take();
     state.context("the restored dataflow produced no state")

@@ -15,7 +15,7 @@ use crate::io::sink::SinkError;
 use crate::io::source::file::FileSource;
 use crate::runtime::dataflow::Routing;
 use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
-use crate::runtime::metrics;
+use crate::runtime::{cluster, metrics};
 use crate::runtime::progress::{self, Progress};
 
 /// Starts the metrics endpoint when `--metrics-addr` asks for it.
@@ -99,11 +99,10 @@ pub fn replay_into(
     let inputs = config.inputs.clone();
     // A replay stops only by being killed: nothing sets this.
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let guards = timely::execute(config.cluster.timely_config()?, move |worker| {
+    let guards = cluster::execute(&config.cluster, move |worker| {
         let source = FileSource::open(&inputs, worker.index(), worker.peers())?;
         harness::run_worker(worker, &plan, source, &make_sinks, &progress, &NEVER)
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    })?;
     harness::join_workers(guards)
 }
 

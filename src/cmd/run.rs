@@ -15,7 +15,7 @@ use crate::runtime::checkpoint::{self, Chosen};
 use crate::runtime::dataflow::Routing;
 use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::progress::{self, Progress};
-use crate::runtime::{metrics, signals};
+use crate::runtime::{cluster, metrics, signals};
 
 /// `run` or `batch`, with a progress line on stderr unless `--quiet`.
 pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
@@ -59,8 +59,8 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     };
     let consumer = consumer_config(&config);
     signals::install();
-    let timely_config = config.cluster.timely_config()?;
-    let guards = timely::execute(timely_config, move |worker| {
+    let settings = config.cluster.clone();
+    let guards = cluster::execute(&settings, move |worker| {
         signals::workers_started();
         let (index, peers) = (worker.index(), worker.peers());
         let restored = plan.restore.as_ref().map(harness::restored_positions).unwrap_or_default();
@@ -81,8 +81,7 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
             std::process::exit(1);
         }
         Ok(())
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    })?;
     harness::join_workers(guards)
 }
 

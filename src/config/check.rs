@@ -70,7 +70,14 @@ fn validate(matches: &ArgMatches) -> Result<(), ConfigError> {
     if let Some(workers) = get::<usize>(matches, "workers") {
         let processes = get::<usize>(matches, "processes").unwrap_or(1);
         let process = get::<usize>(matches, "process").unwrap_or(0);
-        super::Cluster::new(workers, processes, process, get::<PathBuf>(matches, "hostfile"))?;
+        super::Cluster::new(
+            workers,
+            processes,
+            process,
+            get::<PathBuf>(matches, "hostfile"),
+            get::<PathBuf>(matches, "cluster_secret_file"),
+            get::<u64>(matches, "cluster_generation").unwrap_or(0),
+        )?;
     }
     if let Ok(Some(inputs)) = matches.try_get_many::<PathBuf>("inputs") {
         super::resolve_inputs(&inputs.cloned().collect::<Vec<_>>())?;

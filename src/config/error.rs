@@ -75,27 +75,9 @@ pub enum ConfigError {
         /// `-p`.
         process: usize,
     },
-    /// `--hostfile` cannot be read.
-    #[error("--hostfile {}: {cause}; it lists one host:port per process", .path.display())]
-    HostfileUnreadable {
-        /// The hostfile.
-        path: PathBuf,
-        /// Why.
-        cause: std::io::Error,
-    },
-    /// `--hostfile` has fewer lines than processes.
-    #[error("--hostfile {}: {lines} host:port lines for -n {processes} processes; give one line per process", .path.display())]
-    HostfileShort {
-        /// The hostfile.
-        path: PathBuf,
-        /// Its non-empty lines.
-        lines: usize,
-        /// `-n`.
-        processes: usize,
-    },
-    /// Settings timely's own parser refuses.
-    #[error("invalid cluster settings: {0}")]
-    Timely(String),
+    /// The hostfile or the secret file is unusable, or a cluster beyond loopback has no secret.
+    #[error(transparent)]
+    ClusterFiles(#[from] crate::runtime::cluster::ClusterError),
     /// The old `-h FILE` form of the hostfile flag.
     #[error("-h prints help; the hostfile flag is --hostfile: write --hostfile {0}")]
     OldHostfileFlag(String),

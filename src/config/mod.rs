@@ -49,46 +49,35 @@ pub struct Cluster {
     pub process: usize,
     /// File with one `host:port` per process (default: localhost:2101 + index).
     pub hostfile: Option<PathBuf>,
+    /// File holding the secret every process of the cluster proves in its handshake.
+    pub secret_file: Option<PathBuf>,
+    /// The cluster's generation: processes of different generations refuse each other.
+    pub generation: u64,
 }
 
 impl Cluster {
-    /// Checks timely's cluster flags (`-w`, `-n`, `-p`, `--hostfile`): the one place every
-    /// command and `config check` validate them.
+    /// Checks the cluster flags (`-w`, `-n`, `-p`, `--hostfile`, `--cluster-secret-file`,
+    /// `--cluster-generation`): the one place every command and `config check` validate them.
+    /// The hostfile and the secret file are read and checked here (`runtime::cluster::check`).
     pub fn new(
         workers: usize,
         processes: usize,
         process: usize,
         hostfile: Option<PathBuf>,
+        secret_file: Option<PathBuf>,
+        generation: u64,
     ) -> Result<Cluster, ConfigError> {
         if workers == 0 || processes == 0 || process >= processes {
             return Err(ConfigError::Cluster { workers, processes, process });
         }
-        if let (Some(path), true) = (&hostfile, processes > 1) {
-            let text = std::fs::read_to_string(path)
-                .map_err(|cause| ConfigError::HostfileUnreadable { path: path.clone(), cause })?;
-            let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
-            if lines < processes {
-                return Err(ConfigError::HostfileShort { path: path.clone(), lines, processes });
-            }
-        }
-        Ok(Cluster { workers, processes, process, hostfile })
+        let cluster = Cluster { workers, processes, process, hostfile, secret_file, generation };
+        crate::runtime::cluster::check(&cluster)?;
+        Ok(cluster)
     }
 
     /// One process of `workers` threads.
     pub fn local(workers: usize) -> Result<Cluster, ConfigError> {
-        Cluster::new(workers, 1, 0, None)
-    }
-
-    /// The timely configuration these settings describe.
-    pub fn timely_config(&self) -> Result<timely::Config, ConfigError> {
-        let mut args = vec!["stockflow".to_string(), "-w".into(), self.workers.to_string()];
-        if self.processes > 1 {
-            args.extend(["-n".into(), self.processes.to_string(), "-p".into(), self.process.to_string()]);
-            if let Some(hostfile) = &self.hostfile {
-                args.extend(["-h".into(), hostfile.display().to_string()]);
-            }
-        }
-        timely::Config::from_args(args.into_iter()).map_err(ConfigError::Timely)
+        Cluster::new(workers, 1, 0, None, None, 0)
     }
 }
 
