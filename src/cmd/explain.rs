@@ -270,7 +270,7 @@ impl KeyInput {
                         }
                         None => {}
                     }
-                    for hold in &state.holds {
+                    for hold in state.holds.iter() {
                         let body =
                             Body::Reserve { res_id: hold.res_id.clone(), qty: hold.qty, expires_at: Some(hold.expires_at) };
                         events.push(event(sku, loc, as_of, body));
