@@ -48,11 +48,13 @@ pub fn run(config: ExplainConfig) -> Result<()> {
                  its open POs)",
                 dir.display()
             );
+            ensure_named(key, &engine, &input, &SAVED_PLACE, || Ok(input.nearby.clone().unwrap_or_default()))?;
             print(config.json, &explain(&replay, key, &engine, &input), Some(&legend))
         }
         ExplainSource::Replay(replay) => {
             let engine = replay_final_state(replay)?;
             let input = KeyInput::read(replay, key)?;
+            ensure_named(key, &engine, &input, &INPUT_PLACE, || Nearby::scan(replay, key))?;
             print(config.json, &explain(replay, key, &engine, &input), None)
         }
     }
@@ -213,6 +215,10 @@ pub struct KeyInput {
     events: Vec<Event>,
     /// The latest `po` message of each po_id (whatever sku it names now) that ever named the sku.
     purchase_orders: BTreeMap<Name, Event>,
+    /// Whether some message (purchase orders included) names the key itself.
+    names_key: bool,
+    /// For a checkpoint: the keys its saved entries name around the key.
+    nearby: Option<Nearby>,
 }
 
 impl KeyInput {
@@ -223,7 +229,9 @@ impl KeyInput {
         // its quantity), so the latest message of every po_id is kept, not only the sku's.
         let mut latest_po: BTreeMap<Name, Event> = BTreeMap::new();
         let mut named_sku: BTreeSet<Name> = BTreeSet::new();
+        let mut names_key = false;
         for_each_event(&config.inputs, config.lateness_ms, config.ticks, |event| {
+            names_key |= event.message.sku == key.0 && event.message.loc == key.1;
             if let Body::Po { po_id, .. } = &event.message.body {
                 if event.message.sku == key.0 {
                     named_sku.insert(po_id.clone());
@@ -238,7 +246,7 @@ impl KeyInput {
         })?;
         events.sort_by_key(|e| e.order);
         let purchase_orders = latest_po.into_iter().filter(|(po_id, _)| named_sku.contains(po_id)).collect();
-        Ok(KeyInput { events, purchase_orders })
+        Ok(KeyInput { events, purchase_orders, names_key, nearby: None })
     }
 
     /// The saved ledgers of `key`'s sku as the messages that re-create them at `as_of`: a count
@@ -261,7 +269,16 @@ impl KeyInput {
             Saved::Po(po_id, key, _) => (1, key.clone(), po_id.clone()),
             _ => (2, Key::default(), Name::default()),
         });
+        let mut nearby = Nearby::default();
+        let mut names_key = false;
         for entry in saved {
+            // A pending message names the key only after the checkpoint: `nearby` notes it.
+            names_key |= matches!(entry, Saved::Key(k, _) | Saved::Po(_, k, _) if k == key);
+            match entry {
+                Saved::Key((sku, loc), _) | Saved::Po(_, (sku, loc), _) => nearby.see(key, sku, loc),
+                Saved::Pending(event) => nearby.see(key, &event.message.sku, &event.message.loc),
+                Saved::Count(..) | Saved::End(..) => {}
+            }
             match entry {
                 Saved::Key((sku, loc), state) if *sku == key.0 => {
                     match state.barrier {
@@ -288,7 +305,7 @@ impl KeyInput {
             }
         }
         events.sort_by_key(|e| e.order);
-        KeyInput { events, purchase_orders }
+        KeyInput { events, purchase_orders, names_key, nearby: Some(nearby) }
     }
 
     /// The latest policy of (sku, `loc`) and the position of its message.
@@ -300,6 +317,168 @@ impl KeyInput {
             }
         })
     }
+}
+
+// ---------------------------------------------------------------------------
+// A key nothing names: no message of the input (or entry of the checkpoint) and no output of
+// the engine. Its explanation would be all zeros with every check `ok`, which reads like an
+// answer; it is a mistake to point out instead.
+// ---------------------------------------------------------------------------
+
+/// How many of the closest keys the error suggests.
+const SUGGESTIONS: usize = 5;
+
+/// What an input names around a key it does not name.
+#[derive(Clone, Debug, Default)]
+pub struct Nearby {
+    /// Whether something names the key after all (a message beyond the window, or pending in
+    /// a checkpoint).
+    named: bool,
+    /// The locations named with the key's sku.
+    sku_locs: BTreeSet<Name>,
+    /// The skus named at the key's location.
+    loc_skus: BTreeSet<Name>,
+    /// The closest keys named: (shares neither part, edit distance, key), best first.
+    closest: BTreeSet<(bool, usize, Key)>,
+    /// The last key seen, not scored again (a key's messages tend to come in runs).
+    last: Option<Key>,
+}
+
+impl Nearby {
+    /// Every key the inputs of `config` name, whatever the window.
+    fn scan(config: &ReplayConfig, key: &Key) -> Result<Self> {
+        let mut nearby = Nearby::default();
+        let whole = Ticks { until: None, ..config.ticks };
+        for_each_event(&config.inputs, config.lateness_ms, whole, |event| {
+            nearby.see(key, &event.message.sku, &event.message.loc);
+        })?;
+        Ok(nearby)
+    }
+
+    /// Notes that something names (`sku`, `loc`), as it bears on `want`.
+    fn see(&mut self, want: &Key, sku: &Name, loc: &Name) {
+        if self.last.as_ref().is_some_and(|(s, l)| s == sku && l == loc) {
+            return;
+        }
+        self.last = Some((sku.clone(), loc.clone()));
+        let (same_sku, same_loc) = (*sku == want.0, *loc == want.1);
+        match (same_sku, same_loc) {
+            (true, true) => self.named = true,
+            (true, false) => _ = self.sku_locs.insert(loc.clone()),
+            (false, true) => _ = self.loc_skus.insert(sku.clone()),
+            (false, false) => {}
+        }
+        let score = (!same_sku && !same_loc, similarity_distance(sku, &want.0) + similarity_distance(loc, &want.1));
+        let worst = self.closest.last().map(|(far, distance, _)| (*far, *distance));
+        if self.closest.len() < SUGGESTIONS || worst.is_some_and(|worst| score < worst) {
+            self.closest.insert((score.0, score.1, (sku.clone(), loc.clone())));
+            if self.closest.len() > SUGGESTIONS {
+                self.closest.pop_last();
+            }
+        }
+    }
+
+    /// The error for `key`, which no `noun` (message, saved entry) in `place` names; `hint`
+    /// adds what the reader may not know.
+    fn error(&self, key: &Key, noun: &str, place: &str, hint: Option<&str>) -> anyhow::Error {
+        let (sku, loc) = key;
+        let mut lines = vec![format!("no {noun} in {place} names sku {sku:?} at loc {loc:?}, so there is nothing to explain")];
+        if let Some(hint) = hint {
+            lines.push(format!("  ({hint})"));
+        }
+        let sku_part = match self.sku_locs.len() {
+            0 => format!("no {noun} names sku {sku:?}"),
+            n => format!("sku {sku:?} is named at {n} other location(s): {}", listing(&self.sku_locs)),
+        };
+        let loc_part = match self.loc_skus.len() {
+            0 => format!("no {noun} names loc {loc:?}"),
+            n => format!("loc {loc:?} is named with {n} other sku(s): {}", listing(&self.loc_skus)),
+        };
+        lines.push(format!("  {sku_part}; {loc_part}"));
+        if !self.closest.is_empty() {
+            let keys: Vec<String> = self
+                .closest
+                .iter()
+                .map(|(_, _, (sku, loc))| format!("--sku {} --loc {}", shell_word(sku), shell_word(loc)))
+                .collect();
+            lines.push(format!("  the closest keys in {place}: {}", keys.join(", ")));
+        }
+        anyhow::anyhow!(lines.join("\n"))
+    }
+}
+
+/// `name` as one word for a shell: as is when it is plain, else in single quotes.
+fn shell_word(name: &str) -> String {
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b));
+    if plain {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
+/// Edit distance between two names, ignoring case (a `--sku b` for `B` is a near miss).
+fn similarity_distance(a: &str, b: &str) -> usize {
+    strsim::levenshtein(&a.to_lowercase(), &b.to_lowercase())
+}
+
+/// Up to eight names, then how many more.
+fn listing(names: &BTreeSet<Name>) -> String {
+    const SHOWN: usize = 8;
+    let mut text = names.iter().take(SHOWN).map(Name::as_str).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// Whether the engine has anything for `key`: an ATP row, an order line, or lines sourced
+/// from it (a location named as a source can have demand without a message of its own).
+fn engine_knows(engine: &FinalState, key: &Key) -> bool {
+    let (sku, loc) = key;
+    engine.atp.contains_key(key)
+        || engine.order_plan.contains_key(&(loc.clone(), sku.clone()))
+        || engine.order_plan.iter().any(|((_, s), line)| s == sku && line.source == *loc)
+}
+
+/// Where the key was looked for, in words, for the error about a key nothing names.
+struct Place {
+    /// What names keys there.
+    noun: &'static str,
+    /// The place.
+    place: &'static str,
+    /// What the reader may not know about it.
+    hint: Option<&'static str>,
+}
+
+/// A replay's inputs.
+const INPUT_PLACE: Place = Place { noun: "message", place: "the input", hint: None };
+
+/// A checkpoint's saved ledgers.
+const SAVED_PLACE: Place = Place {
+    noun: "saved entry",
+    place: "the checkpoint",
+    hint: Some("a key without stock, holds, policy or open orders is not saved"),
+};
+
+/// Refuses a key that neither the input nor the engine names, saying which keys nearby do
+/// exist; `nearby` finds them (only then).
+fn ensure_named(
+    key: &Key,
+    engine: &FinalState,
+    input: &KeyInput,
+    place: &Place,
+    nearby: impl FnOnce() -> Result<Nearby>,
+) -> Result<()> {
+    if input.names_key || engine_knows(engine, key) {
+        return Ok(());
+    }
+    let nearby = nearby()?;
+    // Named only beyond the window: the key is real, its state at that time is empty.
+    if nearby.named {
+        return Ok(());
+    }
+    Err(nearby.error(key, place.noun, place.place, place.hint))
 }
 
 // ---------------------------------------------------------------------------
