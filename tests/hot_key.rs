@@ -18,21 +18,9 @@ const HOLDS: usize = 100_000;
 const LIMIT: Duration = Duration::from_secs(30);
 const START: u64 = 1_700_000_000_000;
 
-/// SplitMix64: a seeded, portable sequence (the workload is the same on every machine).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A seeded draw in 0..n.
+fn below(rng: &mut common::Rng, n: u64) -> u64 {
+    rng.next() % n
 }
 
 /// SPEC §2's holds as the test keeps them: a map by res_id of (qty, expires_at), and the
@@ -73,7 +61,7 @@ impl Model {
 /// then 100k reserves (half expiring within a minute, half after an hour), a release or a
 /// fulfill of an earlier hold after every tenth, and a duplicate reserve every thousandth.
 fn workload() -> (String, Model, u64) {
-    let mut rng = Rng(19);
+    let mut rng = common::Rng(19);
     let mut model = Model { on_hand: 1_000_000_000, ..Model::default() };
     let mut text = format!(r#"{{"type":"count","ts":{START},"sku":"HOT","loc":"DC1","qty":1000000000}}"#);
     text.push('\n');
@@ -84,14 +72,14 @@ fn workload() -> (String, Model, u64) {
     for i in 0..HOLDS as u64 {
         ts += 1;
         let res_id = format!("order-{:08x}", (i + 1).wrapping_mul(0x9e37_79b1) & 0xffff_ffff);
-        let qty = 1 + rng.below(5) as i64;
-        let expires_at = if rng.below(2) == 0 { ts + 10_000 + rng.below(50_000) } else { ts + 3_600_000 };
+        let qty = 1 + below(&mut rng, 5) as i64;
+        let expires_at = if below(&mut rng, 2) == 0 { ts + 10_000 + below(&mut rng, 50_000) } else { ts + 3_600_000 };
         line(ts, &format!(r#""type":"reserve","res_id":"{res_id}","qty":{qty},"expires_at":{expires_at}"#));
         model.reserve(&res_id, qty, expires_at, ts);
         if i % 10 == 9 {
             ts += 1;
-            let earlier = format!("order-{:08x}", (rng.below(i) + 1).wrapping_mul(0x9e37_79b1) & 0xffff_ffff);
-            if rng.below(2) == 0 {
+            let earlier = format!("order-{:08x}", (below(&mut rng, i) + 1).wrapping_mul(0x9e37_79b1) & 0xffff_ffff);
+            if below(&mut rng, 2) == 0 {
                 line(ts, &format!(r#""type":"release","res_id":"{earlier}""#));
                 model.end(&earlier, ts, None);
             } else {
