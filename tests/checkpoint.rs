@@ -102,7 +102,7 @@ fn a_batch_window_continues_from_the_last_windows_checkpoint_on_any_worker_count
     // must tell the same story, number for number, as explaining a replay of that window.
     let checkpoints = dir.path().join("checkpoints-1-to-4");
     let input = common::fixtures_dir().join("medium/input");
-    for (sku, loc) in [("SKU00003", "S0001"), ("SKU00001", "DC01"), ("SKU00000", "DC00")] {
+    for (sku, loc) in [("SKU00003", "ST0001"), ("SKU00001", "DC01"), ("SKU00000", "DC00")] {
         let saved = stockflow(&["explain", "--checkpoint", checkpoints.to_str().unwrap(), "--sku", sku, "--loc", loc]);
         let saved = saved.stdout_str();
         assert!(!saved.contains("MISMATCH"), "{sku}@{loc}: the saved ledger disagrees with the restored engine:\n{saved}");
@@ -117,6 +117,15 @@ fn a_batch_window_continues_from_the_last_windows_checkpoint_on_any_worker_count
         };
         assert_eq!(engine_part(&saved), engine_part(&replayed.stdout_str()), "{sku}@{loc}");
     }
+    // A key the checkpoint saves nothing for is refused, with the saved keys nearest to it.
+    let unknown = common::run_with_timeout(
+        ["explain", "--checkpoint", checkpoints.to_str().unwrap(), "--sku", "SKU00003", "--loc", "S9999"],
+        Duration::from_secs(120),
+    );
+    assert!(!unknown.success() && unknown.stdout.is_empty(), "{}", unknown.describe());
+    let err = unknown.stderr_str();
+    assert!(err.contains(r#"no saved entry in the checkpoint names sku "SKU00003" at loc "S9999""#), "{err}");
+    assert!(err.contains("the closest keys in the checkpoint: --sku SKU00003 --loc "), "{err}");
 
     // A checkpoint computed with other clocks is refused, naming the setting.
     let (checkpoints, other) = (dir.path().join("checkpoints-3-to-1"), dir.path().join("other"));

@@ -134,7 +134,6 @@ fn explained_numbers_equal_the_snapshot_of_the_same_replay() {
         // Large cases: a spread of keys, not all of them, to keep the suite quick.
         let step = keys.len().div_ceil(24).max(1);
         keys = keys.into_iter().step_by(step).collect();
-        keys.push(("NO-SUCH-SKU".into(), "NOWHERE".into()));
         for (sku, loc) in keys {
             let e = explain_json(&case, &sku, &loc, &[]);
             explained += 1;
@@ -176,7 +175,7 @@ fn explained_numbers_equal_the_snapshot_of_the_same_replay() {
             }
         }
     }
-    assert!(explained > 60, "only {explained} keys explained");
+    assert!(explained > 50, "only {explained} keys explained");
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
@@ -250,4 +249,34 @@ fn errors_say_what_to_do() {
     assert!(!r.success());
     assert!(r.stderr_str().contains("no/such/dir cannot be read"), "{}", r.describe());
     assert!(!r.panicked(), "{}", r.describe());
+}
+
+/// A key no message names is a mistake to point out, not an explanation of zeros with every
+/// check `ok`: the error names the key, what the input does name around it, and the closest
+/// keys, and the exit status says it failed.
+#[test]
+fn a_key_no_message_names_is_refused_with_the_closest_keys() {
+    let r = explain("basic", "b", "s3", &[]);
+    assert!(!r.success() && !r.panicked(), "{}", r.describe());
+    assert!(r.stdout.is_empty(), "nothing on stdout: {}", r.describe());
+    let err = r.stderr_str();
+    assert!(err.contains(r#"no message in the input names sku "b" at loc "s3""#), "{}", r.describe());
+    assert!(err.contains(r#"no message names sku "b"; no message names loc "s3""#), "{}", r.describe());
+    assert!(
+        err.contains("the closest keys in the input: --sku A --loc ST1, --sku A --loc ST2, --sku A --loc DC1"),
+        "{}",
+        r.describe()
+    );
+    // The sku exists elsewhere: its locations are listed; so are the skus at an existing loc.
+    let r = explain("basic", "A", "S9", &["--json"]);
+    assert!(!r.success() && r.stdout.is_empty(), "{}", r.describe());
+    assert!(r.stderr_str().contains(r#"sku "A" is named at 3 other location(s): DC1, ST1, ST2"#), "{}", r.describe());
+    let r = explain("allocation", "Z", "S3", &[]);
+    assert!(!r.success(), "{}", r.describe());
+    assert!(r.stderr_str().contains(r#"loc "S3" is named with 1 other sku(s): B"#), "{}", r.describe());
+    assert!(r.stderr_str().contains("the closest keys in the input: --sku B --loc S3"), "{}", r.describe());
+    // A key whose messages all lie after the window is real: its (empty) state is explained.
+    let r = explain("basic", "A", "ST2", &["--at", "500"]);
+    assert!(r.success(), "{}", r.describe());
+    assert!(r.stdout_str().contains("no stock messages for this key"), "{}", r.describe());
 }

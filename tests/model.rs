@@ -4,8 +4,10 @@
 //! Reproduce one random case: `STOCKFLOW_MODEL_SEED=17 cargo test --test model binary_matches`
 //! (add `STOCKFLOW_MODEL_KEEP=1` to keep the generated input and outputs on disk).
 
+mod common;
 mod reference;
 
+use common::Rng;
 use reference::{Options, Outputs, OUTPUT_FILES};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -173,29 +175,6 @@ fn reference_allocation_example_from_spec() {
 
 // =============================================================================================
 // Seeded random event logs.
-
-/// SplitMix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in lo..=hi.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
 
 const STORES: [&str; 3] = ["ST1", "ST2", "ST3"];
 const DCS: [&str; 2] = ["DC1", "DC2"];

@@ -18,8 +18,12 @@
 //! They also own the input side of a checkpoint: asked at a logical time `R`, each emits its
 //! state as of "every tick before `R` applied, nothing at or after it" ([`Saved`]), and a
 //! ledger given saved entries re-creates that state and publishes its facts again.
+//!
+//! SPEC §2's rules for one key, the step that applies one message to a key's state and says
+//! what it did, live in [`key`] (shared with `stockflow explain`); a key's holds in [`holds`].
 
 use std::collections::{BTreeMap, HashSet};
+use std::iter::Peekable;
 
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
@@ -30,13 +34,20 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
 
 use crate::atp::{Base, RowBase};
-use crate::clock::{Ticks, DEFAULT_HOLD_MS};
+use crate::clock::Ticks;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::{give_all, TickStash};
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
+
+pub mod holds;
+pub mod key;
+
+pub use holds::{Hold, Holds};
+pub use key::{Counter, HoldOutcome, KeyState, Outcome, StockOutcome};
 
 /// The ledger's netted stock of a key at a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,19 +62,6 @@ impl Stock {
     fn is_zero(&self) -> bool {
         self.on_hand == 0 && self.reserved == 0
     }
-}
-
-/// Ledger outcomes that are counted in the run summary, not applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Counter {
-    /// `release`/`fulfill` of an unknown or inactive hold.
-    Orphan,
-    /// `reserve` of a hold that is active.
-    Duplicate,
-    /// `reserve` whose `expires_at` is not after its effective time.
-    ExpiredOnArrival,
-    /// A movement, count or fulfill's on_hand part older than the key's latest count.
-    Absorbed,
 }
 
 /// What the key ledger publishes, as differential updates; each kind on its own output port.
@@ -192,7 +190,7 @@ fn run_book<'s, B: Book>(
     name: &str,
     route: fn(&Event) -> u64,
     ticks: Ticks,
-    mut book: B,
+    book: B,
 ) -> BookStreams<'s, B::Record> {
     let control_route = move |c: &Control| match c {
         Control::Checkpoint { worker } => *worker,
@@ -208,200 +206,216 @@ fn run_book<'s, B: Book>(
     let (mut outputs, ports): (Vec<_>, Vec<_>) = (0..B::PORTS).map(|_| builder.new_output()).unzip();
     let (mut saved_output, saved_stream) = builder.new_output::<Vec<Saved>>();
     builder.build(move |_initial| {
-        // Each message keeps the logical time it was sent at: a checkpoint at R saves, as
-        // pending, exactly the messages sent before R whose tick is at or after R.
-        let mut stash: TickStash<(Millis, Event)> = TickStash::with_ports(B::PORTS);
-        let mut side_stash: TickStash<(B::Side, isize)> = TickStash::with_ports(B::PORTS);
-        let mut restores: BTreeMap<Millis, (Vec<Capability<Millis>>, Vec<Saved>)> = BTreeMap::new();
-        let mut requests: BTreeMap<Millis, Capability<Millis>> = BTreeMap::new();
-        let mut timer_caps: Vec<Capability<Millis>> = Vec::new();
-        let mut out = Vec::new();
-        let mut by_port: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
-        let mut port_sizes = vec![0usize; B::PORTS];
-        let mut saved = Vec::new();
+        let mut run = BookRun::new(book, ticks);
         move |frontiers| {
-            let (frontier, control_frontier, side_frontier) = (&frontiers[0], &frontiers[1], &frontiers[2]);
-            // Every tick this activation closes goes out at the earliest one's capabilities
-            // (see `stash`).
-            let mut batch_caps: Option<Vec<Capability<Millis>>> = None;
-            let mut stash_event = |cap: &InputCapability<Millis>, event: Event| {
-                // The sources never send messages beyond the window; anything else is a bug
-                // upstream, and dropping it here would hide it from the summary, so keep it.
-                let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-                let sent = cap.least().copied().unwrap_or_default();
-                stash.push(cap, time, (sent, event));
-            };
-            input.for_each(|cap, data| data.drain(..).for_each(|event| stash_event(&cap, event)));
-            control.for_each(|cap, data| {
-                for c in data.drain(..) {
-                    match c {
-                        Control::Checkpoint { .. } => {
-                            if let Some(held) = cap.retain_least(B::PORTS) {
-                                requests.entry(*held.time()).or_insert(held);
-                            }
-                        }
-                        Control::Restore(Saved::Pending(event)) => stash_event(&cap, event),
-                        Control::Restore(entry) => {
-                            let caps: Option<Vec<_>> = (0..B::PORTS).map(|port| cap.retain_least(port)).collect();
-                            if let Some(caps) = caps {
-                                let time = *caps[0].time();
-                                restores.entry(time).or_insert_with(|| (caps, Vec::new())).1.push(entry);
-                            }
-                        }
-                    }
-                }
-            });
+            input.for_each(|cap, data| data.drain(..).for_each(|event| run.stash_event(&cap, event)));
+            control.for_each(|cap, data| data.drain(..).for_each(|c| run.take_control(&cap, c)));
             side.for_each(|cap, data| {
                 for (update, time, diff) in data.drain(..) {
-                    side_stash.push(&cap, time, (update, diff));
+                    run.side_stash.push(&cap, time, (update, diff));
                 }
             });
-            // Whether every record sent before `time` (or, `inclusive`, at it) has arrived.
-            let passed = |time: &Millis, inclusive: bool| {
-                let all = [frontier, control_frontier, side_frontier];
-                if inclusive {
-                    all.iter().all(|f| !f.less_equal(time))
-                } else {
-                    all.iter().all(|f| !f.less_than(time))
-                }
-            };
-            loop {
-                // At equal times: restore, then checkpoint, then the tick.
-                let candidates = [
-                    restores.keys().next().map(|&t| (t, 0)),
-                    requests.keys().next().map(|&t| (t, 1)),
-                    [stash.first_time(), side_stash.first_time(), book.next_timer()]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .map(|t| (t, 2)),
-                ];
-                let Some((time, kind)) = candidates.into_iter().flatten().min() else { break };
-                if !passed(&time, kind != 1) {
+            while let Some((time, due)) = run.next_due() {
+                // A checkpoint at R needs everything sent before R; a restore or a tick at T
+                // everything sent at T too.
+                if !all_passed(frontiers, time, due != Due::Checkpoint) {
                     break;
                 }
-                match kind {
-                    0 => {
-                        let (caps, entries) = restores.remove(&time).expect("a restore is due");
-                        entries.into_iter().for_each(|entry| book.restore(time, entry, &mut out));
-                        // Not into `by_port`: what it holds goes out at earlier capabilities.
-                        let mut restored: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
-                        for record in out.drain(..) {
-                            restored[B::port(&record.0)].push(record);
-                        }
-                        give_by_port(&mut outputs, &caps, &mut restored);
-                        timer_caps = match book.next_timer() {
-                            Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
-                            None => Vec::new(),
-                        };
-                    }
-                    1 => {
-                        let cap = requests.remove(&time).expect("a request is due");
-                        book.save(&mut saved);
-                        for events in stash.from(time) {
-                            let pending = events.iter().filter(|(sent, _)| *sent < time);
-                            saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
-                        }
-                        saved.push(Saved::End(time, saved.len() as u64));
-                        give_all(&mut saved_output, &cap, &mut saved);
-                    }
-                    _ => {
-                        let events = stash.take(time);
-                        let side_updates = side_stash.take(time);
-                        if batch_caps.is_none() {
-                            batch_caps = Some(if events.is_some() {
-                                stash.caps(time)
-                            } else if side_updates.is_some() {
-                                side_stash.caps(time)
-                            } else {
-                                // A timer set by an earlier activation (or a restore).
-                                assert!(!timer_caps.is_empty(), "a pending timer holds capabilities");
-                                timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
-                            });
-                        }
-                        // Sorted in place and handed over as they are: copying ~150-byte events
-                        // into a vector without their send time was a copy of every message.
-                        let mut events = events.unwrap_or_default();
-                        events.sort_unstable_by(|(_, a), (_, b)| B::apply_order(a, b));
-                        let events = events.into_iter().map(|(_, event)| event);
-                        let mut side_updates = side_updates.unwrap_or_default();
-                        differential_dataflow::consolidation::consolidate(&mut side_updates);
-                        book.close_tick(time, events, side_updates, &mut out);
-                        // Sized once: these vectors leave with their records at each activation.
-                        port_sizes.fill(0);
-                        out.iter().for_each(|r| port_sizes[B::port(&r.0)] += 1);
-                        by_port.iter_mut().zip(&port_sizes).for_each(|(records, &n)| records.reserve(n));
-                        for record in out.drain(..) {
-                            by_port[B::port(&record.0)].push(record);
-                        }
-                    }
+                match due {
+                    Due::Restore => run.restore(time, &mut outputs),
+                    Due::Checkpoint => run.answer_request(time, &mut saved_output),
+                    Due::Tick => run.close_tick(time),
                 }
             }
-            stash.settle();
-            side_stash.settle();
-            if let Some(caps) = &batch_caps {
-                // Every tick closed here lies before the next timer.
-                timer_caps = match book.next_timer() {
-                    Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
-                    None => Vec::new(),
-                };
-            }
-            if let Some(caps) = batch_caps {
-                give_by_port(&mut outputs, &caps, &mut by_port);
-            }
-            // A tick that touched every key (a full load of policies) grows the buffers to the
-            // size of the state; do not keep that much for the ticks of a few keys that follow.
-            if out.capacity() > 1 << 16 {
-                out = Vec::new();
-            }
+            run.end_activation(&mut outputs);
         }
     });
     BookStreams { ports, saved: saved_stream }
 }
 
-/// A hold (reservation) on a key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hold {
-    /// The reservation's id.
-    pub res_id: Name,
-    /// Units held.
-    pub qty: i64,
-    /// When the hold ends unless released or fulfilled first.
-    pub expires_at: Millis,
+/// Whether every record sent before `time` (or, `inclusive`, at it) has arrived on every input.
+fn all_passed(frontiers: &[MutableAntichain<Millis>], time: Millis, inclusive: bool) -> bool {
+    if inclusive {
+        frontiers.iter().all(|f| !f.less_equal(&time))
+    } else {
+        frontiers.iter().all(|f| !f.less_than(&time))
+    }
 }
 
-/// One key's ledger (saved as is in checkpoints).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyState {
-    /// Physical stock.
-    pub on_hand: i64,
-    /// `ts` of the latest applied count: older movements are absorbed.
-    pub barrier: Option<Millis>,
-    /// Holds not yet ended (each ends at its expiry at the latest).
-    pub holds: Vec<Hold>,
-    /// The key's policy.
-    pub policy: Option<Policy>,
-    /// The stock last published, to publish only changes.
-    pub published: Stock,
+/// What a [`run_book`] operator does next at a logical time; at equal times, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Re-create saved entries.
+    Restore,
+    /// Answer a checkpoint request.
+    Checkpoint,
+    /// Apply a tick's messages, side updates and timers.
+    Tick,
 }
 
-impl KeyState {
-    fn active_hold(&self, res_id: &str, at: Millis) -> Option<usize> {
-        self.holds.iter().position(|h| h.res_id == res_id && h.expires_at > at)
+/// The state of a [`run_book`] operator between activations: the book, what waits for its
+/// time, and buffers reused from tick to tick.
+struct BookRun<B: Book> {
+    book: B,
+    ticks: Ticks,
+    /// Each message keeps the logical time it was sent at: a checkpoint at R saves, as
+    /// pending, exactly the messages sent before R whose tick is at or after R.
+    stash: TickStash<(Millis, Event)>,
+    side_stash: TickStash<(B::Side, isize)>,
+    /// Saved entries to re-create, with the capabilities (one per port) to publish them at.
+    restores: BTreeMap<Millis, (Vec<Capability<Millis>>, Vec<Saved>)>,
+    /// Checkpoint requests, with a capability on the saved entries' port.
+    requests: BTreeMap<Millis, Capability<Millis>>,
+    /// Capabilities (one per port) at the book's next timer, while it has one.
+    timer_caps: Vec<Capability<Millis>>,
+    /// Every tick one activation closes goes out at the earliest one's capabilities (see
+    /// `stash`); `None` until the activation closes one.
+    batch_caps: Option<Vec<Capability<Millis>>>,
+    out: Vec<Update<B::Record>>,
+    by_port: Vec<Vec<Update<B::Record>>>,
+    port_sizes: Vec<usize>,
+    saved: Vec<Saved>,
+}
+
+impl<B: Book> BookRun<B> {
+    fn new(book: B, ticks: Ticks) -> Self {
+        BookRun {
+            book,
+            ticks,
+            stash: TickStash::with_ports(B::PORTS),
+            side_stash: TickStash::with_ports(B::PORTS),
+            restores: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            timer_caps: Vec::new(),
+            batch_caps: None,
+            out: Vec::new(),
+            by_port: (0..B::PORTS).map(|_| Vec::new()).collect(),
+            port_sizes: vec![0; B::PORTS],
+            saved: Vec::new(),
+        }
     }
 
-    /// Whether a movement with this `ts` is older than the latest count.
-    fn behind_barrier(&self, ts: Millis) -> bool {
-        self.barrier.is_some_and(|b| ts < b)
+    /// Stashes a message at its tick, remembering when it was sent.
+    fn stash_event(&mut self, cap: &InputCapability<Millis>, event: Event) {
+        // The sources never send messages beyond the window; anything else is a bug upstream,
+        // and dropping it here would hide it from the summary, so keep it.
+        let time = self.ticks.emission(event.order.effective).unwrap_or(event.order.effective);
+        let sent = cap.least().copied().unwrap_or_default();
+        self.stash.push(cap, time, (sent, event));
     }
 
-    fn is_forgettable(&self) -> bool {
-        // The barrier must survive even at zero stock: a late sale behind it must stay absorbed.
-        self.on_hand == 0
-            && self.barrier.is_none()
-            && self.holds.is_empty()
-            && self.policy.is_none()
-            && self.published.is_zero()
+    /// Files a checkpoint request or a saved entry to restore (a pending message is stashed
+    /// like any other).
+    fn take_control(&mut self, cap: &InputCapability<Millis>, control: Control) {
+        match control {
+            Control::Checkpoint { .. } => {
+                if let Some(held) = cap.retain_least(B::PORTS) {
+                    self.requests.entry(*held.time()).or_insert(held);
+                }
+            }
+            Control::Restore(Saved::Pending(event)) => self.stash_event(cap, event),
+            Control::Restore(entry) => {
+                let caps: Option<Vec<_>> = (0..B::PORTS).map(|port| cap.retain_least(port)).collect();
+                if let Some(caps) = caps {
+                    let time = *caps[0].time();
+                    self.restores.entry(time).or_insert_with(|| (caps, Vec::new())).1.push(entry);
+                }
+            }
+        }
+    }
+
+    /// The earliest restore, request or tick (messages, side updates or a timer).
+    fn next_due(&self) -> Option<(Millis, Due)> {
+        let tick = [self.stash.first_time(), self.side_stash.first_time(), self.book.next_timer()];
+        let candidates = [
+            self.restores.keys().next().map(|&t| (t, Due::Restore)),
+            self.requests.keys().next().map(|&t| (t, Due::Checkpoint)),
+            tick.into_iter().flatten().min().map(|t| (t, Due::Tick)),
+        ];
+        candidates.into_iter().flatten().min()
+    }
+
+    /// Re-creates the saved entries of `time` and publishes their facts at their own
+    /// capabilities.
+    fn restore(&mut self, time: Millis, outputs: &mut [Output<Millis, Vec<Update<B::Record>>>]) {
+        let (caps, entries) = self.restores.remove(&time).expect("a restore is due");
+        entries.into_iter().for_each(|entry| self.book.restore(time, entry, &mut self.out));
+        // Not into `by_port`: what it holds goes out at earlier capabilities.
+        let mut restored: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
+        for record in self.out.drain(..) {
+            restored[B::port(&record.0)].push(record);
+        }
+        give_by_port(outputs, &caps, &mut restored);
+        self.timer_caps = self.caps_at_next_timer(&caps);
+    }
+
+    /// Sends the book's state and the messages pending at `time` as the checkpoint at `time`.
+    fn answer_request(&mut self, time: Millis, saved_output: &mut Output<Millis, Vec<Saved>>) {
+        let cap = self.requests.remove(&time).expect("a request is due");
+        self.book.save(&mut self.saved);
+        for events in self.stash.from(time) {
+            let pending = events.iter().filter(|(sent, _)| *sent < time);
+            self.saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
+        }
+        self.saved.push(Saved::End(time, self.saved.len() as u64));
+        give_all(saved_output, &cap, &mut self.saved);
+    }
+
+    /// Applies the messages and side updates of `time` and the timers due then, sorting the
+    /// records into `by_port`.
+    fn close_tick(&mut self, time: Millis) {
+        let events = self.stash.take(time);
+        let side_updates = self.side_stash.take(time);
+        if self.batch_caps.is_none() {
+            self.batch_caps = Some(if events.is_some() {
+                self.stash.caps(time)
+            } else if side_updates.is_some() {
+                self.side_stash.caps(time)
+            } else {
+                // A timer set by an earlier activation (or a restore).
+                assert!(!self.timer_caps.is_empty(), "a pending timer holds capabilities");
+                self.timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
+            });
+        }
+        // Sorted in place and handed over as they are: copying ~150-byte events into a vector
+        // without their send time was a copy of every message.
+        let mut events = events.unwrap_or_default();
+        events.sort_unstable_by(|(_, a), (_, b)| B::apply_order(a, b));
+        let events = events.into_iter().map(|(_, event)| event);
+        let mut side_updates = side_updates.unwrap_or_default();
+        differential_dataflow::consolidation::consolidate(&mut side_updates);
+        self.book.close_tick(time, events, side_updates, &mut self.out);
+        // Sized once: these vectors leave with their records at each activation.
+        self.port_sizes.fill(0);
+        self.out.iter().for_each(|r| self.port_sizes[B::port(&r.0)] += 1);
+        self.by_port.iter_mut().zip(&self.port_sizes).for_each(|(records, &n)| records.reserve(n));
+        for record in self.out.drain(..) {
+            self.by_port[B::port(&record.0)].push(record);
+        }
+    }
+
+    /// Sends what the activation's ticks produced and moves the held capabilities on.
+    fn end_activation(&mut self, outputs: &mut [Output<Millis, Vec<Update<B::Record>>>]) {
+        self.stash.settle();
+        self.side_stash.settle();
+        if let Some(caps) = self.batch_caps.take() {
+            // Every tick closed here lies before the next timer.
+            self.timer_caps = self.caps_at_next_timer(&caps);
+            give_by_port(outputs, &caps, &mut self.by_port);
+        }
+        // A tick that touched every key (a full load of policies) grows the buffers to the
+        // size of the state; do not keep that much for the ticks of a few keys that follow.
+        if self.out.capacity() > 1 << 16 {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Capabilities at the book's next timer (none without one), from `caps` before it.
+    fn caps_at_next_timer(&self, caps: &[Capability<Millis>]) -> Vec<Capability<Millis>> {
+        match self.book.next_timer() {
+            Some(next) => caps.iter().map(|cap| cap.delayed(&next)).collect(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -411,6 +425,9 @@ struct KeyBook {
     state: KeyState,
     /// Sum of the key's open purchase orders (not saved: the PO ledger restores it).
     on_order: i64,
+    /// The earliest tick at which the key is scheduled in [`Effects::expiries`] (not saved: a
+    /// restore schedules it again).
+    next_visit: Option<Millis>,
 }
 
 impl KeyBook {
@@ -487,9 +504,19 @@ struct KeyLedger {
 /// to, and outcome counts. Apart from the books, so that a book can be applied to in place.
 struct Effects {
     ticks: Ticks,
-    /// Keys with a hold expiring at each logical time.
+    /// The keys to visit at each logical time because a hold of theirs expires then. A key is
+    /// listed at the tick of its earliest expiry only, and again after each visit, so a key
+    /// with a million holds is not listed a million times; an entry whose hold was ended
+    /// earlier costs a visit that changes nothing.
     expiries: BTreeMap<Millis, Vec<Key>>,
     counts: BTreeMap<Counter, isize>,
+}
+
+/// A tick's side updates, split: open-order changes by key (in key order) and the locations
+/// named as an internal source for the first time.
+struct SideChanges {
+    on_order: Vec<(Key, i64)>,
+    flipped: Vec<Name>,
 }
 
 impl KeyLedger {
@@ -501,73 +528,119 @@ impl KeyLedger {
             sources: HashSet::default(),
         }
     }
+
+    /// Splits the consolidated side updates of a tick, adding the new sources to `sources`.
+    fn take_side(&mut self, side: Vec<(KeySide, isize)>) -> SideChanges {
+        // Consolidated side updates come sorted: the open orders by key, then the sources.
+        let mut changes = SideChanges { on_order: Vec::new(), flipped: Vec::new() };
+        for (update, diff) in side {
+            match update {
+                KeySide::OnOrder(key, qty) => changes.on_order.push((key, qty.saturating_mul(diff as i64))),
+                KeySide::Source { loc, .. } => {
+                    if diff > 0 && !self.sources.contains(&loc) {
+                        self.sources.insert(loc.clone());
+                        changes.flipped.push(loc);
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// Visits `key` at the tick `time`: applies its messages (the head of `events`), its
+    /// open-order change `delta` and the expiry of its holds, and appends what that changes of
+    /// its base. Returns whether the base changed.
+    fn visit(
+        &mut self,
+        key: &Key,
+        delta: i64,
+        events: &mut Peekable<impl Iterator<Item = Event>>,
+        time: Millis,
+        flipped: &[Name],
+        out: &mut Vec<Update<KeyOut>>,
+    ) -> bool {
+        let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
+        let book = if has_messages || delta != 0 {
+            self.books.entry(key.clone()).or_default()
+        } else {
+            match self.books.get_mut(key) {
+                Some(book) => book,
+                None => return false,
+            }
+        };
+        // The base as published: stock and orders change only below, the policy with the
+        // messages.
+        let old = book.base(book.state.policy.as_ref());
+        while let Some(event) = events.next_if(|e| key_of(e) == (&key.0, &key.1)) {
+            self.effects.apply(&mut book.state, event);
+        }
+        book.state.settle(time);
+        self.effects.schedule_next_expiry(key, book, time);
+        book.on_order = book.on_order.saturating_add(delta);
+        let new = book.base(book.state.policy.as_ref());
+        let forget = book.on_order == 0 && book.state.is_forgettable();
+        let changed = old != new;
+        if changed {
+            let is_source = self.sources.contains(&key.1);
+            let was_source = is_source && !flipped.contains(&key.1);
+            base_change(key, &old, &new, (was_source, is_source), time, out);
+        }
+        if forget {
+            self.books.remove(key);
+        }
+        changed
+    }
+
+    /// Rare (a location's first sourcing policy): the keys at the `flipped` locations whose
+    /// base did not change this tick (`changed`, in key order, did) gain their planner.
+    fn gain_planners(&self, flipped: &[Name], changed: &[Key], time: Millis, out: &mut Vec<Update<KeyOut>>) {
+        let mut gained: Vec<(&Key, Planner)> = self
+            .books
+            .iter()
+            .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
+            .filter_map(|(key, book)| planner_of(&book.base(book.state.policy.as_ref())).map(|p| (key, p)))
+            .collect();
+        gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
+    }
+
+    /// Publishes the tick's outcome counts and adds them to the totals.
+    fn publish_counts(&mut self, time: Millis, out: &mut Vec<Update<KeyOut>>) {
+        for (counter, n) in std::mem::take(&mut self.effects.counts) {
+            *self.totals.entry(counter).or_default() += n as i64;
+            out.push((KeyOut::Counter(counter), time, n));
+        }
+    }
 }
 
 impl Effects {
-    /// Schedules the touch of `key` at the tick where a hold expiring at `expires_at` ends.
-    fn schedule_expiry(&mut self, key: &Key, expires_at: Millis, now: Millis) {
-        if let Some(due) = self.ticks.emission(expires_at).filter(|&due| due > now) {
-            self.expiries.entry(due).or_default().push(key.clone());
+    /// Applies one message of a key to its `state` (SPEC §2, [`KeyState::apply`]) and counts
+    /// what it counts.
+    fn apply(&mut self, state: &mut KeyState, event: Event) {
+        for counter in state.apply(event).counters() {
+            *self.counts.entry(counter).or_default() += 1;
         }
     }
 
-    /// Applies one message of `key` to its `state` (in the tick closing at `time`).
-    fn apply(&mut self, state: &mut KeyState, key: &Key, event: Event, time: Millis) {
-        let at = event.order.effective;
-        let message = event.message;
-        let ts = message.ts;
-        let mut count = |c: Counter| *self.counts.entry(c).or_default() += 1;
-        match message.body {
-            Body::Sale { .. }
-            | Body::Return { .. }
-            | Body::Receipt { .. }
-            | Body::Adjust { .. }
-            | Body::Count { .. }
-                if state.behind_barrier(ts) =>
-            {
-                count(Counter::Absorbed)
-            }
-            Body::Sale { qty } => state.on_hand = state.on_hand.saturating_sub(qty),
-            Body::Return { qty } | Body::Receipt { qty, .. } => state.on_hand = state.on_hand.saturating_add(qty),
-            Body::Adjust { delta, .. } => state.on_hand = state.on_hand.saturating_add(delta),
-            Body::Count { qty } => {
-                state.on_hand = qty;
-                state.barrier = Some(ts);
-            }
-            Body::Reserve { res_id, qty, expires_at } => {
-                let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
-                if state.active_hold(&res_id, at).is_some() {
-                    count(Counter::Duplicate);
-                } else if expires_at <= at {
-                    count(Counter::ExpiredOnArrival);
-                } else {
-                    state.holds.retain(|h| h.res_id != res_id);
-                    state.holds.push(Hold { res_id, qty, expires_at });
-                    self.schedule_expiry(key, expires_at, time);
-                }
-            }
-            Body::Release { res_id } => match state.active_hold(&res_id, at) {
-                Some(i) => {
-                    state.holds.swap_remove(i);
-                }
-                None => count(Counter::Orphan),
-            },
-            Body::Fulfill { res_id, qty } => {
-                match state.active_hold(&res_id, at) {
-                    Some(i) => {
-                        state.holds.swap_remove(i);
-                    }
-                    None => count(Counter::Orphan),
-                }
-                if state.behind_barrier(ts) {
-                    count(Counter::Absorbed);
-                } else {
-                    state.on_hand = state.on_hand.saturating_sub(qty);
-                }
-            }
-            Body::Policy(policy) => state.policy = policy,
-            Body::Po { .. } => unreachable!("purchase orders are routed to the PO ledger"),
+    /// After a visit to `key` at `now` (or its restore), makes sure a visit is scheduled at the
+    /// tick where its earliest remaining hold expires.
+    fn schedule_next_expiry(&mut self, key: &Key, book: &mut KeyBook, now: Millis) {
+        book.next_visit = book.next_visit.filter(|&visit| visit > now);
+        let expiry = book.state.holds.next_expiry();
+        // A hold expiring beyond the window never ends within it.
+        let Some(due) = expiry.and_then(|at| self.ticks.emission(at)).filter(|&due| due > now) else { return };
+        if book.next_visit.is_none_or(|visit| due < visit) {
+            self.expiries.entry(due).or_default().push(key.clone());
+            book.next_visit = Some(due);
         }
+    }
+
+    /// The keys to visit at `time` for their holds' expiries, in key order.
+    fn take_due(&mut self, time: Millis) -> Vec<Key> {
+        let mut due = self.expiries.remove(&time).unwrap_or_default();
+        due.sort_unstable();
+        due.dedup();
+        due
     }
 }
 
@@ -603,6 +676,8 @@ impl Book for KeyLedger {
         key_of(a).cmp(&key_of(b)).then_with(|| a.order.cmp(&b.order))
     }
 
+    /// Visits, in key order, every key with messages, an open-order change or a hold expiring
+    /// at `time`.
     fn close_tick(
         &mut self,
         time: Millis,
@@ -611,31 +686,11 @@ impl Book for KeyLedger {
         out: &mut Vec<Update<KeyOut>>,
     ) {
         let mut events = events.into_iter().peekable();
-        // Keys whose holds end at this tick, in key order.
-        let mut due = self.effects.expiries.remove(&time).unwrap_or_default();
-        due.sort_unstable();
-        due.dedup();
-        let mut due = due.into_iter().peekable();
-        // Consolidated side updates come sorted: the open orders by key, then the sources.
-        let mut on_order: Vec<(Key, i64)> = Vec::new();
-        let mut flipped: Vec<Name> = Vec::new();
-        for (update, diff) in side {
-            match update {
-                KeySide::OnOrder(key, qty) => on_order.push((key, qty.saturating_mul(diff as i64))),
-                KeySide::Source { loc, .. } => {
-                    if diff > 0 && !self.sources.contains(&loc) {
-                        self.sources.insert(loc.clone());
-                        flipped.push(loc);
-                    }
-                }
-            }
-        }
+        let mut due = self.effects.take_due(time).into_iter().peekable();
+        let SideChanges { on_order, flipped } = self.take_side(side);
         let mut on_order = on_order.into_iter().peekable();
-        let sources = &self.sources;
-        let is_source = |loc: &Name| sources.contains(loc);
-        let was_source = |loc: &Name| is_source(loc) && !flipped.contains(loc);
         // The keys at a flipped location whose base changed (in key order): an unchanged key
-        // there gains its planner in the scan below, with the untouched ones.
+        // there gains its planner in `gain_planners`, with the untouched ones.
         let mut changed: Vec<Key> = Vec::new();
         loop {
             // The least key among the messages, the expiries and the open-order changes.
@@ -651,54 +706,14 @@ impl Book for KeyLedger {
                 delta = delta.saturating_add(qty);
             }
             due.next_if(|k| *k == key);
-            let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
-            let book = if has_messages || delta != 0 {
-                self.books.entry(key.clone()).or_default()
-            } else {
-                match self.books.get_mut(&key) {
-                    Some(book) => book,
-                    None => continue,
-                }
-            };
-            // The base as published: stock and orders change only below, the policy with the
-            // messages.
-            let old = book.base(book.state.policy.as_ref());
-            while let Some(event) = events.next_if(|e| key_of(e) == (&key.0, &key.1)) {
-                self.effects.apply(&mut book.state, &key, event, time);
-            }
-            let state = &mut book.state;
-            state.holds.retain(|h| h.expires_at > time);
-            let reserved = state.holds.iter().fold(0i64, |sum, h| sum.saturating_add(h.qty));
-            state.published = Stock { on_hand: state.on_hand, reserved };
-            book.on_order = book.on_order.saturating_add(delta);
-            let new = book.base(book.state.policy.as_ref());
-            let forget = book.on_order == 0 && book.state.is_forgettable();
-            if old != new {
-                base_change(&key, &old, &new, (was_source(&key.1), is_source(&key.1)), time, out);
-                if flipped.contains(&key.1) {
-                    changed.push(key.clone());
-                }
-            }
-            if forget {
-                self.books.remove(&key);
+            if self.visit(&key, delta, &mut events, time, &flipped, out) && flipped.contains(&key.1) {
+                changed.push(key);
             }
         }
         if !flipped.is_empty() {
-            // Rare (a location's first sourcing policy): the keys there whose base did not
-            // change gain their planner.
-            let mut gained: Vec<(&Key, Planner)> = self
-                .books
-                .iter()
-                .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
-                .filter_map(|(key, book)| planner_of(&book.base(book.state.policy.as_ref())).map(|p| (key, p)))
-                .collect();
-            gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
+            self.gain_planners(&flipped, &changed, time, out);
         }
-        for (counter, n) in std::mem::take(&mut self.effects.counts) {
-            *self.totals.entry(counter).or_default() += n as i64;
-            out.push((KeyOut::Counter(counter), time, n));
-        }
+        self.publish_counts(time, out);
     }
 
     fn next_timer(&self) -> Option<Millis> {
@@ -708,12 +723,10 @@ impl Book for KeyLedger {
     fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeyOut>>) {
         match saved {
             Saved::Key(key, state) => {
-                for hold in &state.holds {
-                    self.effects.schedule_expiry(&key, hold.expires_at, time);
-                }
                 // Its open orders (and the sources) come as side updates at this time, applied
                 // after the restores.
-                let book = KeyBook { state, on_order: 0 };
+                let mut book = KeyBook { state, on_order: 0, next_visit: None };
+                self.effects.schedule_next_expiry(&key, &mut book, time);
                 let base = book.base(book.state.policy.as_ref());
                 let source = self.sources.contains(&key.1);
                 base_change(&key, &Base::default(), &base, (source, source), time, out);
@@ -732,7 +745,6 @@ impl Book for KeyLedger {
         out.extend(self.totals.iter().map(|(&counter, &n)| Saved::Count(counter, n)));
     }
 }
-
 /// The purchase-order ledger: the latest message per `po_id` is the order's state.
 struct PoLedger {
     /// Open orders only: a closed or cancelled order contributes nothing and is forgotten

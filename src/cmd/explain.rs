@@ -10,13 +10,14 @@
 //!   checked against the engine's (`checks`), so an annotation that drifted from the engine
 //!   shows up as a MISMATCH instead of a wrong story.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use dataflows::allocation::{fair_share, Claim, PlanLine};
-use dataflows::clock::{Ticks, DEFAULT_HOLD_MS};
+use dataflows::clock::Ticks;
+use dataflows::ledger::{HoldOutcome, KeyState, Outcome, StockOutcome};
 use dataflows::low_stock::LowView;
 use dataflows::model::{Body, DeadLetter, Event, Millis, Name, OrderKey, PoStatus, Policy};
 use dataflows::order_plan::{is_external, line_for};
@@ -48,11 +49,13 @@ pub fn run(config: ExplainConfig) -> Result<()> {
                  its open POs)",
                 dir.display()
             );
+            ensure_named(key, &engine, &input, &SAVED_PLACE, || Ok(input.nearby.clone().unwrap_or_default()))?;
             print(config.json, &explain(&replay, key, &engine, &input), Some(&legend))
         }
         ExplainSource::Replay(replay) => {
             let engine = replay_final_state(replay)?;
             let input = KeyInput::read(replay, key)?;
+            ensure_named(key, &engine, &input, &INPUT_PLACE, || Nearby::scan(replay, key))?;
             print(config.json, &explain(replay, key, &engine, &input), None)
         }
     }
@@ -212,6 +215,10 @@ pub struct KeyInput {
     events: Vec<Event>,
     /// The latest `po` message of each po_id (whatever sku it names now) that ever named the sku.
     purchase_orders: BTreeMap<Name, Event>,
+    /// Whether some message (purchase orders included) names the key itself.
+    names_key: bool,
+    /// For a checkpoint: the keys its saved entries name around the key.
+    nearby: Option<Nearby>,
 }
 
 impl KeyInput {
@@ -221,8 +228,10 @@ impl KeyInput {
         // A purchase order may move to another sku or loc (README: the latest message carries
         // its quantity), so the latest message of every po_id is kept, not only the sku's.
         let mut latest_po: BTreeMap<Name, Event> = BTreeMap::new();
-        let mut named_sku: std::collections::BTreeSet<Name> = std::collections::BTreeSet::new();
+        let mut named_sku: BTreeSet<Name> = BTreeSet::new();
+        let mut names_key = false;
         for_each_event(&config.inputs, config.lateness_ms, config.ticks, |event| {
+            names_key |= event.message.sku == key.0 && event.message.loc == key.1;
             if let Body::Po { po_id, .. } = &event.message.body {
                 if event.message.sku == key.0 {
                     named_sku.insert(po_id.clone());
@@ -237,7 +246,7 @@ impl KeyInput {
         })?;
         events.sort_by_key(|e| e.order);
         let purchase_orders = latest_po.into_iter().filter(|(po_id, _)| named_sku.contains(po_id)).collect();
-        Ok(KeyInput { events, purchase_orders })
+        Ok(KeyInput { events, purchase_orders, names_key, nearby: None })
     }
 
     /// The saved ledgers of `key`'s sku as the messages that re-create them at `as_of`: a count
@@ -260,7 +269,16 @@ impl KeyInput {
             Saved::Po(po_id, key, _) => (1, key.clone(), po_id.clone()),
             _ => (2, Key::default(), Name::default()),
         });
+        let mut nearby = Nearby::default();
+        let mut names_key = false;
         for entry in saved {
+            // A pending message names the key only after the checkpoint: `nearby` notes it.
+            names_key |= matches!(entry, Saved::Key(k, _) | Saved::Po(_, k, _) if k == key);
+            match entry {
+                Saved::Key((sku, loc), _) | Saved::Po(_, (sku, loc), _) => nearby.see(key, sku, loc),
+                Saved::Pending(event) => nearby.see(key, &event.message.sku, &event.message.loc),
+                Saved::Count(..) | Saved::End(..) => {}
+            }
             match entry {
                 Saved::Key((sku, loc), state) if *sku == key.0 => {
                     match state.barrier {
@@ -270,7 +288,7 @@ impl KeyInput {
                         }
                         None => {}
                     }
-                    for hold in &state.holds {
+                    for hold in state.holds.iter() {
                         let body =
                             Body::Reserve { res_id: hold.res_id.clone(), qty: hold.qty, expires_at: Some(hold.expires_at) };
                         events.push(event(sku, loc, as_of, body));
@@ -287,7 +305,7 @@ impl KeyInput {
             }
         }
         events.sort_by_key(|e| e.order);
-        KeyInput { events, purchase_orders }
+        KeyInput { events, purchase_orders, names_key, nearby: Some(nearby) }
     }
 
     /// The latest policy of (sku, `loc`) and the position of its message.
@@ -299,6 +317,168 @@ impl KeyInput {
             }
         })
     }
+}
+
+// ---------------------------------------------------------------------------
+// A key nothing names: no message of the input (or entry of the checkpoint) and no output of
+// the engine. Its explanation would be all zeros with every check `ok`, which reads like an
+// answer; it is a mistake to point out instead.
+// ---------------------------------------------------------------------------
+
+/// How many of the closest keys the error suggests.
+const SUGGESTIONS: usize = 5;
+
+/// What an input names around a key it does not name.
+#[derive(Clone, Debug, Default)]
+pub struct Nearby {
+    /// Whether something names the key after all (a message beyond the window, or pending in
+    /// a checkpoint).
+    named: bool,
+    /// The locations named with the key's sku.
+    sku_locs: BTreeSet<Name>,
+    /// The skus named at the key's location.
+    loc_skus: BTreeSet<Name>,
+    /// The closest keys named: (shares neither part, edit distance, key), best first.
+    closest: BTreeSet<(bool, usize, Key)>,
+    /// The last key seen, not scored again (a key's messages tend to come in runs).
+    last: Option<Key>,
+}
+
+impl Nearby {
+    /// Every key the inputs of `config` name, whatever the window.
+    fn scan(config: &ReplayConfig, key: &Key) -> Result<Self> {
+        let mut nearby = Nearby::default();
+        let whole = Ticks { until: None, ..config.ticks };
+        for_each_event(&config.inputs, config.lateness_ms, whole, |event| {
+            nearby.see(key, &event.message.sku, &event.message.loc);
+        })?;
+        Ok(nearby)
+    }
+
+    /// Notes that something names (`sku`, `loc`), as it bears on `want`.
+    fn see(&mut self, want: &Key, sku: &Name, loc: &Name) {
+        if self.last.as_ref().is_some_and(|(s, l)| s == sku && l == loc) {
+            return;
+        }
+        self.last = Some((sku.clone(), loc.clone()));
+        let (same_sku, same_loc) = (*sku == want.0, *loc == want.1);
+        match (same_sku, same_loc) {
+            (true, true) => self.named = true,
+            (true, false) => _ = self.sku_locs.insert(loc.clone()),
+            (false, true) => _ = self.loc_skus.insert(sku.clone()),
+            (false, false) => {}
+        }
+        let score = (!same_sku && !same_loc, similarity_distance(sku, &want.0) + similarity_distance(loc, &want.1));
+        let worst = self.closest.last().map(|(far, distance, _)| (*far, *distance));
+        if self.closest.len() < SUGGESTIONS || worst.is_some_and(|worst| score < worst) {
+            self.closest.insert((score.0, score.1, (sku.clone(), loc.clone())));
+            if self.closest.len() > SUGGESTIONS {
+                self.closest.pop_last();
+            }
+        }
+    }
+
+    /// The error for `key`, which no `noun` (message, saved entry) in `place` names; `hint`
+    /// adds what the reader may not know.
+    fn error(&self, key: &Key, noun: &str, place: &str, hint: Option<&str>) -> anyhow::Error {
+        let (sku, loc) = key;
+        let mut lines = vec![format!("no {noun} in {place} names sku {sku:?} at loc {loc:?}, so there is nothing to explain")];
+        if let Some(hint) = hint {
+            lines.push(format!("  ({hint})"));
+        }
+        let sku_part = match self.sku_locs.len() {
+            0 => format!("no {noun} names sku {sku:?}"),
+            n => format!("sku {sku:?} is named at {n} other location(s): {}", listing(&self.sku_locs)),
+        };
+        let loc_part = match self.loc_skus.len() {
+            0 => format!("no {noun} names loc {loc:?}"),
+            n => format!("loc {loc:?} is named with {n} other sku(s): {}", listing(&self.loc_skus)),
+        };
+        lines.push(format!("  {sku_part}; {loc_part}"));
+        if !self.closest.is_empty() {
+            let keys: Vec<String> = self
+                .closest
+                .iter()
+                .map(|(_, _, (sku, loc))| format!("--sku {} --loc {}", shell_word(sku), shell_word(loc)))
+                .collect();
+            lines.push(format!("  the closest keys in {place}: {}", keys.join(", ")));
+        }
+        anyhow::anyhow!(lines.join("\n"))
+    }
+}
+
+/// `name` as one word for a shell: as is when it is plain, else in single quotes.
+fn shell_word(name: &str) -> String {
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b));
+    if plain {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
+/// Edit distance between two names, ignoring case (a `--sku b` for `B` is a near miss).
+fn similarity_distance(a: &str, b: &str) -> usize {
+    strsim::levenshtein(&a.to_lowercase(), &b.to_lowercase())
+}
+
+/// Up to eight names, then how many more.
+fn listing(names: &BTreeSet<Name>) -> String {
+    const SHOWN: usize = 8;
+    let mut text = names.iter().take(SHOWN).map(Name::as_str).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// Whether the engine has anything for `key`: an ATP row, an order line, or lines sourced
+/// from it (a location named as a source can have demand without a message of its own).
+fn engine_knows(engine: &FinalState, key: &Key) -> bool {
+    let (sku, loc) = key;
+    engine.atp.contains_key(key)
+        || engine.order_plan.contains_key(&(loc.clone(), sku.clone()))
+        || engine.order_plan.iter().any(|((_, s), line)| s == sku && line.source == *loc)
+}
+
+/// Where the key was looked for, in words, for the error about a key nothing names.
+struct Place {
+    /// What names keys there.
+    noun: &'static str,
+    /// The place.
+    place: &'static str,
+    /// What the reader may not know about it.
+    hint: Option<&'static str>,
+}
+
+/// A replay's inputs.
+const INPUT_PLACE: Place = Place { noun: "message", place: "the input", hint: None };
+
+/// A checkpoint's saved ledgers.
+const SAVED_PLACE: Place = Place {
+    noun: "saved entry",
+    place: "the checkpoint",
+    hint: Some("a key without stock, holds, policy or open orders is not saved"),
+};
+
+/// Refuses a key that neither the input nor the engine names, saying which keys nearby do
+/// exist; `nearby` finds them (only then).
+fn ensure_named(
+    key: &Key,
+    engine: &FinalState,
+    input: &KeyInput,
+    place: &Place,
+    nearby: impl FnOnce() -> Result<Nearby>,
+) -> Result<()> {
+    if input.names_key || engine_knows(engine, key) {
+        return Ok(());
+    }
+    let nearby = nearby()?;
+    // Named only beyond the window: the key is real, its state at that time is empty.
+    if nearby.named {
+        return Ok(());
+    }
+    Err(nearby.error(key, place.noun, place.place, place.hint))
 }
 
 // ---------------------------------------------------------------------------
@@ -554,135 +734,111 @@ fn describe(body: &Body) -> String {
     }
 }
 
-struct HoldState {
-    qty: i64,
-    expires_at: Millis,
-    position: String,
-}
-
-/// The key's ledger per SPEC §2: counts as barriers on `ts`, holds with expiry, orphans.
+/// The key's ledger walked message by message with the engine's own step
+/// ([`KeyState::apply`]), each entry annotated with what the step did.
 struct LedgerWalk {
     entries: Vec<LedgerEntry>,
     last_count: Option<usize>,
-    on_hand: i64,
-    holds: BTreeMap<Name, HoldState>,
+    state: KeyState,
+    /// Where the reserve of each hold in `state` was read.
+    reserved_at: BTreeMap<Name, String>,
 }
 
 impl LedgerWalk {
-    /// Lists (and forgets) the holds that expire at or before `until`, in expiry order: a hold
-    /// is active for [effective time, expires_at).
+    /// Walks the messages of `key` in `input` (SPEC order) up to `as_of`.
+    fn new(config: &ReplayConfig, key: &Key, input: &KeyInput, as_of: Option<Millis>) -> Self {
+        let mut walk =
+            LedgerWalk { entries: Vec::new(), last_count: None, state: KeyState::default(), reserved_at: BTreeMap::new() };
+        for event in input.events.iter().filter(|e| e.message.loc == key.1) {
+            walk.step(config, event);
+        }
+        walk.expire(as_of.unwrap_or(Millis::MAX));
+        walk
+    }
+
+    /// Lists (and takes out) the holds that expire at or before `until`, in expiry order: a
+    /// hold is active for [effective time, expires_at).
     fn expire(&mut self, until: Millis) {
-        let mut due: Vec<(Millis, Name)> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| h.expires_at <= until)
-            .map(|(id, h)| (h.expires_at, id.clone()))
-            .collect();
-        due.sort();
-        for (expires_at, res_id) in due {
-            let hold = self.holds.remove(&res_id).expect("listed from the map");
-            let reserved = self.holds.values().fold(0i64, |s, h| s.saturating_add(h.qty));
+        while let Some(hold) = self.state.holds.pop_expired(until) {
+            self.reserved_at.remove(&hold.res_id);
             self.entries.push(LedgerEntry {
-                effective: expires_at,
-                ts: expires_at,
+                effective: hold.expires_at,
+                ts: hold.expires_at,
                 position: "-".to_string(),
-                message: format!("hold {res_id} ({}) expires", hold.qty),
-                on_hand: self.on_hand,
-                reserved,
+                message: format!("hold {} ({}) expires", hold.res_id, hold.qty),
+                on_hand: self.state.on_hand,
+                reserved: self.state.holds.reserved(),
                 note: None,
             });
         }
     }
-}
 
-fn walk_ledger(config: &ReplayConfig, key: &Key, input: &KeyInput, as_of: Option<Millis>) -> LedgerWalk {
-    let mut walk = LedgerWalk { entries: Vec::new(), last_count: None, on_hand: 0, holds: BTreeMap::new() };
-    let mut barrier: Option<Millis> = None;
-    for event in input.events.iter().filter(|e| e.message.loc == key.1) {
-        let at = event.order.effective;
-        if !matches!(event.message.body, Body::Policy(_)) {
-            walk.expire(at);
-        }
-        let ts = event.message.ts;
-        let behind = barrier.is_some_and(|b| ts < b);
-        let absorbed =
-            behind.then(|| format!("absorbed: ts {ts} is older than the last count's ts {}", barrier.unwrap_or(0)));
-        let active = |holds: &BTreeMap<Name, HoldState>, id: &Name| holds.get(id).is_some_and(|h| h.expires_at > at);
-        let mut note = None;
-        let mut is_count = false;
-        match &event.message.body {
-            Body::Sale { .. }
-            | Body::Return { .. }
-            | Body::Receipt { .. }
-            | Body::Adjust { .. }
-            | Body::Count { .. }
-                if behind =>
-            {
-                note = absorbed
-            }
-            Body::Sale { qty } => walk.on_hand = walk.on_hand.saturating_sub(*qty),
-            Body::Return { qty } | Body::Receipt { qty, .. } => walk.on_hand = walk.on_hand.saturating_add(*qty),
-            Body::Adjust { delta, .. } => walk.on_hand = walk.on_hand.saturating_add(*delta),
-            Body::Count { qty } => {
-                walk.on_hand = *qty;
-                barrier = Some(ts);
-                is_count = true;
-            }
-            Body::Reserve { res_id, qty, expires_at } => {
-                let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
-                if active(&walk.holds, res_id) {
-                    note = Some("duplicate: the hold is active".to_string());
-                } else if expires_at <= at {
-                    note = Some("expired on arrival".to_string());
-                } else {
-                    let position = position_of(config, &event.order);
-                    walk.holds.insert(res_id.clone(), HoldState { qty: *qty, expires_at, position });
-                }
-            }
-            Body::Release { res_id } => {
-                if active(&walk.holds, res_id) {
-                    walk.holds.remove(res_id);
-                } else {
-                    note = Some("orphan: no active hold".to_string());
-                }
-            }
-            Body::Fulfill { res_id, qty } => {
-                let mut notes = Vec::new();
-                if active(&walk.holds, res_id) {
-                    walk.holds.remove(res_id);
-                } else {
-                    notes.push("orphan: no active hold".to_string());
-                }
-                if behind {
-                    notes.extend(absorbed);
-                } else {
-                    walk.on_hand = walk.on_hand.saturating_sub(*qty);
-                }
-                note = (!notes.is_empty()).then(|| notes.join("; "));
-            }
+    /// Applies one message with the engine's step and lists it with what the step did.
+    fn step(&mut self, config: &ReplayConfig, event: &Event) {
+        let body = &event.message.body;
+        if matches!(body, Body::Policy(_) | Body::Po { .. }) {
             // The policy has its own section; purchase orders are not keyed messages here.
-            Body::Policy(_) | Body::Po { .. } => continue,
+            self.state.apply(event.clone());
+            return;
         }
-        if ts != at {
-            let late = format!("late: ts {ts}");
-            note = Some(note.map_or(late.clone(), |n| format!("{late}; {n}")));
+        let (at, ts) = (event.order.effective, event.message.ts);
+        self.expire(at);
+        let outcome = self.state.apply(event.clone());
+        let position = position_of(config, &event.order);
+        match (outcome.hold, body) {
+            (Some(HoldOutcome::Opened { .. }), Body::Reserve { res_id, .. }) => {
+                self.reserved_at.insert(res_id.clone(), position.clone());
+            }
+            (Some(HoldOutcome::Ended { .. }), Body::Release { res_id } | Body::Fulfill { res_id, .. }) => {
+                self.reserved_at.remove(res_id);
+            }
+            _ => {}
         }
-        let reserved = walk.holds.values().fold(0i64, |s, h| s.saturating_add(h.qty));
-        if is_count {
-            walk.last_count = Some(walk.entries.len());
+        if outcome.stock == Some(StockOutcome::Counted) {
+            self.last_count = Some(self.entries.len());
         }
-        walk.entries.push(LedgerEntry {
+        self.entries.push(LedgerEntry {
             effective: at,
             ts,
-            position: position_of(config, &event.order),
-            message: describe(&event.message.body),
-            on_hand: walk.on_hand,
-            reserved,
-            note,
+            position,
+            message: describe(body),
+            on_hand: self.state.on_hand,
+            reserved: self.state.holds.reserved(),
+            note: note_of(&outcome, ts, at),
         });
     }
-    walk.expire(as_of.unwrap_or(Millis::MAX));
-    walk
+
+    /// The holds open at the end of the walk, by res_id.
+    fn holds(&self) -> Vec<HoldView> {
+        self.state
+            .holds
+            .iter()
+            .map(|hold| HoldView {
+                position: self.reserved_at.get(&hold.res_id).cloned().unwrap_or_default(),
+                res_id: hold.res_id.to_string(),
+                qty: hold.qty,
+                expires_at: hold.expires_at,
+            })
+            .collect()
+    }
+}
+
+/// What SPEC §2 made of a message, in words, when it was not simply applied (or was late).
+fn note_of(outcome: &Outcome, ts: Millis, at: Millis) -> Option<String> {
+    let mut notes = Vec::new();
+    if ts != at {
+        notes.push(format!("late: ts {ts}"));
+    }
+    match outcome.hold {
+        Some(HoldOutcome::Duplicate) => notes.push("duplicate: the hold is active".to_string()),
+        Some(HoldOutcome::ExpiredOnArrival) => notes.push("expired on arrival".to_string()),
+        Some(HoldOutcome::Orphan) => notes.push("orphan: no active hold".to_string()),
+        Some(HoldOutcome::Opened { .. } | HoldOutcome::Ended { .. }) | None => {}
+    }
+    if let Some(StockOutcome::Absorbed { barrier }) = outcome.stock {
+        notes.push(format!("absorbed: ts {ts} is older than the last count's ts {barrier}"));
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }
 
 /// The lines of `sku` sourced from `source`, by dest (engine).
@@ -771,20 +927,60 @@ fn check<T: PartialEq + ToString>(checks: &mut Vec<Check>, what: &str, derived: 
 /// Builds the explanation of `key` from the engine's final state and the key's input.
 pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &KeyInput) -> Explanation {
     let (sku, loc) = key;
-    let mut checks = Vec::new();
     let as_of = engine.summary.as_of;
-    let walk = walk_ledger(config, key, input, as_of);
-    let holds: Vec<HoldView> = walk
-        .holds
-        .iter()
-        .map(|(id, h)| HoldView {
-            res_id: id.to_string(),
-            qty: h.qty,
-            expires_at: h.expires_at,
-            position: h.position.clone(),
-        })
-        .collect();
-    let purchase_orders: Vec<PoView> = input
+    let walk = LedgerWalk::new(config, key, input, as_of);
+    let holds = walk.holds();
+    let purchase_orders = open_orders(config, key, input);
+    let policy_entry = input.policy_of(loc);
+    let policy = policy_entry.map(|(event, p)| PolicyView {
+        position: position_of(config, &event.order),
+        effective: event.order.effective,
+        policy: p.map(PolicyFields::from),
+    });
+    let current_policy: Option<&Policy> = policy_entry.and_then(|(_, p)| p);
+    let engine_view = engine_view(engine, key);
+    let mut checks = Vec::new();
+    let derived = Derived {
+        on_hand: walk.state.on_hand,
+        reserved: holds.iter().map(|h| h.qty).sum(),
+        on_order: purchase_orders.iter().map(|p| p.qty).sum(),
+    };
+    check_stock(&mut checks, &derived, &engine_view, current_policy);
+    let formula = current_policy.filter(|p| p.source.is_some()).map(|p| formula_view(p, &engine_view, &mut checks));
+    let allocation = engine_view
+        .order_line
+        .as_ref()
+        .filter(|l| !is_external(&l.source))
+        .map(|l| allocation_at(engine, input, sku, &l.source, &mut checks));
+    let allocation_as_source =
+        (!engine_view.outbound_lines.is_empty()).then(|| allocation_at(engine, input, sku, loc, &mut checks));
+
+    let earlier_messages = walk.last_count.unwrap_or(0);
+    let mut ledger = walk.entries;
+    ledger.drain(..earlier_messages);
+    Explanation {
+        sku: sku.to_string(),
+        loc: loc.to_string(),
+        as_of,
+        tick_ms: config.ticks.tick_ms,
+        lateness_ms: config.lateness_ms,
+        earlier_messages,
+        ledger,
+        holds,
+        purchase_orders,
+        policy,
+        engine: engine_view,
+        formula,
+        allocation,
+        allocation_as_source,
+        checks,
+    }
+}
+
+/// The open purchase orders of `key` in the input, by po_id.
+fn open_orders(config: &ReplayConfig, key: &Key, input: &KeyInput) -> Vec<PoView> {
+    let (sku, loc) = key;
+    input
         .purchase_orders
         .iter()
         .filter_map(|(po_id, event)| match &event.message.body {
@@ -800,45 +996,56 @@ pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &Ke
             }
             _ => None,
         })
-        .collect();
-    let policy_entry = input.policy_of(loc);
-    let policy = policy_entry.map(|(event, p)| PolicyView {
-        position: position_of(config, &event.order),
-        effective: event.order.effective,
-        policy: p.map(PolicyFields::from),
-    });
-    let current_policy: Option<&Policy> = policy_entry.and_then(|(_, p)| p);
+        .collect()
+}
 
-    let row = engine.atp.get(key).cloned();
-    let zero = Atp { on_hand: 0, reserved: 0, on_order: 0, available: 0, atp: 0, position: 0 };
-    let numbers = row.clone().unwrap_or(zero);
-    let outbound = numbers.on_hand + numbers.on_order - numbers.reserved - numbers.position;
-    let outbound_lines: Vec<LineView> = if is_external(loc) { Vec::new() } else { lines_from(engine, sku, loc) };
-    let low_stock = engine.low_stock.get(key).map_or("OK", |v| v.state.as_str()).to_string();
-    let order_line = engine.order_plan.get(&(loc.clone(), sku.clone())).map(|l| LineView {
-        dest: loc.to_string(),
-        source: l.source.to_string(),
-        requested: l.requested,
-        qty: l.qty,
-    });
+/// The engine's numbers for `key`.
+fn engine_view(engine: &FinalState, key: &Key) -> EngineView {
+    let (sku, loc) = key;
+    let atp = engine.atp.get(key).cloned();
+    let numbers = numbers_of(atp.as_ref());
+    EngineView {
+        atp,
+        outbound: numbers.on_hand + numbers.on_order - numbers.reserved - numbers.position,
+        outbound_lines: if is_external(loc) { Vec::new() } else { lines_from(engine, sku, loc) },
+        low_stock: engine.low_stock.get(key).map_or("OK", |v| v.state.as_str()).to_string(),
+        order_line: engine.order_plan.get(&(loc.clone(), sku.clone())).map(|l| LineView {
+            dest: loc.to_string(),
+            source: l.source.to_string(),
+            requested: l.requested,
+            qty: l.qty,
+        }),
+    }
+}
 
-    check(&mut checks, "on_hand: ledger vs engine", walk.on_hand, numbers.on_hand);
-    check(&mut checks, "reserved: active holds vs engine", holds.iter().map(|h| h.qty).sum(), numbers.reserved);
-    check(&mut checks, "on_order: open POs vs engine", purchase_orders.iter().map(|p| p.qty).sum(), numbers.on_order);
+/// The key's ATP numbers, zero without a row.
+fn numbers_of(row: Option<&Atp>) -> Atp {
+    row.cloned().unwrap_or(Atp { on_hand: 0, reserved: 0, on_order: 0, available: 0, atp: 0, position: 0 })
+}
+
+/// The totals of the key's `[input]` lists.
+struct Derived {
+    on_hand: i64,
+    reserved: i64,
+    on_order: i64,
+}
+
+/// Compares the input's totals and SPEC §3's ATP and low-stock formulas with the engine.
+fn check_stock(checks: &mut Vec<Check>, derived: &Derived, engine: &EngineView, policy: Option<&Policy>) {
+    let numbers = numbers_of(engine.atp.as_ref());
+    check(checks, "on_hand: ledger vs engine", derived.on_hand, numbers.on_hand);
+    check(checks, "reserved: active holds vs engine", derived.reserved, numbers.reserved);
+    check(checks, "on_order: open POs vs engine", derived.on_order, numbers.on_order);
+    let outbound = engine.outbound_lines.iter().map(|l| l.requested).sum();
+    check(checks, "outbound: lines sourced here vs engine", outbound, engine.outbound);
+    let safety_stock = policy.map_or(0, |p| p.safety_stock);
     check(
-        &mut checks,
-        "outbound: lines sourced here vs engine",
-        outbound_lines.iter().map(|l| l.requested).sum(),
-        outbound,
-    );
-    let safety_stock = current_policy.map_or(0, |p| p.safety_stock);
-    check(
-        &mut checks,
+        checks,
         "atp: max(0, on_hand - reserved - safety_stock)",
         (numbers.on_hand - numbers.reserved - safety_stock).max(0),
         numbers.atp,
     );
-    if let Some(p) = current_policy.filter(|_| row.is_some()) {
+    if let Some(p) = policy.filter(|_| engine.atp.is_some()) {
         let state = if numbers.available <= 0 {
             "OUT"
         } else if numbers.position <= p.reorder_point {
@@ -846,62 +1053,30 @@ pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &Ke
         } else {
             "OK"
         };
-        check(&mut checks, "low stock: SPEC's state vs engine", state, low_stock.as_str());
+        check(checks, "low stock: SPEC's state vs engine", state, engine.low_stock.as_str());
     }
+}
 
-    let formula = current_policy.filter(|p| p.source.is_some()).map(|p| {
-        let need = p.order_up_to - numbers.position;
-        let line = line_for(p, numbers.position);
-        let verdict = if numbers.position > p.reorder_point {
-            format!("no line: position {} > reorder_point {}", numbers.position, p.reorder_point)
-        } else if need <= 0 {
-            format!("no line: need {need} <= 0")
-        } else {
-            format!("orders: position {} <= reorder_point {} and need {need} > 0", numbers.position, p.reorder_point)
-        };
-        check(
-            &mut checks,
-            "requested: formula vs engine order line",
-            line.as_ref().map_or(0, |l| l.requested),
-            order_line.as_ref().map_or(0, |l| l.requested),
-        );
-        FormulaView {
-            position: numbers.position,
-            reorder_point: p.reorder_point,
-            need,
-            requested: line.map(|l| l.requested),
-            verdict,
-        }
-    });
-
-    let allocation = order_line
-        .as_ref()
-        .filter(|l| !is_external(&l.source))
-        .map(|l| allocation_at(engine, input, sku, &l.source, &mut checks));
-    let allocation_as_source =
-        (!outbound_lines.is_empty()).then(|| allocation_at(engine, input, sku, loc, &mut checks));
-
-    let from = walk.last_count.unwrap_or(0);
-    let mut ledger = walk.entries;
-    let earlier_messages = from;
-    ledger.drain(..from);
-    Explanation {
-        sku: sku.to_string(),
-        loc: loc.to_string(),
-        as_of,
-        tick_ms: config.ticks.tick_ms,
-        lateness_ms: config.lateness_ms,
-        earlier_messages,
-        ledger,
-        holds,
-        purchase_orders,
-        policy,
-        engine: EngineView { atp: row, outbound, outbound_lines, low_stock, order_line },
-        formula,
-        allocation,
-        allocation_as_source,
+/// SPEC §3's order-line formula for a sourced policy at the engine's position, checked against
+/// the engine's line.
+fn formula_view(p: &Policy, engine: &EngineView, checks: &mut Vec<Check>) -> FormulaView {
+    let position = numbers_of(engine.atp.as_ref()).position;
+    let need = p.order_up_to - position;
+    let line = line_for(p, position);
+    let verdict = if position > p.reorder_point {
+        format!("no line: position {position} > reorder_point {}", p.reorder_point)
+    } else if need <= 0 {
+        format!("no line: need {need} <= 0")
+    } else {
+        format!("orders: position {position} <= reorder_point {} and need {need} > 0", p.reorder_point)
+    };
+    check(
         checks,
-    }
+        "requested: formula vs engine order line",
+        line.as_ref().map_or(0, |l| l.requested),
+        engine.order_line.as_ref().map_or(0, |l| l.requested),
+    );
+    FormulaView { position, reorder_point: p.reorder_point, need, requested: line.map(|l| l.requested), verdict }
 }
 
 // ---------------------------------------------------------------------------
@@ -1008,7 +1183,30 @@ fn render_allocation(out: &mut String, a: &AllocationView, sku: &str) {
 /// The explanation as plain text for a planner.
 pub fn render_text(e: &Explanation) -> String {
     let mut out = String::new();
-    let o = &mut out;
+    render_heading(&mut out, e);
+    render_ledger(&mut out, e);
+    render_holds(&mut out, e);
+    render_purchase_orders(&mut out, e);
+    render_policy(&mut out, e);
+    render_position(&mut out, e);
+    render_order_line(&mut out, e);
+    if let Some(a) = &e.allocation {
+        let _ = writeln!(out, "\nAllocation at {} for {} [engine]", a.source, e.sku);
+        render_allocation(&mut out, a, &e.sku);
+    }
+    if let Some(a) = &e.allocation_as_source {
+        let _ = writeln!(out, "\nDemand on {} as a source for {} [engine]", a.source, e.sku);
+        render_allocation(&mut out, a, &e.sku);
+    }
+    let _ = writeln!(out, "\nChecks ([input] and SPEC's formulas against [engine])");
+    for c in &e.checks {
+        let verdict = if c.ok { "ok" } else { "MISMATCH" };
+        let _ = writeln!(out, "  {verdict:<8}  {}: {} vs {}", c.what, c.derived, c.engine);
+    }
+    out
+}
+
+fn render_heading(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "Why {} at {} is where it is", e.sku, e.loc);
     match e.as_of {
         Some(t) => {
@@ -1019,68 +1217,74 @@ pub fn render_text(e: &Explanation) -> String {
         }
     }
     let _ = writeln!(o, "{LEGEND}");
+}
 
+fn render_ledger(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nLedger [input]");
     if e.ledger.is_empty() {
         let _ = writeln!(o, "  no stock messages for this key");
-    } else {
-        if e.earlier_messages > 0 {
-            let _ = writeln!(
-                o,
-                "  {} earlier message(s) not shown: the last count below replaced their effect on on_hand",
-                e.earlier_messages
-            );
-        } else if !e.ledger.iter().any(|l| l.message.starts_with("count ")) {
-            let _ = writeln!(o, "  no count applied: on_hand is the sum of every movement");
-        }
-        let rows: Vec<Vec<String>> = e
-            .ledger
-            .iter()
-            .map(|l| {
-                vec![
-                    rfc3339(l.effective),
-                    l.position.clone(),
-                    l.message.clone(),
-                    l.on_hand.to_string(),
-                    l.reserved.to_string(),
-                    l.note.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        table(
-            o,
-            &["effective time", "position", "message", "on_hand", "reserved", "note"],
-            &rows,
-            &[false, false, false, true, true, false],
-        );
+        return;
     }
+    if e.earlier_messages > 0 {
+        let _ = writeln!(
+            o,
+            "  {} earlier message(s) not shown: the last count below replaced their effect on on_hand",
+            e.earlier_messages
+        );
+    } else if !e.ledger.iter().any(|l| l.message.starts_with("count ")) {
+        let _ = writeln!(o, "  no count applied: on_hand is the sum of every movement");
+    }
+    let rows: Vec<Vec<String>> = e
+        .ledger
+        .iter()
+        .map(|l| {
+            vec![
+                rfc3339(l.effective),
+                l.position.clone(),
+                l.message.clone(),
+                l.on_hand.to_string(),
+                l.reserved.to_string(),
+                l.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &["effective time", "position", "message", "on_hand", "reserved", "note"],
+        &rows,
+        &[false, false, false, true, true, false],
+    );
+}
 
+fn render_holds(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nActive holds [input]");
     if e.holds.is_empty() {
         let _ = writeln!(o, "  none");
-    } else {
-        let rows: Vec<Vec<String>> = e
-            .holds
-            .iter()
-            .map(|h| vec![h.res_id.clone(), h.qty.to_string(), rfc3339(h.expires_at), h.position.clone()])
-            .collect();
-        table(o, &["res_id", "qty", "expires_at", "reserved at"], &rows, &[false, true, false, false]);
+        return;
     }
+    let rows: Vec<Vec<String>> = e
+        .holds
+        .iter()
+        .map(|h| vec![h.res_id.clone(), h.qty.to_string(), rfc3339(h.expires_at), h.position.clone()])
+        .collect();
+    table(o, &["res_id", "qty", "expires_at", "reserved at"], &rows, &[false, true, false, false]);
+}
 
+fn render_purchase_orders(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nOpen purchase orders [input]");
     if e.purchase_orders.is_empty() {
         let _ = writeln!(o, "  none");
-    } else {
-        let rows: Vec<Vec<String>> = e
-            .purchase_orders
-            .iter()
-            .map(|p| {
-                vec![p.po_id.clone(), p.qty.to_string(), p.eta.map_or("-".to_string(), rfc3339), p.position.clone()]
-            })
-            .collect();
-        table(o, &["po_id", "qty", "eta", "latest message"], &rows, &[false, true, false, false]);
+        return;
     }
+    let rows: Vec<Vec<String>> = e
+        .purchase_orders
+        .iter()
+        .map(|p| vec![p.po_id.clone(), p.qty.to_string(), p.eta.map_or("-".to_string(), rfc3339), p.position.clone()])
+        .collect();
+    table(o, &["po_id", "qty", "eta", "latest message"], &rows, &[false, true, false, false]);
+}
 
+fn render_policy(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nPolicy [input]");
     match &e.policy {
         None => {
@@ -1103,89 +1307,71 @@ pub fn render_text(e: &Explanation) -> String {
             let _ = writeln!(o, "  set at {position}, {}", rfc3339(*effective));
         }
     }
+}
 
+/// The key's current policy, when it has one.
+fn current_policy(e: &Explanation) -> Option<&PolicyFields> {
+    e.policy.as_ref().and_then(|p| p.policy.as_ref())
+}
+
+fn render_position(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nPosition [engine]");
-    let policy = e.policy.as_ref().and_then(|p| p.policy.as_ref());
-    match &e.engine.atp {
-        None => {
-            let _ = writeln!(o, "  no ATP row: nothing on hand, reserved, on order or outbound, and no policy");
-        }
-        Some(a) => {
-            let ss = policy.map_or(0, |p| p.safety_stock);
-            let _ = writeln!(o, "  on_hand   = {}", a.on_hand);
-            let _ = writeln!(o, "  reserved  = {}", a.reserved);
-            let _ = writeln!(o, "  on_order  = {}", a.on_order);
-            let lines = if e.engine.outbound_lines.is_empty() {
-                "no lines are sourced here".to_string()
-            } else {
-                e.engine
-                    .outbound_lines
-                    .iter()
-                    .map(|l| format!("{} {}", l.dest, l.requested))
-                    .collect::<Vec<_>>()
-                    .join(" + ")
-            };
-            let _ = writeln!(
-                o,
-                "  outbound  = {}   (requested of the lines sourced from {}: {lines})",
-                e.engine.outbound, e.loc
-            );
-            let _ = writeln!(
-                o,
-                "  available = on_hand - reserved = {} - {} = {}",
-                n(a.on_hand),
-                n(a.reserved),
-                a.available
-            );
-            let _ = writeln!(
-                o,
-                "  atp       = max(0, on_hand - reserved - safety_stock) = max(0, {} - {} - {ss}) = {}",
-                n(a.on_hand),
-                n(a.reserved),
-                a.atp
-            );
-            let _ = writeln!(
-                o,
-                "  position  = on_hand + on_order - reserved - outbound = {} + {} - {} - {} = {}",
-                n(a.on_hand),
-                n(a.on_order),
-                n(a.reserved),
-                n(e.engine.outbound),
-                a.position
-            );
-            match policy {
-                Some(p) => {
-                    let why = match e.engine.low_stock.as_str() {
-                        "OUT" => format!("available {} <= 0", a.available),
-                        "LOW" => format!(
-                            "available {} > 0 and position {} <= reorder_point {}",
-                            a.available, a.position, p.reorder_point
-                        ),
-                        _ => format!(
-                            "available {} > 0 and position {} > reorder_point {}",
-                            a.available, a.position, p.reorder_point
-                        ),
-                    };
-                    let _ = writeln!(o, "  low stock = {}: {why}", e.engine.low_stock);
-                }
-                None => {
-                    let _ = writeln!(o, "  low stock = no signal (no policy)");
-                }
-            }
-        }
-    }
+    let Some(a) = &e.engine.atp else {
+        let _ = writeln!(o, "  no ATP row: nothing on hand, reserved, on order or outbound, and no policy");
+        return;
+    };
+    let ss = current_policy(e).map_or(0, |p| p.safety_stock);
+    let _ = writeln!(o, "  on_hand   = {}", a.on_hand);
+    let _ = writeln!(o, "  reserved  = {}", a.reserved);
+    let _ = writeln!(o, "  on_order  = {}", a.on_order);
+    let lines = if e.engine.outbound_lines.is_empty() {
+        "no lines are sourced here".to_string()
+    } else {
+        let lines: Vec<String> = e.engine.outbound_lines.iter().map(|l| format!("{} {}", l.dest, l.requested)).collect();
+        lines.join(" + ")
+    };
+    let _ =
+        writeln!(o, "  outbound  = {}   (requested of the lines sourced from {}: {lines})", e.engine.outbound, e.loc);
+    let _ = writeln!(o, "  available = on_hand - reserved = {} - {} = {}", n(a.on_hand), n(a.reserved), a.available);
+    let _ = writeln!(
+        o,
+        "  atp       = max(0, on_hand - reserved - safety_stock) = max(0, {} - {} - {ss}) = {}",
+        n(a.on_hand),
+        n(a.reserved),
+        a.atp
+    );
+    let _ = writeln!(
+        o,
+        "  position  = on_hand + on_order - reserved - outbound = {} + {} - {} - {} = {}",
+        n(a.on_hand),
+        n(a.on_order),
+        n(a.reserved),
+        n(e.engine.outbound),
+        a.position
+    );
+    render_low_stock(o, e, a);
+}
 
+fn render_low_stock(o: &mut String, e: &Explanation, a: &Atp) {
+    let Some(p) = current_policy(e) else {
+        let _ = writeln!(o, "  low stock = no signal (no policy)");
+        return;
+    };
+    let why = match e.engine.low_stock.as_str() {
+        "OUT" => format!("available {} <= 0", a.available),
+        "LOW" => format!("available {} > 0 and position {} <= reorder_point {}", a.available, a.position, p.reorder_point),
+        _ => format!("available {} > 0 and position {} > reorder_point {}", a.available, a.position, p.reorder_point),
+    };
+    let _ = writeln!(o, "  low stock = {}: {why}", e.engine.low_stock);
+}
+
+fn render_order_line(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "\nOrder line");
-    match (&e.formula, policy) {
+    match (&e.formula, current_policy(e)) {
         (Some(f), Some(p)) => {
             let _ = writeln!(o, "  {}", f.verdict);
-            let _ = writeln!(
-                o,
-                "  need      = order_up_to - position = {} - {} = {}",
-                p.order_up_to,
-                n(f.position),
-                f.need
-            );
+            let _ =
+                writeln!(o, "  need      = order_up_to - position = {} - {} = {}", p.order_up_to, n(f.position), f.need);
             if let Some(requested) = f.requested {
                 let wanted = f.need.max(p.moq);
                 let _ = writeln!(
@@ -1217,21 +1403,6 @@ pub fn render_text(e: &Explanation) -> String {
             let _ = writeln!(o, "  [engine] order_plan: no line");
         }
     }
-    if let Some(a) = &e.allocation {
-        let _ = writeln!(o, "\nAllocation at {} for {} [engine]", a.source, e.sku);
-        render_allocation(o, a, &e.sku);
-    }
-    if let Some(a) = &e.allocation_as_source {
-        let _ = writeln!(o, "\nDemand on {} as a source for {} [engine]", a.source, e.sku);
-        render_allocation(o, a, &e.sku);
-    }
-
-    let _ = writeln!(o, "\nChecks ([input] and SPEC's formulas against [engine])");
-    for c in &e.checks {
-        let verdict = if c.ok { "ok" } else { "MISMATCH" };
-        let _ = writeln!(o, "  {verdict:<8}  {}: {} vs {}", c.what, c.derived, c.engine);
-    }
-    out
 }
 
 #[cfg(test)]

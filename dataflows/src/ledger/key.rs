@@ -1,0 +1,228 @@
+//! One key's ledger (SPEC §2): on_hand with counts as barriers, the holds, the policy, and the
+//! step that applies one message to them and says what it did. The key ledger operator and
+//! `stockflow explain` both take this step, so SPEC §2's per-key rules live here once.
+
+use serde::{Deserialize, Serialize};
+
+use super::holds::{Hold, Holds};
+use super::Stock;
+use crate::clock::DEFAULT_HOLD_MS;
+use crate::model::{Body, Event, Millis, Policy};
+
+/// Ledger outcomes that are counted in the run summary, not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Counter {
+    /// `release`/`fulfill` of an unknown or inactive hold.
+    Orphan,
+    /// `reserve` of a hold that is active.
+    Duplicate,
+    /// `reserve` whose `expires_at` is not after its effective time.
+    ExpiredOnArrival,
+    /// A movement, count or fulfill's on_hand part older than the key's latest count.
+    Absorbed,
+}
+
+/// One key's ledger (saved as is in checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// Physical stock.
+    pub on_hand: i64,
+    /// `ts` of the latest applied count: older movements are absorbed.
+    pub barrier: Option<Millis>,
+    /// Holds not yet ended (each ends at its expiry at the latest).
+    pub holds: Holds,
+    /// The key's policy.
+    pub policy: Option<Policy>,
+    /// The stock last published, to publish only changes.
+    pub published: Stock,
+}
+
+/// What a message did to the key's on_hand, when it has an on_hand part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StockOutcome {
+    /// A sale, return, receipt, adjust or fulfill moved on_hand.
+    Moved,
+    /// A count set on_hand and is the key's barrier from now on.
+    Counted,
+    /// The on_hand part is older than the latest count, whose `ts` is `barrier`: not applied,
+    /// and counted ([`Counter::Absorbed`]).
+    Absorbed {
+        /// The `ts` of the count that absorbed it.
+        barrier: Millis,
+    },
+}
+
+/// What a message did to the hold it names (reserve, release, fulfill).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// A reserve opened the hold, until `expires_at` (given or defaulted) unless it is ended
+    /// first; its expiry is a time the ledger must come back to.
+    Opened {
+        /// When the hold ends by itself.
+        expires_at: Millis,
+    },
+    /// A release or fulfill ended the active hold, which held `qty`.
+    Ended {
+        /// What the hold held.
+        qty: i64,
+    },
+    /// A reserve of a hold that is active: ignored, counted.
+    Duplicate,
+    /// A reserve whose `expires_at` is not after its effective time: ignored, counted.
+    ExpiredOnArrival,
+    /// A release or fulfill of an unknown or inactive hold: counted (a fulfill still moves
+    /// on_hand).
+    Orphan,
+}
+
+/// What one message did to its key's ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Its effect on on_hand (`None`: the message has no on_hand part).
+    pub stock: Option<StockOutcome>,
+    /// Its effect on the hold it names (`None`: it names none).
+    pub hold: Option<HoldOutcome>,
+}
+
+impl Outcome {
+    /// The summary's counts this message adds: none, one, or for a fulfill both
+    /// [`Counter::Orphan`] and [`Counter::Absorbed`].
+    pub fn counters(&self) -> impl Iterator<Item = Counter> {
+        let hold = match self.hold {
+            Some(HoldOutcome::Duplicate) => Some(Counter::Duplicate),
+            Some(HoldOutcome::ExpiredOnArrival) => Some(Counter::ExpiredOnArrival),
+            Some(HoldOutcome::Orphan) => Some(Counter::Orphan),
+            _ => None,
+        };
+        let stock = matches!(self.stock, Some(StockOutcome::Absorbed { .. })).then_some(Counter::Absorbed);
+        hold.into_iter().chain(stock)
+    }
+}
+
+impl KeyState {
+    /// Applies one message of this key at its effective time (SPEC §2: counts are barriers,
+    /// holds are active for [effective time, expires_at)) and says what it did.
+    ///
+    /// Holds that expired before the message need not have been taken out
+    /// ([`Holds::pop_expired`]): an expired hold is inactive here either way. Purchase orders
+    /// belong to their own ledger and leave a key's unchanged.
+    pub fn apply(&mut self, event: Event) -> Outcome {
+        let at = event.order.effective;
+        let ts = event.message.ts;
+        let mut outcome = Outcome::default();
+        match event.message.body {
+            Body::Sale { qty } => outcome.stock = Some(self.move_stock(ts, qty.saturating_neg())),
+            Body::Return { qty } | Body::Receipt { qty, .. } => outcome.stock = Some(self.move_stock(ts, qty)),
+            Body::Adjust { delta, .. } => outcome.stock = Some(self.move_stock(ts, delta)),
+            Body::Count { qty } => outcome.stock = Some(self.count(ts, qty)),
+            Body::Reserve { res_id, qty, expires_at } => {
+                let expires_at = expires_at.unwrap_or(at.saturating_add(DEFAULT_HOLD_MS));
+                outcome.hold = Some(self.reserve(Hold { res_id, qty, expires_at }, at));
+            }
+            Body::Release { res_id } => outcome.hold = Some(self.end_hold(&res_id, at)),
+            Body::Fulfill { res_id, qty } => {
+                outcome.hold = Some(self.end_hold(&res_id, at));
+                outcome.stock = Some(self.move_stock(ts, qty.saturating_neg()));
+            }
+            Body::Policy(policy) => self.policy = policy,
+            Body::Po { .. } => {}
+        }
+        outcome
+    }
+
+    /// Adds `delta` to on_hand, unless a count with a later `ts` absorbs it.
+    fn move_stock(&mut self, ts: Millis, delta: i64) -> StockOutcome {
+        if let Some(barrier) = self.barrier.filter(|&b| ts < b) {
+            return StockOutcome::Absorbed { barrier };
+        }
+        self.on_hand = self.on_hand.saturating_add(delta);
+        StockOutcome::Moved
+    }
+
+    /// Sets on_hand to `qty` and the barrier to `ts`, unless a later count absorbs it.
+    fn count(&mut self, ts: Millis, qty: i64) -> StockOutcome {
+        if let Some(barrier) = self.barrier.filter(|&b| ts < b) {
+            return StockOutcome::Absorbed { barrier };
+        }
+        self.on_hand = qty;
+        self.barrier = Some(ts);
+        StockOutcome::Counted
+    }
+
+    fn reserve(&mut self, hold: Hold, at: Millis) -> HoldOutcome {
+        if self.holds.is_active(&hold.res_id, at) {
+            HoldOutcome::Duplicate
+        } else if hold.expires_at <= at {
+            HoldOutcome::ExpiredOnArrival
+        } else {
+            let expires_at = hold.expires_at;
+            self.holds.open(hold);
+            HoldOutcome::Opened { expires_at }
+        }
+    }
+
+    fn end_hold(&mut self, res_id: &str, at: Millis) -> HoldOutcome {
+        if !self.holds.is_active(res_id, at) {
+            return HoldOutcome::Orphan;
+        }
+        let hold = self.holds.end(res_id).expect("an active hold exists");
+        HoldOutcome::Ended { qty: hold.qty }
+    }
+
+    /// Takes out every hold that has expired at `time` and sets what the key publishes: its
+    /// on_hand and the sum of its holds.
+    pub(super) fn settle(&mut self, time: Millis) {
+        while self.holds.pop_expired(time).is_some() {}
+        self.published = Stock { on_hand: self.on_hand, reserved: self.holds.reserved() };
+    }
+
+    /// Whether nothing about the key needs remembering.
+    pub(super) fn is_forgettable(&self) -> bool {
+        // The barrier must survive even at zero stock: a late sale behind it must stay absorbed.
+        self.on_hand == 0
+            && self.barrier.is_none()
+            && self.holds.is_empty()
+            && self.policy.is_none()
+            && self.published.is_zero()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Name, OrderKey, Position};
+
+    fn event(effective: Millis, ts: Millis, body: Body) -> Event {
+        let order = OrderKey { effective, position: Position { source: 0, partition: 0, offset: 1 } };
+        Event { order, message: Message { ts, sku: "S".into(), loc: "L".into(), body } }
+    }
+
+    fn reserve(res_id: &str, qty: i64, expires_at: Option<Millis>) -> Body {
+        Body::Reserve { res_id: Name::from(res_id), qty, expires_at }
+    }
+
+    #[test]
+    fn each_rule_says_what_it_did() {
+        let mut key = KeyState::default();
+        let opened = key.apply(event(1000, 1000, reserve("R", 3, None)));
+        assert_eq!(opened.hold, Some(HoldOutcome::Opened { expires_at: 1000 + DEFAULT_HOLD_MS }));
+        assert_eq!(key.apply(event(1001, 1001, reserve("R", 3, None))).hold, Some(HoldOutcome::Duplicate));
+        let expired = key.apply(event(1002, 1002, reserve("Q", 1, Some(1002))));
+        assert_eq!(expired.counters().collect::<Vec<_>>(), vec![Counter::ExpiredOnArrival]);
+        assert_eq!(key.apply(event(1003, 1003, Body::Count { qty: 10 })).stock, Some(StockOutcome::Counted));
+        // A fulfill of an unknown hold, older than the count: both counted, on_hand unchanged.
+        let fulfill = key.apply(event(1004, 900, Body::Fulfill { res_id: "Z".into(), qty: 2 }));
+        assert_eq!(fulfill.stock, Some(StockOutcome::Absorbed { barrier: 1003 }));
+        assert_eq!(fulfill.counters().collect::<Vec<_>>(), vec![Counter::Orphan, Counter::Absorbed]);
+        assert_eq!(key.on_hand, 10);
+        let ended = key.apply(event(1005, 1005, Body::Fulfill { res_id: "R".into(), qty: 3 }));
+        assert_eq!((ended.hold, ended.stock), (Some(HoldOutcome::Ended { qty: 3 }), Some(StockOutcome::Moved)));
+        assert_eq!((key.on_hand, key.holds.reserved()), (7, 0));
+        // An expired hold that was not taken out yet is inactive all the same.
+        key.apply(event(2000, 2000, reserve("E", 5, Some(2500))));
+        assert_eq!(key.apply(event(2500, 2500, Body::Release { res_id: "E".into() })).hold, Some(HoldOutcome::Orphan));
+        assert_eq!(key.apply(event(2600, 2600, reserve("E", 1, Some(3000)))).hold, Some(HoldOutcome::Opened { expires_at: 3000 }));
+        key.settle(3000);
+        assert_eq!(key.published, Stock { on_hand: 7, reserved: 0 });
+    }
+}
