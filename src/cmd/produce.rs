@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::io::fs::named;
 use crate::io::kafka::KafkaArgs;
 use crate::io::source::file::LineReader;
 
@@ -123,8 +124,8 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     if args.rate > 0 {
         let mut readers = Vec::new();
         for file in &files {
-            let size = std::fs::metadata(&file.path)?.len().max(1);
-            let lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+            let size = std::fs::metadata(&file.path).map_err(named("read", &file.path))?.len().max(1);
+            let lines = LineReader::open(&file.path)?;
             readers.push((lines, size, false));
         }
         // The file least far through (by bytes) goes next, so every partition advances alike.
@@ -154,7 +155,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         producer.flush(&args.topic)?;
     }
     for (partition, file) in files.iter().enumerate().filter(|_| args.rate == 0) {
-        let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+        let mut lines = LineReader::open(&file.path)?;
         while let Some((_, raw)) = lines.next_message()? {
             producer.send(partition, raw)?;
             count += 1;
