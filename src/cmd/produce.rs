@@ -57,7 +57,9 @@ impl PartitionProducer {
     /// Connects and makes sure `topic` has at least `partitions` partitions, creating it with
     /// that many when the broker lets us; `why` says why they are needed, for the error.
     pub fn open(kafka: &KafkaArgs, topic: &str, partitions: usize, why: &str) -> Result<Self> {
-        let config = kafka.client_config(&[])?;
+        let client = kafka.client()?;
+        client.check_reachable()?;
+        let config = client.client_config(&[]);
         // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
         // the partition check below decides.
         crate::io::kafka::create_topics(
@@ -198,11 +200,13 @@ pub fn all_records(kafka: &KafkaArgs, topic: &str) -> Result<Vec<(i32, i64, Vec<
 
 /// Calls `f(key, value)` for every record of `topic` up to each partition's end.
 fn read_topic(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(i32, i64, &[u8], Option<&[u8]>)) -> Result<()> {
-    let config = kafka.client_config(&[
+    let client = kafka.client()?;
+    client.check_reachable()?;
+    let config = client.client_config(&[
         ("group.id", "stockflow-consume"),
         ("enable.auto.commit", "false"),
         ("enable.partition.eof", "true"),
-    ])?;
+    ]);
     let consumer: BaseConsumer = config.create().context("cannot create the Kafka consumer")?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {

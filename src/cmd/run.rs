@@ -40,6 +40,7 @@ pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
 
 /// Runs the workers to completion.
 fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
+    config.kafka.check_reachable()?;
     let restore = match &config.checkpoints {
         Some(checkpoints) => restore_point(&config, &checkpoints.dir)?,
         None => None,
