@@ -122,6 +122,10 @@ pub struct ReplayArgs {
     /// Print the final snapshot on stdout (in addition to --out DIR).
     #[arg(long)]
     pub print: bool,
+    /// Replay an input without messages (empty files, a directory without *.jsonl files)
+    /// instead of refusing it.
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     pub window: WindowArgs,
     /// No progress line on stderr.
@@ -142,7 +146,7 @@ impl ReplayArgs {
         let cluster = self.cluster.config()?;
         let output = if self.out == "-" { Output::Stdout } else { Output::Dir(PathBuf::from(&self.out)) };
         Ok(ReplayConfig {
-            inputs: config::resolve_inputs(&self.inputs)?,
+            inputs: config::resolve_inputs(&self.inputs, self.allow_empty)?,
             output,
             ticks: Ticks { tick_ms: self.window.tick_ms, until: self.window.until },
             lateness_ms: self.window.lateness_ms,
@@ -302,7 +306,7 @@ impl ExplainArgs {
             Some(dir) => ExplainSource::Checkpoint { dir: dir.clone(), cluster },
             None if self.inputs.is_empty() => return Err(ConfigError::ExplainWithoutInput),
             None => ExplainSource::Replay(ReplayConfig {
-                inputs: config::resolve_inputs(&self.inputs)?,
+                inputs: config::resolve_inputs(&self.inputs, false)?,
                 output: Output::Stdout,
                 ticks: Ticks {
                     tick_ms: self.window.tick_ms,

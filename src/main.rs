@@ -24,6 +24,7 @@ fn main() -> Result<()> {
 
 fn run_command() -> Result<()> {
     progress::init_logs();
+    io::fs::report_file_size_limit();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     cli::reject_old_hostfile_flag(&argv)?;
     let command = config_file::with_config_flag(Cli::command());

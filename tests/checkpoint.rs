@@ -297,3 +297,67 @@ fn a_run_killed_after_a_checkpoint_resumes_on_three_workers_with_the_same_output
     }
     assert!(stream_after(&dir.path().join("after/atp.jsonl"), 0).len() > 100, "too little to compare after {at}");
 }
+
+/// A share file around `header` (JSON) and `body`, checksums computed as stockflow does.
+fn share_bytes(header: &serde_json::Value, body: &[u8]) -> Vec<u8> {
+    let header = serde_json::to_vec(header).unwrap();
+    let mut out = b"SFCKPT\r\n".to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// `checkpoint show` refuses what is not a share before reading it (a symlink to /dev/zero,
+/// read whole, never ends; a fifo blocks its reader) and a share whose header, checksum
+/// recomputed, claims what its checkpoint cannot hold; each refusal names the file.
+#[test]
+fn checkpoint_show_refuses_devices_fifos_and_forged_headers_by_name() {
+    let tmp = common::tempdir();
+    let root = tmp.path();
+    let at = root.join("at-00000000000000005000");
+    std::fs::create_dir(&at).unwrap();
+    let share = at.join("share-0-of-1.ckpt");
+    let show = |dir: &Path| {
+        let r = common::run_with_timeout(["checkpoint", "show", dir.to_str().unwrap()], Duration::from_secs(60));
+        assert!(!r.success() && !r.timed_out && !r.panicked(), "not refused:\n{}", r.describe());
+        r.stderr_str()
+    };
+
+    std::os::unix::fs::symlink("/dev/zero", &share).unwrap();
+    let err = show(&at);
+    assert!(err.contains(&format!("{}: a symlink to a character device", share.display())), "{err}");
+
+    std::fs::remove_file(&share).unwrap();
+    let c_path = std::ffi::CString::new(share.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let err = show(&at);
+    assert!(err.contains(&format!("{}: a fifo", share.display())), "{err}");
+
+    // An empty body (two empty lists, 16 bytes) whose header says 198 entries, and a header of
+    // zero workers: both once restarted a run from an empty state.
+    std::fs::remove_file(&share).unwrap();
+    let body = [0u8; 16];
+    let header = |workers: u64, entries: u64| {
+        serde_json::json!({
+            "format_version": 1, "stockflow_version": "0.1.0", "at": 5000, "worker": 0, "workers": workers,
+            "topics": ["t"], "tick_ms": 1000, "lateness_ms": 0, "until": null, "written_at_ms": 0,
+            "partitions": [],
+            "stats": {"read": 0, "applied": 0, "rejected": 0, "late": 0, "beyond_window": 0, "max_effective": null},
+            "entries": entries, "keys": 0, "body_bytes": 16, "body_crc32": crc32fast::hash(&body),
+        })
+    };
+    for (workers, entries, expected) in [(1, 198, "the header says 198 entries"), (0, 0, "the header says workers: 0")] {
+        std::fs::write(&share, share_bytes(&header(workers, entries), &body)).unwrap();
+        for dir in [&at, root] {
+            let err = show(dir);
+            assert!(err.contains(&format!("{}: {expected}", share.display())), "{err}");
+        }
+    }
+    // The same share, honest, is shown.
+    std::fs::write(&share, share_bytes(&header(1, 0), &body)).unwrap();
+    let r = common::run_with_timeout(["checkpoint", "show", at.to_str().unwrap()], Duration::from_secs(60));
+    assert!(r.success() && r.stdout_str().contains("\"header\""), "{}", r.describe());
+}

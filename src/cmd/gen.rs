@@ -442,51 +442,21 @@ impl Out {
     }
 }
 
-fn digits(mut v: u64) -> usize {
-    let mut d = 1;
-    while v >= 10 {
-        v /= 10;
-        d += 1;
-    }
-    d
+/// How many decimal digits `v` has (the width of zero-padded names and file numbers).
+fn digits(v: u64) -> usize {
+    itoa::Buffer::new().format(v).len()
 }
 
-const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-/// Appends v in decimal (two digits per step, like itoa).
+/// Appends `v` in decimal.
 #[inline]
-fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = 20;
-    while v >= 100 {
-        let d = (v % 100) as usize * 2;
-        v /= 100;
-        i -= 2;
-        tmp[i] = PAIRS[d];
-        tmp[i + 1] = PAIRS[d + 1];
-    }
-    if v >= 10 {
-        let d = v as usize * 2;
-        i -= 2;
-        tmp[i] = PAIRS[d];
-        tmp[i + 1] = PAIRS[d + 1];
-    } else {
-        i -= 1;
-        tmp[i] = b'0' + v as u8;
-    }
-    buf.extend_from_slice(&tmp[i..]);
+fn push_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Appends `v` in decimal, with a leading `-` when negative.
 #[inline]
 fn push_i64(buf: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        buf.push(b'-');
-    }
-    push_u64(buf, v.unsigned_abs());
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 // Line pieces. Every message starts `{"type":"…","ts":N` and follows with its fields in SPEC's
@@ -900,93 +870,117 @@ impl Gen {
         self.out.after_line(p)
     }
 
+    /// A fresh event at slot time `t`, its kind drawn by the shares above (sales the rest).
     fn primary(&mut self, t: u64) -> Result<()> {
         let r = self.rng.f64();
         if r < P_RETURN {
-            let (s, l) = self.pick_store_key();
-            let qty = if self.rng.chance(0.8) { 1 } else { 2 };
-            let k = self.k(s, l);
-            self.keys[k].on_hand += qty;
-            let ts = self.stamp(t);
-            self.line(b"return", ts, s, l, |b| int(b, b",\"qty\":", qty))
+            self.customer_return(t)
         } else if r < P_COUNT {
-            let (s, l) = self.pick_any_key(0.15);
-            let k = self.k(s, l);
-            let expected = self.keys[k].on_hand.max(0);
-            let x = self.rng.f64();
-            let qty = if x < 0.7 {
-                expected
-            } else if x < 0.95 {
-                (expected - self.rng.range(1, 3)).max(0)
-            } else {
-                expected + 1
-            }
-            .min(MAX_QTY);
-            self.keys[k].on_hand = qty;
-            let ts = self.stamp(t);
-            self.line(b"count", ts, s, l, |b| int(b, b",\"qty\":", qty))?;
-            self.check(s, l, t);
-            Ok(())
+            self.cycle_count(t)
         } else if r < P_ADJUST {
-            let (s, l) = self.pick_any_key(0.2);
-            let x = self.rng.f64();
-            let (delta, reason): (i64, &[u8]) = if x < 0.45 {
-                (-self.rng.range(1, 3), b"damaged")
-            } else if x < 0.75 {
-                (-self.rng.range(1, 2), b"shrink")
-            } else {
-                (self.rng.range(1, 3), b"found")
-            };
-            let k = self.k(s, l);
-            self.keys[k].on_hand += delta;
-            let ts = self.stamp(t);
-            self.line(b"adjust", ts, s, l, |b| {
-                int(b, b",\"delta\":", delta);
-                b.extend_from_slice(b",\"reason\":\"");
-                b.extend_from_slice(reason);
-                b.push(b'"');
-            })?;
-            self.check(s, l, t);
-            Ok(())
+            self.adjust(t)
         } else if r < P_RESERVE {
-            let (s, l) = self.pick_store_key();
-            let qty = if self.rng.chance(0.8) { 1 } else { 2 };
-            let res = self.next_res;
-            self.next_res += 1;
-            let with_expiry = self.rng.chance(0.5);
-            let x = self.rng.f64();
-            // Most holds end well within their 15 minutes; the rest are left to expire.
-            let delay = self.rng.range(20_000, 720_000) as u64;
-            if x < 0.55 {
-                self.schedule(t + delay, Kind::Fulfill, s, l, res, qty);
-            } else if x < 0.85 {
-                self.schedule(t + delay, Kind::Release, s, l, res, qty);
-            }
-            let ts = self.stamp(t);
-            self.line(b"reserve", ts, s, l, |b| {
-                id(b, b",\"res_id\":\"", b"R", res);
-                int(b, b",\"qty\":", qty);
-                if with_expiry {
-                    push_field_u64(b, b",\"expires_at\":", ts + HOLD_MS);
-                }
-            })
+            self.reserve(t)
         } else if r < P_POLICY {
-            let (s, l) = self.pick_any_key(0.2);
-            let (f1, f2) = (0.8 + 0.45 * self.rng.f64(), 0.8 + 0.45 * self.rng.f64());
-            let k = self.k(s, l);
-            let st = &mut self.keys[k];
-            let q = i64::from(st.out - st.rp);
-            let rp = (f64::from(st.rp) * f1).round() as i64;
-            let q = round_up(((q as f64 * f2).round() as i64).max(1), i64::from(st.pack));
-            st.rp = rp.clamp(0, MAX_QTY) as i32;
-            st.out = (i64::from(st.rp) + q).min(MAX_QTY) as i32;
-            let ts = self.stamp(t);
-            self.write_policy(s, l, ts)?;
-            self.check(s, l, t);
-            Ok(())
+            self.policy_change(t)
         } else {
             self.sale(t)
         }
+    }
+
+    fn customer_return(&mut self, t: u64) -> Result<()> {
+        let (s, l) = self.pick_store_key();
+        let qty = if self.rng.chance(0.8) { 1 } else { 2 };
+        let k = self.k(s, l);
+        self.keys[k].on_hand += qty;
+        let ts = self.stamp(t);
+        self.line(b"return", ts, s, l, |b| int(b, b",\"qty\":", qty))
+    }
+
+    /// A cycle count: mostly the tracked stock, sometimes shrinkage, rarely one too many.
+    fn cycle_count(&mut self, t: u64) -> Result<()> {
+        let (s, l) = self.pick_any_key(0.15);
+        let k = self.k(s, l);
+        let expected = self.keys[k].on_hand.max(0);
+        let x = self.rng.f64();
+        let qty = if x < 0.7 {
+            expected
+        } else if x < 0.95 {
+            (expected - self.rng.range(1, 3)).max(0)
+        } else {
+            expected + 1
+        }
+        .min(MAX_QTY);
+        self.keys[k].on_hand = qty;
+        let ts = self.stamp(t);
+        self.line(b"count", ts, s, l, |b| int(b, b",\"qty\":", qty))?;
+        self.check(s, l, t);
+        Ok(())
+    }
+
+    fn adjust(&mut self, t: u64) -> Result<()> {
+        let (s, l) = self.pick_any_key(0.2);
+        let x = self.rng.f64();
+        let (delta, reason): (i64, &[u8]) = if x < 0.45 {
+            (-self.rng.range(1, 3), b"damaged")
+        } else if x < 0.75 {
+            (-self.rng.range(1, 2), b"shrink")
+        } else {
+            (self.rng.range(1, 3), b"found")
+        };
+        let k = self.k(s, l);
+        self.keys[k].on_hand += delta;
+        let ts = self.stamp(t);
+        self.line(b"adjust", ts, s, l, |b| {
+            int(b, b",\"delta\":", delta);
+            b.extend_from_slice(b",\"reason\":\"");
+            b.extend_from_slice(reason);
+            b.push(b'"');
+        })?;
+        self.check(s, l, t);
+        Ok(())
+    }
+
+    /// A hold, with its fulfilment or release scheduled (or neither: it expires).
+    fn reserve(&mut self, t: u64) -> Result<()> {
+        let (s, l) = self.pick_store_key();
+        let qty = if self.rng.chance(0.8) { 1 } else { 2 };
+        let res = self.next_res;
+        self.next_res += 1;
+        let with_expiry = self.rng.chance(0.5);
+        let x = self.rng.f64();
+        // Most holds end well within their 15 minutes; the rest are left to expire.
+        let delay = self.rng.range(20_000, 720_000) as u64;
+        if x < 0.55 {
+            self.schedule(t + delay, Kind::Fulfill, s, l, res, qty);
+        } else if x < 0.85 {
+            self.schedule(t + delay, Kind::Release, s, l, res, qty);
+        }
+        let ts = self.stamp(t);
+        self.line(b"reserve", ts, s, l, |b| {
+            id(b, b",\"res_id\":\"", b"R", res);
+            int(b, b",\"qty\":", qty);
+            if with_expiry {
+                push_field_u64(b, b",\"expires_at\":", ts + HOLD_MS);
+            }
+        })
+    }
+
+    /// A planner moves a key's reorder point and order quantity by up to a quarter.
+    fn policy_change(&mut self, t: u64) -> Result<()> {
+        let (s, l) = self.pick_any_key(0.2);
+        let (f1, f2) = (0.8 + 0.45 * self.rng.f64(), 0.8 + 0.45 * self.rng.f64());
+        let k = self.k(s, l);
+        let st = &mut self.keys[k];
+        let q = i64::from(st.out - st.rp);
+        let rp = (f64::from(st.rp) * f1).round() as i64;
+        let q = round_up(((q as f64 * f2).round() as i64).max(1), i64::from(st.pack));
+        st.rp = rp.clamp(0, MAX_QTY) as i32;
+        st.out = (i64::from(st.rp) + q).min(MAX_QTY) as i32;
+        let ts = self.stamp(t);
+        self.write_policy(s, l, ts)?;
+        self.check(s, l, t);
+        Ok(())
     }
 
     fn sale(&mut self, t: u64) -> Result<()> {
@@ -1071,6 +1065,7 @@ impl Gen {
         self.schedule(t, Kind::PoOpen, s, l, po, qty);
     }
 
+    /// A scheduled message that has come due at slot time `t`.
     fn follow_up(&mut self, p: Pending, t: u64) -> Result<()> {
         let (s, l, k) = (p.sku, p.loc, self.k(p.sku, p.loc));
         let ts = self.stamp(t);
@@ -1085,25 +1080,7 @@ impl Gen {
                 self.check_store(s, l, t);
                 Ok(())
             }
-            Kind::Ship => {
-                // Posted when the goods arrive, so the DC's stock and the store's move together.
-                let dc = self.dc_of(l);
-                let dk = self.k(s, dc);
-                self.keys[dk].on_hand -= p.qty;
-                self.keys[dk].allocated -= p.qty;
-                self.schedule(t, Kind::StoreReceipt, s, l, 0, p.qty);
-                let part = self.part(s, dc);
-                let buf = &mut self.out.bufs[part];
-                begin(buf, b"adjust", ts);
-                key(buf, self.names.sku(s), &self.names.locs[dc as usize]);
-                int(buf, b",\"delta\":", -p.qty);
-                buf.extend_from_slice(b",\"reason\":\"transfer to ");
-                buf.extend_from_slice(&self.names.locs[l as usize]);
-                buf.extend_from_slice(b"\"}\n");
-                self.out.after_line(part)?;
-                self.check_dc(s, dc, t);
-                Ok(())
-            }
+            Kind::Ship => self.ship(&p, ts, t),
             Kind::StoreReceipt => {
                 let st = &mut self.keys[k];
                 st.on_hand += p.qty;
@@ -1112,18 +1089,7 @@ impl Gen {
                 self.check_store(s, l, t);
                 Ok(())
             }
-            Kind::PoOpen => {
-                let lead = (self.dc_lead * (0.5 + self.rng.f64())) as u64;
-                if self.rng.chance(0.03) {
-                    self.schedule(t + lead / 2, Kind::PoCancel, s, l, p.id, 0);
-                } else {
-                    if self.rng.chance(0.2) {
-                        self.schedule(t + lead * 3 / 10, Kind::PoConfirm, s, l, p.id, 0);
-                    }
-                    self.schedule(t + lead, Kind::PoReceipt, s, l, p.id, 0);
-                }
-                self.po_line(ts, s, l, p.id, p.qty, b"open", Some(t + lead))
-            }
+            Kind::PoOpen => self.po_open(&p, ts, t),
             Kind::PoConfirm => {
                 let pack = i64::from(self.keys[k].pack);
                 let change = if self.rng.chance(0.5) { pack } else { -pack };
@@ -1131,36 +1097,7 @@ impl Gen {
                 self.keys[k].inbound = qty;
                 self.po_line(ts, s, l, p.id, qty, b"open", None)
             }
-            Kind::PoReceipt | Kind::PoLast => {
-                let pack = i64::from(self.keys[k].pack);
-                let open = self.keys[k].inbound.max(1);
-                let qty = if matches!(p.kind, Kind::PoReceipt) && open >= 2 * pack && self.rng.chance(0.2) {
-                    let part = ((open as f64 * (0.3 + 0.4 * self.rng.f64())) as i64 / pack * pack).max(pack);
-                    let rest = open - part;
-                    let soon = self.rng.range(1_000, 60_000) as u64;
-                    self.schedule(t + soon, Kind::PoRest, s, l, p.id, rest);
-                    let later = (self.dc_lead / 4.0 * (0.5 + self.rng.f64())) as u64;
-                    self.schedule(t + later.max(60_001), Kind::PoLast, s, l, p.id, 0);
-                    part
-                } else {
-                    let soon = self.rng.range(1_000, 60_000) as u64;
-                    self.schedule(t + soon, Kind::PoClose, s, l, p.id, 0);
-                    open
-                };
-                let st = &mut self.keys[k];
-                st.on_hand += qty;
-                st.inbound -= qty;
-                if st.inbound <= 0 {
-                    st.inbound = 0;
-                    st.po = 0;
-                }
-                self.line(b"receipt", ts, s, l, |b| {
-                    int(b, b",\"qty\":", qty);
-                    id(b, b",\"po_id\":\"", b"PO", p.id);
-                })?;
-                self.check_dc(s, l, t);
-                Ok(())
-            }
+            Kind::PoReceipt | Kind::PoLast => self.po_receipt(&p, ts, t),
             Kind::PoRest => self.po_line(ts, s, l, p.id, p.qty, b"open", None),
             Kind::PoClose => self.po_line(ts, s, l, p.id, 0, b"closed", None),
             Kind::PoCancel => {
@@ -1172,6 +1109,78 @@ impl Gen {
                 Ok(())
             }
         }
+    }
+
+    /// The DC's side of a store delivery, posted when the goods arrive so that the DC's stock
+    /// and the store's move together; the store's receipt follows at once.
+    fn ship(&mut self, p: &Pending, ts: u64, t: u64) -> Result<()> {
+        let (s, l) = (p.sku, p.loc);
+        let dc = self.dc_of(l);
+        let dk = self.k(s, dc);
+        self.keys[dk].on_hand -= p.qty;
+        self.keys[dk].allocated -= p.qty;
+        self.schedule(t, Kind::StoreReceipt, s, l, 0, p.qty);
+        let part = self.part(s, dc);
+        let buf = &mut self.out.bufs[part];
+        begin(buf, b"adjust", ts);
+        key(buf, self.names.sku(s), &self.names.locs[dc as usize]);
+        int(buf, b",\"delta\":", -p.qty);
+        buf.extend_from_slice(b",\"reason\":\"transfer to ");
+        buf.extend_from_slice(&self.names.locs[l as usize]);
+        buf.extend_from_slice(b"\"}\n");
+        self.out.after_line(part)?;
+        self.check_dc(s, dc, t);
+        Ok(())
+    }
+
+    /// A PO goes out to the vendor: its receipt (or, rarely, its cancellation) is scheduled
+    /// a lead time later, sometimes with a changed confirmation on the way.
+    fn po_open(&mut self, p: &Pending, ts: u64, t: u64) -> Result<()> {
+        let (s, l) = (p.sku, p.loc);
+        let lead = (self.dc_lead * (0.5 + self.rng.f64())) as u64;
+        if self.rng.chance(0.03) {
+            self.schedule(t + lead / 2, Kind::PoCancel, s, l, p.id, 0);
+        } else {
+            if self.rng.chance(0.2) {
+                self.schedule(t + lead * 3 / 10, Kind::PoConfirm, s, l, p.id, 0);
+            }
+            self.schedule(t + lead, Kind::PoReceipt, s, l, p.id, 0);
+        }
+        self.po_line(ts, s, l, p.id, p.qty, b"open", Some(t + lead))
+    }
+
+    /// A receipt on a PO: the open quantity in full (the PO closes soon after), or at the
+    /// first receipt sometimes a part, with the rest still open and a last receipt later.
+    fn po_receipt(&mut self, p: &Pending, ts: u64, t: u64) -> Result<()> {
+        let (s, l, k) = (p.sku, p.loc, self.k(p.sku, p.loc));
+        let pack = i64::from(self.keys[k].pack);
+        let open = self.keys[k].inbound.max(1);
+        let qty = if matches!(p.kind, Kind::PoReceipt) && open >= 2 * pack && self.rng.chance(0.2) {
+            let part = ((open as f64 * (0.3 + 0.4 * self.rng.f64())) as i64 / pack * pack).max(pack);
+            let rest = open - part;
+            let soon = self.rng.range(1_000, 60_000) as u64;
+            self.schedule(t + soon, Kind::PoRest, s, l, p.id, rest);
+            let later = (self.dc_lead / 4.0 * (0.5 + self.rng.f64())) as u64;
+            self.schedule(t + later.max(60_001), Kind::PoLast, s, l, p.id, 0);
+            part
+        } else {
+            let soon = self.rng.range(1_000, 60_000) as u64;
+            self.schedule(t + soon, Kind::PoClose, s, l, p.id, 0);
+            open
+        };
+        let st = &mut self.keys[k];
+        st.on_hand += qty;
+        st.inbound -= qty;
+        if st.inbound <= 0 {
+            st.inbound = 0;
+            st.po = 0;
+        }
+        self.line(b"receipt", ts, s, l, |b| {
+            int(b, b",\"qty\":", qty);
+            id(b, b",\"po_id\":\"", b"PO", p.id);
+        })?;
+        self.check_dc(s, l, t);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::io::fs::named;
 use crate::io::kafka::KafkaArgs;
 use crate::io::source::file::LineReader;
 
@@ -56,7 +57,9 @@ impl PartitionProducer {
     /// Connects and makes sure `topic` has at least `partitions` partitions, creating it with
     /// that many when the broker lets us; `why` says why they are needed, for the error.
     pub fn open(kafka: &KafkaArgs, topic: &str, partitions: usize, why: &str) -> Result<Self> {
-        let config = kafka.client_config(&[])?;
+        let client = kafka.client()?;
+        client.check_reachable()?;
+        let config = client.client_config(&[]);
         // A broker that cannot create topics (or one that auto-creates them) is not fatal here:
         // the partition check below decides.
         crate::io::kafka::create_topics(
@@ -112,10 +115,7 @@ impl PartitionProducer {
 
 /// Produces every non-blank line of file i to partition i, in order.
 pub fn produce(args: ProduceArgs) -> Result<()> {
-    let files = crate::config::resolve_inputs(std::slice::from_ref(&args.fixture_dir))?;
-    if files.is_empty() {
-        bail!("{} holds no *.jsonl file to produce", args.fixture_dir.display());
-    }
+    let files = crate::config::resolve_inputs(std::slice::from_ref(&args.fixture_dir), false)?;
     let why = format!("{} holds {} files (one per partition)", args.fixture_dir.display(), files.len());
     let producer = PartitionProducer::open(&args.kafka, &args.topic, files.len(), &why)?;
     let mut count = 0u64;
@@ -123,8 +123,8 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     if args.rate > 0 {
         let mut readers = Vec::new();
         for file in &files {
-            let size = std::fs::metadata(&file.path)?.len().max(1);
-            let lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+            let size = std::fs::metadata(&file.path).map_err(named("read", &file.path))?.len().max(1);
+            let lines = LineReader::open(&file.path)?;
             readers.push((lines, size, false));
         }
         // The file least far through (by bytes) goes next, so every partition advances alike.
@@ -154,7 +154,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         producer.flush(&args.topic)?;
     }
     for (partition, file) in files.iter().enumerate().filter(|_| args.rate == 0) {
-        let mut lines = LineReader::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+        let mut lines = LineReader::open(&file.path)?;
         while let Some((_, raw)) = lines.next_message()? {
             producer.send(partition, raw)?;
             count += 1;
@@ -200,11 +200,13 @@ pub fn all_records(kafka: &KafkaArgs, topic: &str) -> Result<Vec<(i32, i64, Vec<
 
 /// Calls `f(key, value)` for every record of `topic` up to each partition's end.
 fn read_topic(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(i32, i64, &[u8], Option<&[u8]>)) -> Result<()> {
-    let config = kafka.client_config(&[
+    let client = kafka.client()?;
+    client.check_reachable()?;
+    let config = client.client_config(&[
         ("group.id", "stockflow-consume"),
         ("enable.auto.commit", "false"),
         ("enable.partition.eof", "true"),
-    ])?;
+    ]);
     let consumer: BaseConsumer = config.create().context("cannot create the Kafka consumer")?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {

@@ -69,7 +69,7 @@ pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Met
     let routing = Routing { local: true, typed_on_zero: typed, typed_snapshot: typed };
     replay_into(&config, routing, make_sinks, progress)?;
     if let Some(reporter) = reporter {
-        reporter.finish();
+        reporter.finish(&config.output.dead_letters());
     }
     if let Some(server) = server {
         server.linger();

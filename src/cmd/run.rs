@@ -27,9 +27,10 @@ pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
         if config.batch() { ("batch", progress::Until::End) } else { ("run", progress::Until::CaughtUp) };
     let reporter = (!config.quiet && config.cluster.process == 0)
         .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag, until));
+    let dead_letters = config.dead_letters();
     let result = stream(config, Arc::clone(&progress));
     if let (Ok(()), Some(reporter)) = (&result, reporter) {
-        reporter.finish();
+        reporter.finish(&dead_letters);
     }
     if let (Ok(()), Some(server)) = (&result, server) {
         server.linger();
@@ -39,6 +40,7 @@ pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
 
 /// Runs the workers to completion.
 fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
+    config.kafka.check_reachable()?;
     let restore = match &config.checkpoints {
         Some(checkpoints) => restore_point(&config, &checkpoints.dir)?,
         None => None,

@@ -80,7 +80,8 @@ fn validate(matches: &ArgMatches) -> Result<(), ConfigError> {
         )?;
     }
     if let Ok(Some(inputs)) = matches.try_get_many::<PathBuf>("inputs") {
-        super::resolve_inputs(&inputs.cloned().collect::<Vec<_>>())?;
+        let allow_empty = get::<bool>(matches, "allow_empty").unwrap_or(false);
+        super::resolve_inputs(&inputs.cloned().collect::<Vec<_>>(), allow_empty)?;
     }
     if let Some(brokers) = get::<String>(matches, "brokers") {
         let flags: Vec<String> = matches

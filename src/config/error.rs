@@ -126,6 +126,23 @@ pub enum ConfigError {
     /// An input whose name is not UTF-8.
     #[error("input {} has no UTF-8 file name", .0.display())]
     NonUtf8Name(PathBuf),
+    /// A directory without a `*.jsonl` file (`hint`: what it holds, and the likely fix).
+    #[error("{} holds no *.jsonl file{hint}", .dir.display())]
+    NoJsonlFiles {
+        /// The directory.
+        dir: PathBuf,
+        /// What it holds instead, and the likely fix.
+        hint: String,
+    },
+    /// Every input file empty or blank: the replay would compute nothing.
+    #[error("the input holds no messages ({files}); pass --allow-empty (allow_empty = true in a --config file) to replay it anyway")]
+    NoMessages {
+        /// The files and what they hold.
+        files: String,
+    },
+    /// An input file that cannot be opened or read on (the error names it).
+    #[error(transparent)]
+    InputFile(#[from] crate::io::source::SourceError),
     /// `--kafka-config FILE` cannot be read.
     #[error("cannot read --kafka-config {}: {cause}", .path.display())]
     PropertiesUnreadable {

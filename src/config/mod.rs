@@ -38,6 +38,16 @@ pub enum Output {
     Stdout,
 }
 
+impl Output {
+    /// Where the dead letters go, for the totals line.
+    pub fn dead_letters(&self) -> String {
+        match self {
+            Output::Dir(dir) => dir.join("dead_letter.jsonl").display().to_string(),
+            Output::Stdout => "not written with --out - (--out DIR writes dead_letter.jsonl)".to_string(),
+        }
+    }
+}
+
 /// Timely's worker and cluster settings.
 #[derive(Clone, Debug)]
 pub struct Cluster {
@@ -100,21 +110,138 @@ pub struct ReplayConfig {
     pub cluster: Cluster,
 }
 
+/// What a directory held besides its `*.jsonl` files, for the warning or the refusal.
+#[derive(Default)]
+struct Skipped {
+    /// Files named like JSON lines under another extension (`*.JSONL`, `*.ndjson`, `*.json`).
+    look_alike: Vec<String>,
+    /// Subdirectories, with the number of `*.jsonl` files each holds.
+    dirs: Vec<(String, usize)>,
+    /// `*.jsonl` entries that are no regular file (a fifo, a device, a dangling symlink).
+    irregular: Vec<String>,
+    /// Anything else.
+    other: Vec<String>,
+}
+
+/// Extensions of files that hold JSON lines under another name (compared case-insensitively).
+const LOOK_ALIKE: [&str; 5] = ["jsonl", "ndjson", "json", "ldjson", "jsonlines"];
+
+/// At most five names, then how many more.
+fn some_names(names: &[String]) -> String {
+    let mut text = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        text.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    text
+}
+
+impl Skipped {
+    fn is_empty(&self) -> bool {
+        self.look_alike.is_empty() && self.dirs.is_empty() && self.irregular.is_empty() && self.other.is_empty()
+    }
+
+    /// The skipped entries, grouped, each group with why it was skipped.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.look_alike.is_empty() {
+            let names = some_names(&self.look_alike);
+            parts.push(format!("{names} (JSON lines under another name? a directory reads only *.jsonl: rename, or pass the file itself)"));
+        }
+        if !self.dirs.is_empty() {
+            let names: Vec<String> = self.dirs.iter().map(|(d, _)| format!("{d}/")).collect();
+            parts.push(format!("{} (subdirectories are not read)", some_names(&names)));
+        }
+        if !self.irregular.is_empty() {
+            parts.push(format!("{} (not regular files)", some_names(&self.irregular)));
+        }
+        if !self.other.is_empty() {
+            parts.push(some_names(&self.other));
+        }
+        parts.join("; ")
+    }
+
+    /// Why a directory with no `*.jsonl` file has none, and the likely fix: a subdirectory
+    /// that has them (`input/` of a fixture case first), else `--allow-empty`.
+    fn hint(&self, dir: &Path) -> String {
+        let holding: Vec<&(String, usize)> = self.dirs.iter().filter(|(_, n)| *n > 0).collect();
+        let best = holding.iter().find(|(d, _)| d == "input").or(holding.first());
+        if let Some((sub, _)) = best {
+            let listed: Vec<String> = holding.iter().map(|(d, n)| format!("{d}/ ({n})")).collect();
+            return format!(
+                ", but its subdirectories hold some: {}; did you mean {}?",
+                some_names(&listed),
+                dir.join(sub).display()
+            );
+        }
+        let held = if self.is_empty() { "the directory is empty".to_string() } else { format!("it holds {}", self.describe()) };
+        format!(" ({held}); pass --allow-empty to replay it anyway (outputs without data)")
+    }
+}
+
+/// The `*.jsonl` files of `dir` (regular files, or symlinks to them) and what was skipped.
+/// Hidden entries (`.name`) other than `*.jsonl` files are passed over silently, as `ls` does:
+/// editors and version control keep theirs there.
+fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Skipped), ConfigError> {
+    let unlisted = |cause| ConfigError::InputUnlisted { path: dir.to_path_buf(), cause };
+    let mut files = Vec::new();
+    let mut skipped = Skipped::default();
+    for entry in std::fs::read_dir(dir).map_err(unlisted)? {
+        let path = entry.map_err(unlisted)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+        let meta = std::fs::metadata(&path);
+        match (jsonl, meta.as_ref().map(|m| m.file_type())) {
+            (true, Ok(t)) if t.is_file() => files.push(path),
+            (true, _) => skipped.irregular.push(name),
+            _ if name.starts_with('.') => {}
+            (false, Ok(t)) if t.is_dir() => {
+                let inner = std::fs::read_dir(&path).map_or(0, |entries| {
+                    entries.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "jsonl")).count()
+                });
+                skipped.dirs.push((name, inner));
+            }
+            _ if extension.is_some_and(|e| LOOK_ALIKE.contains(&e.as_str())) => skipped.look_alike.push(name),
+            _ => skipped.other.push(name),
+        }
+    }
+    for names in [&mut skipped.look_alike, &mut skipped.irregular, &mut skipped.other] {
+        names.sort();
+    }
+    skipped.dirs.sort();
+    Ok((files, skipped))
+}
+
+/// Whether a regular file holds at least one message (a non-blank line); reads up to the
+/// first one. `None` for what cannot be looked into without consuming it (a pipe).
+fn holds_message(path: &Path) -> Result<Option<bool>, ConfigError> {
+    let unreadable = |cause| ConfigError::InputUnreadable { path: path.to_path_buf(), cause };
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Ok(None);
+    }
+    let mut lines = crate::io::source::file::LineReader::open(path)?;
+    Ok(Some(lines.next_message()?.is_some()))
+}
+
 /// Resolves INPUT arguments (directories mean every `*.jsonl` inside) into files sorted by
-/// base name, refusing two inputs with the same base name.
-pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, ConfigError> {
+/// base name, refusing two inputs with the same base name. Wrong input is loud: a directory
+/// without `*.jsonl` files, or an input without a single message, is refused unless
+/// `allow_empty` (then a warning says so); entries a directory skips are named in a warning.
+pub fn resolve_inputs(inputs: &[PathBuf], allow_empty: bool) -> Result<Vec<InputFile>, ConfigError> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for input in inputs {
         let meta =
             std::fs::metadata(input).map_err(|cause| ConfigError::InputUnreadable { path: input.clone(), cause })?;
-        let files: Vec<PathBuf> = if meta.is_dir() {
-            let unlisted = |cause| ConfigError::InputUnlisted { path: input.clone(), cause };
-            let mut files = Vec::new();
-            for entry in std::fs::read_dir(input).map_err(unlisted)? {
-                let path = entry.map_err(unlisted)?.path();
-                if path.extension().is_some_and(|e| e == "jsonl") && path.is_file() {
-                    files.push(path);
+        let files = if meta.is_dir() {
+            let (files, skipped) = list_dir(input)?;
+            if files.is_empty() {
+                let hint = skipped.hint(input);
+                if !allow_empty {
+                    return Err(ConfigError::NoJsonlFiles { dir: input.clone(), hint });
                 }
+                tracing::warn!("{} holds no *.jsonl file{hint} (--allow-empty)", input.display());
+            } else if !skipped.is_empty() {
+                tracing::warn!("{}: read {} *.jsonl files; skipped {}", input.display(), files.len(), skipped.describe());
             }
             files
         } else {
@@ -128,7 +255,34 @@ pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, ConfigError>
             by_name.insert(name, path);
         }
     }
-    Ok(by_name.into_iter().map(|(name, path)| InputFile { name, path }).collect())
+    let files: Vec<InputFile> = by_name.into_iter().map(|(name, path)| InputFile { name, path }).collect();
+    check_messages(&files, allow_empty)?;
+    Ok(files)
+}
+
+/// Refuses input files none of which holds a message (unless `allow_empty`), and names the
+/// empty ones among others.
+fn check_messages(files: &[InputFile], allow_empty: bool) -> Result<(), ConfigError> {
+    let mut empty = Vec::new();
+    // Whether a file holds a message, or may (a pipe cannot be looked into).
+    let mut some = false;
+    for file in files {
+        match holds_message(&file.path)? {
+            Some(false) => empty.push(file.path.display().to_string()),
+            Some(true) | None => some = true,
+        }
+    }
+    if some {
+        if !empty.is_empty() {
+            tracing::warn!("{} holds no messages (empty, or blank lines only)", some_names(&empty));
+        }
+        return Ok(());
+    }
+    if allow_empty {
+        tracing::warn!("the input holds no messages (--allow-empty): the outputs will be empty");
+        return Ok(());
+    }
+    Err(ConfigError::NoMessages { files: format!("{}: empty, or blank lines only", some_names(&empty)) })
 }
 
 fn base_name(path: &Path) -> Result<String, ConfigError> {
@@ -196,6 +350,13 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// Where the dead letters go, for the totals line.
+    pub fn dead_letters(&self) -> String {
+        let topic = self.kafka_out.then(|| format!("topic {}.dead_letter", self.prefix));
+        let file = self.out.as_ref().map(|dir| dir.join("dead_letter.jsonl").display().to_string());
+        [topic, file].into_iter().flatten().collect::<Vec<_>>().join(" and ")
+    }
+
     /// Whether this is a `batch` run.
     pub fn batch(&self) -> bool {
         self.mode == StreamMode::Batch

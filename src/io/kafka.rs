@@ -1,16 +1,19 @@
 //! The one place rdkafka client configurations are built: bootstrap servers, then the
 //! `--kafka-config FILE` lines, then every `-X key=value`, so SASL/SSL and any other librdkafka
-//! property reach consumers, producers and admin clients alike.
+//! property reach consumers, producers and admin clients alike; and the check that a broker
+//! answers before a command starts ([`KafkaClient::check_reachable`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::Producer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -29,6 +32,15 @@ pub struct KafkaArgs {
     /// A file of librdkafka properties, one `key=value` per line (`#` comments, blank lines ok).
     #[arg(long, value_name = "FILE")]
     pub kafka_config: Option<PathBuf>,
+    /// How long to wait for a broker to answer before giving up: `500ms`, `5s`, `1m` (a bare
+    /// number is milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = connect_timeout)]
+    pub connect_timeout: Duration,
+}
+
+/// `--connect-timeout`: a duration, as every duration flag takes it.
+fn connect_timeout(text: &str) -> Result<Duration, crate::config::value::ValueError> {
+    crate::config::value::millis(text).map(Duration::from_millis)
 }
 
 impl KafkaArgs {
@@ -40,13 +52,7 @@ impl KafkaArgs {
 
     /// The validated client settings these flags give.
     pub fn client(&self) -> Result<KafkaClient, ConfigError> {
-        Ok(KafkaClient { properties: self.properties()? })
-    }
-
-    /// A client configuration with every property applied, plus `extra` defaults that the
-    /// user's own properties override.
-    pub fn client_config(&self, extra: &[(&str, &str)]) -> Result<ClientConfig, ConfigError> {
-        Ok(self.client()?.client_config(extra))
+        Ok(KafkaClient { properties: self.properties()?, connect_timeout: self.connect_timeout })
     }
 }
 
@@ -55,9 +61,92 @@ impl KafkaArgs {
 pub struct KafkaClient {
     /// In the order they apply (later wins): bootstrap servers, `--kafka-config`, `-X`.
     pub properties: Vec<(String, String)>,
+    /// How long [`KafkaClient::check_reachable`] waits for a broker (`--connect-timeout`).
+    pub connect_timeout: Duration,
+}
+
+/// No broker could be talked to: nothing can be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// librdkafka refused the client settings themselves.
+    #[error("cannot create a Kafka client for {brokers}: {error}")]
+    Client {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's refusal.
+        error: KafkaError,
+    },
+    /// No broker answered a metadata request in time.
+    #[error(
+        "no Kafka broker answered at {brokers} within {} ms ({reason}). Check that a broker runs there and that \
+         this host reaches it (host, port, firewall), that --brokers names its listener, and that \
+         security.protocol and the SASL/SSL properties match that listener; --connect-timeout waits longer",
+        timeout.as_millis()
+    )]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// How long it waited.
+        timeout: Duration,
+        /// What librdkafka said went wrong (connection refused, name not resolved, TLS or
+        /// SASL failure), else the metadata request's own error.
+        reason: String,
+    },
+}
+
+/// A client context that keeps librdkafka's error reports (instead of logging them) so that a
+/// failed check can say why the brokers did not answer.
+#[derive(Default)]
+struct ErrorRecorder(Mutex<Vec<String>>);
+
+impl ClientContext for ErrorRecorder {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // "1/1 brokers are down" follows the reason it happened; the reason is what helps.
+        let all_down = matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown));
+        // Retries repeat a reason with another "(after N ms in state ...)".
+        let reason = reason.split(" (after ").next().unwrap_or(reason);
+        if !all_down && seen.len() < 3 && !seen.iter().any(|r| r == reason) {
+            seen.push(reason.to_string());
+        }
+    }
+
+    /// The probe's log lines (a consumer property on a producer, ...) are not the user's
+    /// business: the check reports what matters in its own error.
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _message: &str) {}
+}
+
+impl rdkafka::producer::ProducerContext for ErrorRecorder {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }
 
 impl KafkaClient {
+    /// The bootstrap servers these properties name (the last setting wins).
+    pub fn brokers(&self) -> &str {
+        self.properties.iter().rev().find(|(k, _)| k == "bootstrap.servers").map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Fails with a message naming the brokers and what to check unless a broker answers a
+    /// metadata request within the connect timeout. Every command that talks to Kafka calls
+    /// this first, so a wrong address or a stopped broker is reported in seconds, not after
+    /// the first request's own (much longer) timeout.
+    pub fn check_reachable(&self) -> Result<(), ConnectError> {
+        let brokers = self.brokers().to_string();
+        // A producer: its poll hands librdkafka's error reports, with their text, to the context.
+        let probe: rdkafka::producer::BaseProducer<ErrorRecorder> = self
+            .client_config(&[])
+            .create_with_context(ErrorRecorder::default())
+            .map_err(|error| ConnectError::Client { brokers: brokers.clone(), error })?;
+        let timeout = self.connect_timeout;
+        let Err(error) = probe.client().fetch_metadata(None, timeout) else { return Ok(()) };
+        // The reports queued while the request waited.
+        probe.poll(Duration::from_millis(50));
+        let seen = probe.context().0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = if seen.is_empty() { error.to_string() } else { seen.join("; ") };
+        Err(ConnectError::Unreachable { brokers, timeout, reason })
+    }
+
     /// A client configuration with every property applied, plus `extra` defaults that the
     /// user's own properties override.
     pub fn client_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
@@ -219,8 +308,9 @@ mod tests {
             brokers: "b:1".into(),
             properties: vec!["sasl.mechanism=SCRAM-SHA-512".into()],
             kafka_config: Some(file.clone()),
+            connect_timeout: Duration::from_secs(5),
         };
-        let config = args.client_config(&[("security.protocol", "PLAINTEXT")]).unwrap();
+        let config = args.client().unwrap().client_config(&[("security.protocol", "PLAINTEXT")]);
         assert_eq!(config.get("bootstrap.servers"), Some("b:1"));
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));

@@ -27,6 +27,8 @@ pub struct Progress {
     pub read: AtomicU64,
     /// Bytes read by this process's workers.
     pub bytes: AtomicU64,
+    /// Messages rejected (dead letters) by this process's workers.
+    pub rejected: AtomicU64,
     /// The least input frontier among this process's workers.
     pub watermark: AtomicU64,
     /// Kafka: messages behind the partitions' high watermarks, summed over this process's
@@ -164,17 +166,15 @@ impl Reporter {
         Reporter { stop, thread: Some(thread), progress, label, started: Instant::now() }
     }
 
-    /// Stops the line and logs the run's totals.
-    pub fn finish(mut self) {
+    /// Stops the line and logs the run's totals: messages, size, time, and how many were
+    /// rejected, with where their dead letters went (`dead_letters`) when there are any.
+    pub fn finish(mut self, dead_letters: &str) {
         self.halt();
         let read = self.progress.read.load(Ordering::Relaxed);
+        let rejected = self.progress.rejected.load(Ordering::Relaxed);
         let mb = self.progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
         let secs = self.started.elapsed().as_secs_f64();
-        tracing::info!(
-            "{}: {read} messages, {mb:.1} MB in {secs:.2} s ({:.0}/s)",
-            self.label,
-            read as f64 / secs.max(1e-9)
-        );
+        tracing::info!("{}", totals_line(self.label, read, rejected, mb, secs, dead_letters));
     }
 
     fn halt(&mut self) {
@@ -306,6 +306,16 @@ fn progress_line(label: &str, size: Size, sample: &Sample, rate: &Rate) -> Strin
     line
 }
 
+/// `LABEL: N messages, X MB in S s (R/s), K rejected[ (dead letters: WHERE)]`.
+fn totals_line(label: &str, read: u64, rejected: u64, mb: f64, secs: f64, dead_letters: &str) -> String {
+    let rate = read as f64 / secs.max(1e-9);
+    let mut line = format!("{label}: {read} messages, {mb:.1} MB in {secs:.2} s ({rate:.0}/s), {rejected} rejected");
+    if rejected > 0 {
+        line.push_str(&format!(" (dead letters: {dead_letters})"));
+    }
+    line
+}
+
 /// The input frontier as a time: `-` before the first advance, `end` once every input is read.
 fn watermark(ms: Millis) -> String {
     match ms {
@@ -343,5 +353,14 @@ mod tests {
         assert_eq!(line, "batch: 1000 messages, 25.0 MB, 500 msg/s, watermark -, lag 3600000 messages, ETA 2h00m");
         let line = progress_line("run", Size::Lag, &Sample { lag: 0, watermark: Millis::MAX, ..sample }, &rate);
         assert_eq!(line, "run: 1000 messages, 25.0 MB, 500 msg/s, watermark end, lag 0 messages");
+    }
+
+    #[test]
+    fn the_totals_name_the_rejected_and_where_they_went() {
+        assert_eq!(
+            totals_line("replay", 544, 544, 0.03, 0.5, "o/dead_letter.jsonl"),
+            "replay: 544 messages, 0.0 MB in 0.50 s (1088/s), 544 rejected (dead letters: o/dead_letter.jsonl)"
+        );
+        assert_eq!(totals_line("batch", 10, 0, 1.0, 2.0, "x"), "batch: 10 messages, 1.0 MB in 2.00 s (5/s), 0 rejected");
     }
 }

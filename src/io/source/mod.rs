@@ -61,6 +61,10 @@ pub struct PartitionDecoder {
     ticks: Ticks,
     /// Counts since the last [`PartitionDecoder::take_stats`].
     stats: SourceStats,
+    /// Counts taken before, for [`PartitionDecoder::exhausted`].
+    taken: SourceStats,
+    /// The offset and reason of the first rejected message.
+    first_rejection: Option<(u64, String)>,
 }
 
 impl PartitionDecoder {
@@ -73,6 +77,8 @@ impl PartitionDecoder {
             lateness,
             ticks,
             stats: SourceStats::default(),
+            taken: SourceStats::default(),
+            first_rejection: None,
         }
     }
 
@@ -84,7 +90,9 @@ impl PartitionDecoder {
             Ok(message) => message,
             Err(rejection) => {
                 self.stats.rejected += 1;
-                return Decoded::Dead(DeadLetter::new(position, rejection, raw));
+                let dead = DeadLetter::new(position, rejection, raw);
+                self.first_rejection.get_or_insert_with(|| (offset, dead.reason.clone()));
+                return Decoded::Dead(dead);
             }
         };
         let stamp = self.clock.stamp(message.ts, self.lateness);
@@ -118,7 +126,31 @@ impl PartitionDecoder {
 
     /// The counts since the previous call.
     pub fn take_stats(&mut self) -> SourceStats {
+        self.taken.absorb(&self.stats);
         std::mem::take(&mut self.stats)
+    }
+
+    /// Call when this partition of the source `name` is read to its end (`lines`: a file,
+    /// whose offsets are line numbers): when every one of its messages was rejected, it is most
+    /// likely not stockflow's input at all (a README, a CSV, another tool's JSON), and a
+    /// warning names it. The run goes on: SPEC §1 sends bad input to the dead letters and never
+    /// stops on it.
+    pub fn exhausted(&self, name: &str, lines: bool) {
+        let mut total = self.taken;
+        total.absorb(&self.stats);
+        let Some((offset, reason)) = self.first_rejection.as_ref().filter(|_| total.rejected == total.read) else {
+            return;
+        };
+        let (source, at) = if lines {
+            (name.to_string(), format!("line {offset}"))
+        } else {
+            (format!("{name}[{}]", self.partition), format!("offset {offset}"))
+        };
+        tracing::warn!(
+            "{source}: every message was rejected ({} of {}; the first, {at}: {reason}); is it stockflow's input? docs/format.md describes the messages",
+            total.rejected,
+            total.read
+        );
     }
 }
 

@@ -305,6 +305,7 @@ impl<'w, S: Source> Harness<'w, S> {
             if stats == Default::default() {
                 continue;
             }
+            self.progress.rejected.fetch_add(stats.rejected, Ordering::Relaxed);
             meter.partition(slot, &reading.name, reading.partition, &stats, source.may_be_quiet());
             if let Some(c) = checkpoints.as_mut() {
                 c.sent.absorb(&stats);
@@ -437,6 +438,11 @@ impl<'w, S: Source> Harness<'w, S> {
     /// input has passed: later ones, which the dataflow would drain without the messages not
     /// read yet, are left to the restart.
     fn end_input(&mut self, stopping: bool) {
+        if !stopping {
+            // Read to their ends: a file whose every message was rejected is named.
+            let lines = !self.source.commits_offsets();
+            self.readings.iter().for_each(|r| r.decoder.exhausted(&r.name, lines));
+        }
         let passed = self.dataflow.settled();
         if let Some(d) = self.delivery.as_mut() {
             d.stopping(passed);
