@@ -205,16 +205,7 @@ fn an_unwritable_report_path_is_refused_before_the_run() {
 /// `YYYY-MM-DD hh:mm:ss.mmm` of milliseconds since the epoch (UTC).
 fn utc(ms: u64) -> String {
     let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    // Howard Hinnant's days -> civil date.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = dataflows::decode::civil_from_days(days);
     let (h, m, s) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60);
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}", rem % 1000)
 }
