@@ -185,6 +185,15 @@ fn every_readme_command_works() {
     assert!(ran >= 2, "the README's replay and explain commands ran");
     // The first command replays a fixture into out/: it wrote the outputs.
     assert!(scratch.root().join("out").join("summary.json").is_file(), "no out/summary.json");
+
+    // The example messages are valid input.
+    let examples: Vec<String> =
+        blocks(&readme).into_iter().filter(|b| b.info == "jsonl").flat_map(|b| b.lines).collect();
+    assert!(!examples.is_empty(), "the README shows example messages");
+    std::fs::write(scratch.root().join("examples.jsonl"), examples.join("\n") + "\n").unwrap();
+    scratch.run("stockflow replay examples.jsonl --out examples --quiet", "README.md");
+    let summary = read_json(&scratch.root().join("examples").join("summary.json"));
+    assert_eq!((summary["applied"].as_u64(), summary["rejected"].as_u64()), (Some(examples.len() as u64), Some(0)));
 }
 
 #[test]
