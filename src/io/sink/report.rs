@@ -65,8 +65,8 @@ const TOP_ROWS: usize = 15;
 /// Rows of the per-location, per-key, short-source and vendor tables: a page stays readable
 /// for a network of millions of keys; the files hold the rest.
 const MAX_ROWS: usize = 100;
-/// SKUs named in one cell of the per-location table.
-const SKUS_PER_CELL: usize = 12;
+/// Names listed in one table cell or line (the SKUs out at a location, the input files).
+const NAMES_LISTED: usize = 12;
 /// Sample dead letters: this many per reason, at most `MAX_SAMPLES` in all.
 const SAMPLES_PER_REASON: usize = 3;
 const MAX_SAMPLES: usize = 30;
@@ -196,25 +196,30 @@ impl ReportSink {
         let state = summary.as_of.map_or("nothing was applied".to_string(), |t| format!("state as of {}", when(t)));
         let short_units: i64 = plan.short_sources.iter().map(|s| s.requested - s.allotted).sum();
         let short_sources: std::collections::BTreeSet<&str> = plan.short_sources.iter().map(|s| s.source).collect();
+        let short = match short_sources.len() {
+            0 => "no distribution center is short".to_string(),
+            n => format!(
+                "<b>{}</b> short by <b>{short_units}</b> units in all",
+                count(n, "distribution center", "distribution centers")
+            ),
+        };
         let _ = writeln!(
             h,
             "<p class=\"glance\" id=\"glance\">{}: <b>{}</b> out of stock and <b>{low}</b> low at {}; \
-             {}, <b>{}</b> short; <b>{}</b> short by <b>{short_units}</b> units in all; \
-             {} read, <a href=\"#dead-letters\"><b>{}</b> rejected</a>.</p>",
+             {}, <b>{}</b> short; {short}; {} read, <a href=\"#dead-letters\"><b>{}</b> rejected</a>.</p>",
             esc(&state),
             count(out, "key", "keys"),
             count(locations.len(), "location", "locations"),
             count(snapshot.order_plan.len(), "order line", "order lines"),
             plan.short_lines.len(),
-            count(short_sources.len(), "distribution center", "distribution centers"),
             count(summary.sources.read as usize, "message", "messages"),
             summary.sources.rejected,
         );
-        let inputs: Vec<String> = self.inputs.iter().map(|i| esc(&i.name)).collect();
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         let _ = writeln!(
             h,
             "<p class=\"note\">inputs: {}; tick {} ms; lateness {} ms; window end {}</p>",
-            inputs.join(", "),
+            esc(&name_list(&names, NAMES_LISTED)),
             self.ticks.tick_ms,
             self.lateness_ms,
             summary.as_of.map_or("none (nothing applied)".to_string(), |t| format!("{} ({t})", esc(&when(t))))
@@ -359,8 +364,8 @@ fn stock_section(h: &mut String, snapshot: &Snapshot, explain: &ExplainCommand) 
             Cell::text(*loc),
             Cell::Num(out.len() as i64),
             Cell::Num(low.len() as i64),
-            Cell::text(name_list(out, SKUS_PER_CELL)),
-            Cell::text(name_list(low, SKUS_PER_CELL)),
+            Cell::text(name_list(out, NAMES_LISTED)),
+            Cell::text(name_list(low, NAMES_LISTED)),
         ]
     });
     table(h, "stock-by-location", &["location", "OUT", "LOW", "out of stock", "low"], rows);
