@@ -1,5 +1,7 @@
 //! The HTML report rendered by a real headless Chromium: the DOM after rendering holds every
-//! chart's SVG elements, and a screenshot shows each chart's own colours inside the plot areas.
+//! table (out of stock and low by location, orders by source, short distribution centers,
+//! vendor orders, counts, dead letters, run) and every chart's SVG elements, and a screenshot
+//! shows each chart's own colours inside the plot areas.
 //!
 //! Skips (saying so) when no Chromium is installed, unless STOCKFLOW_REQUIRE_CHROMIUM is set,
 //! as `scripts/test-report-browser.sh` (run by CI) does. STOCKFLOW_REPORT_SCREENSHOT=DIR keeps
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Page width and height of the screenshot; the medium case's report is about 3000 px tall.
-const WINDOW: (u32, u32) = (1200, 3600);
+/// Page width and height of the screenshot; the medium case's report is about 6000 px tall.
+const WINDOW: (u32, u32) = (1200, 6400);
 /// Legends sit right of x = 900 (page coordinates) in every chart; plot areas are left of it.
 const PLOT_RIGHT: u32 = 900;
 
@@ -123,6 +125,27 @@ fn report_renders_in_headless_chromium() {
         assert!(dom.contains(&format!("<svg id=\"{id}\"")), "the rendered DOM has no chart {id}");
     }
     assert!(dom.matches("<rect class=\"bar\"").count() > 100, "too few bars in the rendered DOM");
+    let tables = [
+        "stock-by-location",
+        "stock-keys",
+        "orders-by-source",
+        "short-sources",
+        "shortage-table",
+        "vendor-orders",
+        "summary",
+        "dead-letter-reasons",
+        "dead-letters",
+        "run-table",
+    ];
+    for id in tables {
+        let at =
+            dom.find(&format!("<table id=\"{id}\">")).unwrap_or_else(|| panic!("the rendered DOM has no table {id}"));
+        assert!(
+            dom[at..].find("</table>").is_some_and(|end| dom[at..at + end].matches("<tr>").count() >= 2),
+            "{id} is empty"
+        );
+    }
+    assert!(dom.contains("<td class=\"OUT\">OUT</td>") && dom.contains("<td class=\"LOW\">LOW</td>"));
     assert_eq!(dom.matches("<path class=\"series\"").count(), 2 + 5, "LOW/OUT and five SKU lines");
 
     let shot = tmp.path().join("report.png");

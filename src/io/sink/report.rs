@@ -1,27 +1,39 @@
 //! `replay --report FILE`: one self-contained HTML page (inline SVG, no scripts, no network)
-//! with charts of the run: events per type over time, low-stock keys over time, order-plan
-//! totals by source, the top shortages, and the ATP timeline of the most active SKUs.
+//! for the planner who opens it in the morning and the engineer on call after a run: what is
+//! out of stock or low, by location; what to order from whom, which distribution center is
+//! short and by how much, each with the `stockflow explain` command that shows why; the run's
+//! counts in plain words, sample dead letters with file:line, the version, command line and
+//! duration; and charts of the run over time.
 //!
 //! Everything but the events per type comes from what the replay's sink receives (the change
-//! streams of each closed tick, the final snapshot and the summary). Events per type and SKU
-//! activity are counted by a pass over the input with the replay's own decoder and clock, made
-//! when the sink is created. The page holds no wall-clock time, so its bytes depend only on
-//! the input and the options.
+//! streams of each closed tick, the final snapshot, the dead letters and the summary). Events
+//! per type and SKU activity are counted by a pass over the input with the replay's own decoder
+//! and clock, made when the sink is created. Only the run table (command line, start, duration)
+//! depends on more than the input and the options.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod charts;
+mod html;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
+use dataflows::allocation::PlanLine;
 use dataflows::clock::Ticks;
-use dataflows::low_stock::LowState;
+use dataflows::ledger::Counter;
+use dataflows::low_stock::{LowState, LowView};
 use dataflows::model::{DeadLetter, Millis, Name};
+use dataflows::Key;
 
-use crate::config::ReplayConfig;
-use crate::io::format::rfc3339;
-use crate::io::source::file::for_each_event;
+use crate::config::secret::{is_secret, MASK};
+use crate::config::{InputFile, ReplayConfig};
 use crate::io::sink::{Sink, SinkError, Snapshot, Summary, TickBatch};
+use crate::io::source::file::for_each_event;
+use charts::{bar_pairs, no_data, stacked_chart, step_chart, Series, Timeline};
+use html::{count, esc, more_rows, name_list, note, open_details, shell_word, table, when, Cell};
 
-/// Message types in SPEC §1's table order, with their chart colours.
+/// Message types in the input format's table order, with their chart colours.
 const TYPES: [(&str, &str); 10] = [
     ("sale", "#4e79a7"),
     ("return", "#f28e2b"),
@@ -48,16 +60,29 @@ const PLAN_COLOURS: (&str, &str) = ("#9ecae1", "#3182bd");
 const SHORTAGE_COLOURS: (&str, &str) = ("#fdae6b", "#a63603");
 /// Most bars in the events chart: ticks are grouped into at most this many buckets.
 const MAX_BUCKETS: u64 = 120;
-/// Rows in the shortage table and sources in the order-plan chart.
+/// Rows in the shortage chart and table, and sources in the order-plan chart.
 const TOP_ROWS: usize = 15;
-
+/// Rows of the per-location, per-key, short-source and vendor tables: a page stays readable
+/// for a network of millions of keys; the files hold the rest.
+const MAX_ROWS: usize = 100;
+/// Names listed in one table cell or line (the SKUs out at a location, the input files).
+const NAMES_LISTED: usize = 12;
+/// Sample dead letters: this many per reason, at most `MAX_SAMPLES` in all.
+const SAMPLES_PER_REASON: usize = 3;
+const MAX_SAMPLES: usize = 30;
+/// Characters of a sample dead letter's payload shown.
+const PAYLOAD_CHARS: usize = 160;
 
 /// A sink that gathers the run's timelines and writes the HTML page at the end.
 pub struct ReportSink {
     path: PathBuf,
-    inputs: Vec<String>,
+    inputs: Vec<InputFile>,
     ticks: Ticks,
     lateness_ms: Millis,
+    /// (workers per process, processes).
+    cluster: (usize, usize),
+    /// When the run started, by the wall clock and the monotonic clock.
+    started: (SystemTime, Instant),
     /// Applied messages per tick and type.
     events: BTreeMap<Millis, [u64; TYPES.len()]>,
     /// The most active SKUs (by applied messages), most active first, with their counts.
@@ -74,6 +99,7 @@ impl ReportSink {
     /// Prepares a report of the replay `config` describes, to be written to `path` at the end.
     /// Reads the input once to count messages per type and tick.
     pub fn create(path: &Path, config: &ReplayConfig) -> Result<Self, SinkError> {
+        let started = (SystemTime::now(), Instant::now());
         let mut events: BTreeMap<Millis, [u64; TYPES.len()]> = BTreeMap::new();
         let mut per_sku: BTreeMap<Name, u64> = BTreeMap::new();
         let ticks = config.ticks;
@@ -89,9 +115,11 @@ impl ReportSink {
         std::fs::write(path, b"").map_err(|error| SinkError::Report { path: path.to_path_buf(), error })?;
         Ok(ReportSink {
             path: path.to_path_buf(),
-            inputs: config.inputs.iter().map(|i| i.name.clone()).collect(),
+            inputs: config.inputs.clone(),
             ticks,
             lateness_ms: config.lateness_ms,
+            cluster: (config.cluster.workers, config.cluster.processes),
+            started,
             events,
             atp_timeline: ranked.iter().map(|(sku, _)| (sku.clone(), Vec::new())).collect(),
             top_skus: ranked,
@@ -130,566 +158,581 @@ impl Sink for ReportSink {
     }
 }
 
-/// Escapes text for HTML and SVG.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A round axis maximum at or above `max`: 1, 2 or 5 times a power of ten.
-fn nice_max(max: i64) -> i64 {
-    if max <= 0 {
-        return 1;
-    }
-    let mut base = 1i64;
-    loop {
-        for m in [1, 2, 5] {
-            if let Some(v) = base.checked_mul(m) {
-                if v >= max {
-                    return v;
-                }
-            }
-        }
-        match base.checked_mul(10) {
-            Some(b) => base = b,
-            None => return max,
-        }
-    }
-}
-
-/// The plot area of a chart and its mapping from data to pixels.
-struct Frame {
-    width: f64,
-    height: f64,
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-}
-
-impl Frame {
-    fn time_chart() -> Self {
-        Frame { width: 1100.0, height: 280.0, left: 70.0, right: 200.0, top: 16.0, bottom: 44.0 }
-    }
-    fn plot_width(&self) -> f64 {
-        self.width - self.left - self.right
-    }
-    fn plot_height(&self) -> f64 {
-        self.height - self.top - self.bottom
-    }
-}
-
-/// A time range [start, end] and a value range [low, high] mapped onto a frame.
-struct Axes {
-    frame: Frame,
-    start: Millis,
-    end: Millis,
-    low: i64,
-    high: i64,
-}
-
-impl Axes {
-    fn x(&self, t: Millis) -> f64 {
-        let span = (self.end - self.start).max(1) as f64;
-        self.frame.left + (t.saturating_sub(self.start)) as f64 / span * self.frame.plot_width()
-    }
-    fn y(&self, v: i64) -> f64 {
-        let span = (self.high - self.low).max(1) as f64;
-        self.frame.top + (self.high - v) as f64 / span * self.frame.plot_height()
-    }
-
-    /// Opens the SVG, draws grid lines, the value and time labels.
-    fn open(&self, svg: &mut String, id: &str, title: &str) {
-        let f = &self.frame;
-        let _ = write!(
-            svg,
-            "<svg id=\"{id}\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{t}\">",
-            w = f.width,
-            h = f.height,
-            t = esc(title)
-        );
-        let _ = write!(svg, "<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#ffffff\"/>", f.width, f.height);
-        for i in 0..=4 {
-            let v = self.low + (self.high - self.low) * i / 4;
-            let y = self.y(v);
-            let _ = write!(
-                svg,
-                "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#dddddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{v}</text>",
-                f.left,
-                f.left + f.plot_width(),
-                f.left - 6.0,
-                y + 4.0
-            );
-        }
-        let short = self.end - self.start < 60_000;
-        for i in 0..=4u64 {
-            let t = self.start + (self.end - self.start) * i / 4;
-            let text = rfc3339(t);
-            let label = if short { text[11..23].to_string() } else { text[..19].replace('T', " ") };
-            let anchor = match i {
-                0 => "start",
-                4 => "end",
-                _ => "middle",
-            };
-            let _ = write!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" class=\"tick\">{}</text>",
-                self.x(t),
-                f.top + f.plot_height() + 18.0,
-                esc(&label)
-            );
-        }
-        if short {
-            let _ = write!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">UTC, {}</text>",
-                f.left,
-                f.top + f.plot_height() + 36.0,
-                &rfc3339(self.start)[..10]
-            );
-        } else {
-            let _ = write!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">UTC</text>",
-                f.left,
-                f.top + f.plot_height() + 36.0
-            );
-        }
-        let _ = write!(
-            svg,
-            "<line x1=\"{l:.1}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"#888888\"/>",
-            l = f.left,
-            r = f.left + f.plot_width(),
-            b = self.y(self.low.max(0).min(self.high))
-        );
-    }
-
-    fn legend(&self, svg: &mut String, entries: &[(String, &str)]) {
-        let x = self.frame.left + self.frame.plot_width() + 16.0;
-        for (i, (name, colour)) in entries.iter().enumerate() {
-            let y = self.frame.top + 8.0 + 18.0 * i as f64;
-            let _ = write!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"legend\">{}</text>",
-                y - 10.0,
-                x + 18.0,
-                y,
-                esc(name)
-            );
-        }
-    }
-}
-
-fn no_data(id: &str, message: &str) -> String {
-    format!(
-        "<svg id=\"{id}\" class=\"chart empty\" xmlns=\"http://www.w3.org/2000/svg\" width=\"1100\" height=\"60\" viewBox=\"0 0 1100 60\"><text x=\"20\" y=\"35\" class=\"legend\">{}</text></svg>",
-        esc(message)
-    )
-}
-
-/// Reduces a step series to at most a few points per pixel column: a long run has a point per
-/// tick, far more than the chart has pixels. A column keeps its first, lowest, highest and last
-/// value (drawn as a vertical stroke at the column's first time), so peaks stay visible.
-fn per_pixel(points: &[(Millis, Option<i64>)], x: impl Fn(Millis) -> f64) -> Vec<(Millis, Option<i64>)> {
-    let mut reduced = Vec::new();
-    let mut i = 0;
-    while i < points.len() {
-        let column = x(points[i].0).floor();
-        let mut j = i + 1;
-        while j < points.len() && x(points[j].0).floor() == column {
-            j += 1;
-        }
-        let group = &points[i..j];
-        if group.len() <= 4 {
-            reduced.extend_from_slice(group);
-        } else {
-            let at = group[0].0;
-            let values: Vec<i64> = group.iter().filter_map(|p| p.1).collect();
-            if let (Some(first), Some(min), Some(max), Some(last)) =
-                (values.first(), values.iter().min(), values.iter().max(), values.last())
-            {
-                for v in [first, min, max, last] {
-                    if reduced.last() != Some(&(at, Some(*v))) {
-                        reduced.push((at, Some(*v)));
-                    }
-                }
-            }
-            if group[group.len() - 1].1.is_none() {
-                reduced.push((at, None));
-            }
-        }
-        i = j;
-    }
-    reduced
-}
-
-/// A chart series: its name, colour and points (time, value; `None` = absent from then on).
-type Series<'a> = (String, &'a str, Vec<(Millis, Option<i64>)>);
-
-/// Step lines: each series holds its value until its next point; `None` draws nothing.
-fn step_chart(id: &str, title: &str, start: Millis, end: Millis, series: &[Series<'_>]) -> String {
-    let values = series.iter().flat_map(|(_, _, points)| points.iter().filter_map(|(_, v)| *v));
-    let (min, max) = values.fold((0i64, 0i64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let axes = Axes {
-        frame: Frame::time_chart(),
-        start,
-        end: end.max(start + 1),
-        low: if min < 0 { -nice_max(-min) } else { 0 },
-        high: nice_max(max),
-    };
-    let mut svg = String::new();
-    axes.open(&mut svg, id, title);
-    for (name, colour, points) in series {
-        let points = per_pixel(points, |t| axes.x(t));
-        let mut path = String::new();
-        let mut pen: Option<(f64, f64)> = None;
-        for (i, (t, v)) in points.iter().enumerate() {
-            let x = axes.x(*t);
-            if let Some((_, y)) = pen {
-                let _ = write!(path, "L{x:.1},{y:.1}");
-            }
-            match v {
-                Some(v) => {
-                    let y = axes.y(*v);
-                    if pen.is_some() {
-                        let _ = write!(path, "L{x:.1},{y:.1}");
-                    } else {
-                        let _ = write!(path, "M{x:.1},{y:.1}");
-                    }
-                    pen = Some((x, y));
-                }
-                None => pen = None,
-            }
-            if i + 1 == points.len() {
-                if let Some((_, y)) = pen {
-                    let _ = write!(path, "L{:.1},{y:.1}", axes.x(axes.end));
-                }
-            }
-        }
-        if !path.is_empty() {
-            let _ = write!(
-                svg,
-                "<path class=\"series\" d=\"{path}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"><title>{}</title></path>",
-                esc(name)
-            );
-        }
-    }
-    let legend: Vec<(String, &str)> = series.iter().map(|(name, colour, _)| (name.clone(), *colour)).collect();
-    axes.legend(&mut svg, &legend);
-    svg.push_str("</svg>");
-    svg
-}
-
-/// Horizontal bars, two per row (e.g. requested and qty), labelled on the left.
-fn bar_pairs(id: &str, title: &str, rows: &[(String, i64, i64)], names: (&str, &str), colours: (&str, &str)) -> String {
-    let row_height = 30.0;
-    let left = 220.0;
-    let width = 1100.0;
-    let plot = width - left - 170.0;
-    let height = 20.0 + row_height * rows.len() as f64 + 10.0;
-    let max = nice_max(rows.iter().map(|r| r.1.max(r.2)).max().unwrap_or(0));
-    let scale = |v: i64| v.max(0) as f64 / max as f64 * plot;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg id=\"{id}\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\">",
-        esc(title)
-    );
-    let _ = write!(svg, "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>");
-    let _ = write!(svg, "<text x=\"{left}\" y=\"12\" class=\"tick\">0</text><text x=\"{:.1}\" y=\"12\" text-anchor=\"end\" class=\"tick\">{max}</text>", left + plot);
-    for (i, (label, a, b)) in rows.iter().enumerate() {
-        let y = 20.0 + row_height * i as f64;
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" class=\"legend\">{}</text>",
-            left - 8.0,
-            y + 17.0,
-            esc(label)
-        );
-        let _ = write!(
-            svg,
-            "<rect class=\"bar\" x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"11\" fill=\"{}\"><title>{}: {a}</title></rect>",
-            scale(*a),
-            colours.0,
-            esc(names.0)
-        );
-        let _ = write!(
-            svg,
-            "<rect class=\"bar\" x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"11\" fill=\"{}\"><title>{}: {b}</title></rect>",
-            y + 12.0,
-            scale(*b),
-            colours.1,
-            esc(names.1)
-        );
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">{a} / {b}</text>",
-            left + scale(*a).max(scale(*b)) + 6.0,
-            y + 17.0
-        );
-    }
-    let lx = left + plot + 60.0;
-    let _ = write!(
-        svg,
-        "<rect x=\"{lx}\" y=\"20\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"30\" class=\"legend\">{}</text><rect x=\"{lx}\" y=\"40\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"50\" class=\"legend\">{}</text>",
-        colours.0,
-        lx + 18.0,
-        esc(names.0),
-        colours.1,
-        lx + 18.0,
-        esc(names.1)
-    );
-    svg.push_str("</svg>");
-    svg
-}
+/// The page's style: plain tables, states in colour, commands in a monospace font.
+const STYLE: &str = "<style>\n\
+body{font-family:sans-serif;margin:24px;color:#222;background:#fff;max-width:1140px}\n\
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}h3{font-size:14px;margin-top:18px}\n\
+table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\n\
+td.n{text-align:right}.note{color:#555;font-size:13px}.glance{font-size:15px}\n\
+td.OUT{color:#fff;background:#e74c3c;font-weight:bold}td.LOW{background:#ffe1b0;font-weight:bold}\n\
+code{font-size:12px;background:#f4f4f4;padding:1px 3px;overflow-wrap:anywhere}code .w{white-space:nowrap}nav a{margin-right:14px}\n\
+summary{cursor:pointer;font-size:13px;margin:6px 0}\n\
+svg .tick{font-size:11px;fill:#555}svg .legend{font-size:12px;fill:#222}\n</style>\n";
 
 impl ReportSink {
-    /// The window's time range: the first tick with a message to the window's end.
-    fn time_range(&self, summary: &Summary) -> Option<(Millis, Millis)> {
-        let first = *self.events.keys().next()?;
-        let last = summary.as_of.unwrap_or(*self.events.keys().next_back()?);
-        Some((first.min(last), last.max(first)))
-    }
-
-    fn events_chart(&self, start: Millis, end: Millis) -> String {
-        let span = (end - start).max(1);
-        let tick = self.ticks.tick_ms;
-        // Buckets are whole ticks so that a bar never splits a tick's messages.
-        let ticks_in_span = span.div_ceil(tick) + 1;
-        let per_bucket = ticks_in_span.div_ceil(MAX_BUCKETS).max(1) * tick;
-        let mut buckets: BTreeMap<u64, [u64; TYPES.len()]> = BTreeMap::new();
-        for (time, counts) in &self.events {
-            let b = buckets.entry((time - start) / per_bucket).or_default();
-            for (sum, n) in b.iter_mut().zip(counts) {
-                *sum += n;
-            }
-        }
-        let mut totals: Vec<i64> = buckets.values().map(|c| c.iter().sum::<u64>() as i64).collect();
-        totals.sort_unstable();
-        // A start-up burst (every key's policy and count at one time) would flatten the rest of
-        // the chart: a bar over 3x the next largest is cut at the axis and labelled with its total.
-        let high = match totals[..] {
-            [.., second, first] if first > 3 * second => nice_max(second.max(1) * 3 / 2),
-            [.., first] => nice_max(first),
-            [] => 1,
-        };
-        let last_bucket = (end - start) / per_bucket;
-        let axes =
-            Axes { frame: Frame::time_chart(), start, end: start + (last_bucket + 1) * per_bucket, low: 0, high };
-        let mut svg = String::new();
-        axes.open(&mut svg, "events-per-type", "applied messages per type over time");
-        for (bucket, counts) in &buckets {
-            let t0 = start + bucket * per_bucket;
-            let x0 = axes.x(t0);
-            let bar = (axes.x(t0 + per_bucket) - x0 - 1.0).max(1.0);
-            let mut stacked = 0i64;
-            for ((name, colour), n) in TYPES.iter().zip(counts) {
-                if *n == 0 || stacked >= high {
-                    stacked += *n as i64;
-                    continue;
-                }
-                let top = axes.y((stacked + *n as i64).min(high));
-                let bottom = axes.y(stacked);
-                stacked += *n as i64;
-                let _ = write!(
-                    svg,
-                    "<rect class=\"bar\" x=\"{x0:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{name}: {n} from {}</title></rect>",
-                    bottom - top,
-                    rfc3339(t0)
-                );
-            }
-            if stacked > high {
-                let _ = write!(
-                    svg,
-                    "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">&#8593; {stacked} (cut)</text>",
-                    x0 + bar + 3.0,
-                    axes.frame.top + 10.0
-                );
-            }
-        }
-        let totals: Vec<(String, &str)> = TYPES
-            .iter()
-            .enumerate()
-            .map(|(i, (name, colour))| {
-                let n: u64 = self.events.values().map(|c| c[i]).sum();
-                (format!("{name} {n}"), *colour)
-            })
-            .collect();
-        axes.legend(&mut svg, &totals);
-        svg.push_str("</svg>");
-        svg
-    }
-
     fn render(&self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> String {
-        let mut html = String::new();
-        let h = &mut html;
-        h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>stockflow replay report</title>\n");
-        h.push_str(
-            "<style>\nbody{font-family:sans-serif;margin:24px;color:#222;background:#fff;max-width:1140px}\n\
-             h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}\n\
-             table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}\n\
-             td.n{text-align:right}.note{color:#666;font-size:13px}\n\
-             svg .tick{font-size:11px;fill:#555}svg .legend{font-size:12px;fill:#222}\n</style>\n</head>\n<body>\n",
+        let mut h = String::new();
+        h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+        h.push_str("<title>stockflow replay report</title>\n");
+        h.push_str(STYLE);
+        h.push_str("</head>\n<body>\n<h1>stockflow replay report</h1>\n");
+        let plan = PlanView::new(snapshot);
+        self.glance(&mut h, snapshot, &plan, summary);
+        let explain = ExplainCommand::new(&self.inputs, self.ticks, self.lateness_ms);
+        stock_section(&mut h, snapshot, &explain);
+        order_section(&mut h, snapshot, &plan, &explain);
+        self.charts_section(&mut h, summary);
+        counts_section(&mut h, snapshot, &plan, summary);
+        self.dead_letter_section(&mut h, dead_letters);
+        self.run_table(&mut h);
+        h.push_str("<p class=\"note\">Generated by stockflow replay --report.</p>\n</body>\n</html>\n");
+        h
+    }
+
+    /// The headline: the window, what is out, low and short, what was rejected; the contents.
+    fn glance(&self, h: &mut String, snapshot: &Snapshot, plan: &PlanView, summary: &Summary) {
+        let (low, out) = low_out(&snapshot.low_stock);
+        let locations: std::collections::BTreeSet<&str> = snapshot.low_stock.keys().map(|(_, l)| l.as_str()).collect();
+        let state = summary.as_of.map_or("nothing was applied".to_string(), |t| format!("state as of {}", when(t)));
+        let short_units: i64 = plan.short_sources.iter().map(|s| s.requested - s.allotted).sum();
+        let short_sources: std::collections::BTreeSet<&str> = plan.short_sources.iter().map(|s| s.source).collect();
+        let short = match short_sources.len() {
+            0 => "no distribution center is short".to_string(),
+            n => format!(
+                "<b>{}</b> short by <b>{short_units}</b> units in all",
+                count(n, "distribution center", "distribution centers")
+            ),
+        };
+        let _ = writeln!(
+            h,
+            "<p class=\"glance\" id=\"glance\">{}: <b>{}</b> out of stock and <b>{low}</b> low at {}; \
+             {}, <b>{}</b> short; {short}; {} read, <a href=\"#dead-letters\"><b>{}</b> rejected</a>.</p>",
+            esc(&state),
+            count(out, "key", "keys"),
+            count(locations.len(), "location", "locations"),
+            count(snapshot.order_plan.len(), "order line", "order lines"),
+            plan.short_lines.len(),
+            count(summary.sources.read as usize, "message", "messages"),
+            summary.sources.rejected,
         );
-        h.push_str("<h1>stockflow replay report</h1>\n");
-        let inputs: Vec<String> = self.inputs.iter().map(|n| esc(n)).collect();
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         let _ = writeln!(
             h,
             "<p class=\"note\">inputs: {}; tick {} ms; lateness {} ms; window end {}</p>",
-            inputs.join(", "),
+            esc(&name_list(&names, NAMES_LISTED)),
             self.ticks.tick_ms,
             self.lateness_ms,
-            summary.as_of.map_or("none (nothing applied)".to_string(), |t| format!("{} ({t})", rfc3339(t)))
+            summary.as_of.map_or("none (nothing applied)".to_string(), |t| format!("{} ({t})", esc(&when(t))))
         );
+        h.push_str("<nav><a href=\"#stock\">Out of stock and low</a><a href=\"#orders\">What to order</a>");
+        h.push_str("<a href=\"#over-time\">Over time</a><a href=\"#counts\">Counts</a>");
+        h.push_str("<a href=\"#dead-letters\">Dead letters</a><a href=\"#run\">Run</a></nav>\n");
+    }
 
-        h.push_str("<h2>Summary</h2>\n<table id=\"summary\">");
-        let summary_json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap_or_default();
-        if let Some(fields) = summary_json.as_object() {
-            for (k, v) in fields {
-                let _ = write!(h, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(&v.to_string()));
-            }
-        }
-        let _ = write!(
+    /// The version, the command line (secrets masked), when the run started and how long it took.
+    fn run_table(&self, h: &mut String) {
+        let (workers, processes) = self.cluster;
+        let started = self.started.0.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis);
+        h.push_str("\n<h2 id=\"run\">Run</h2>\n");
+        table(
             h,
-            "<tr><th>atp rows</th><td class=\"n\">{}</td></tr><tr><th>low / out keys</th><td class=\"n\">{} / {}</td></tr><tr><th>order lines</th><td class=\"n\">{}</td></tr>",
-            snapshot.atp.len(),
-            snapshot.low_stock.values().filter(|v| v.state == LowState::Low).count(),
-            snapshot.low_stock.values().filter(|v| v.state == LowState::Out).count(),
-            snapshot.order_plan.len()
+            "run-table",
+            &[],
+            [
+                vec![Cell::text("version"), Cell::Code(format!("stockflow {}", env!("CARGO_PKG_VERSION")))],
+                vec![Cell::text("command"), Cell::Command(masked_command_line(std::env::args()))],
+                vec![Cell::text("started"), Cell::text(when(started))],
+                vec![Cell::text("duration"), Cell::text(html::duration(self.started.1.elapsed()))],
+                vec![
+                    Cell::text("workers"),
+                    Cell::text(format!("{} per process, {}", workers, count(processes, "process", "processes"))),
+                ],
+            ],
         );
-        h.push_str("</table>\n");
-        if !dead_letters.is_empty() {
-            let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-            for d in dead_letters {
-                *reasons.entry(d.reason.as_str()).or_default() += 1;
-            }
-            h.push_str("<p class=\"note\">rejected by reason: ");
-            let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{} {n}", esc(r))).collect();
-            h.push_str(&parts.join(", "));
-            h.push_str("</p>\n");
-        }
+    }
+}
 
-        let range = self.time_range(summary);
-        h.push_str("<h2>Events per type over time</h2>\n");
-        match range {
-            Some((start, end)) => h.push_str(&self.events_chart(start, end)),
-            None => h.push_str(&no_data("events-per-type", "no message was applied")),
+/// The process's command line with every secret value (as `config check` masks them: a key
+/// naming a password, a secret, a key, a token, ...) replaced by the mask.
+fn masked_command_line(args: impl Iterator<Item = String>) -> String {
+    let mut words = Vec::new();
+    let mut mask_next = false;
+    for arg in args {
+        let flag = arg.trim_start_matches('-');
+        if mask_next {
+            words.push(MASK.to_string());
+            mask_next = false;
+        } else if let Some((key, _)) = arg.split_once('=').filter(|(k, _)| is_secret(k.trim_start_matches('-'))) {
+            words.push(format!("{}={MASK}", shell_word(key)));
+        } else {
+            mask_next = arg.starts_with("--") && is_secret(flag);
+            words.push(shell_word(&arg));
         }
+    }
+    words.join(" ")
+}
 
-        h.push_str("\n<h2>Low-stock keys over time</h2>\n");
-        match range {
-            Some((start, end)) if !self.low_timeline.is_empty() => {
-                let mut low = vec![(start, Some(0))];
-                let mut out = vec![(start, Some(0))];
-                for (t, l, o) in &self.low_timeline {
-                    low.push((*t, Some(*l)));
-                    out.push((*t, Some(*o)));
-                }
-                let series =
-                    vec![("LOW keys".to_string(), LOW_COLOURS.0, low), ("OUT keys".to_string(), LOW_COLOURS.1, out)];
-                h.push_str(&step_chart("low-stock", "LOW and OUT keys over time", start, end, &series));
-            }
-            _ => h.push_str(&no_data("low-stock", "no key was ever LOW or OUT")),
+/// LOW and OUT keys among the current low-stock states.
+fn low_out(states: &BTreeMap<Key, LowView>) -> (usize, usize) {
+    let count = |state| states.values().filter(|v| v.state == state).count();
+    (count(LowState::Low), count(LowState::Out))
+}
+
+/// The `stockflow explain` command for a key of this run: its inputs and options.
+struct ExplainCommand {
+    prefix: String,
+}
+
+impl ExplainCommand {
+    fn new(inputs: &[InputFile], ticks: Ticks, lateness_ms: Millis) -> ExplainCommand {
+        let mut words = vec!["stockflow".to_string(), "explain".to_string()];
+        words.extend(input_args(inputs).iter().map(|a| shell_word(a)));
+        // The replay's defaults are explain's: only other values are spelled out.
+        if ticks.tick_ms != 1000 {
+            words.push(format!("--tick-ms {}", ticks.tick_ms));
         }
+        if lateness_ms != 0 {
+            words.push(format!("--lateness-ms {lateness_ms}"));
+        }
+        if let Some(until) = ticks.until {
+            words.push(format!("--until {until}"));
+        }
+        ExplainCommand { prefix: words.join(" ") }
+    }
 
-        h.push_str("\n<h2>Order plan totals by source</h2>\n");
+    fn key(&self, sku: &str, loc: &str) -> String {
+        format!("{} --sku {} --loc {}", self.prefix, shell_word(sku), shell_word(loc))
+    }
+}
+
+/// The input arguments that name these files: a directory when the files are all of its
+/// `*.jsonl` files (as the replay was most likely given), else the files one by one.
+fn input_args(inputs: &[InputFile]) -> Vec<String> {
+    let mut by_dir: Vec<(&Path, Vec<&Path>)> = Vec::new();
+    for input in inputs {
+        let dir = input.path.parent().unwrap_or(Path::new(""));
+        match by_dir.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, files)) => files.push(&input.path),
+            None => by_dir.push((dir, vec![&input.path])),
+        }
+    }
+    let mut args = Vec::new();
+    for (dir, mut files) in by_dir {
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        in_dir.retain(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
+        in_dir.sort();
+        files.sort();
+        let whole = !dir.as_os_str().is_empty()
+            && in_dir.len() == files.len()
+            && in_dir.iter().zip(&files).all(|(a, b)| a.file_name() == b.file_name());
+        if whole {
+            args.push(dir.display().to_string());
+        } else {
+            args.extend(files.iter().map(|f| f.display().to_string()));
+        }
+    }
+    args
+}
+
+/// Out of stock and low at the end of the window, by location, then key by key.
+fn stock_section(h: &mut String, snapshot: &Snapshot, explain: &ExplainCommand) {
+    h.push_str("<h2 id=\"stock\">Out of stock and low, by location</h2>\n");
+    if snapshot.low_stock.is_empty() {
+        note(h, "No key is out of stock or low at the end of the window.");
+        return;
+    }
+    let mut by_loc: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    for ((sku, loc), view) in &snapshot.low_stock {
+        let (out, low) = by_loc.entry(loc.as_str()).or_default();
+        match view.state {
+            LowState::Out => out.push(sku.as_str()),
+            LowState::Low => low.push(sku.as_str()),
+            LowState::Ok => {}
+        }
+    }
+    let mut locations: Vec<(&str, (Vec<&str>, Vec<&str>))> = by_loc.into_iter().collect();
+    locations.sort_by(|a, b| (b.1 .0.len(), b.1 .1.len()).cmp(&(a.1 .0.len(), a.1 .1.len())).then(a.0.cmp(b.0)));
+    note(
+        h,
+        "OUT: available (on hand - reserved) <= 0. LOW: position (on hand + on order - reserved - outbound) \
+         <= the reorder point. Locations with the most keys out of stock first.",
+    );
+    let rows = locations.iter().take(MAX_ROWS).map(|(loc, (out, low))| {
+        vec![
+            Cell::text(*loc),
+            Cell::Num(out.len() as i64),
+            Cell::Num(low.len() as i64),
+            Cell::text(name_list(out, NAMES_LISTED)),
+            Cell::text(name_list(low, NAMES_LISTED)),
+        ]
+    });
+    table(h, "stock-by-location", &["location", "OUT", "LOW", "out of stock", "low"], rows);
+    more_rows(h, locations.len().min(MAX_ROWS), locations.len(), "snapshot/low_stock.jsonl");
+    stock_keys(h, snapshot, explain);
+}
+
+/// The LOW and OUT keys, worst first, with what is on order and planned for each.
+fn stock_keys(h: &mut String, snapshot: &Snapshot, explain: &ExplainCommand) {
+    let mut keys: Vec<(&Key, &LowView)> = snapshot.low_stock.iter().collect();
+    let gap = |v: &LowView| v.position - v.reorder_point.unwrap_or(0);
+    keys.sort_by(|a, b| (b.1.state, gap(a.1)).cmp(&(a.1.state, gap(b.1))).then(a.0.cmp(b.0)));
+    h.push_str("<h3>Key by key</h3>\n");
+    open_details(h, keys.len(), &format!("all {}, worst first", count(keys.len(), "key", "keys")));
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">Worst first (OUT, then the furthest below the reorder point). Why a key is where it is: \
+         {}</p>",
+        html::command_html(&explain.key("SKU", "LOC"))
+    );
+    let rows = keys.iter().take(MAX_ROWS).map(|((sku, loc), view)| {
+        let on_order = snapshot.atp.get(&(sku.clone(), loc.clone())).map_or(0, |row| row.on_order);
+        let planned = snapshot
+            .order_plan
+            .get(&(loc.clone(), sku.clone()))
+            .map_or("no order line".to_string(), |l| format!("{} of {} from {}", l.qty, l.requested, l.source));
+        vec![
+            Cell::State(view.state),
+            Cell::text(sku.as_str()),
+            Cell::text(loc.as_str()),
+            Cell::Num(view.available),
+            Cell::Num(view.position),
+            view.reorder_point.map_or(Cell::text("-"), Cell::Num),
+            Cell::Num(on_order),
+            Cell::text(planned),
+        ]
+    });
+    let headers = ["state", "sku", "loc", "available", "position", "reorder point", "on order", "planned order"];
+    table(h, "stock-keys", &headers, rows);
+    more_rows(h, keys.len().min(MAX_ROWS), keys.len(), "snapshot/low_stock.jsonl");
+    h.push_str("</details>\n");
+}
+
+/// The order plan seen by source: totals per source and the internal sources that are short.
+struct PlanView<'s> {
+    /// Per source: requested, allotted (qty) and lines; largest request first.
+    by_source: Vec<(&'s str, i64, i64, usize)>,
+    /// Internal sources whose lines for a SKU get less than they request, most short first.
+    short_sources: Vec<ShortSource<'s>>,
+    /// Lines with qty < requested, the largest gap first.
+    short_lines: Vec<(&'s Key, &'s PlanLine)>,
+}
+
+/// One (internal source, sku) whose supply does not cover its lines.
+struct ShortSource<'s> {
+    source: &'s str,
+    sku: &'s str,
+    /// The source's atp for the sku: what allocation shares out.
+    supply: i64,
+    requested: i64,
+    allotted: i64,
+    lines: usize,
+    short_lines: usize,
+}
+
+impl<'s> PlanView<'s> {
+    fn new(snapshot: &'s Snapshot) -> PlanView<'s> {
         let mut by_source: BTreeMap<&str, (i64, i64, usize)> = BTreeMap::new();
-        for line in snapshot.order_plan.values() {
+        let mut internal: BTreeMap<(&str, &str), (i64, i64, usize, usize)> = BTreeMap::new();
+        for ((_, sku), line) in &snapshot.order_plan {
             let e = by_source.entry(line.source.as_str()).or_default();
-            e.0 += line.requested;
-            e.1 += line.qty;
-            e.2 += 1;
-        }
-        if by_source.is_empty() {
-            h.push_str(&no_data("order-plan-by-source", "the order plan is empty"));
-        } else {
-            let mut sources: Vec<(&str, (i64, i64, usize))> = by_source.into_iter().collect();
-            sources.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
-            let hidden = sources.len().saturating_sub(TOP_ROWS);
-            let rows: Vec<(String, i64, i64)> =
-                sources.iter().take(TOP_ROWS).map(|(s, (r, q, n))| (format!("{s} ({n} lines)"), *r, *q)).collect();
-            h.push_str(&bar_pairs(
-                "order-plan-by-source",
-                "order plan totals by source",
-                &rows,
-                ("requested", "qty"),
-                PLAN_COLOURS,
-            ));
-            if hidden > 0 {
-                let _ = writeln!(h, "<p class=\"note\">{hidden} smaller sources not shown</p>");
+            *e = (e.0 + line.requested, e.1 + line.qty, e.2 + 1);
+            if !line.source.starts_with("vendor:") {
+                let e = internal.entry((line.source.as_str(), sku.as_str())).or_default();
+                *e = (e.0 + line.requested, e.1 + line.qty, e.2 + 1, e.3 + usize::from(line.qty < line.requested));
             }
         }
-
-        h.push_str("\n<h2>Top shortages</h2>\n");
-        let mut short: Vec<(&dataflows::Key, &dataflows::allocation::PlanLine)> =
+        let mut by_source: Vec<(&str, i64, i64, usize)> =
+            by_source.into_iter().map(|(s, (r, q, n))| (s, r, q, n)).collect();
+        by_source.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let mut short_sources: Vec<ShortSource<'_>> = internal
+            .into_iter()
+            .filter(|(_, (requested, allotted, _, _))| allotted < requested)
+            .map(|((source, sku), (requested, allotted, lines, short_lines))| ShortSource {
+                source,
+                sku,
+                supply: snapshot.atp.get(&(Name::from(sku), Name::from(source))).map_or(0, |row| row.atp),
+                requested,
+                allotted,
+                lines,
+                short_lines,
+            })
+            .collect();
+        short_sources.sort_by(|a, b| (b.requested - b.allotted).cmp(&(a.requested - a.allotted)));
+        let mut short_lines: Vec<(&Key, &PlanLine)> =
             snapshot.order_plan.iter().filter(|(_, l)| l.qty < l.requested).collect();
-        short.sort_by(|a, b| (b.1.requested - b.1.qty).cmp(&(a.1.requested - a.1.qty)).then_with(|| a.0.cmp(b.0)));
-        if short.is_empty() {
-            h.push_str(&no_data("shortages", "no shortage: every order line gets what it requests"));
-        } else {
-            let _ = writeln!(
-                h,
-                "<p class=\"note\">{} order lines get less than they request; the largest gaps:</p>",
-                short.len()
-            );
-            let rows: Vec<(String, i64, i64)> = short
-                .iter()
-                .take(TOP_ROWS)
-                .map(|((dest, sku), l)| (format!("{sku} @ {dest}"), l.requested, l.qty))
-                .collect();
-            h.push_str(&bar_pairs("shortages", "top shortages", &rows, ("requested", "qty"), SHORTAGE_COLOURS));
-            h.push_str("\n<table id=\"shortage-table\"><tr><th>sku</th><th>dest</th><th>source</th><th>requested</th><th>qty</th><th>short</th></tr>");
-            for ((dest, sku), l) in short.iter().take(TOP_ROWS) {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                    esc(sku),
-                    esc(dest),
-                    esc(&l.source),
-                    l.requested,
-                    l.qty,
-                    l.requested - l.qty
-                );
-            }
-            h.push_str("</table>\n");
-        }
+        short_lines.sort_by(|a, b| (b.1.requested - b.1.qty).cmp(&(a.1.requested - a.1.qty)).then(a.0.cmp(b.0)));
+        PlanView { by_source, short_sources, short_lines }
+    }
+}
 
-        h.push_str("\n<h2>ATP timeline of the most active SKUs</h2>\n");
-        match range {
-            Some((start, end)) if !self.top_skus.is_empty() => {
-                let _ = writeln!(
-                    h,
-                    "<p class=\"note\">network ATP (sum of atp over the sku's locations) of the {} SKUs with the most applied messages</p>",
-                    self.top_skus.len()
-                );
-                let series: Vec<Series<'_>> = self
-                    .top_skus
-                    .iter()
-                    .zip(SERIES)
-                    .map(|((sku, n), colour)| {
-                        let points = self.atp_timeline.get(sku).cloned().unwrap_or_default();
-                        (format!("{sku} ({n} msgs)"), colour, points)
-                    })
-                    .collect();
-                h.push_str(&step_chart("atp-timeline", "network ATP of the most active SKUs", start, end, &series));
-            }
-            _ => h.push_str(&no_data("atp-timeline", "no SKU had a message")),
+/// What to order from whom, which distribution centers are short, the largest shortages.
+fn order_section(h: &mut String, snapshot: &Snapshot, plan: &PlanView, explain: &ExplainCommand) {
+    h.push_str("\n<h2 id=\"orders\">What to order</h2>\n");
+    if plan.by_source.is_empty() {
+        h.push_str(&no_data("order-plan-by-source", "the order plan is empty"));
+        h.push('\n');
+        return;
+    }
+    h.push_str("<h3>By source</h3>\n");
+    let kind = |s: &str| if s.starts_with("vendor:") { "vendor" } else { "distribution center" };
+    let rows = plan.by_source.iter().take(MAX_ROWS).map(|(source, requested, qty, lines)| {
+        vec![
+            Cell::text(*source),
+            Cell::text(kind(source)),
+            Cell::Num(*lines as i64),
+            Cell::Num(*requested),
+            Cell::Num(*qty),
+            Cell::Num(requested - qty),
+        ]
+    });
+    table(h, "orders-by-source", &["source", "kind", "lines", "requested", "allotted (qty)", "short"], rows);
+    more_rows(h, plan.by_source.len().min(MAX_ROWS), plan.by_source.len(), "snapshot/order_plan.jsonl");
+    let rows: Vec<(String, i64, i64)> =
+        plan.by_source.iter().take(TOP_ROWS).map(|(s, r, q, n)| (format!("{s} ({n} lines)"), *r, *q)).collect();
+    let title = "order plan totals by source";
+    h.push_str(&bar_pairs("order-plan-by-source", title, &rows, ("requested", "qty"), PLAN_COLOURS));
+    if plan.by_source.len() > TOP_ROWS {
+        let _ = writeln!(h, "<p class=\"note\">{} smaller sources not shown</p>", plan.by_source.len() - TOP_ROWS);
+    }
+    short_sources(h, plan, explain);
+    shortages(h, plan, explain);
+    vendor_orders(h, snapshot);
+}
+
+/// Distribution centers whose supply does not cover their stores' lines, and by how much.
+fn short_sources(h: &mut String, plan: &PlanView, explain: &ExplainCommand) {
+    h.push_str("<h3>Short distribution centers</h3>\n");
+    if plan.short_sources.is_empty() {
+        note(h, "No distribution center is short: every line on one gets what it requests.");
+        return;
+    }
+    note(
+        h,
+        "A distribution center shares its supply (its atp for the SKU) among its stores' lines in packs, \
+         in proportion to what each requests; these get less than their stores request.",
+    );
+    let rows = plan.short_sources.iter().take(MAX_ROWS).map(|s| {
+        vec![
+            Cell::text(s.source),
+            Cell::text(s.sku),
+            Cell::Num(s.supply),
+            Cell::Num(s.requested),
+            Cell::Num(s.allotted),
+            Cell::Num(s.requested - s.allotted),
+            Cell::text(format!("{} of {}", s.short_lines, s.lines)),
+            Cell::Command(explain.key(s.sku, s.source)),
+        ]
+    });
+    let headers = ["source", "sku", "supply (atp)", "requested", "allotted", "short by", "lines short", "why"];
+    table(h, "short-sources", &headers, rows);
+    more_rows(h, plan.short_sources.len().min(MAX_ROWS), plan.short_sources.len(), "snapshot/order_plan.jsonl");
+}
+
+/// The order lines that get the least of what they request.
+fn shortages(h: &mut String, plan: &PlanView, explain: &ExplainCommand) {
+    h.push_str("<h3>Top shortages</h3>\n");
+    if plan.short_lines.is_empty() {
+        h.push_str(&no_data("shortages", "no shortage: every order line gets what it requests"));
+        h.push('\n');
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">{} order lines get less than they request; the largest gaps:</p>",
+        plan.short_lines.len()
+    );
+    let top = &plan.short_lines[..plan.short_lines.len().min(TOP_ROWS)];
+    let rows: Vec<(String, i64, i64)> =
+        top.iter().map(|((dest, sku), l)| (format!("{sku} @ {dest}"), l.requested, l.qty)).collect();
+    h.push_str(&bar_pairs("shortages", "top shortages", &rows, ("requested", "qty"), SHORTAGE_COLOURS));
+    h.push('\n');
+    let rows = top.iter().map(|((dest, sku), l)| {
+        vec![
+            Cell::text(sku.as_str()),
+            Cell::text(dest.as_str()),
+            Cell::text(l.source.as_str()),
+            Cell::Num(l.requested),
+            Cell::Num(l.qty),
+            Cell::Num(l.requested - l.qty),
+            Cell::Command(explain.key(sku, dest)),
+        ]
+    });
+    table(h, "shortage-table", &["sku", "dest", "source", "requested", "qty", "short", "why"], rows);
+}
+
+/// What to order from each vendor: its lines as SKU -> destination and quantity.
+fn vendor_orders(h: &mut String, snapshot: &Snapshot) {
+    h.push_str("<h3>Orders to vendors</h3>\n");
+    let mut by_vendor: BTreeMap<&str, Vec<(&str, &str, i64)>> = BTreeMap::new();
+    for ((dest, sku), line) in &snapshot.order_plan {
+        if line.source.starts_with("vendor:") {
+            by_vendor.entry(line.source.as_str()).or_default().push((sku.as_str(), dest.as_str(), line.qty));
         }
-        let skus: BTreeSet<&str> = self.top_skus.iter().map(|(s, _)| s.as_str()).collect();
-        let _ =
-            writeln!(h, "\n<p class=\"note\">{} SKUs charted. Generated by stockflow replay --report.</p>", skus.len());
-        h.push_str("</body>\n</html>\n");
-        html
+    }
+    if by_vendor.is_empty() {
+        note(h, "No line orders from a vendor.");
+        return;
+    }
+    let rows = by_vendor.iter_mut().take(MAX_ROWS).map(|(vendor, lines)| {
+        lines.sort();
+        let named: Vec<String> = lines.iter().map(|(sku, dest, qty)| format!("{sku} \u{2192} {dest} {qty}")).collect();
+        let named: Vec<&str> = named.iter().map(String::as_str).collect();
+        vec![
+            Cell::text(*vendor),
+            Cell::Num(lines.len() as i64),
+            Cell::Num(lines.iter().map(|l| l.2).sum()),
+            Cell::text(name_list(&named, MAX_ROWS)),
+        ]
+    });
+    let rows: Vec<Vec<Cell>> = rows.collect();
+    table(h, "vendor-orders", &["vendor", "lines", "qty", "sku \u{2192} deliver to, qty"], rows);
+    more_rows(h, by_vendor.len().min(MAX_ROWS), by_vendor.len(), "snapshot/order_plan.jsonl");
+}
+
+/// The run's counts in plain words, beside their names in summary.json.
+fn counts_section(h: &mut String, snapshot: &Snapshot, plan: &PlanView, summary: &Summary) {
+    h.push_str("\n<h2 id=\"counts\">Counts</h2>\n");
+    let s = &summary.sources;
+    let counter = |c| summary.counters.get(&c).copied().unwrap_or(0);
+    let as_of = summary.as_of.map_or("none: nothing applied and no --until".to_string(), when);
+    let (low, out) = low_out(&snapshot.low_stock);
+    let n = |v: u64| Cell::Num(v as i64);
+    let rows: [(&str, Cell, &str); 15] = [
+        ("messages read (non-blank lines)", n(s.read), "read"),
+        ("messages applied", n(s.applied), "applied"),
+        ("messages rejected, written to the dead letters", n(s.rejected), "rejected"),
+        ("beyond the window (after --until), not applied", n(s.beyond_window), "beyond_window"),
+        ("late: applied at a raised effective time", n(s.late), "late"),
+        ("absorbed: older than the key's latest count", Cell::Num(counter(Counter::Absorbed)), "absorbed"),
+        ("orphan releases and fulfills (no active hold)", Cell::Num(counter(Counter::Orphan)), "orphan"),
+        ("duplicate reserves (hold already active)", Cell::Num(counter(Counter::Duplicate)), "duplicate"),
+        ("reserves expired on arrival", Cell::Num(counter(Counter::ExpiredOnArrival)), "expired_on_arrival"),
+        ("state as of (the window's end)", Cell::text(as_of), "as_of"),
+        ("keys with an ATP row", Cell::Num(snapshot.atp.len() as i64), "snapshot/atp.jsonl"),
+        ("keys out of stock", Cell::Num(out as i64), "snapshot/low_stock.jsonl"),
+        ("keys low", Cell::Num(low as i64), "snapshot/low_stock.jsonl"),
+        ("order lines", Cell::Num(snapshot.order_plan.len() as i64), "snapshot/order_plan.jsonl"),
+        ("order lines short", Cell::Num(plan.short_lines.len() as i64), "snapshot/order_plan.jsonl"),
+    ];
+    let rows = rows.into_iter().map(|(name, value, key)| vec![Cell::text(name), value, Cell::Code(key.to_string())]);
+    table(h, "summary", &["count", "number", "in the output"], rows);
+    let balanced = s.read == s.applied + s.rejected + s.beyond_window;
+    let verdict = if balanced { "holds" } else { "does NOT hold: a bug, please report it with this page" };
+    note(
+        h,
+        &format!(
+            "read = applied + rejected + beyond the window: {} = {} + {} + {}, {verdict}.",
+            s.read, s.applied, s.rejected, s.beyond_window
+        ),
+    );
+}
+
+/// What a dead letter's reason means.
+fn reason_meaning(reason: &str) -> String {
+    match reason.split_once(':') {
+        Some(("missing_field", field)) => format!("the required field {field} is absent or null"),
+        Some(("invalid_field", field)) => format!("the field {field} has the wrong JSON type or is out of range"),
+        _ => match reason {
+            "invalid_json" => "not UTF-8, not JSON, or not a JSON object",
+            "unknown_type" => "the type field is missing or names no message type",
+            _ => "",
+        }
+        .to_string(),
+    }
+}
+
+impl ReportSink {
+    /// Dead letters by reason, then a few of each with file:line.
+    fn dead_letter_section(&self, h: &mut String, dead_letters: &[DeadLetter]) {
+        h.push_str("\n<h2 id=\"dead-letters\">Dead letters</h2>\n");
+        if dead_letters.is_empty() {
+            note(h, "No message was rejected.");
+            return;
+        }
+        let mut reasons: BTreeMap<&str, Vec<&DeadLetter>> = BTreeMap::new();
+        for d in dead_letters {
+            reasons.entry(d.reason.as_str()).or_default().push(d);
+        }
+        let parts: Vec<String> = reasons.iter().map(|(r, all)| format!("{r} {}", all.len())).collect();
+        note(h, &format!("rejected by reason: {}", parts.join(", ")));
+        let rows = reasons.iter().map(|(reason, all)| {
+            vec![Cell::Command(reason.to_string()), Cell::Num(all.len() as i64), Cell::text(reason_meaning(reason))]
+        });
+        table(h, "dead-letter-reasons", &["reason", "messages", "meaning"], rows);
+        let mut samples: Vec<&DeadLetter> =
+            reasons.values().flat_map(|all| all.iter().take(SAMPLES_PER_REASON).copied()).collect();
+        samples.sort_by_key(|d| d.position);
+        samples.truncate(MAX_SAMPLES);
+        note(
+            h,
+            &format!("The first {SAMPLES_PER_REASON} of each reason, in input order; all are in dead_letter.jsonl."),
+        );
+        let rows = samples.iter().map(|d| {
+            let file = self.inputs.get(d.position.source as usize).map_or(PathBuf::new(), |i| i.path.clone());
+            let mut payload: String = d.payload.chars().take(PAYLOAD_CHARS).collect();
+            if d.payload.chars().nth(PAYLOAD_CHARS).is_some() {
+                payload.push_str(" ...");
+            }
+            vec![
+                Cell::Command(format!("{}:{}", file.display(), d.position.offset)),
+                Cell::Command(d.reason.clone()),
+                Cell::Code(payload),
+            ]
+        });
+        table(h, "dead-letters", &["file:line", "reason", "message"], rows);
+    }
+
+    /// The charts over time: messages per type, LOW and OUT keys, network ATP of the busiest SKUs.
+    fn charts_section(&self, h: &mut String, summary: &Summary) {
+        h.push_str("\n<h2 id=\"over-time\">Over time</h2>\n<h3>Applied messages per type</h3>\n");
+        let line = self.events.keys().next().map(|first| {
+            let last = *self.events.keys().next_back().unwrap_or(first);
+            Timeline::new(*first, summary.as_of.unwrap_or(last), self.ticks.tick_ms, MAX_BUCKETS)
+        });
+        let Some(line) = line else {
+            h.push_str(&no_data("events-per-type", "no message was applied"));
+            h.push_str(&no_data("low-stock", "no key was ever LOW or OUT"));
+            h.push_str(&no_data("atp-timeline", "no SKU had a message"));
+            h.push('\n');
+            return;
+        };
+        h.push_str(&stacked_chart(
+            "events-per-type",
+            "applied messages per type over time",
+            line,
+            &self.events,
+            &TYPES,
+        ));
+        h.push_str("\n<h3>Keys out of stock and low</h3>\n");
+        if self.low_timeline.is_empty() {
+            h.push_str(&no_data("low-stock", "no key was ever LOW or OUT"));
+        } else {
+            let (mut low, mut out) = (vec![(line.start, Some(0))], vec![(line.start, Some(0))]);
+            for (t, l, o) in &self.low_timeline {
+                low.push((*t, Some(*l)));
+                out.push((*t, Some(*o)));
+            }
+            let series = [("LOW keys".to_string(), LOW_COLOURS.0, low), ("OUT keys".to_string(), LOW_COLOURS.1, out)];
+            h.push_str(&step_chart("low-stock", "LOW and OUT keys over time", line.start, line.end, &series));
+        }
+        h.push_str("\n<h3>Network ATP of the most active SKUs</h3>\n");
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">network ATP (sum of atp over the sku's locations) of the {} SKUs with the most applied messages</p>",
+            self.top_skus.len()
+        );
+        let series: Vec<Series<'_>> = self
+            .top_skus
+            .iter()
+            .zip(SERIES)
+            .map(|((sku, n), colour)| {
+                (format!("{sku} ({n} msgs)"), colour, self.atp_timeline.get(sku).cloned().unwrap_or_default())
+            })
+            .collect();
+        h.push_str(&step_chart("atp-timeline", "network ATP of the most active SKUs", line.start, line.end, &series));
+        h.push('\n');
     }
 }
 
@@ -698,29 +741,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nice_max_rounds_up_to_1_2_5() {
-        assert_eq!(nice_max(0), 1);
-        assert_eq!(nice_max(1), 1);
-        assert_eq!(nice_max(3), 5);
-        assert_eq!(nice_max(7), 10);
-        assert_eq!(nice_max(11), 20);
-        assert_eq!(nice_max(480), 500);
-        assert_eq!(nice_max(i64::MAX), i64::MAX);
+    fn secrets_on_the_command_line_are_masked() {
+        let args = ["stockflow", "run", "-X", "sasl.password=hunter2", "--sasl-token", "abc", "--topics", "a b"];
+        let line = masked_command_line(args.iter().map(|a| a.to_string()));
+        assert_eq!(line, "stockflow run -X sasl.password=**** --sasl-token **** --topics 'a b'");
     }
 
     #[test]
-    fn per_pixel_keeps_the_envelope_and_the_last_value() {
-        // Ten points in one column, then one in the next.
-        let points: Vec<(Millis, Option<i64>)> =
-            (0..10).map(|t| (t, Some([5, 9, 1, 7, 3, 8, 2, 6, 4, 5][t as usize]))).chain([(100, None)]).collect();
-        let reduced = per_pixel(&points, |t| t as f64 / 50.0);
-        assert_eq!(reduced, vec![(0, Some(5)), (0, Some(1)), (0, Some(9)), (0, Some(5)), (100, None)]);
-        let sparse = vec![(0, Some(1)), (60, Some(2))];
-        assert_eq!(per_pixel(&sparse, |t| t as f64 / 50.0), sparse);
-    }
-
-    #[test]
-    fn text_is_escaped() {
-        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    fn reasons_read_plainly() {
+        assert_eq!(reason_meaning("invalid_field:qty"), "the field qty has the wrong JSON type or is out of range");
+        assert_eq!(reason_meaning("missing_field:sku"), "the required field sku is absent or null");
+        assert_eq!(reason_meaning("invalid_json"), "not UTF-8, not JSON, or not a JSON object");
     }
 }
