@@ -432,8 +432,10 @@ fn a_kill_between_one_workers_commit_and_anothers_loses_and_repeats_nothing() {
         assert!(!killed.success(), "{}", killed.describe());
         assert!(killed.stderr_str().contains("ends the process after commit"), "{}", killed.describe());
         let dead_run = progress(&brokers);
-        let through = last_tick(&brokers);
-        assert!(through < expected_ticks().last().copied(), "{point:?}: the killed run wrote everything: {dead_run:?}");
+        // Some worker had not written the last tick (the others may have: their commits race).
+        let last = expected_ticks().last().copied();
+        let unfinished = newest(&dead_run).iter().any(|p| p["tick"].as_u64() < last);
+        assert!(unfinished, "{point:?}: the killed run wrote everything: {dead_run:?}");
         let topics: Vec<String> = STREAMS.iter().map(|t| format!("out.{t}")).collect();
         let at_kill = high_watermarks(&brokers, &topics);
         rewind(&brokers, "g", "in", 3);

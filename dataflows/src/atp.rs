@@ -309,41 +309,7 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
                     while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
                         outbound.update(o, d);
                     }
-                    let entry = inputs.entry(key);
-                    let old_inputs = match &entry {
-                        std::collections::hash_map::Entry::Occupied(e) => Some(e.get()),
-                        std::collections::hash_map::Entry::Vacant(_) => None,
-                    };
-                    let old = old_inputs.and_then(RowInputs::row);
-                    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
-                    let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
-                    outbound.apply(&mut current_outbound);
-                    new_inputs.outbound = current_outbound.unwrap_or(0);
-                    if base.inserted.is_some() || base.retracted {
-                        let mut current_base = None;
-                        base.apply(&mut current_base);
-                        let b = current_base.unwrap_or_default();
-                        new_inputs.on_hand = b.on_hand;
-                        new_inputs.reserved = b.reserved;
-                        new_inputs.on_order = b.on_order;
-                        new_inputs.policy = b.policy;
-                    }
-                    let new = new_inputs.row();
-                    if old != new {
-                        batch.change(time, entry.key(), old.as_ref(), new.as_ref());
-                    }
-                    match (entry, new.is_some()) {
-                        (std::collections::hash_map::Entry::Occupied(e), false) => {
-                            e.remove();
-                        }
-                        (std::collections::hash_map::Entry::Occupied(mut e), true) => {
-                            e.insert(new_inputs);
-                        }
-                        (std::collections::hash_map::Entry::Vacant(e), true) => {
-                            e.insert(new_inputs);
-                        }
-                        (std::collections::hash_map::Entry::Vacant(_), false) => {}
-                    }
+                    update_row(&mut inputs, key, (base, outbound), time, &mut batch);
                 }
             }
             bases.settle();
@@ -358,6 +324,53 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
         }
     });
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
+}
+
+/// One key's row inputs at `time`: applies its base and outbound updates, records the row's
+/// change (if any) in `batch`, and keeps the inputs while the key has a row.
+fn update_row(
+    inputs: &mut FastMap<Key, RowInputs>,
+    key: Key,
+    (base, outbound): (Replace<RowBase>, Replace<i64>),
+    time: Millis,
+    batch: &mut RowBatch,
+) {
+    use std::collections::hash_map::Entry;
+    let entry = inputs.entry(key);
+    let old_inputs = match &entry {
+        Entry::Occupied(e) => Some(e.get()),
+        Entry::Vacant(_) => None,
+    };
+    let old = old_inputs.and_then(RowInputs::row);
+    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
+    let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
+    outbound.apply(&mut current_outbound);
+    new_inputs.outbound = current_outbound.unwrap_or(0);
+    if base.inserted.is_some() || base.retracted {
+        let mut current_base = None;
+        base.apply(&mut current_base);
+        let b = current_base.unwrap_or_default();
+        new_inputs.on_hand = b.on_hand;
+        new_inputs.reserved = b.reserved;
+        new_inputs.on_order = b.on_order;
+        new_inputs.policy = b.policy;
+    }
+    let new = new_inputs.row();
+    if old != new {
+        batch.change(time, entry.key(), old.as_ref(), new.as_ref());
+    }
+    match (entry, new.is_some()) {
+        (Entry::Occupied(e), false) => {
+            e.remove();
+        }
+        (Entry::Occupied(mut e), true) => {
+            e.insert(new_inputs);
+        }
+        (Entry::Vacant(e), true) => {
+            e.insert(new_inputs);
+        }
+        (Entry::Vacant(_), false) => {}
+    }
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),
