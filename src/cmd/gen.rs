@@ -1211,16 +1211,15 @@ impl Gen {
         let p = self.part(s, l);
         let buf = &mut self.out.bufs[p];
         let (sku, loc) = (self.names.sku(s), &self.names.locs[l as usize][..]);
-        let sale = |buf: &mut Vec<u8>, ty: &[u8]| {
+        // Most bad lines are a typed line about the key followed by a faulty rest.
+        if let Some((ty, rest)) = KEYED_BAD_LINES.get(kind as usize).copied().flatten() {
             begin(buf, ty, t);
             key(buf, sku, loc);
-        };
+            buf.extend_from_slice(rest);
+            return self.out.after_line(p);
+        }
         match kind {
-            // invalid_json: cut off mid-line, not JSON at all, a duplicate member, a NaN.
-            0 => {
-                sale(buf, b"sale");
-                buf.extend_from_slice(b",\"qty\":\n");
-            }
+            // invalid_json: not JSON at all.
             1 => {
                 buf.extend_from_slice(b"sale;");
                 buf.extend_from_slice(sku);
@@ -1228,65 +1227,52 @@ impl Gen {
                 buf.extend_from_slice(loc);
                 buf.extend_from_slice(b";2\n");
             }
-            2 => {
-                sale(buf, b"sale");
-                buf.extend_from_slice(b",\"qty\":1,\"qty\":2}\n");
-            }
-            3 => {
-                sale(buf, b"sale");
-                buf.extend_from_slice(b",\"qty\":NaN}\n");
-            }
-            // unknown_type: an unknown name, no type at all.
-            4 => {
-                sale(buf, b"transfer");
-                buf.extend_from_slice(b",\"qty\":2}\n");
-            }
+            // unknown_type: no type at all.
             5 => {
                 buf.extend_from_slice(b"{\"ts\":");
                 push_u64(buf, t);
                 key(buf, sku, loc);
                 buf.extend_from_slice(b",\"qty\":1}\n");
             }
-            // invalid_field / missing_field.
-            6 => {
-                sale(buf, b"sale");
-                buf.extend_from_slice(b",\"qty\":\"2\"}\n");
-            }
-            7 => {
-                sale(buf, b"sale");
-                buf.extend_from_slice(b",\"qty\":0}\n");
-            }
-            8 => {
-                sale(buf, b"return");
-                buf.extend_from_slice(b",\"qty\":1.5}\n");
-            }
+            // missing_field: no sku.
             9 => {
                 begin(buf, b"sale", t);
                 buf.extend_from_slice(b",\"loc\":\"");
                 buf.extend_from_slice(loc);
                 buf.extend_from_slice(b"\",\"qty\":1}\n");
             }
-            10 => {
+            // invalid_field: a ts that is no number.
+            _ => {
                 buf.extend_from_slice(b"{\"type\":\"sale\",\"ts\":\"yesterday\"");
                 key(buf, sku, loc);
                 buf.extend_from_slice(b",\"qty\":1}\n");
-            }
-            11 => {
-                sale(buf, b"adjust");
-                buf.extend_from_slice(b",\"delta\":0,\"reason\":\"typo\"}\n");
-            }
-            12 => {
-                sale(buf, b"policy");
-                buf.extend_from_slice(b",\"reorder_point\":10,\"order_up_to\":5}\n");
-            }
-            _ => {
-                sale(buf, b"reserve");
-                buf.extend_from_slice(b",\"res_id\":\"\",\"qty\":1}\n");
             }
         }
         self.out.after_line(p)
     }
 }
+
+/// `gen`'s bad lines of kind `i` (of 14) that are a typed line about the key followed by a
+/// faulty rest: (type, rest); `None` for the kinds `bad_line` writes itself.
+const KEYED_BAD_LINES: [Option<(&[u8], &[u8])>; 14] = [
+    // invalid_json: cut off mid-line, (1: not JSON), a duplicate member, a NaN.
+    Some((b"sale", b",\"qty\":\n")),
+    None,
+    Some((b"sale", b",\"qty\":1,\"qty\":2}\n")),
+    Some((b"sale", b",\"qty\":NaN}\n")),
+    // unknown_type: an unknown name, (5: no type at all).
+    Some((b"transfer", b",\"qty\":2}\n")),
+    None,
+    // invalid_field / missing_field.
+    Some((b"sale", b",\"qty\":\"2\"}\n")),
+    Some((b"sale", b",\"qty\":0}\n")),
+    Some((b"return", b",\"qty\":1.5}\n")),
+    None,
+    None,
+    Some((b"adjust", b",\"delta\":0,\"reason\":\"typo\"}\n")),
+    Some((b"policy", b",\"reorder_point\":10,\"order_up_to\":5}\n")),
+    Some((b"reserve", b",\"res_id\":\"\",\"qty\":1}\n")),
+];
 
 #[inline]
 fn push_field_u64(buf: &mut Vec<u8>, name: &[u8], v: u64) {
