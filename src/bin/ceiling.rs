@@ -21,6 +21,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Lines sent per epoch, like stockflow's batches.
 const BATCH: usize = 4096;
 
+type Key = (dataflows::model::Name, dataflows::model::Name);
+type KeyInput = differential_dataflow::input::InputSession<u64, Key, isize>;
+type KeyProbe = timely::dataflow::ProbeHandle<u64>;
+type Worker = timely::worker::Worker;
+
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
@@ -47,61 +52,15 @@ fn main() {
     let guards = timely::execute_from_args(args.into_iter(), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, keys) = scope.new_collection::<(dataflows::model::Name, dataflows::model::Name), isize>();
+            let (input, keys) = scope.new_collection::<Key, isize>();
             let probe = keys.count_total().inner.probe().0;
             (input, probe)
         });
-        let mut read = 0u64;
-        let mut epoch = 0u64;
         let mine: Vec<_> = files.iter().skip(index).step_by(peers).collect();
-        if let Some(tick) = tick_ms {
-            // Merge this worker's files by ts (each file is in ts order), one timestamp per tick.
-            let mut lines: Vec<_> = mine
-                .iter()
-                .map(|path| {
-                    let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-                    reader
-                        .split(b'\n')
-                        .filter_map(|line| dataflows::decode::decode(&line.unwrap()).ok())
-                        .map(|m| (m.ts, (m.sku, m.loc)))
-                        .peekable()
-                })
-                .collect();
-            let mut previous = 0u64;
-            loop {
-                let earliest = lines.iter_mut().enumerate().filter_map(|(i, l)| l.peek().map(|(ts, _)| (*ts, i))).min();
-                let Some((_, i)) = earliest else { break };
-                let (ts, key) = lines[i].next().expect("peeked");
-                let time = ts.div_ceil(tick) * tick;
-                if time > *input.time() {
-                    input.advance_to(time);
-                }
-                input.insert(key);
-                read += 1;
-                if read % BATCH as u64 == 0 {
-                    input.flush();
-                    worker.step_while(|| probe.less_than(&previous));
-                    previous = *input.time();
-                }
-            }
-        } else {
-            for path in mine {
-                let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-                for line in reader.split(b'\n') {
-                    let line = line.unwrap();
-                    if let Ok(m) = dataflows::decode::decode(&line) {
-                        input.insert((m.sku, m.loc));
-                    }
-                    read += 1;
-                    if read % BATCH as u64 == 0 {
-                        epoch += 1;
-                        input.advance_to(epoch);
-                        input.flush();
-                        worker.step_while(|| probe.less_than(&(epoch - 1)));
-                    }
-                }
-            }
-        }
+        let read = match tick_ms {
+            Some(tick) => read_in_tick_order(worker, &mine, tick, &mut input, &probe),
+            None => read_in_batches(worker, &mine, &mut input, &probe),
+        };
         input.close();
         while !probe.done() {
             worker.step();
@@ -112,4 +71,61 @@ fn main() {
     let read: u64 = guards.join().into_iter().map(|r| r.expect("worker finished")).sum();
     let secs = started.elapsed().as_secs_f64();
     eprintln!("ceiling: {read} lines in {secs:.2} s ({:.0} lines/s)", read as f64 / secs);
+}
+
+fn reader(path: &std::path::Path) -> std::io::BufReader<std::fs::File> {
+    std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap())
+}
+
+/// Merges this worker's files by ts (each file is in ts order), one timestamp per tick.
+fn read_in_tick_order(worker: &mut Worker, files: &[&std::path::PathBuf], tick: u64, input: &mut KeyInput, probe: &KeyProbe) -> u64 {
+    let mut lines: Vec<_> = files
+        .iter()
+        .map(|path| {
+            reader(path)
+                .split(b'\n')
+                .filter_map(|line| dataflows::decode::decode(&line.unwrap()).ok())
+                .map(|m| (m.ts, (m.sku, m.loc)))
+                .peekable()
+        })
+        .collect();
+    let (mut read, mut previous) = (0u64, 0u64);
+    loop {
+        let earliest = lines.iter_mut().enumerate().filter_map(|(i, l)| l.peek().map(|(ts, _)| (*ts, i))).min();
+        let Some((_, i)) = earliest else { break };
+        let (ts, key) = lines[i].next().expect("peeked");
+        let time = ts.div_ceil(tick) * tick;
+        if time > *input.time() {
+            input.advance_to(time);
+        }
+        input.insert(key);
+        read += 1;
+        if read % BATCH as u64 == 0 {
+            input.flush();
+            worker.step_while(|| probe.less_than(&previous));
+            previous = *input.time();
+        }
+    }
+    read
+}
+
+/// Reads this worker's files in order, one timestamp per `BATCH` lines.
+fn read_in_batches(worker: &mut Worker, files: &[&std::path::PathBuf], input: &mut KeyInput, probe: &KeyProbe) -> u64 {
+    let (mut read, mut epoch) = (0u64, 0u64);
+    for path in files {
+        for line in reader(path).split(b'\n') {
+            let line = line.unwrap();
+            if let Ok(m) = dataflows::decode::decode(&line) {
+                input.insert((m.sku, m.loc));
+            }
+            read += 1;
+            if read % BATCH as u64 == 0 {
+                epoch += 1;
+                input.advance_to(epoch);
+                input.flush();
+                worker.step_while(|| probe.less_than(&(epoch - 1)));
+            }
+        }
+    }
+    read
 }
