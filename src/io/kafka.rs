@@ -173,7 +173,9 @@ pub struct TopicSpec<'a> {
 
 /// Creates the topics that do not exist yet. Failures are logged, not fatal: a broker may
 /// forbid topic creation and have them made by an operator, or create them on first use; the
-/// produce or metadata calls that follow report what is really missing.
+/// produce or metadata calls that follow report what is really missing. Topics the cluster
+/// metadata already lists are not asked for: a restart needs no admin request, and a broker
+/// without CreateTopics (librdkafka's mock cluster) is not waited on for 10 s.
 pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
     let admin: AdminClient<DefaultClientContext> = match config.create() {
         Ok(admin) => admin,
@@ -182,8 +184,21 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
             return;
         }
     };
+    let timeout = Some(Duration::from_secs(10));
+    // All topics, not each by name: a request naming a topic may create it with the broker's
+    // defaults (auto.create.topics.enable), without the settings asked for here.
+    let existing: Vec<String> = match admin.inner().fetch_metadata(None, timeout) {
+        Ok(metadata) => metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name().to_string())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let new: Vec<NewTopic<'_>> = topics
         .iter()
+        .filter(|t| !existing.iter().any(|e| e == t.name))
         .map(|t| {
             let topic = NewTopic::new(t.name, t.partitions.max(1), TopicReplication::Fixed(1));
             if t.compacted {
@@ -193,7 +208,9 @@ pub fn create_topics(config: &ClientConfig, topics: &[TopicSpec<'_>]) {
             }
         })
         .collect();
-    let timeout = Some(Duration::from_secs(10));
+    if new.is_empty() {
+        return;
+    }
     let opts = AdminOptions::new().operation_timeout(timeout).request_timeout(timeout);
     match block_on(admin.create_topics(&new, &opts)) {
         Err(e) => tracing::warn!("could not create topics ({e}); using them as they are"),
