@@ -61,22 +61,6 @@ fn read_all(brokers: &str, topic: &str) -> Vec<(i32, i64, String, Option<String>
     out
 }
 
-fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..partitions)
-        .map(|p| match c.find_partition(topic, p).unwrap().offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A fixture directory `in/` inside `dir` holding `files` (name, text).
 fn write_fixture(dir: &Path, files: &[(&str, &str)]) -> std::path::PathBuf {
     let input = dir.join("in");
@@ -153,7 +137,7 @@ fn batch_over_the_basic_case_matches_the_golden_snapshot() {
         }
         // Offsets committed to the end of every partition.
         let ends: Vec<Option<i64>> = read_ends(&brokers, "basic", 3).into_iter().map(Some).collect();
-        assert_eq!(committed(&brokers, &format!("g{workers}"), "basic", 3), ends);
+        assert_eq!(common::committed(&brokers, &format!("g{workers}"), "basic", 3), ends);
     }
 }
 
@@ -200,7 +184,7 @@ fn tombstones_dead_letters_and_assignment_across_workers() {
         dead[0].3.as_deref(),
         Some("{\"source\":\"t\",\"partition\":1,\"offset\":1,\"reason\":\"invalid_json\",\"payload\":\"not json\"}")
     );
-    assert_eq!(committed(&brokers, "g", "t", 4), vec![Some(1), Some(2), Some(1), Some(1)]);
+    assert_eq!(common::committed(&brokers, "g", "t", 4), vec![Some(1), Some(2), Some(1), Some(1)]);
 }
 
 #[test]
@@ -232,31 +216,12 @@ fn offsets_are_not_committed_when_outputs_are_not_acknowledged() {
         "message.timeout.ms=3000",
     ]);
     assert!(!out.success(), "the run must fail when outputs are not delivered");
-    assert_eq!(committed(&brokers, "g", "t", 1), vec![None]);
+    assert_eq!(common::committed(&brokers, "g", "t", 1), vec![None]);
     // Once the outputs can be delivered, the same group reads from the start and commits.
     cluster.topic_error("stockflow.atp", rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).unwrap();
     let out = stockflow(&["batch", "--brokers", &brokers, "--topics", "t", "--until", "5000", "--group", "g"]);
     assert!(out.success());
-    assert_eq!(committed(&brokers, "g", "t", 1), vec![Some(1)]);
-}
-
-/// Polls `cond` every 100 ms for at most `secs` seconds.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-fn produce_one(brokers: &str, topic: &str, partition: i32, value: &str) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    producer.send(BaseRecord::<(), str>::to(topic).partition(partition).payload(value)).unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(common::committed(&brokers, "g", "t", 1), vec![Some(1)]);
 }
 
 /// A topic that does not exist when `run` starts is waited for and read once it appears, each
@@ -297,15 +262,15 @@ fn run_reads_a_topic_created_while_it_runs() {
     ]);
     std::thread::sleep(Duration::from_millis(1500));
     cluster.create_topic("late", 2, 1).unwrap();
-    produce_one(&brokers, "late", 0, &event("A", base));
-    produce_one(&brokers, "late", 1, &event("B", base + 3000));
-    produce_one(&brokers, "late", 0, &event("A", base + 9000));
-    produce_one(&brokers, "late", 1, &event("B", base + 9000));
+    common::produce_one(&brokers, "late", 0, &event("A", base));
+    common::produce_one(&brokers, "late", 1, &event("B", base + 3000));
+    common::produce_one(&brokers, "late", 0, &event("A", base + 9000));
+    common::produce_one(&brokers, "late", 1, &event("B", base + 9000));
     let atp = out.join("atp.jsonl");
     let rows = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
     // The files are flushed after every tick, so they can be followed while `run` runs.
     assert!(
-        eventually(40, || rows(&atp).contains("\"sku\":\"A\"") && rows(&atp).contains("\"sku\":\"B\"")),
+        common::eventually(40, || rows(&atp).contains("\"sku\":\"A\"") && rows(&atp).contains("\"sku\":\"B\"")),
         "not written while running: {}",
         rows(&atp)
     );
@@ -327,7 +292,7 @@ fn run_reads_a_topic_created_while_it_runs() {
         );
     }
     // Everything read is committed.
-    assert_eq!(committed(&brokers, "g", "late", 2), vec![Some(2), Some(2)]);
+    assert_eq!(common::committed(&brokers, "g", "late", 2), vec![Some(2), Some(2)]);
 }
 
 extern "C" {
@@ -382,13 +347,11 @@ fn run_writes_hold_expiries_after_the_input_goes_quiet() {
     let out = dir.path().join("out");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let expires = now + 4_000;
-    produce_one(&brokers, "holds", 0, &format!(r#"{{"type":"receipt","ts":{now},"sku":"A","loc":"S1","qty":10}}"#));
-    produce_one(
-        &brokers,
-        "holds",
-        0,
-        &format!(r#"{{"type":"reserve","ts":{now},"sku":"A","loc":"S1","res_id":"r1","qty":4,"expires_at":{expires}}}"#),
-    );
+    let receipt = format!(r#"{{"type":"receipt","ts":{now},"sku":"A","loc":"S1","qty":10}}"#);
+    let reserve =
+        format!(r#"{{"type":"reserve","ts":{now},"sku":"A","loc":"S1","res_id":"r1","qty":4,"expires_at":{expires}}}"#);
+    common::produce_one(&brokers, "holds", 0, &receipt);
+    common::produce_one(&brokers, "holds", 0, &reserve);
     let (tick_ms, idle_ms) = (500, 1_000);
     let running = common::spawn([
         "run",
@@ -414,7 +377,8 @@ fn run_writes_hold_expiries_after_the_input_goes_quiet() {
     let rows = || std::fs::read_to_string(&atp).unwrap_or_default();
     let expiry_tick = expires.div_ceil(tick_ms) * tick_ms;
     let released = format!(r#""ts":{expiry_tick},"sku":"A","loc":"S1","on_hand":10,"reserved":0,"#);
-    assert!(eventually(60, || rows().contains(&released)), "the expiry at {expiry_tick} was not written: {}", rows());
+    let written = common::eventually(60, || rows().contains(&released));
+    assert!(written, "the expiry at {expiry_tick} was not written: {}", rows());
     let late_by = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
         - expiry_tick;
     // A tick plus --idle-ms, with room for a busy machine (the bound is the point: before, the

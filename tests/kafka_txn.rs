@@ -4,8 +4,8 @@
 //! a transactional `batch` writes the golden streams (each key's records in order); a restart
 //! in the same group that re-reads everything writes nothing again; a run cut short and
 //! restarted on fewer or more workers writes every record once; a kill between one worker's
-//! commit and another's loses and repeats nothing; a second instance fences the first; a broker
-//! whose EndTxn fails gets at-least-once output and one log line.
+//! commit and another's loses and repeats nothing; an instance fenced by a second one stops and
+//! commits nothing more; a broker whose EndTxn fails gets at-least-once output and one log line.
 //!
 //! The mock cluster keeps records of aborted transactions visible (it writes no transaction
 //! markers), so these tests prove the protocol flow and the skipping, not read_committed
@@ -207,8 +207,12 @@ fn as_of() -> String {
 }
 
 fn high_watermarks(brokers: &str, topics: &[String]) -> Vec<i64> {
+    topics.iter().map(|t| high_watermarks_of(brokers, t, 0)).collect()
+}
+
+fn high_watermarks_of(brokers: &str, topic: &str, partition: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    topics.iter().map(|t| consumer.fetch_watermarks(t, 0, Duration::from_secs(10)).unwrap().1).collect()
+    consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1
 }
 
 /// Sets `group`'s committed offsets of every partition of `topic` back to 0, as if the job had
@@ -457,6 +461,107 @@ fn a_kill_between_one_workers_commit_and_anothers_loses_and_repeats_nothing() {
     }
 }
 
+/// Every record of the progress topic as a read_committed reader sees it, parsed, in offset
+/// order.
+fn progress_log(brokers: &str) -> Vec<Value> {
+    read_committed(brokers, "out.progress")
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v.unwrap()).unwrap())
+        .collect()
+}
+
+/// Two instances with one `--prefix` and `--group`: the second's `init_transactions` on the
+/// per-worker ids `stockflow/out/g/<w>` fences the first's producers, so the first must stop at
+/// its next transaction, non-zero and saying so, having committed nothing after the second
+/// started (no output record, no progress record, no consumer offset).
+///
+/// librdkafka's mock cluster cannot fence: its InitProducerId gives every caller a new producer
+/// id and never bumps the epoch of the one the transactional id had (librdkafka 2.12,
+/// `rdkafka_mock_handlers.c`, `rd_kafka_mock_pid_new`), so there a zombie's transactions
+/// commit. Once the second instance is done, the mock answers the first's next
+/// AddPartitionsToTxn as a broker answers a fenced producer (PRODUCER_FENCED); what the test
+/// checks is what the first instance does with that answer.
+#[test]
+fn a_second_instance_fences_the_first() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    let options = common::case_options(CASE);
+    let mut args = vec!["run", "--brokers", &brokers, "--topics", "in", "--group", "g", "--prefix", "out", "-w", "2"];
+    // Idle partitions follow the wall clock after 1 s, so a message stamped now closes its tick
+    // about a second later.
+    args.extend(["--idle-ms", "1000"]);
+    args.extend(options.iter().map(String::as_str));
+    let first = common::spawn(&args);
+    // Caught up: the workers' transactions committed every partition's end.
+    let ends: BTreeMap<String, i64> =
+        (0..3).map(|p| (format!("in/{p}"), high_watermarks_of(&brokers, "in", p))).collect();
+    let caught_up = || {
+        let p = progress(&brokers);
+        let offsets = p.values().flat_map(|r| r["offsets"].as_object().cloned().unwrap_or_default());
+        p.len() == 2 && offsets.map(|(k, v)| (k, v.as_i64().unwrap())).collect::<BTreeMap<_, _>>() == ends
+    };
+    assert!(common::eventually(90, caught_up), "the first instance did not write the case: {:?}", progress(&brokers));
+    // And idle: the ticks its partitions' wall-clock frontier closes next hold no records.
+    let quiet = || {
+        let before = high_watermarks_of(&brokers, "out.progress", 0);
+        std::thread::sleep(Duration::from_secs(2));
+        high_watermarks_of(&brokers, "out.progress", 0) == before
+    };
+    assert!(common::eventually(30, quiet), "the first instance keeps committing");
+    let outputs: Vec<String> = STREAMS.iter().chain(&["dead_letter"]).map(|t| format!("out.{t}")).collect();
+    let written = high_watermarks(&brokers, &outputs);
+
+    let second = batch(&brokers, "in", "g", &as_of(), &["-w", "2"]);
+    assert!(second.success(), "{}", second.describe());
+    assert!(!second.stderr_str().contains("does not support transactions"), "{}", second.stderr_str());
+    let log = progress_log(&brokers);
+    let second_started = log.iter().position(|r| r["generation"] == 2).expect("the second instance's progress records");
+    let offsets = common::committed(&brokers, "g", "in", 3);
+
+    // The broker's answer to a fenced producer, for whichever of the first's workers writes next.
+    let fenced = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 2];
+    cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &fenced);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let sale = format!(r#"{{"type":"sale","ts":{},"sku":"SKU00000","loc":"DC00","qty":1}}"#, now + 1000);
+    common::produce_one(&brokers, "in", 0, &sale);
+    let first = common::wait_all(vec![first], Duration::from_secs(60), Duration::ZERO).pop().unwrap();
+    assert!(!first.timed_out && !first.success(), "the first instance must fail: {}", first.describe());
+    let stderr = first.stderr_str();
+    let line = stderr.lines().find(|l| l.contains("fenced")).unwrap_or_else(|| panic!("no line says fenced: {stderr}"));
+    assert!(line.contains("transactional id stockflow/out/g/"), "{line}");
+
+    // Nothing of the first instance's is committed after the second started.
+    assert_eq!(high_watermarks(&brokers, &outputs), written, "the fenced instance wrote records");
+    let log = progress_log(&brokers);
+    let late: Vec<&Value> = log[second_started..].iter().filter(|r| r["generation"] != 2).collect();
+    assert!(late.is_empty(), "progress records of the fenced instance: {late:?}");
+    assert_eq!(common::committed(&brokers, "g", "in", 3), offsets, "the fenced instance committed offsets");
+    assert_eq!(offsets[0], Some(ends["in/0"]), "the group's offset must stop before the new sale");
+    assert_eq!(high_watermarks_of(&brokers, "in", 0), ends["in/0"] + 1);
+}
+
+/// A producer fenced during its start-up transaction (a newer instance initialised the same id
+/// just after it) stops the job: taking the failure for a broker without transactions and
+/// going on at-least-once would write beside the newer instance.
+#[test]
+fn a_producer_fenced_at_start_up_stops_instead_of_going_on_without_transactions() {
+    let cluster = mock();
+    let brokers = cluster.bootstrap_servers();
+    produce_case(&cluster, "in", true);
+    cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
+    let out = batch(&brokers, "in", "g", &as_of(), &["-w", "1"]);
+    assert!(!out.timed_out && !out.success(), "{}", out.describe());
+    let stderr = out.stderr_str();
+    assert!(!stderr.contains("does not support transactions"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("fenced") && l.contains("transactional id stockflow/out/g/0")),
+        "{stderr}"
+    );
+    let outputs: Vec<String> = STREAMS.iter().chain(&["dead_letter", "progress"]).map(|t| format!("out.{t}")).collect();
+    assert_eq!(high_watermarks(&brokers, &outputs), vec![0; outputs.len()], "a fenced job wrote records");
+}
+
 #[test]
 fn a_broker_whose_end_txn_fails_gets_at_least_once_output_and_one_line() {
     let cluster = mock();
@@ -565,4 +670,3 @@ fn measure_batch_with_and_without_transactions() {
         eprintln!("{mode}: median {median:.3} s, min {min:.3} s, max {max:.3} s over {runs} runs");
     }
 }
-

@@ -703,3 +703,42 @@ pub const OUTPUT_FILES: &[&str] = &[
     "snapshot/network_atp.jsonl",
     "summary.json",
 ];
+
+/// Polls `cond` every 100 ms for at most `secs` seconds; whether it held.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Produces one message, `value` without a key, to `topic[partition]` and waits for it.
+pub fn produce_one(brokers: &str, topic: &str, partition: i32, value: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    producer.send(BaseRecord::<(), str>::to(topic).partition(partition).payload(value)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// `group`'s committed offsets of every partition of `topic` (`None`: none committed).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    (0..partitions)
+        .map(|p| match c.find_partition(topic, p).unwrap().offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect()
+}

@@ -15,6 +15,7 @@ use dataflows::shard;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
@@ -178,6 +179,8 @@ pub struct KafkaSink {
     setup: Option<Setup>,
     /// Exactly-once in effect (the broker took the probe transaction).
     txn: Option<Transactions>,
+    /// This worker's transactional id, while its producer is transactional.
+    transactional_id: Option<String>,
     /// What earlier runs wrote; records and dead letters it covers are not produced again.
     written: Written,
     skipped: Skipped,
@@ -266,8 +269,10 @@ impl KafkaSink {
             return Ok(KafkaSink::with(at_least_once_producer(config)?, topics, sources, (worker, workers)));
         };
         let base_id = config.get("transactional.id").map_or_else(|| format!("stockflow/{prefix}/{group}"), String::from);
-        let producer = transactional_producer(config, &transactional_id(&base_id, worker))?;
+        let id = transactional_id(&base_id, worker);
+        let producer = transactional_producer(config, &id)?;
         let mut sink = KafkaSink::with(producer, topics, sources, (worker, workers));
+        sink.transactional_id = Some(id);
         let mut reader_config = consumer;
         reader_config
             .set("isolation.level", "read_committed")
@@ -362,8 +367,14 @@ impl KafkaSink {
                     committed: 0,
                 })
             }
+            Err(why) if fenced(&self.producer) => {
+                // A newer instance started meanwhile: going on without transactions would
+                // write beside it.
+                return Err(io_error(why));
+            }
             Err(why) => {
                 self.producer = at_least_once_producer(&setup.config)?;
+                self.transactional_id = None;
                 if self.worker == 0 {
                     let brokers = setup.config.get("bootstrap.servers").unwrap_or_default();
                     tracing::warn!(
@@ -386,6 +397,7 @@ impl KafkaSink {
             value: Vec::new(),
             setup: None,
             txn: None,
+            transactional_id: None,
             written: Written::default(),
             skipped: Skipped::default(),
             worker,
@@ -540,6 +552,27 @@ impl KafkaSink {
 
     fn stopping(&self) -> bool {
         self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// `result`, its error replaced by the producer's fatal error when it has one: the
+    /// symptom (purged records, a failed commit) says less than the cause. A producer whose
+    /// transactional id a newer instance initialised (the same `--prefix` and `--group`) is
+    /// fenced: the broker refuses its transactions, so this instance must stop.
+    fn explain<T>(&self, result: Result<T, SinkError>) -> Result<T, SinkError> {
+        let Err(symptom) = result else { return result };
+        let Some((_, reason)) = self.producer.client().fatal_error() else { return Err(symptom) };
+        let worker = self.worker;
+        Err(match self.transactional_id.as_ref().filter(|_| fenced(&self.producer)) {
+            Some(id) => io_error(format!(
+                "worker {worker}: fenced: another instance took over transactional id {id} (a stockflow with the same \
+                 --prefix and --group started); this one stops and commits nothing more ({reason}). After a restart \
+                 that is the old instance's end; otherwise run one job per --prefix and --group"
+            )),
+            None => io_error(format!(
+                "worker {worker}: the Kafka producer failed for good ({reason}); the ticks not yet written are not \
+                 committed, and a restart produces them again"
+            )),
+        })
     }
 
     /// Makes everything produced so far durable: at-least-once, waits for every
@@ -772,6 +805,13 @@ fn crash_point(worker: usize, committed: u64) {
     }
 }
 
+/// Whether `producer` is fenced: a newer producer initialised its transactional id, and the
+/// broker refuses its transactions for good (librdkafka reports it as a fatal error).
+fn fenced(producer: &BaseProducer<Acks>) -> bool {
+    let fatal = producer.client().fatal_error().map(|(code, _)| code);
+    matches!(fatal, Some(Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch))
+}
+
 /// A producer with transactional id `id` (not initialised).
 fn transactional_producer(config: &ClientConfig, id: &str) -> Result<BaseProducer<Acks>, SinkError> {
     let mut config = config.clone();
@@ -812,18 +852,9 @@ impl KafkaSink {
         }
         self.send(tick, topic, key, value.as_deref())
     }
-}
 
-impl Sink for KafkaSink {
-    /// Exactly-once start-up runs in three stages with a barrier between them: 0, worker 0
-    /// fences the transactional ids of workers an earlier generation had beyond this one's;
-    /// 1, every worker reads what earlier runs wrote (all of them fenced by now); 2, every
-    /// worker commits its first progress record, which makes this generation known.
-    fn start(&mut self, stage: usize) -> Result<(), SinkError> {
-        self.start_transactions(stage)
-    }
-
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
+    /// Produces the records of tick `time` (those an earlier run did not write).
+    fn produce_tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
         if self.written.max_tick().is_some_and(|t| time <= t) {
             self.skipped.ticks += 1;
         } else {
@@ -855,28 +886,45 @@ impl Sink for KafkaSink {
         }
         self.check()
     }
+}
+
+impl Sink for KafkaSink {
+    /// Exactly-once start-up runs in three stages with a barrier between them: 0, worker 0
+    /// fences the transactional ids of workers an earlier generation had beyond this one's;
+    /// 1, every worker reads what earlier runs wrote (all of them fenced by now); 2, every
+    /// worker commits its first progress record, which makes this generation known.
+    fn start(&mut self, stage: usize) -> Result<(), SinkError> {
+        let result = self.start_transactions(stage);
+        self.explain(result)
+    }
+
+    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
+        let result = self.produce_tick(time, batch);
+        self.explain(result)
+    }
 
     /// `run` produces dead letters as they arrive; other runs at the end, all at once.
     fn dead_letters(&mut self, dead: &[DeadLetter]) -> Result<(), SinkError> {
-        if self.live_dead_letters {
-            self.produce_dead_letters(dead)?;
+        if !self.live_dead_letters {
+            return Ok(());
         }
-        Ok(())
+        let result = self.produce_dead_letters(dead);
+        self.explain(result)
     }
 
     fn commit(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
-        self.commit_batch(offsets)
+        let result = self.commit_batch(offsets);
+        self.explain(result)
     }
 
     fn unacknowledged(&self) -> Result<Option<Millis>, SinkError> {
-        self.first_unacknowledged()
+        self.explain(self.first_unacknowledged())
     }
 
     /// Everything must be acknowledged (or committed) before the final offsets are.
     fn finish(&mut self, dead: &[DeadLetter], _: &Snapshot, _: &Summary) -> Result<(), SinkError> {
-        if !self.live_dead_letters {
-            self.produce_dead_letters(dead)?;
-        }
-        self.flush()
+        let result = if self.live_dead_letters { Ok(()) } else { self.produce_dead_letters(dead) };
+        let result = result.and_then(|()| self.flush());
+        self.explain(result)
     }
 }
