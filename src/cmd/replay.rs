@@ -54,12 +54,11 @@ pub fn run(config: ReplayConfig, report: Option<PathBuf>, metrics: &metrics::Met
             return Ok(sinks);
         }
         let names: Vec<String> = sink_config.inputs.iter().map(|i| i.name.clone()).collect();
-        match &sink_config.output {
-            Output::Dir(dir) => sinks.lines.push(Box::new(DirSink::create(dir, names)?)),
-            Output::Stdout => sinks.lines.push(Box::new(StdoutSink)),
+        if let Output::Dir(dir) = &sink_config.output {
+            sinks.lines.push(Box::new(DirSink::create(dir, names.clone())?));
         }
-        if sink_config.print && matches!(sink_config.output, Output::Dir(_)) {
-            sinks.lines.push(Box::new(StdoutSink));
+        if sink_config.print || matches!(sink_config.output, Output::Stdout) {
+            sinks.lines.push(Box::new(StdoutSink::new(names)));
         }
         if let Some(path) = &report {
             sinks.typed.push(Box::new(ReportSink::create(path, &sink_config)?));

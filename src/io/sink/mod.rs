@@ -140,12 +140,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary as SPEC §4's JSON object, keys sorted.
+    /// The summary as SPEC §4's JSON object, keys sorted, one field per line.
     pub fn to_json(&self) -> String {
+        let body: Vec<String> = self.fields().iter().map(|(k, v)| format!(" \"{k}\": {v}")).collect();
+        format!("{{\n{}\n}}\n", body.join(",\n"))
+    }
+
+    /// The summary's fields in key order, each with its JSON value.
+    pub fn fields(&self) -> [(&'static str, String); 10] {
         let counter = |c| self.counters.get(&c).copied().unwrap_or(0);
         let s = &self.sources;
         let as_of = self.as_of.map_or("null".to_string(), |t| t.to_string());
-        let fields: [(&str, String); 10] = [
+        [
             ("absorbed", counter(Counter::Absorbed).to_string()),
             ("applied", s.applied.to_string()),
             ("as_of", as_of),
@@ -156,9 +162,7 @@ impl Summary {
             ("orphan", counter(Counter::Orphan).to_string()),
             ("read", s.read.to_string()),
             ("rejected", s.rejected.to_string()),
-        ];
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!(" \"{k}\": {v}")).collect();
-        format!("{{\n{}\n}}\n", body.join(",\n"))
+        ]
     }
 }
 
