@@ -5,7 +5,9 @@
 pub mod dir;
 pub mod kafka;
 pub mod lines;
+pub mod lock;
 pub mod report;
+pub mod staging;
 pub mod stdout;
 
 use std::collections::BTreeMap;
@@ -220,7 +222,26 @@ pub enum SinkError {
         /// What the system said.
         error: std::io::Error,
     },
-    /// Standard output is closed or failing.
+    /// Another run holds the output directory, or its lock cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// `--out` names something that is not an earlier output, which replacing would delete.
+    #[error("{} exists and is not an output of stockflow ({why}); a run replaces --out whole once it completes: choose a new or empty directory, or remove this one", path.display())]
+    NotAnOutput {
+        /// `--out`.
+        path: std::path::PathBuf,
+        /// What it is or holds.
+        why: String,
+    },
+    /// The complete result could not be put in place.
+    #[error("cannot put the new result in place at {}: {error}", path.display())]
+    Publish {
+        /// `--out`.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Standard output is failing.
     #[error("cannot write to standard output: {0}")]
     Stdout(std::io::Error),
     /// The report sink cannot read the inputs it counts messages of.
