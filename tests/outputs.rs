@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,46 +112,6 @@ fn a_replay_killed_at_random_moments_leaves_the_previous_result_or_the_new_one()
         assert_eq!(entries(&parent), vec!["out"], "a stopped replay leaves nothing beside out");
     }
     assert!(interrupted >= 3, "only {interrupted} of 9 rounds were stopped before their end: the test proved little");
-}
-
-/// Runs `stockflow ARGS` under a file-size limit of `bytes`.
-fn with_file_size_limit(args: &[std::ffi::OsString], bytes: u64) -> std::process::Output {
-    let mut command = Command::new(bin());
-    command.args(args).env("RUST_BACKTRACE", "0");
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    command.output().unwrap()
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then(|| SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]
@@ -279,14 +239,7 @@ fn a_directory_that_is_not_an_earlier_output_is_refused_and_left_alone() {
 /// to a second run, complete once stopped.
 #[test]
 fn run_marks_its_directory_running_then_complete() {
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::DefaultProducerContext;
-    let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("basic", 3, 1).unwrap();
-    let basic = fixtures_dir().join("basic/input");
-    let produced = run(["produce", basic.to_str().unwrap(), "--topic", "basic", "--brokers", &brokers]);
-    assert!(produced.success(), "{}", produced.describe());
+    let (_cluster, brokers) = basic_on_a_mock_cluster();
     let tmp = tempdir();
     let out = tmp.path().join("out");
     let args = |group: &str| {
@@ -316,4 +269,14 @@ fn run_marks_its_directory_running_then_complete() {
     assert_eq!(m["state"], "complete", "{m}");
     assert!(m["ended"].is_string(), "{m}");
     assert!(out.join("summary.json").exists() && out.join("snapshot/atp.jsonl").exists());
+
+    // A batch replaces --out whole: checkpoints inside it would go with it.
+    let inside = out.join("checkpoints");
+    let mut batch = args("batch");
+    batch[0] = "batch".to_string();
+    batch.extend(["--until", "1700000100000", "--checkpoint-dir", inside.to_str().unwrap()].map(String::from));
+    let r = run_with_timeout(&batch, Duration::from_secs(60));
+    let expected = format!("--checkpoint-dir {} lies inside --out {}, which batch replaces whole", inside.display(), out.display());
+    assert!(!r.success() && r.stderr_str().contains(&expected), "{}", r.describe());
+    assert!(!inside.exists());
 }

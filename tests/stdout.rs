@@ -123,14 +123,7 @@ fn a_closed_pipe_ends_every_command_quietly() {
 /// output topics and a checkpoint, which the two commands print into a closed pipe.
 #[test]
 fn consume_and_checkpoint_show_end_quietly_on_a_closed_pipe() {
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::DefaultProducerContext;
-    let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("basic", 3, 1).unwrap();
-    let basic = fixtures_dir().join("basic/input");
-    let produced = run(["produce", basic.to_str().unwrap(), "--topic", "basic", "--brokers", &brokers]);
-    assert!(produced.success(), "{}", produced.describe());
+    let (_cluster, brokers) = basic_on_a_mock_cluster();
     let tmp = tempdir();
     let checkpoints = tmp.path().join("checkpoints");
     let batch = run_with_timeout(

@@ -69,10 +69,19 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
 }
 
 /// Locks and prepares `--out` on process 0 (the one writing it).
-fn begin_outputs(config: &StreamConfig) -> Result<Outputs, SinkError> {
+fn begin_outputs(config: &StreamConfig) -> Result<Outputs> {
     let (mode, dir_mode) = if config.batch() { ("batch", DirMode::Replace) } else { ("run", DirMode::InPlace) };
+    if let (Some(out), Some(checkpoints), true) = (&config.out, &config.checkpoints, config.batch()) {
+        if staging::lies_inside(&checkpoints.dir, out) {
+            bail!(
+                "--checkpoint-dir {} lies inside --out {}, which batch replaces whole once its window is complete; put the checkpoints beside it",
+                checkpoints.dir.display(),
+                out.display()
+            );
+        }
+    }
     let dir = config.out.as_deref().filter(|_| config.cluster.process == 0).map(|out| (out, dir_mode));
-    Outputs::begin(staging::Plan { mode, dir, report: None })
+    Ok(Outputs::begin(staging::Plan { mode, dir, report: None })?)
 }
 
 /// Runs the workers; worker 0 writes the directory sink into `out_dir`.

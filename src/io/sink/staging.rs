@@ -305,14 +305,15 @@ fn recover_interrupted_exchange(target: &Path, old: &Path, shown: &Path) -> Resu
     Ok(())
 }
 
-/// The names a directory written by stockflow holds.
+/// The names a directory written by stockflow holds: its files, and reports (`--report
+/// out/report.html`).
 fn is_output_name(name: &str) -> bool {
     let table = name.strip_suffix(".jsonl").is_some_and(|t| TABLES.contains(&t) || t == "dead_letter");
-    table || ["summary.json", "snapshot", MARKER].contains(&name)
+    table || ["summary.json", "snapshot", MARKER].contains(&name) || name.ends_with(".html")
 }
 
-/// Whether `target` holds a previous result: refuses anything that is not an earlier output
-/// (or empty), which replacing would delete.
+/// Whether `target` holds a previous result: refuses anything but an empty directory or one
+/// holding only what stockflow writes, since replacing it deletes it.
 fn check_replaceable(target: &Path, shown: &Path) -> Result<bool, SinkError> {
     let refuse = |why: String| SinkError::NotAnOutput { path: shown.to_path_buf(), why };
     let meta = match fs::symlink_metadata(target) {
@@ -328,8 +329,7 @@ fn check_replaceable(target: &Path, shown: &Path) -> Result<bool, SinkError> {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     names.sort();
-    let earlier_output = names.iter().any(|n| n == "summary.json" || n == MARKER) || names.iter().all(|n| is_output_name(n));
-    if earlier_output {
+    if names.iter().all(|n| is_output_name(n)) {
         return Ok(true);
     }
     let others: Vec<&str> = names.iter().filter(|n| !is_output_name(n)).map(String::as_str).collect();
@@ -446,10 +446,22 @@ impl FileTx {
     }
 }
 
+/// Whether `path` lies inside the directory `dir` (both as they will be once created).
+pub fn lies_inside(path: &Path, dir: &Path) -> bool {
+    resolved(dir).is_some_and(|dir| relative_to(path, &dir).is_some())
+}
+
 /// `path` relative to the directory `dir` (symlinks resolved) when it lies inside it.
 fn relative_to(path: &Path, dir: &Path) -> Option<PathBuf> {
+    let path = resolved(path)?;
+    let rel = path.strip_prefix(dir).ok()?;
+    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+}
+
+/// `path` made absolute, its deepest existing ancestor with symlinks resolved and the rest as
+/// written.
+fn resolved(path: &Path) -> Option<PathBuf> {
     let absolute = std::path::absolute(path).ok()?;
-    // The deepest existing ancestor, resolved, and the rest as written.
     let mut base = absolute.as_path();
     let mut rest = Vec::new();
     while fs::symlink_metadata(base).is_err() {
@@ -458,8 +470,7 @@ fn relative_to(path: &Path, dir: &Path) -> Option<PathBuf> {
     }
     let mut resolved = fs::canonicalize(base).ok()?;
     resolved.extend(rest.iter().rev());
-    let rel = resolved.strip_prefix(dir).ok()?;
-    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+    Some(resolved)
 }
 
 #[cfg(test)]
@@ -512,10 +523,13 @@ mod tests {
         let home = tmp.path().join("home");
         fs::create_dir(&home).unwrap();
         fs::write(home.join("thesis.tex"), "years of work").unwrap();
+        // Even beside what looks like an earlier output.
+        fs::write(home.join("summary.json"), "{}").unwrap();
         let plan = Plan { mode: "replay", dir: Some((&home, DirMode::Replace)), report: None };
         let err = Outputs::begin(plan).unwrap_err().to_string();
         assert!(err.contains("is not an output of stockflow (it holds thesis.tex)"), "{err}");
         assert_eq!(files(&home)["thesis.tex"], "years of work");
+        assert!(lies_inside(&home.join("ckpt/at-1"), &home) && !lies_inside(&tmp.path().join("ckpt"), &home));
     }
 
     #[test]
