@@ -17,9 +17,14 @@ use runtime::{checkpoint, progress};
 fn main() -> Result<()> {
     match run_command() {
         // `stockflow consume … | head`: the reader has what it wanted; not an error.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+        Err(e) if closed_pipe(&e) => Ok(()),
         result => result,
     }
+}
+
+/// Whether `error` is stdout's reader having gone away.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn run_command() -> Result<()> {

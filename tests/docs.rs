@@ -235,6 +235,12 @@ fn the_format_pages_example_outputs_are_what_the_replay_writes() {
     for file in ["atp.jsonl", "low_stock.jsonl", "order_plan.jsonl", "network_atp.jsonl", "dead_letter.jsonl"] {
         assert!(shown.contains(file), "docs/format.md shows no {file} record");
     }
+    // The page's stdout example is exactly what `--out -` prints.
+    let stdout: Vec<&Block> = blocks.iter().filter(|b| b.info == "jsonl stdout").collect();
+    assert_eq!(stdout.len(), 1, "docs/format.md shows --out - once");
+    scratch.run("stockflow replay example.jsonl --out - --quiet > stdout.jsonl", "docs/format.md");
+    let printed = std::fs::read_to_string(scratch.root().join("stdout.jsonl")).unwrap();
+    assert_eq!(printed.lines().collect::<Vec<_>>(), stdout[0].lines, "docs/format.md's stdout example");
     assert!(shown.contains("summary.json") && shown.iter().any(|f| f.starts_with("snapshot/")));
 }
 

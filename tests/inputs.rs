@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -153,21 +151,7 @@ fn an_output_that_cannot_be_created_is_named() {
 fn a_write_past_the_file_size_limit_names_the_file() {
     let tmp = tempdir();
     let out = tmp.path().join("out");
-    let mut command = Command::new(bin());
-    command.args(["replay", medium().to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]);
-    command.env("RUST_BACKTRACE", "0");
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: 16 << 10, rlim_max: 16 << 10 };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let r = command.output().unwrap();
+    let r = with_file_size_limit(&replay_args(&[medium()], &out, &["-q"]), 16 << 10);
     let stderr = String::from_utf8_lossy(&r.stderr);
     // Not killed by SIGXFSZ: the binary turns the limit into an error naming the file.
     assert_eq!(r.status.code(), Some(1), "{stderr}");
@@ -175,31 +159,14 @@ fn a_write_past_the_file_size_limit_names_the_file() {
     assert!(stderr.contains("File too large"), "{stderr}");
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_names_the_file() {
     let tmp = tempdir();
     let mount = tmp.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mount)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_disk) = SmallDisk::mount(&mount, "64k") else {
         eprintln!("skipped the full disk: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
         return;
-    }
-    let _disk = SmallDisk(mount.clone());
+    };
     let err = refused(replay(&[medium()], &mount.join("out"), &["-q"]));
     assert!(err.contains(&format!("cannot write {}", mount.join("out").display())), "{err}");
     assert!(err.contains("No space left on device"), "{err}");

@@ -1,6 +1,7 @@
 //! `stockflow run` and `stockflow batch`: Kafka topics through the dataflow, continuously
 //! (until SIGINT/SIGTERM) or up to a window's end, into Kafka topics and/or a directory.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -9,22 +10,29 @@ use rdkafka::ClientConfig;
 use crate::config::StreamConfig;
 use crate::io::sink::dir::DirSink;
 use crate::io::sink::kafka::{Delivery, KafkaSink};
+use crate::io::sink::staging::{self, DirMode, Outputs};
 use crate::io::sink::SinkError;
 use crate::io::source::kafka::KafkaSource;
 use crate::runtime::checkpoint::{self, Chosen};
 use crate::runtime::dataflow::Routing;
 use crate::runtime::harness::{self, Plan, Sinks, WindowEnd};
 use crate::runtime::progress::{self, Progress};
-use crate::runtime::{cluster, metrics, signals};
+use crate::runtime::signals::{self, OnSignal};
+use crate::runtime::{cluster, metrics};
 
 /// `run` or `batch`, with a progress line on stderr unless `--quiet`.
 pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
+    let label = if config.batch() { "batch" } else { "run" };
+    let note = match (&config.out, config.batch()) {
+        (Some(out), true) => format!("; {} keeps its previous complete result: only a whole window replaces it", out.display()),
+        _ => String::new(),
+    };
+    signals::install(label, OnSignal::Finish { note })?;
     let mode = if config.batch() { metrics::Mode::Batch } else { metrics::Mode::Run };
     let server = super::replay::metrics_server(metrics, mode, config.ticks, config.lateness_ms, &config.cluster)?;
     let progress =
         Arc::new(Progress { metrics: server.as_ref().map(|s| Arc::clone(&s.metrics)), ..Progress::default() });
-    let (label, until) =
-        if config.batch() { ("batch", progress::Until::End) } else { ("run", progress::Until::CaughtUp) };
+    let until = if config.batch() { progress::Until::End } else { progress::Until::CaughtUp };
     let reporter = (!config.quiet && config.cluster.process == 0)
         .then(|| progress::Reporter::spawn(Arc::clone(&progress), label, progress::Size::Lag, until));
     let dead_letters = config.dead_letters();
@@ -38,13 +46,46 @@ pub fn run(config: StreamConfig, metrics: &metrics::MetricsArgs) -> Result<()> {
     result
 }
 
-/// Runs the workers to completion.
+/// Runs the workers to completion, then puts `--out` in place (`batch`) or marks it complete
+/// (`run`). A `batch` stopped by a signal leaves the previous `--out` and exits with 128 + the
+/// signal's number: its window is not complete.
 fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
     config.kafka.check_reachable()?;
     let restore = match &config.checkpoints {
         Some(checkpoints) => restore_point(&config, &checkpoints.dir)?,
         None => None,
     };
+    let outputs = begin_outputs(&config)?;
+    let batch = config.batch();
+    let result = execute(config, restore, outputs.dir().map(PathBuf::from), progress);
+    match (result, signals::received()) {
+        (Err(e), _) => Err(super::replay::with_notes(e, outputs.abandon())),
+        (Ok(()), Some(signal)) if batch => {
+            drop(outputs);
+            std::process::exit(128 + signal)
+        }
+        (Ok(()), _) => Ok(outputs.publish()?),
+    }
+}
+
+/// Locks and prepares `--out` on process 0 (the one writing it).
+fn begin_outputs(config: &StreamConfig) -> Result<Outputs> {
+    let (mode, dir_mode) = if config.batch() { ("batch", DirMode::Replace) } else { ("run", DirMode::InPlace) };
+    if let (Some(out), Some(checkpoints), true) = (&config.out, &config.checkpoints, config.batch()) {
+        if staging::lies_inside(&checkpoints.dir, out) {
+            bail!(
+                "--checkpoint-dir {} lies inside --out {}, which batch replaces whole once its window is complete; put the checkpoints beside it",
+                checkpoints.dir.display(),
+                out.display()
+            );
+        }
+    }
+    let dir = config.out.as_deref().filter(|_| config.cluster.process == 0).map(|out| (out, dir_mode));
+    Ok(Outputs::begin(staging::Plan { mode, dir, report: None })?)
+}
+
+/// Runs the workers; worker 0 writes the directory sink into `out_dir`.
+fn execute(config: StreamConfig, restore: Option<Chosen>, out_dir: Option<PathBuf>, progress: Arc<Progress>) -> Result<()> {
     let plan = Plan {
         ticks: config.ticks,
         lateness_ms: config.lateness_ms,
@@ -60,7 +101,6 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         restore,
     };
     let consumer = consumer_config(&config);
-    signals::install();
     let settings = config.cluster.clone();
     let guards = cluster::execute(&settings, move |worker| {
         signals::workers_started();
@@ -72,7 +112,7 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
         let result = KafkaSource::new(&config, &consumer, (index, peers), restored, use_committed)
             .map_err(harness::HarnessError::from)
             .and_then(|source| {
-                let make_sinks = |worker| sinks(&config, &consumer, (worker, peers));
+                let make_sinks = |worker| sinks(&config, &consumer, out_dir.as_deref(), (worker, peers));
                 harness::run_worker(worker, &plan, source, &make_sinks, &progress, &signals::STOP)
             });
         if let Err(e) = result {
@@ -80,6 +120,9 @@ fn stream(config: StreamConfig, progress: Arc<Progress>) -> Result<()> {
             // Nothing is committed for ticks not yet acknowledged, so exiting loses nothing.
             tracing::error!("{e}");
             tracing::error!("stopping; offsets are committed only through acknowledged ticks, so a restart resumes from there");
+            for note in staging::abandon_all() {
+                tracing::error!("{note}");
+            }
             std::process::exit(1);
         }
         Ok(())
@@ -104,8 +147,13 @@ fn consumer_config(config: &StreamConfig) -> ClientConfig {
 }
 
 /// A worker's outputs: its producer of the Kafka topics (unless `--no-kafka-out`), and on
-/// worker 0 the `--out` directory.
-fn sinks(config: &StreamConfig, consumer: &ClientConfig, (worker, workers): (usize, usize)) -> Result<Sinks, SinkError> {
+/// worker 0 the `--out` directory, written into `out_dir`.
+fn sinks(
+    config: &StreamConfig,
+    consumer: &ClientConfig,
+    out_dir: Option<&std::path::Path>,
+    (worker, workers): (usize, usize),
+) -> Result<Sinks, SinkError> {
     let mut sinks = Sinks::default();
     if config.kafka_out {
         // Deliveries never time out: while the broker is away the tick waits (and says so).
@@ -120,8 +168,8 @@ fn sinks(config: &StreamConfig, consumer: &ClientConfig, (worker, workers): (usi
         let sink = KafkaSink::new(&producer, &config.prefix, config.output_partitions, topics, delivery, (worker, workers))?;
         sinks.own.push(Box::new(sink.stop_on(&signals::STOP).with_live_dead_letters(!config.batch())));
     }
-    if let Some(dir) = config.out.as_ref().filter(|_| worker == 0) {
-        sinks.lines.push(Box::new(DirSink::create(dir, config.topics.clone())?));
+    if let (Some(shown), Some(dir)) = (config.out.as_ref().filter(|_| worker == 0), out_dir) {
+        sinks.lines.push(Box::new(DirSink::create(dir, shown, config.topics.clone())?));
     }
     Ok(sinks)
 }

@@ -34,7 +34,7 @@ pub struct InputFile {
 pub enum Output {
     /// A directory receiving SPEC §4's files.
     Dir(PathBuf),
-    /// The final snapshot on stdout.
+    /// The final snapshot, the dead letters and the summary on stdout, as JSON lines.
     Stdout,
 }
 
@@ -43,7 +43,7 @@ impl Output {
     pub fn dead_letters(&self) -> String {
         match self {
             Output::Dir(dir) => dir.join("dead_letter.jsonl").display().to_string(),
-            Output::Stdout => "not written with --out - (--out DIR writes dead_letter.jsonl)".to_string(),
+            Output::Stdout => "the dead_letter lines on stdout".to_string(),
         }
     }
 }

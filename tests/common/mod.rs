@@ -741,4 +741,62 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
             _ => None,
         })
         .collect()
+// ---------------------------------------------------------------------------
+// Hostile environments: a full disk, a file-size limit; a broker.
+// ---------------------------------------------------------------------------
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (`64k`) at `at`; `None` where this test may not mount one
+    /// (it needs root with CAP_SYS_ADMIN).
+    pub fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Runs `stockflow ARGS` to completion under a file-size limit (`ulimit -f`) of `bytes`.
+pub fn with_file_size_limit<S: AsRef<OsStr>>(args: &[S], bytes: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(bin());
+    command.args(args).env("RUST_BACKTRACE", "0");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command.output().unwrap()
+}
+
+/// librdkafka's in-process mock cluster with `fixtures/basic/input` produced to topic `basic`
+/// (3 partitions), and its bootstrap servers.
+pub fn basic_on_a_mock_cluster() -> (rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String)
+{
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("basic", 3, 1).unwrap();
+    let basic = fixtures_dir().join("basic/input");
+    let produced = run(["produce", basic.to_str().unwrap(), "--topic", "basic", "--brokers", &brokers]);
+    assert!(produced.success(), "{}", produced.describe());
+    (cluster, brokers)
 }

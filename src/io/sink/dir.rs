@@ -1,5 +1,6 @@
 //! The directory sink: the change streams of docs/format.md as JSON-lines files, then
-//! `dead_letter.jsonl`, `snapshot/` and `summary.json` when the run ends.
+//! `dead_letter.jsonl`, `snapshot/` and `summary.json` when the run ends, each synced to disk
+//! before the run's directory is put in place ([`super::staging`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -13,49 +14,65 @@ use crate::io::format;
 
 /// One change-stream file being written.
 struct StreamFile {
-    path: PathBuf,
+    /// The file's path in `--out`, for messages.
+    shown: PathBuf,
     writer: BufWriter<File>,
 }
 
 impl StreamFile {
-    fn create(dir: &Path, name: &str) -> Result<Self, SinkError> {
-        let path = dir.join(name);
-        let file = File::create(&path).map_err(SinkError::write(&path))?;
-        Ok(StreamFile { writer: BufWriter::with_capacity(1 << 20, file), path })
+    fn create(dir: &Path, shown: &Path, name: &str) -> Result<Self, SinkError> {
+        let shown = shown.join(name);
+        let file = File::create(dir.join(name)).map_err(SinkError::write(&shown))?;
+        Ok(StreamFile { writer: BufWriter::with_capacity(1 << 20, file), shown })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.writer.write_all(bytes).map_err(SinkError::write(&self.path))
+        self.writer.write_all(bytes).map_err(SinkError::write(&self.shown))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(SinkError::write(&self.path))
+        self.writer.flush().map_err(SinkError::write(&self.shown))
+    }
+
+    fn sync(&mut self) -> Result<(), SinkError> {
+        self.flush()?;
+        self.writer.get_ref().sync_all().map_err(SinkError::write(&self.shown))
     }
 }
 
 /// Writes a run's outputs into one directory.
 pub struct DirSink {
+    /// Where the files are written (a staging directory, or `--out` itself).
     dir: PathBuf,
+    /// `--out` as given: errors name the files there, where the user looks for them.
+    shown: PathBuf,
     sources: Vec<String>,
     /// The change-stream files, in [`TABLES`] order.
     streams: Vec<StreamFile>,
 }
 
 impl DirSink {
-    /// Creates `dir` (and `dir/snapshot`) and the change-stream files. `sources` names the
-    /// source ids, for dead letters.
-    pub fn create(dir: &Path, sources: Vec<String>) -> Result<Self, SinkError> {
+    /// Creates `dir/snapshot` and the change-stream files in `dir`, which stands for `shown`
+    /// (`--out`) in messages. `sources` names the source ids, for dead letters.
+    pub fn create(dir: &Path, shown: &Path, sources: Vec<String>) -> Result<Self, SinkError> {
         let snapshot = dir.join("snapshot");
-        fs::create_dir_all(&snapshot).map_err(SinkError::write(&snapshot))?;
-        let streams =
-            TABLES.iter().map(|table| StreamFile::create(dir, &format!("{table}.jsonl"))).collect::<Result<_, _>>()?;
-        Ok(DirSink { dir: dir.to_path_buf(), sources, streams })
+        fs::create_dir_all(&snapshot).map_err(SinkError::write(&shown.join("snapshot")))?;
+        let streams = TABLES
+            .iter()
+            .map(|table| StreamFile::create(dir, shown, &format!("{table}.jsonl")))
+            .collect::<Result<_, _>>()?;
+        Ok(DirSink { dir: dir.to_path_buf(), shown: shown.to_path_buf(), sources, streams })
     }
-}
 
-/// Writes `bytes` to `path`, naming the path in an error.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    fs::write(path, bytes).map_err(SinkError::write(path))
+    /// Writes the file `name` of the directory whole and syncs it, naming it in an error.
+    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(self.dir.join(name))?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        };
+        write().map_err(SinkError::write(&self.shown.join(name)))
+    }
 }
 
 impl LineSink for DirSink {
@@ -72,15 +89,15 @@ impl LineSink for DirSink {
     }
 
     fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines, summary: &Summary) -> Result<(), SinkError> {
-        self.commit()?;
+        self.streams.iter_mut().try_for_each(StreamFile::sync)?;
         let mut buf = Vec::new();
         for d in dead_letters {
             format::dead_letter(&mut buf, &self.sources[d.position.source as usize], d);
         }
-        write_file(&self.dir.join("dead_letter.jsonl"), &buf)?;
+        self.write_file("dead_letter.jsonl", &buf)?;
         for (table, bytes) in TABLES.iter().zip(&snapshot.tables) {
-            write_file(&self.dir.join("snapshot").join(format!("{table}.jsonl")), bytes)?;
+            self.write_file(&format!("snapshot/{table}.jsonl"), bytes)?;
         }
-        write_file(&self.dir.join("summary.json"), summary.to_json().as_bytes())
+        self.write_file("summary.json", summary.to_json().as_bytes())
     }
 }

@@ -5,7 +5,9 @@
 pub mod dir;
 pub mod kafka;
 pub mod lines;
+pub mod lock;
 pub mod report;
+pub mod staging;
 pub mod stdout;
 
 use std::collections::BTreeMap;
@@ -140,12 +142,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary as SPEC §4's JSON object, keys sorted.
+    /// The summary as SPEC §4's JSON object, keys sorted, one field per line.
     pub fn to_json(&self) -> String {
+        let body: Vec<String> = self.fields().iter().map(|(k, v)| format!(" \"{k}\": {v}")).collect();
+        format!("{{\n{}\n}}\n", body.join(",\n"))
+    }
+
+    /// The summary's fields in key order, each with its JSON value.
+    pub fn fields(&self) -> [(&'static str, String); 10] {
         let counter = |c| self.counters.get(&c).copied().unwrap_or(0);
         let s = &self.sources;
         let as_of = self.as_of.map_or("null".to_string(), |t| t.to_string());
-        let fields: [(&str, String); 10] = [
+        [
             ("absorbed", counter(Counter::Absorbed).to_string()),
             ("applied", s.applied.to_string()),
             ("as_of", as_of),
@@ -156,9 +164,7 @@ impl Summary {
             ("orphan", counter(Counter::Orphan).to_string()),
             ("read", s.read.to_string()),
             ("rejected", s.rejected.to_string()),
-        ];
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!(" \"{k}\": {v}")).collect();
-        format!("{{\n{}\n}}\n", body.join(",\n"))
+        ]
     }
 }
 
@@ -216,7 +222,26 @@ pub enum SinkError {
         /// What the system said.
         error: std::io::Error,
     },
-    /// Standard output is closed or failing.
+    /// Another run holds the output directory, or its lock cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// `--out` names something that is not an earlier output, which replacing would delete.
+    #[error("{} exists and is not an output of stockflow ({why}); a run replaces --out whole once it completes: choose a new or empty directory, or remove this one", path.display())]
+    NotAnOutput {
+        /// `--out`.
+        path: std::path::PathBuf,
+        /// What it is or holds.
+        why: String,
+    },
+    /// The complete result could not be put in place.
+    #[error("cannot put the new result in place at {}: {error}", path.display())]
+    Publish {
+        /// `--out`.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Standard output is failing.
     #[error("cannot write to standard output: {0}")]
     Stdout(std::io::Error),
     /// The report sink cannot read the inputs it counts messages of.

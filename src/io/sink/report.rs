@@ -75,7 +75,10 @@ const PAYLOAD_CHARS: usize = 160;
 
 /// A sink that gathers the run's timelines and writes the HTML page at the end.
 pub struct ReportSink {
-    path: PathBuf,
+    /// Where the page is written.
+    write: PathBuf,
+    /// `--report` as given, for messages.
+    shown: PathBuf,
     inputs: Vec<InputFile>,
     ticks: Ticks,
     lateness_ms: Millis,
@@ -96,9 +99,10 @@ pub struct ReportSink {
 }
 
 impl ReportSink {
-    /// Prepares a report of the replay `config` describes, to be written to `path` at the end.
+    /// Prepares a report of the replay `config` describes, to be written at the end to `write`
+    /// (where [`super::staging`] keeps it until the run completes), named `shown` in messages.
     /// Reads the input once to count messages per type and tick.
-    pub fn create(path: &Path, config: &ReplayConfig) -> Result<Self, SinkError> {
+    pub fn create(write: &Path, shown: &Path, config: &ReplayConfig) -> Result<Self, SinkError> {
         let started = (SystemTime::now(), Instant::now());
         let mut events: BTreeMap<Millis, [u64; TYPES.len()]> = BTreeMap::new();
         let mut per_sku: BTreeMap<Name, u64> = BTreeMap::new();
@@ -111,10 +115,9 @@ impl ReportSink {
         let mut ranked: Vec<(Name, u64)> = per_sku.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         ranked.truncate(TOP_SKUS);
-        // Fail now rather than after a long run when the file cannot be written.
-        std::fs::write(path, b"").map_err(|error| SinkError::Report { path: path.to_path_buf(), error })?;
         Ok(ReportSink {
-            path: path.to_path_buf(),
+            write: write.to_path_buf(),
+            shown: shown.to_path_buf(),
             inputs: config.inputs.clone(),
             ticks,
             lateness_ms: config.lateness_ms,
@@ -154,7 +157,7 @@ impl Sink for ReportSink {
 
     fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Snapshot, summary: &Summary) -> Result<(), SinkError> {
         let html = self.render(dead_letters, snapshot, summary);
-        std::fs::write(&self.path, html).map_err(|error| SinkError::Report { path: self.path.clone(), error })
+        std::fs::write(&self.write, html).map_err(|error| SinkError::Report { path: self.shown.clone(), error })
     }
 }
 
