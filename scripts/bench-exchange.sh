@@ -20,30 +20,9 @@ cd "$(dirname "$0")/.."
 events=${1:-10000000}
 skus=${2:-10000}
 stores=${3:-98}
-keys=$((skus * (stores + 2)))
-root=${BENCH_DIR:-/tmp/stockflow-bench}
-dir="$root/e$events-k$keys"
-mkdir -p "$dir"
-
-if [ -n "${BENCH_BIN:-}" ]; then
-  after=$BENCH_BIN
-else
-  cargo build --release --bin stockflow --bin ceiling >&2
-  after=target/release
-fi
-labels=(); bins=()
-if [ -n "${BENCH_BEFORE:-}" ]; then
-  labels+=(before after); bins+=("$BENCH_BEFORE" "$after")
-else
-  labels+=(this); bins+=("$after")
-fi
-if [ ! -f "$dir/input/.complete" ]; then
-  rm -rf "$dir/input"
-  "$after/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
-    --dcs 2 --partitions 4 --seed 1 --quiet
-  touch "$dir/input/.complete"
-fi
-lines=$(cat "$dir"/input/*.jsonl | wc -l)
+. scripts/bench-common.sh
+bench_builds
+bench_workload "$after" "$events" "$skus" "$stores"
 
 echo "machine: $(nproc) cores, $(uname -r); commit $(git rev-parse --short HEAD); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "workload: $lines lines ($events events + setup), $keys keys, 4 partitions; 2 processes x 1 worker"
@@ -52,7 +31,6 @@ echo "| binary | job | process 1 -> 0 MB | process 0 -> 1 MB | total MB | bytes/
 echo "|---|---|---|---|---|---|---|---|"
 
 port=24101
-digest() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs b2sum) | b2sum | cut -c1-16; }
 relay=
 trap '[ -n "$relay" ] && kill "$relay" 2>/dev/null || true' EXIT
 
@@ -80,7 +58,7 @@ measure() {
   wait "$relay" || true
   relay=
   local sum=-
-  if [ "$job" = stockflow ]; then sum=$(digest "$out"); rm -rf "$out"; echo "$sum" >>"$dir/xchg-digests"; fi
+  if [ "$job" = stockflow ]; then sum=$(bench_digest "$out"); rm -rf "$out"; echo "$sum" >>"$dir/xchg-digests"; fi
   awk -v b="$label" -v j="$job" -v e="$events" -v n="$lines" -v s="$(echo "$t1 - $t0" | bc)" '
     { up = $1; down = $2; t = up + down
       printf "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", b, j, up / 1e6, down / 1e6, t / 1e6, t / e, t / n, s }' "$counts"

@@ -28,34 +28,10 @@ cd "$(dirname "$0")/.."
 events=${1:-10000000}
 skus=${2:-10000}
 stores=${3:-98}
-dcs=2
-keys=$((skus * (stores + dcs)))
-root=${BENCH_DIR:-/tmp/stockflow-bench}
-dir="$root/e$events-k$keys"
 rounds=${BENCH_ROUNDS:-1}
-mkdir -p "$dir"
-
-if [ -n "${BENCH_BIN:-}" ]; then
-  after=$BENCH_BIN
-else
-  cargo build --release --bin stockflow --bin ceiling >&2
-  after=target/release
-fi
-labels=(); bins=()
-if [ -n "${BENCH_BEFORE:-}" ]; then
-  labels+=(before); bins+=("$BENCH_BEFORE")
-  labels+=(after); bins+=("$after")
-else
-  labels+=(this); bins+=("$after")
-fi
-
-if [ ! -f "$dir/input/.complete" ]; then
-  rm -rf "$dir/input"
-  "$after/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
-    --dcs "$dcs" --partitions 4 --seed 1 --quiet
-  touch "$dir/input/.complete"
-fi
-lines=$(cat "$dir"/input/*.jsonl | wc -l)
+. scripts/bench-common.sh
+bench_builds
+bench_workload "$after" "$events" "$skus" "$stores"
 mb=$(du -sm "$dir/input" | cut -f1)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); commit $(git rev-parse --short HEAD)"
@@ -71,8 +47,6 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 runs="$dir/runs.tsv"
 : >"$runs"
 port=23101
-# Digest of an output directory (file names and contents).
-digest() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs b2sum) | b2sum | cut -c1-16; }
 
 # One run: $1 label, $2 binary dir, $3 job (stockflow, ceiling), $4 layout (w1, w2, 2x1), $5 round.
 # Appends "label job layout round wall cpu rss digest" to $runs and prints the row.
@@ -99,7 +73,7 @@ run_one() {
   esac
   t1=$(date +%s.%N)
   if [ "$job" = stockflow ]; then
-    sum=$(digest "$out")
+    sum=$(bench_digest "$out")
     if [ "${BENCH_KEEP_OUTPUTS:-0}" != 1 ]; then rm -rf "$out"; fi
   fi
   echo "$stats" | awk -v b="$label" -v j="$job" -v l="$layout" -v r="$round" -v load="$load" -v w0="$t0" -v w1="$t1" \
