@@ -16,16 +16,8 @@ events=${3:-10000000}
 skus=${4:-10000}
 stores=${5:-98}
 rounds=${AB_ROUNDS:-2}
-keys=$((skus * (stores + 2)))
-root=${BENCH_DIR:-/tmp/stockflow-bench}
-dir="$root/e$events-k$keys"
-if [ ! -f "$dir/input/.complete" ]; then
-  rm -rf "$dir/input"
-  "$after/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
-    --dcs 2 --partitions 4 --seed 1 --quiet
-  touch "$dir/input/.complete"
-fi
-lines=$(cat "$dir"/input/*.jsonl | wc -l)
+. scripts/bench-common.sh
+bench_workload "$after" "$events" "$skus" "$stores"
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); commit $(git rev-parse --short HEAD)"
 echo "before: $before ($(stat -c %y "$before/stockflow" | cut -d. -f1)); after: $after ($(stat -c %y "$after/stockflow" | cut -d. -f1))"
@@ -35,7 +27,6 @@ echo
 echo "| binary | round | layout | wall s | CPU s | lines/s (wall) | peak RSS MB | outputs b2sum |"
 echo "|---|---|---|---|---|---|---|---|"
 
-digest() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs b2sum) | b2sum | cut -c1-16; }
 
 # One replay: $1 label, $2 binary dir, $3 round, $4 layout (w1, w2, 2x1).
 replay() {
@@ -55,7 +46,7 @@ replay() {
   esac
   t1=$(date +%s.%N)
   local sum
-  sum=$(digest "$out")
+  sum=$(bench_digest "$out")
   echo "$sum" >>"$dir/ab-digests"
   rm -rf "$out"
   echo "$stats" | awk -v b="$1" -v r="$3" -v l="$4" -v w0="$t0" -v w1="$t1" -v n="$lines" -v d="$sum" '

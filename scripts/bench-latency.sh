@@ -10,7 +10,9 @@
 # The workload is `stockflow gen` data whose times start now and span SECONDS, so data time
 # moves with the wall clock; `stockflow produce --rate` sends it at RATE, every partition
 # alike. Env: KAFKA_PORT (19192), METRICS_PORT (19193), WORKERS (1), LATENESS_MS (0),
-# SKUS (1000), STORES (20), PARTITIONS (4), BENCH_BIN (target/release), BENCH_DIR
+# SKUS (1000), STORES (20), PARTITIONS (4), BENCH_BIN (target/release: the `run` measured),
+# LOADGEN_BIN (BENCH_BIN: the `gen` and `produce` that make the load, so that an older build's
+# `run` can be measured under the same load), BENCH_DIR
 # (target/bench-latency), TANSU_ROOT (where scripts/kafka-broker.sh finds tansu; default cargo's bin directory),
 # RUN_ARGS (more flags for `stockflow run`, e.g. "--no-kafka-out --out DIR": ticks are then
 # acknowledged when written to files, which separates the broker's part of the latency).
@@ -28,6 +30,7 @@ SKUS="${SKUS:-1000}"
 STORES="${STORES:-20}"
 PARTITIONS="${PARTITIONS:-4}"
 BIN="${BENCH_BIN:-target/release}"
+LOADGEN="${LOADGEN_BIN:-$BIN}"
 DIR="${BENCH_DIR:-target/bench-latency}"
 export KAFKA_PORT
 export TANSU_STATE="$DIR/broker"
@@ -41,15 +44,20 @@ mkdir -p "$DIR"
 metrics() { curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"; }
 # The sum of a metric's samples (all label sets).
 metric() { metrics | awk -v name="$1" '$1 == name || index($1, name "{") == 1 { s += $NF } END { printf "%.0f\n", s }'; }
-# This process's exact quantile of a latency (tick_close, end_to_end), in ms.
-quantile() { metrics | awk -v name="stockflow_$1_latency_quantile_seconds" -v q="$2" 'index($1, name "{quantile=\"" q "\"}") == 1 { print $NF * 1000 }'; }
-gauge() { metrics | awk -v name="$1" '$1 == name { print $NF * 1000 }'; }
+# This process's exact quantile of a latency (tick_close, end_to_end), in ms. Builds before
+# the histograms (3ed3111 and older) exposed it as a summary: `stockflow_X_latency_seconds{quantile=..}`.
+quantile() {
+  metrics | awk -v new="stockflow_$1_latency_quantile_seconds{quantile=\"$2\"}" -v old="stockflow_$1_latency_seconds{quantile=\"$2\"}" \
+    '$1 == new || $1 == old { print $NF * 1000 }'
+}
+# The largest latency recorded, in ms (older builds: `stockflow_X_latency_seconds_max`).
+latency_max() { metrics | awk -v new="stockflow_$1_latency_max_seconds" -v old="stockflow_$1_latency_seconds_max" '$1 == new || $1 == old { print $NF * 1000 }'; }
 
 events=$((RATE * SECS))
 # Data times start a little ahead, when production starts (after gen and the broker).
 start_ms=$(( $(date +%s%3N) + 5000 ))
 echo "== workload: $events events over $SECS s, $SKUS skus x $STORES stores, $PARTITIONS partitions"
-"$BIN/stockflow" gen --out "$DIR/data" --events "$events" --skus "$SKUS" --stores "$STORES" --dcs 2 \
+"$LOADGEN/stockflow" gen --out "$DIR/data" --events "$events" --skus "$SKUS" --stores "$STORES" --dcs 2 \
   --partitions "$PARTITIONS" --seed 1 --start-ms "$start_ms" --duration-ms $((SECS * 1000)) -q
 lines=$(cat "$DIR"/data/*.jsonl | wc -l)
 
@@ -68,7 +76,7 @@ echo "== load before: $(uptime)"
 job=$!
 for _ in $(seq 1 100); do metrics >/dev/null 2>&1 && break; sleep 0.1; done
 
-"$BIN/stockflow" produce "$DIR/data" --topic bench --brokers "127.0.0.1:$KAFKA_PORT" --rate "$RATE" \
+"$LOADGEN/stockflow" produce "$DIR/data" --topic bench --brokers "127.0.0.1:$KAFKA_PORT" --rate "$RATE" \
   2>"$DIR/produce.log" &
 producer=$!
 max_lag=0
@@ -96,7 +104,7 @@ echo "| latency (ms) | p50 | p90 | p99 | p999 | max | count |"
 echo "|---|---|---|---|---|---|---|"
 for name in tick_close end_to_end; do
   printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$(quantile "$name" 0.5)" "$(quantile "$name" 0.9)" \
-    "$(quantile "$name" 0.99)" "$(quantile "$name" 0.999)" "$(gauge "stockflow_${name}_latency_max_seconds")" \
+    "$(quantile "$name" 0.99)" "$(quantile "$name" 0.999)" "$(latency_max "$name")" \
     "$(metric "stockflow_${name}_latency_seconds_count")"
 done
 echo "(full scrape: $DIR/metrics.txt)"

@@ -1,90 +1,126 @@
 #!/usr/bin/env bash
-# bench.sh [EVENTS] [SKUS] [STORES] — replay throughput, memory and the engine's ceiling.
+# bench.sh [EVENTS] [SKUS] [STORES] — replay throughput, scaling and memory, against the engine's ceiling.
 #
-# Generates a workload with `stockflow gen` (kept between runs under $BENCH_DIR), replays it
-# end to end (JSON files in, every output written) at 1 and 2 workers, runs the minimal
-# differential job (`ceiling`: decode, exchange by key, count per key) on the same files, then
-# the replay as a cluster of 2 processes x 1 worker on loopback, checks that every replay wrote
-# identical bytes, and prints a markdown table row per run (peak RSS of a cluster: the sum).
+# Generates a workload with `stockflow gen` (kept between runs under $BENCH_DIR), then runs two
+# jobs on it in three layouts: `stockflow replay` end to end (JSON files in, every output file
+# written) and `ceiling` (the minimal differential job: decode, exchange by key, count per key),
+# each at 1 worker, 2 workers, and 2 processes x 1 worker on loopback. It prints one markdown row
+# per run (wall and CPU seconds, peak RSS; a cluster's CPU and RSS are the sums of its two
+# processes), then the speedups of 2 workers and of 2 processes over 1 worker, stockflow's beside
+# the ceiling's, and checks that every replay wrote the same bytes (b2sum of every output file).
 # Defaults: 10M events over 1M SKU-locations (10000 skus x (98 stores + 2 DCs)).
 #
-# BENCH_DROP_OUTPUTS=1 keeps only a digest of each replay's output files (compared instead of
-# the files) and deletes them once digested: at 100M events a replay writes ~21 GB.
+# Binaries:
+#   BENCH_BIN=DIR      already built `stockflow` and `ceiling` (copies, so that a rebuild during a
+#                      long run cannot swap them); default: build them here (target/release).
+#   BENCH_BEFORE=DIR   another build to compare, in the same run: every (job, layout) runs
+#                      BEFORE then the binary above ("after"), so that a noisy machine hits both
+#                      alike, and the outputs of both must be byte-identical.
+#   BENCH_ROUNDS=N     repeat everything N times (default 1); the speedups use each run's
+#                      fastest round (the one least disturbed by other load).
+# The 1-minute load average is printed before every run: on a shared machine compare the ratios
+# of one table, not seconds across tables.
+#
+# Outputs are deleted once digested (a 10M-event replay writes ~2 GB);
+# BENCH_KEEP_OUTPUTS=1 keeps the last round's under $BENCH_DIR/.../out-LABEL-LAYOUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-10000000}
 skus=${2:-10000}
 stores=${3:-98}
-dcs=2
-keys=$((skus * (stores + dcs)))
-root=${BENCH_DIR:-/tmp/stockflow-bench}
-dir="$root/e$events-k$keys"
-
-# BENCH_BIN: a directory holding already built `stockflow` and `ceiling` (e.g. copies, so that
-# a rebuild during a long run cannot swap the binaries under it); default: build them here.
-if [ -n "${BENCH_BIN:-}" ]; then
-  bin=$BENCH_BIN
-else
-  cargo build --release --bin stockflow --bin ceiling >&2
-  bin=target/release
-fi
-if [ ! -f "$dir/input/.complete" ]; then
-  rm -rf "$dir/input"
-  "$bin/stockflow" gen --out "$dir/input" --events "$events" --skus "$skus" --stores "$stores" \
-    --dcs "$dcs" --partitions 4 --seed 1 --quiet
-  touch "$dir/input/.complete"
-fi
-lines=$(cat "$dir"/input/*.jsonl | wc -l)
+rounds=${BENCH_ROUNDS:-1}
+. scripts/bench-common.sh
+bench_builds
+bench_workload "$after" "$events" "$skus" "$stores"
 mb=$(du -sm "$dir/input" | cut -f1)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); commit $(git rev-parse --short HEAD)"
+for i in "${!labels[@]}"; do
+  echo "${labels[$i]}: ${bins[$i]} (stockflow built $(stat -c %y "${bins[$i]}/stockflow" | cut -d. -f1))"
+done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "workload: $lines lines ($events events + setup), $keys keys, $mb MB, 4 partitions"
+echo "workload: $lines lines ($events events + setup), $keys keys, $mb MB, 4 partitions ($dir/input)"
 echo
-echo "| job | workers | seconds | lines/s | MB/s | peak RSS MB | RSS bytes/key | ratio to ceiling |"
-echo "|---|---|---|---|---|---|---|---|"
-# Digest of an output directory (file names and contents), written beside it; the directory
-# itself goes when BENCH_DROP_OUTPUTS=1.
-digest_outputs() {
-  (cd "$dir/$1" && find . -type f | LC_ALL=C sort | xargs b2sum) >"$dir/$1.b2sum"
-  if [ "${BENCH_DROP_OUTPUTS:-0}" = 1 ]; then rm -rf "${dir:?}/$1"; fi
+echo "| binary | job | layout | round | load | wall s | CPU s | lines/s | peak RSS MB | RSS bytes/key |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+
+runs="$dir/runs.tsv"
+: >"$runs"
+port=23101
+
+# One run: $1 label, $2 binary dir, $3 job (stockflow, ceiling), $4 layout (w1, w2, 2x1), $5 round.
+# Appends "label job layout round wall cpu rss digest" to $runs and prints the row.
+run_one() {
+  local label=$1 bin=$2 job=$3 layout=$4 round=$5 out="$dir/out-$1-$4" load t0 t1 stats sum=-
+  rm -rf "$out"
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  local cmd=("$bin/ceiling" "$dir/input")
+  [ "$job" = stockflow ] && cmd=("$bin/stockflow" replay "$dir/input" --out "$out" -q)
+  t0=$(date +%s.%N)
+  case "$layout" in
+    w1 | w2)
+      stats=$( { /usr/bin/time -f "%U %S %M" "${cmd[@]}" -w "${layout#w}" 2>&1 >/dev/null; } | tail -1) ;;
+    2x1)
+      port=$((port + 2))
+      printf '127.0.0.1:%d\n127.0.0.1:%d\n' "$port" $((port + 1)) >"$dir/hosts"
+      local hostflag=--hostfile
+      [ "$job" = ceiling ] && hostflag=-h # timely's own flags
+      /usr/bin/time -o "$dir/time-p1" -f "%U %S %M" "${cmd[@]}" -n 2 -p 1 "$hostflag" "$dir/hosts" >/dev/null 2>"$dir/p1.err" &
+      local p1=$!
+      stats=$( { /usr/bin/time -f "%U %S %M" "${cmd[@]}" -n 2 -p 0 "$hostflag" "$dir/hosts" 2>&1 >/dev/null; } | tail -1)
+      wait "$p1" || { echo "process 1 failed:" >&2; cat "$dir/p1.err" >&2; exit 1; }
+      stats="$stats $(tail -1 "$dir/time-p1")" ;;
+  esac
+  t1=$(date +%s.%N)
+  if [ "$job" = stockflow ]; then
+    sum=$(bench_digest "$out")
+    if [ "${BENCH_KEEP_OUTPUTS:-0}" != 1 ]; then rm -rf "$out"; fi
+  fi
+  echo "$stats" | awk -v b="$label" -v j="$job" -v l="$layout" -v r="$round" -v load="$load" -v w0="$t0" -v w1="$t1" \
+    -v n="$lines" -v k="$keys" -v d="$sum" -v runs="$runs" '
+    { cpu = $1 + $2; rss = $3; if (NF >= 6) { cpu += $4 + $5; rss += $6 } }
+    END {
+      wall = w1 - w0
+      printf "%s %s %s %d %.2f %.1f %d %s\n", b, j, l, r, wall, cpu, rss, d >> runs
+      printf "| %s | %s | %s | %d | %s | %.1f | %.1f | %.0f | %.0f | %.0f |\n", b, j, l, r, load, wall, cpu, n / wall, rss / 1024, rss * 1024 / k
+    }'
 }
 
-for w in 1 2; do
-  ceiling_out=$( { /usr/bin/time -f "%e %M" "$bin/ceiling" "$dir/input" -w "$w" 2>&1 >/dev/null; } | tail -1)
-  read -r csecs crss <<<"$ceiling_out"
-  replay_out=$( { /usr/bin/time -f "%e %M" "$bin/stockflow" replay "$dir/input" --out "$dir/out-w$w" -w "$w" -q 2>&1 >/dev/null; } | tail -1)
-  read -r secs rss <<<"$replay_out"
-  digest_outputs "out-w$w"
-  awk -v job=ceiling -v w="$w" -v s="$csecs" -v rss="$crss" -v n="$lines" -v mb="$mb" -v k="$keys" \
-    'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | 1 |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
-  awk -v job=stockflow -v w="$w" -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" -v cs="$csecs" \
-    'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | %.2f |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k, cs/s }'
+for round in $(seq 1 "$rounds"); do
+  for layout in w1 w2 2x1; do
+    for job in ceiling stockflow; do
+      for i in "${!labels[@]}"; do
+        run_one "${labels[$i]}" "${bins[$i]}" "$job" "$layout" "$round"
+      done
+    done
+  done
 done
-
-# The same replay as 2 processes x 1 worker; process 0 writes the outputs.
-hosts="$dir/hosts"
-printf '127.0.0.1:%d\n127.0.0.1:%d\n' 23101 23102 >"$hosts"
-start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$dir/p1.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2-p1" -n 2 -p 1 --hostfile "$hosts" -q \
-  >/dev/null 2>"$dir/p1.err" &
-p1=$!
-/usr/bin/time -f "%M" -o "$dir/p0.rss" "$bin/stockflow" replay "$dir/input" --out "$dir/out-n2" -n 2 -p 0 --hostfile "$hosts" -q \
-  >/dev/null 2>"$dir/p0.err"
-wait "$p1"
-secs=$(echo "$(date +%s.%N) - $start" | bc)
-digest_outputs out-n2
-rss=$(( $(tail -1 "$dir/p0.rss") + $(tail -1 "$dir/p1.rss") ))
-awk -v job="stockflow, 2 processes" -v w=2 -v s="$secs" -v rss="$rss" -v n="$lines" -v mb="$mb" -v k="$keys" \
-  'BEGIN { printf "| %s | %d | %.1f | %.0f | %.1f | %.0f | %.0f | |\n", job, w, s, n/s, mb/s, rss/1024, rss*1024/k }'
-
 echo; echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-same=1
-for other in out-w2 out-n2; do
-  cmp -s "$dir/out-w1.b2sum" "$dir/$other.b2sum" || { echo "outputs of $other DIFFER from out-w1"; same=0; }
+
+# Speedups from each (binary, job, layout)'s fastest round.
+echo
+echo "| binary | stockflow 1w s | 2w/1w | 2x1/1w | ceiling 1w s | 2w/1w | 2x1/1w | stockflow/ceiling at 1w | CPU s 1w -> 2w -> 2x1 (stockflow) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for label in "${labels[@]}"; do
+  awk -v b="$label" '
+    $1 == b {
+      k = $2 " " $3
+      if (!(k in wall) || $5 < wall[k]) { wall[k] = $5; cpu[k] = $6 }
+    }
+    END {
+      s1 = wall["stockflow w1"]; c1 = wall["ceiling w1"]
+      printf "| %s | %.1f | %.2fx | %.2fx | %.1f | %.2fx | %.2fx | %.2f | %.1f -> %.1f -> %.1f |\n", b,
+        s1, s1 / wall["stockflow w2"], s1 / wall["stockflow 2x1"],
+        c1, c1 / wall["ceiling w2"], c1 / wall["ceiling 2x1"], c1 / s1,
+        cpu["stockflow w1"], cpu["stockflow w2"], cpu["stockflow 2x1"]
+    }' "$runs"
 done
-if [ "$same" = 1 ]; then
-  echo; echo "outputs at 1 worker, 2 workers and 2 processes: byte-identical"
-else
+
+echo
+distinct=$(awk '$2 == "stockflow" { print $8 }' "$runs" | sort -u)
+if [ "$(wc -l <<<"$distinct")" -ne 1 ]; then
+  echo "OUTPUTS DIFFER: stockflow digests by run:"
+  awk '$2 == "stockflow" { print "  " $1, $3, "round " $4 ": " $8 }' "$runs"
   exit 1
 fi
+echo "every replay (${labels[*]}; 1 worker, 2 workers, 2 processes; $rounds round(s)) wrote the same bytes: $distinct"
