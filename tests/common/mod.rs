@@ -741,6 +741,8 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
             _ => None,
         })
         .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Hostile environments: a full disk, a file-size limit; a broker.
 // ---------------------------------------------------------------------------
