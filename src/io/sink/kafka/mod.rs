@@ -295,12 +295,13 @@ impl KafkaSink {
     fn read_written(&self, reader: &BaseConsumer) -> Result<Written, SinkError> {
         let topic = &self.topics[PROGRESS_TOPIC];
         let complete = |records: &BTreeMap<String, Vec<u8>>| {
+            let Ok(parsed) = records.values().map(|v| Progress::from_json(v)).collect::<Result<Vec<_>, _>>() else {
+                return false;
+            };
+            let Some(newest) = parsed.iter().max_by_key(|p| p.generation) else { return false };
             // The newest generation's records all lie after every older one's (a generation
             // fences the one before it), so one older record means they are all here.
-            Written::from_records(records).is_ok_and(|w| {
-                let older = records.values().filter_map(|v| Progress::from_json(v).ok()).any(|p| p.generation < w.generation);
-                older || w.levels.first().is_some_and(|l| records.len() >= l.workers)
-            })
+            parsed.iter().any(|p| p.generation < newest.generation) || records.len() >= newest.workers
         };
         let records = latest_records(reader, topic, 0, complete).map_err(|e| {
             io_error(format!(
@@ -843,43 +844,59 @@ fn probe(producer: &BaseProducer<Acks>, topic: &str, key: &str, progress: &[u8])
 }
 
 impl KafkaSink {
-    /// Produces one record of `tick` unless an earlier run wrote it (`hash`: the shard of the
-    /// key the dataflow routes the record by, which names the worker that owned it then).
-    fn record(&mut self, tick: Millis, (topic, hash): (usize, u64), key: &str, value: Option<Vec<u8>>) -> Result<(), SinkError> {
-        if self.written.covers(hash, tick) {
+    /// Whether an earlier run wrote the record of `tick` whose key hashes to `hash` (the shard
+    /// of the key the dataflow routes the record by, which names the worker that owned it
+    /// then); such a record is counted as skipped.
+    fn already_written(&mut self, tick: Millis, hash: u64) -> bool {
+        let written = self.written.covers(hash, tick);
+        if written {
             self.skipped.records += 1;
-            return Ok(());
         }
-        self.send(tick, topic, key, value.as_deref())
+        written
     }
 
     /// Produces the records of tick `time` (those an earlier run did not write).
     fn produce_tick(&mut self, time: Millis, batch: &TickBatch) -> Result<(), SinkError> {
-        if self.written.max_tick().is_some_and(|t| time <= t) {
+        // Only a tick an earlier run reached can hold records it wrote: past it, no key is
+        // hashed and nothing is looked up.
+        let replayed = self.written.max_tick().is_some_and(|t| time <= t);
+        if replayed {
             self.skipped.ticks += 1;
         } else {
             self.report_skipped_ticks();
         }
         let t = Some(time);
         for c in &batch.atp {
+            if replayed && self.already_written(time, shard(&c.key)) {
+                continue;
+            }
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::atp(b, t, &c.key, Some(v))));
-            self.record(time, (0, shard(&c.key)), &key, value)?;
+            self.send(time, 0, &key, value.as_deref())?;
         }
         // low_stock is a stream of transitions, not an upsert table: never tombstoned.
         for tr in &batch.low_stock {
+            if replayed && self.already_written(time, shard(&tr.key)) {
+                continue;
+            }
             let key = format!("{}@{}", tr.key.0, tr.key.1);
             let value = self.encode(|b| format::transition(b, tr));
-            self.record(time, (1, shard(&tr.key)), &key, Some(value))?;
+            self.send(time, 1, &key, Some(&value))?;
         }
         for c in &batch.order_plan {
+            if replayed && self.already_written(time, shard(&c.key)) {
+                continue;
+            }
             let key = format!("{}@{}", c.key.0, c.key.1);
             let value = c.value.as_ref().map(|v| self.encode(|b| format::order_plan(b, t, &c.key, Some(v))));
-            self.record(time, (2, shard(&c.key)), &key, value)?;
+            self.send(time, 2, &key, value.as_deref())?;
         }
         for c in &batch.network_atp {
+            if replayed && self.already_written(time, shard(&c.key)) {
+                continue;
+            }
             let value = c.value.map(|v| self.encode(|b| format::network_atp(b, t, &c.key, Some(v))));
-            self.record(time, (3, shard(&c.key)), &c.key, value)?;
+            self.send(time, 3, &c.key, value.as_deref())?;
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.progress.tick = Some(txn.progress.tick.map_or(time, |p| p.max(time)));
