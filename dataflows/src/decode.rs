@@ -4,11 +4,16 @@
 //!
 //! The parser builds no tree: it validates the whole text once, keeping only the token spans of
 //! the top-level members it knows, and the field checks then read those spans in the order SPEC
-//! prescribes. Apart from the owned strings of the returned [`Message`], a typical line allocates
-//! nothing; escaped names and objects other than the top-level one are the rare exception.
+//! prescribes. Most lines never reach it: the fast path (`fast`) scans the layout nearly every
+//! producer writes — the type's own members in SPEC's table order, without escapes — into the
+//! same slots, and hands everything else, every invalid line included, to the strict parser.
+//! Apart from the owned strings of the returned [`Message`] (inline up to 24 bytes), a typical
+//! line allocates nothing.
 
 use crate::model::{Body, Message, Millis, Name, PoStatus, Policy, Rejection, MAX_QTY, MAX_TIME};
 use std::borrow::Cow;
+
+mod fast;
 
 /// Decodes one message: `raw` is one line (or one Kafka value) without its line ending.
 ///
@@ -16,6 +21,18 @@ use std::borrow::Cow;
 /// its fields are then checked in SPEC §1's order and the first failing one decides the reason.
 /// Never panics, whatever the input.
 pub fn decode(raw: &[u8]) -> Result<Message, Rejection> {
+    let mut slots = [Val::Absent; SLOTS];
+    if let Some(kind) = fast::scan(raw, &mut slots) {
+        if let Ok(text) = std::str::from_utf8(raw) {
+            return Fields { text, slots: &slots }.message_of(kind);
+        }
+    }
+    decode_strict(raw)
+}
+
+/// [`decode`] without the fast path: the strict parser, which decides every line the fast path
+/// gives up on.
+fn decode_strict(raw: &[u8]) -> Result<Message, Rejection> {
     let text = std::str::from_utf8(raw).map_err(|_| Rejection::InvalidJson)?;
     let mut parser = Parser { b: text.as_bytes(), i: 0, names: Vec::new(), arena: Vec::new() };
     let mut slots = [Val::Absent; SLOTS];
@@ -112,18 +129,17 @@ fn slot_of(name: &[u8]) -> Option<usize> {
 
 /// A validated top-level member value, kept as a span of the input so that nothing is
 /// converted before the field checks ask for it (and in their order).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Val {
     /// The member did not occur (never produced by the parser for a present member).
     Absent,
     Null,
     Bool(bool),
-    /// `int` is false when the literal has a fraction or an exponent.
-    Num {
-        start: usize,
-        end: usize,
-        int: bool,
-    },
+    /// An integer literal (no fraction, no exponent): its value, `None` when it does not fit an
+    /// i64 (which every field's range check rejects).
+    Int(Option<i64>),
+    /// A number with a fraction or an exponent: never a valid quantity or time.
+    Real,
     /// The bytes between the quotes; `escaped` when they contain a backslash escape.
     Str {
         start: usize,
@@ -447,7 +463,7 @@ impl Parser<'_> {
             int = false;
         }
         self.i = i;
-        Ok(Val::Num { start, end: i, int })
+        Ok(if int { Val::Int(b.get(start..i).and_then(parse_int)) } else { Val::Real })
     }
 }
 
@@ -651,7 +667,7 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Sale,
     Return,
@@ -665,6 +681,43 @@ enum Kind {
     Policy,
 }
 
+impl Kind {
+    /// The kind a `type` value names. Matched byte by byte, which compiles to a few integer
+    /// comparisons instead of calls to `memcmp`.
+    fn of(name: &[u8]) -> Option<Kind> {
+        Some(match *name {
+            [b's', b'a', b'l', b'e'] => Kind::Sale,
+            [b'r', b'e', b't', b'u', b'r', b'n'] => Kind::Return,
+            [b'r', b'e', b'c', b'e', b'i', b'p', b't'] => Kind::Receipt,
+            [b'a', b'd', b'j', b'u', b's', b't'] => Kind::Adjust,
+            [b'c', b'o', b'u', b'n', b't'] => Kind::Count,
+            [b'r', b'e', b's', b'e', b'r', b'v', b'e'] => Kind::Reserve,
+            [b'r', b'e', b'l', b'e', b'a', b's', b'e'] => Kind::Release,
+            [b'f', b'u', b'l', b'f', b'i', b'l', b'l'] => Kind::Fulfill,
+            [b'p', b'o'] => Kind::Po,
+            [b'p', b'o', b'l', b'i', b'c', b'y'] => Kind::Policy,
+            _ => return None,
+        })
+    }
+
+    /// The members of this kind in SPEC's table order (type and ts first): the order most
+    /// producers write them in, which the fast path tries first.
+    fn members(self) -> &'static [usize] {
+        match self {
+            Kind::Sale | Kind::Return | Kind::Count => &[TYPE, TS, SKU, LOC, QTY],
+            Kind::Receipt => &[TYPE, TS, SKU, LOC, QTY, PO_ID],
+            Kind::Adjust => &[TYPE, TS, SKU, LOC, DELTA, REASON],
+            Kind::Reserve => &[TYPE, TS, SKU, LOC, RES_ID, QTY, EXPIRES_AT],
+            Kind::Release => &[TYPE, TS, SKU, LOC, RES_ID],
+            Kind::Fulfill => &[TYPE, TS, SKU, LOC, RES_ID, QTY],
+            Kind::Po => &[TYPE, TS, PO_ID, SKU, LOC, QTY, STATUS, ETA],
+            Kind::Policy => {
+                &[TYPE, TS, SKU, LOC, REORDER_POINT, ORDER_UP_TO, SAFETY_STOCK, PACK_SIZE, MOQ, SOURCE, DELETED]
+            }
+        }
+    }
+}
+
 /// The known top-level members of a syntactically valid message, checked on demand.
 struct Fields<'a> {
     text: &'a str,
@@ -673,7 +726,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn message(&self) -> Result<Message, Rejection> {
-        let kind = self.kind()?;
+        self.message_of(self.kind()?)
+    }
+
+    /// The message of kind `kind`, which the caller took from `type` (the first check).
+    fn message_of(&self, kind: Kind) -> Result<Message, Rejection> {
         let ts = self.time(TS)?.ok_or(Rejection::MissingField("ts"))?;
         // `po` names its po_id before the key (SPEC's table row); all others start with the key.
         let po_id = match kind {
@@ -724,22 +781,12 @@ impl<'a> Fields<'a> {
     }
 
     fn kind(&self) -> Result<Kind, Rejection> {
-        let Val::Str { start, end, escaped } = self.slots[TYPE] else {
-            return Err(Rejection::UnknownType);
+        let kind = match self.slots[TYPE] {
+            Val::Str { start, end, escaped: false } => self.text.as_bytes().get(start..end).and_then(Kind::of),
+            Val::Str { start, end, escaped: true } => Kind::of(self.str(start, end, true)?.as_bytes()),
+            _ => None,
         };
-        Ok(match self.str(start, end, escaped)?.as_ref() {
-            "sale" => Kind::Sale,
-            "return" => Kind::Return,
-            "receipt" => Kind::Receipt,
-            "adjust" => Kind::Adjust,
-            "count" => Kind::Count,
-            "reserve" => Kind::Reserve,
-            "release" => Kind::Release,
-            "fulfill" => Kind::Fulfill,
-            "po" => Kind::Po,
-            "policy" => Kind::Policy,
-            _ => return Err(Rejection::UnknownType),
-        })
+        kind.ok_or(Rejection::UnknownType)
     }
 
     /// The body of a `policy`, whose `deleted` flag is checked before the numbers it waives.
@@ -777,51 +824,50 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional string of `min..=max` bytes; `None` when absent or null.
+    #[inline(always)]
     fn string(&self, k: usize, min: usize, max: usize) -> Result<Option<Name>, Rejection> {
-        match self.slots[k] {
-            Val::Absent | Val::Null => Ok(None),
-            Val::Str { start, end, escaped } => {
-                let s = self.str(start, end, escaped)?;
-                if (min..=max).contains(&s.len()) {
-                    Ok(Some(Name::from(s.as_ref())))
-                } else {
-                    Err(Rejection::InvalidField(NAMES[k]))
-                }
+        let s = match self.slots[k] {
+            Val::Absent | Val::Null => return Ok(None),
+            Val::Str { start, end, escaped: false } => {
+                let s = self.text.get(start..end).ok_or(Rejection::InvalidJson)?;
+                (min..=max).contains(&s.len()).then(|| Name::from(s))
             }
-            _ => Err(Rejection::InvalidField(NAMES[k])),
-        }
+            Val::Str { start, end, escaped: true } => {
+                let s = self.str(start, end, true)?;
+                (min..=max).contains(&s.len()).then(|| Name::from(s.as_ref()))
+            }
+            _ => None,
+        };
+        s.map(Some).ok_or(Rejection::InvalidField(NAMES[k]))
     }
 
     /// A required string of 1..=`max` bytes.
+    #[inline(always)]
     fn req_str(&self, k: usize, max: usize) -> Result<Name, Rejection> {
         self.string(k, 1, max)?.ok_or(Rejection::MissingField(NAMES[k]))
     }
 
     /// An optional integer in `min..=max`; `None` when absent or null.
+    #[inline(always)]
     fn int(&self, k: usize, min: i64, max: i64) -> Result<Option<i64>, Rejection> {
         match self.slots[k] {
             Val::Absent | Val::Null => Ok(None),
-            Val::Num { start, end, int: true } => self
-                .text
-                .as_bytes()
-                .get(start..end)
-                .and_then(parse_int)
-                .filter(|v| (min..=max).contains(v))
-                .map(Some)
-                .ok_or(Rejection::InvalidField(NAMES[k])),
+            Val::Int(v) => v.filter(|v| (min..=max).contains(v)).map(Some).ok_or(Rejection::InvalidField(NAMES[k])),
             _ => Err(Rejection::InvalidField(NAMES[k])),
         }
     }
 
+    #[inline(always)]
     fn req_int(&self, k: usize, min: i64, max: i64) -> Result<i64, Rejection> {
         self.int(k, min, max)?.ok_or(Rejection::MissingField(NAMES[k]))
     }
 
     /// An optional time: an integer in `0..=MAX_TIME` or an RFC 3339 string; `None` when absent or null.
+    #[inline(always)]
     fn time(&self, k: usize) -> Result<Option<Millis>, Rejection> {
         let t = match self.slots[k] {
             Val::Absent | Val::Null => return Ok(None),
-            Val::Num { .. } => self.int(k, 0, MAX_TIME as i64)?.and_then(|t| Millis::try_from(t).ok()),
+            Val::Int(_) | Val::Real => self.int(k, 0, MAX_TIME as i64)?.and_then(|t| Millis::try_from(t).ok()),
             Val::Str { start, end, escaped } => rfc3339(self.str(start, end, escaped)?.as_bytes()),
             _ => None,
         };
@@ -1573,7 +1619,6 @@ mod tests {
         }
     }
 
-
     fn json_time(r: &mut Rng, t: Millis) -> String {
         if r.one_in(2) {
             return json_int(r, t as i64);
@@ -1641,10 +1686,9 @@ mod tests {
         }
     }
 
-    /// Serializes a valid message with random member order, whitespace, escapes, explicit
-    /// defaults or nulls, and unknown members (including known names the type does not read).
-    fn serialize(m: &Message, seed: u64) -> String {
-        let r = &mut Rng(seed | 1);
+    /// The members of a valid message in SPEC's table order, values with random escapes and
+    /// spellings, optional members sometimes explicit (default or null) or left out.
+    fn members_of(m: &Message, r: &mut Rng) -> Vec<(&'static str, String)> {
         let mut fields: Vec<(&str, String)> = Vec::new();
         let ty = match &m.body {
             Body::Sale { .. } => "sale",
@@ -1725,6 +1769,14 @@ mod tests {
                 opt(r, &mut fields, "source", v);
             }
         }
+        fields
+    }
+
+    /// Serializes a valid message with random member order, whitespace, escapes, explicit
+    /// defaults or nulls, and unknown members (including known names the type does not read).
+    fn serialize(m: &Message, seed: u64) -> String {
+        let r = &mut Rng(seed | 1);
+        let fields = members_of(m, r);
         let mut members: Vec<(String, String)> = fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
         let reads: &[&str] = match &m.body {
             Body::Sale { .. } | Body::Return { .. } | Body::Count { .. } => &["qty"],
@@ -1756,6 +1808,190 @@ mod tests {
         let body: Vec<String> =
             members.into_iter().map(|(n, v)| format!("{}{n}{}:{}{v}{}", ws(r), ws(r), ws(r), ws(r))).collect();
         format!("{}{{{}}}{}", ws(r), body.join(","), ws(r))
+    }
+
+    /// Serializes a valid message as most producers do: the type's members in SPEC's table order
+    /// (`Kind::members`), compact or with a space after each `,` and `:`; values as in `serialize`.
+    fn canonical(m: &Message, seed: u64) -> String {
+        let r = &mut Rng(seed | 1);
+        let mut fields = members_of(m, r);
+        let ty = match &m.body {
+            Body::Sale { .. } => Kind::Sale,
+            Body::Return { .. } => Kind::Return,
+            Body::Receipt { .. } => Kind::Receipt,
+            Body::Adjust { .. } => Kind::Adjust,
+            Body::Count { .. } => Kind::Count,
+            Body::Reserve { .. } => Kind::Reserve,
+            Body::Release { .. } => Kind::Release,
+            Body::Fulfill { .. } => Kind::Fulfill,
+            Body::Po { .. } => Kind::Po,
+            Body::Policy(_) => Kind::Policy,
+        };
+        let order = ty.members();
+        fields.sort_by_key(|(name, _)| order.iter().position(|&k| NAMES[k] == *name));
+        let (comma, colon) = if r.one_in(4) { (", ", ": ") } else { (",", ":") };
+        let members: Vec<String> = fields.iter().map(|(n, v)| format!("\"{n}\"{colon}{v}")).collect();
+        format!("{{{}}}", members.join(comma))
+    }
+
+    /// Checks the fast path against the strict parser on one line: where the fast path decides,
+    /// the strict parser accepts the line too and fills the same slots, with the same type; and
+    /// `decode` gives what the strict parser alone gives, whichever path decided. Returns
+    /// whether the fast path decided.
+    fn paths_agree(raw: &[u8]) -> bool {
+        let shown = String::from_utf8_lossy(raw);
+        let mut fast_slots = [Val::Absent; SLOTS];
+        let fast = fast::scan(raw, &mut fast_slots).filter(|_| std::str::from_utf8(raw).is_ok());
+        if let (Some(kind), Ok(text)) = (fast, std::str::from_utf8(raw)) {
+            let mut slots = [Val::Absent; SLOTS];
+            let mut parser = Parser { b: raw, i: 0, names: Vec::new(), arena: Vec::new() };
+            assert!(parser.top(&mut slots).is_ok(), "fast path took a line the strict parser refuses: {shown}");
+            assert_eq!(fast_slots, slots, "{shown}");
+            assert_eq!(Fields { text, slots: &slots }.kind().ok(), Some(kind), "{shown}");
+        }
+        assert_eq!(decode(raw), decode_strict(raw), "{shown}");
+        fast.is_some()
+    }
+
+    #[test]
+    fn fast_path_and_strict_parser_agree_on_edge_cases() {
+        let sale = |qty: &str| format!(r#"{{"type":"sale","ts":1700000000000,"sku":"K1","loc":"S1","qty":{qty}}}"#);
+        let mut fast: Vec<String> = [
+            "1",
+            "0",
+            "-0",
+            "7",
+            "1000000000",
+            "1000000001",
+            "-1000000000",
+            "12345678",
+            "123456789012345",
+            "1234567890123456",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "99999999999999999999",
+            "2.5",
+            "1e3",
+            "-1E+2",
+            "0.0",
+            "\"2\"",
+            "true",
+            "false",
+            "null",
+            "1 ",
+            " 1",
+        ]
+        .iter()
+        .map(|qty| sale(qty))
+        .collect();
+        fast.extend(
+            [
+                r#"{"type":"sale","ts":253402300799999,"sku":"K","loc":"S","qty":1}"#,
+                r#"{"type":"sale","ts":253402300800000,"sku":"K","loc":"S","qty":1}"#,
+                r#"{"type":"sale","ts":"2023-11-14T22:13:20.5+01:30","sku":"K","loc":"S","qty":1}"#,
+                r#"{"type":"sale","ts":"yesterday","sku":"K","loc":"S","qty":1}"#,
+                r#"{"type": "sale", "ts": 1, "sku": "K", "loc": "S", "qty": 1}"#,
+                " {\"type\":\"sale\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}\t\r\n ",
+                "{\"type\":\"sale\",\"ts\":1,\"sku\":\"é😀\u{7f}/\",\"loc\":\"S\",\"qty\":1}",
+                r#"{"type":"sale","ts":1,"sku":"K","loc":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","qty":1}"#,
+                r#"{"type":"sale","ts":1,"sku":"","loc":"S","qty":1}"#,
+                r#"{"type":"sale","ts":1,"loc":"S","qty":1}"#,
+                r#"{"type":"sale","ts":1,"sku":"K","loc":"S"}"#,
+                r#"{"type":"sale"}"#,
+                r#"{"type":"receipt","ts":1,"sku":"K","loc":"S","qty":1,"po_id":null}"#,
+                r#"{"type":"adjust","ts":1,"sku":"K","loc":"S","delta":-7,"reason":"shrink"}"#,
+                r#"{"type":"adjust","ts":1,"sku":"K","loc":"S","delta":0}"#,
+                r#"{"type":"reserve","ts":1,"sku":"K","loc":"S","res_id":"R","qty":2,"expires_at":"1970-01-01T00:00:02Z"}"#,
+                r#"{"type":"release","ts":1,"sku":"K","loc":"S","res_id":"R"}"#,
+                r#"{"type":"fulfill","ts":1,"sku":"K","loc":"S","res_id":"R","qty":4}"#,
+                r#"{"type":"po","ts":1,"po_id":"P","sku":"K","loc":"S","qty":5,"status":"cancelled","eta":5000}"#,
+                r#"{"type":"po","ts":1,"po_id":"P","sku":"K","loc":"S","qty":5,"eta":5000}"#,
+                r#"{"type":"po","ts":1,"po_id":"P","sku":"K","loc":"S","qty":5,"status":"OPEN"}"#,
+                r#"{"type":"policy","ts":1,"sku":"K","loc":"S","reorder_point":5,"order_up_to":9,"safety_stock":2,"pack_size":6,"moq":12,"source":"vendor:V","deleted":false}"#,
+                r#"{"type":"policy","ts":1,"sku":"K","loc":"S","deleted":true}"#,
+                r#"{"type":"policy","ts":1,"sku":"K","loc":"S","deleted":"x"}"#,
+                r#"{"type":"policy","ts":1,"sku":"K","loc":"S","reorder_point":9,"order_up_to":3}"#,
+                r#"{"type":"count","ts":1,"sku":"K","loc":"S","qty":0}"#,
+            ]
+            .map(String::from),
+        );
+        // Lines that break JSON, or whose layout the fast path does not read: members in another
+        // order, unknown or repeated ones, escapes, nested values, whitespace before a colon,
+        // invalid UTF-8 inside a string, an unknown type.
+        let mut strict: Vec<Vec<u8>> = [
+            r#"{"ts":1,"type":"sale","sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"loc":"S","sku":"K","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1,"note":"x"}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1,"qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K\u0031","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K\"","loc":"S","qty":1}"#,
+            r#"{"type":"s\u0061le","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"s\u006bu":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":["K"],"loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":{}}"#,
+            r#"{"type" :"sale","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"transfer","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":1,"ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"ts":1}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"type":"sale","ts":01,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":00}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":-01}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":-}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1.}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1e}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":+1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1,}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1}x"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1}{}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":nul}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":truex}"#,
+            "{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\tK\",\"loc\":\"S\",\"qty\":1}",
+            "\u{feff}{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}",
+        ]
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+        strict.extend([
+            b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\xc3\",\"loc\":\"S\",\"qty\":1}".to_vec(),
+            b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"\xed\xa0\x80\",\"loc\":\"S\",\"qty\":1}".to_vec(),
+            b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}\xff".to_vec(),
+        ]);
+        for line in &fast {
+            assert!(paths_agree(line.as_bytes()), "the fast path should decide {line}");
+        }
+        for line in &strict {
+            assert!(!paths_agree(line), "the strict parser should decide {}", String::from_utf8_lossy(line));
+        }
+        // Every cut of a valid line (all invalid but the whole) is decided alike by both paths.
+        for line in &fast {
+            let line = line.as_bytes();
+            for n in 0..line.len() {
+                let whole = line[n..].iter().all(u8::is_ascii_whitespace);
+                assert!(!paths_agree(&line[..n]) || whole, "{}", String::from_utf8_lossy(&line[..n]));
+            }
+        }
+    }
+
+    /// `line` with each edit (position, operation, byte) applied: a byte replaced, removed or
+    /// inserted, or the line cut there.
+    fn mutated(line: String, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut raw = line.into_bytes();
+        for &(at, op, byte) in edits {
+            let at = at % (raw.len() + 1);
+            match op {
+                0 if at < raw.len() => raw[at] = byte,
+                1 if at < raw.len() => {
+                    raw.remove(at);
+                }
+                2 => raw.insert(at, byte),
+                _ => raw.truncate(at),
+            }
+        }
+        raw
     }
 
     fn arb_string(max: usize) -> impl Strategy<Value = Name> {
@@ -1875,10 +2111,34 @@ mod tests {
         fn round_trip(m in arb_message(), seed in any::<u64>()) {
             let line = serialize(&m, seed);
             prop_assert_eq!(decode(line.as_bytes()), Ok(m), "{}", line);
+            paths_agree(line.as_bytes());
+        }
+
+        #[test]
+        fn canonical_lines_take_the_fast_path(m in arb_message(), seed in any::<u64>()) {
+            let line = canonical(&m, seed);
+            prop_assert_eq!(decode(line.as_bytes()), Ok(m), "{}", line);
+            let fast = paths_agree(line.as_bytes());
+            // Escapes are the strict parser's; every other canonical line is the fast path's.
+            prop_assert_eq!(fast, !line.contains('\\'), "{}", line);
+        }
+
+        #[test]
+        fn fast_path_and_strict_parser_agree_on_mutated_lines(
+            m in arb_message(),
+            seed in any::<u64>(),
+            edits in proptest::collection::vec((any::<usize>(), 0..4u8, any::<u8>()), 1..4),
+        ) {
+            // Bytes that lines are made of, so that many mutants stay close to valid.
+            let alphabet = b"{}[]\":,0123456789-.eE tnulfasr\\\xc3\x80";
+            let pick = |b: u8| alphabet[usize::from(b) % alphabet.len()];
+            let edits: Vec<_> = edits.into_iter().map(|(at, op, b)| (at, op, pick(b))).collect();
+            paths_agree(&mutated(canonical(&m, seed), &edits));
         }
 
         #[test]
         fn never_panics_on_arbitrary_bytes(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
+            paths_agree(&raw);
             if let Ok(m) = decode(&raw) {
                 check_invariants(&m);
             }
@@ -1888,6 +2148,7 @@ mod tests {
         fn never_panics_on_json_like_noise(
             raw in proptest::collection::vec(proptest::sample::select(b"{}[]\":,0123456789-+.eE \tnulltruefalse\\u/dD8cCaAtsx".to_vec()), 0..200)
         ) {
+            paths_agree(&raw);
             if let Ok(m) = decode(&raw) {
                 check_invariants(&m);
             }
@@ -1899,16 +2160,8 @@ mod tests {
             seed in any::<u64>(),
             edits in proptest::collection::vec((any::<usize>(), 0..4u8, any::<u8>()), 1..6),
         ) {
-            let mut raw = serialize(&m, seed).into_bytes();
-            for (at, op, byte) in edits {
-                let at = at % (raw.len() + 1);
-                match op {
-                    0 if at < raw.len() => raw[at] = byte,
-                    1 if at < raw.len() => { raw.remove(at); }
-                    2 => raw.insert(at, byte),
-                    _ => raw.truncate(at),
-                }
-            }
+            let raw = mutated(serialize(&m, seed), &edits);
+            paths_agree(&raw);
             if let Ok(m) = decode(&raw) {
                 check_invariants(&m);
             }
