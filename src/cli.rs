@@ -116,10 +116,11 @@ pub struct ReplayArgs {
     /// Fixture directories (every *.jsonl inside, names sorted) or .jsonl files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output directory, or `-` to print the final snapshot on stdout.
+    /// Output directory, put in place (replacing an earlier output) once the run is complete;
+    /// or `-` to print the final snapshot, dead letters and summary on stdout as JSON lines.
     #[arg(long)]
     pub out: String,
-    /// Print the final snapshot on stdout (in addition to --out DIR).
+    /// Also print the final snapshot, dead letters and summary on stdout as JSON lines.
     #[arg(long)]
     pub print: bool,
     /// Replay an input without messages (empty files, a directory without *.jsonl files)
@@ -131,7 +132,8 @@ pub struct ReplayArgs {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Also write a self-contained HTML report (charts of the run) to this file.
+    /// Also write a self-contained HTML report (charts of the run) to this file (put in place
+    /// with --out once the run is complete).
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
@@ -192,7 +194,8 @@ pub struct StreamArgs {
     /// Output topics are `<prefix>.atp`, `.low_stock`, `.order_plan`, `.network_atp`, `.dead_letter`.
     #[arg(long, default_value = "stockflow")]
     pub prefix: String,
-    /// Also write the output files (docs/format.md) into this directory.
+    /// Also write the output files (docs/format.md) into this directory: batch puts it in place
+    /// once its window is complete; run writes it in place, marked in stockflow-run.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Partitions of the output topics stockflow creates (existing topics are used as they are).
