@@ -41,6 +41,12 @@ const START_STAGES: usize = 3;
 /// How often each worker refreshes its share of the lag (Kafka).
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest a worker waiting on the dataflow parks before it looks again. Waiting workers park
+/// instead of spinning: on a box with as many workers as cores, a spinning worker takes the
+/// core from the one it waits for. Timely wakes a parked worker when data or progress arrives;
+/// the bound covers what it cannot see (the sinks' acknowledgements, a stop signal).
+const PARK: Duration = Duration::from_millis(1);
+
 /// What a run is, the same for every worker.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -214,7 +220,7 @@ impl<'w, S: Source> Harness<'w, S> {
             barrier.advance_to(step);
         }
         let probe = &self.dataflow.barrier_probe;
-        self.worker.step_while(|| probe.less_than(&step));
+        self.worker.step_or_park_while(Some(PARK), || probe.less_than(&step));
     }
 
     /// The restored state enters just before the checkpoint's time, so that it is complete
@@ -388,7 +394,7 @@ impl<'w, S: Source> Harness<'w, S> {
             reachable = reachable.min(frontier(&self.dataflow.sent));
         }
         let probe = &self.dataflow.probe;
-        self.worker.step_while(|| probe.less_than(&reachable));
+        self.worker.step_or_park_while(Some(PARK), || probe.less_than(&reachable));
         self.previous_time = self.dataflow.time();
         if read_any || self.last_step.elapsed() > Duration::from_millis(10) {
             self.worker.step();
@@ -483,7 +489,7 @@ impl<'w, S: Source> Harness<'w, S> {
         self.dataflow.close_inputs();
         self.meter.input_closed();
         while !self.dataflow.done() {
-            self.worker.step();
+            self.worker.step_or_park(Some(PARK));
             self.deliver()?;
         }
         self.deliver()?;
@@ -493,7 +499,7 @@ impl<'w, S: Source> Harness<'w, S> {
             share.into_iter().for_each(|run| runs_in.send(run));
         }
         while !self.dataflow.runs_probe.done() {
-            self.worker.step();
+            self.worker.step_or_park(Some(PARK));
             self.deliver()?;
         }
         self.deliver()?;
@@ -503,7 +509,7 @@ impl<'w, S: Source> Harness<'w, S> {
         // Every output is acknowledged: release the other workers' commits.
         self.dataflow.acks = None;
         while !self.dataflow.acknowledged.done() {
-            self.worker.step();
+            self.worker.step_or_park(Some(PARK));
         }
         if let Some(c) = self.checkpoints.as_mut() {
             c.publish(self.index, Millis::MAX, Millis::MAX)?;
