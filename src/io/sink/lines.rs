@@ -26,6 +26,7 @@ pub struct Run {
     /// Where each record's line ends in `bytes`.
     pub ends: Vec<u32>,
     /// The lines, each ending in `\n`.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
