@@ -186,11 +186,17 @@ pub struct RowOutputs<'s> {
     pub transitions: Stream<'s, Transition>,
     /// The keys currently LOW/OUT and their numbers, as changes.
     pub low_current: Stream<'s, Change<Key, LowView>>,
-    /// Each row's (sku, atp), as differential updates: network ATP's input.
-    pub sku_atp: Stream<'s, ((Name, i64), Millis, isize)>,
+    /// How each sku's rows on this worker changed per tick: network ATP's input.
+    pub sku_atp: Stream<'s, (Name, Millis, SkuDelta)>,
     /// The supply status of each key with outbound demand (allocation's input).
     pub supply: Collection<'s, (Key, Supply)>,
 }
+
+/// How one worker's ATP rows of a sku changed at a tick: rows gained (negative: lost) and the
+/// change of their atp sum. Network ATP only adds these up per sku, so a row change crosses to
+/// the sku's owner as one record instead of a retraction and an insertion, and the rows of a
+/// sku that change together on one worker as one (half the records and bytes of that exchange).
+pub type SkuDelta = (isize, i128);
 
 /// Output ports of the row operator, in [`RowOutputs`]'s order.
 const ROW_PORTS: usize = 5;
@@ -204,7 +210,7 @@ struct RowBatch {
     atp: Vec<Change<Key, Atp>>,
     transitions: Vec<Transition>,
     low_current: Vec<Change<Key, LowView>>,
-    sku_atp: Vec<((Name, i64), Millis, isize)>,
+    sku_atp: Vec<(Name, Millis, SkuDelta)>,
     supply: Vec<((Key, Supply), Millis, isize)>,
 }
 
@@ -221,8 +227,13 @@ impl RowBatch {
         }
         let (old_sku_atp, new_sku_atp) = (old.map(|r| r.numbers.atp), new.map(|r| r.numbers.atp));
         if old_sku_atp != new_sku_atp {
-            self.sku_atp.extend(old_sku_atp.map(|atp| ((key.0.clone(), atp), time, -1)));
-            self.sku_atp.extend(new_sku_atp.map(|atp| ((key.0.clone(), atp), time, 1)));
+            let rows = isize::from(new_sku_atp.is_some()) - isize::from(old_sku_atp.is_some());
+            let atp = i128::from(new_sku_atp.unwrap_or(0)) - i128::from(old_sku_atp.unwrap_or(0));
+            // A tick's keys come in key order, so a sku's rows on this worker are adjacent.
+            match self.sku_atp.last_mut() {
+                Some((sku, t, delta)) if *t == time && *sku == key.0 => *delta = (delta.0 + rows, delta.1 + atp),
+                _ => self.sku_atp.push((key.0.clone(), time, (rows, atp))),
+            }
         }
         // A source's row carries R (its outbound) and A (its atp); it changes with the source's
         // position every tick, its supply status far less often.
@@ -374,12 +385,12 @@ fn update_row(
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),
-/// as a change stream. A hash map of (rows, total) per sku, updated per tick: each row change
-/// adds and subtracts its atp, so a sku's cost does not grow with its number of locations.
-pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream<'s, Change<Name, i64>> {
-    let route = |((sku, _), _, _): &((Name, i64), Millis, isize)| shard(sku);
-    atps.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
-        let mut stash: Stash<(Name, i64)> = Stash::default();
+/// as a change stream. A hash map of (rows, total) per sku, updated per tick by the workers'
+/// deltas, so a sku's cost does not grow with its number of locations.
+pub fn network_atp<'s>(deltas: Stream<'s, (Name, Millis, SkuDelta)>) -> Stream<'s, Change<Name, i64>> {
+    let route = |(sku, _, _): &(Name, Millis, SkuDelta)| shard(sku);
+    deltas.unary_frontier(Exchange::new(route), "NetworkAtp", |_, _| {
+        let mut stash: TickStash<(Name, SkuDelta)> = TickStash::default();
         // rows and the exact total (atp >= 0, so a saturated sum is the exact one capped).
         let mut totals: FastMap<Name, (isize, i128)> = FastMap::default();
         let value = |(rows, total): (isize, i128)| (rows > 0).then(|| total.min(i128::from(i64::MAX)) as i64);
@@ -388,23 +399,24 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
             // (see `stash`).
             let mut batch_cap: Option<Capability<Millis>> = None;
             let mut batch = Vec::new();
-            stash_input!(stash, input);
+            input.for_each(|cap, data| {
+                for (sku, time, delta) in data.drain(..) {
+                    stash.push(&cap, time, (sku, delta));
+                }
+            });
             while let Some(time) = stash.first_time() {
                 if frontier.less_equal(&time) {
                     break;
                 }
                 batch_cap.get_or_insert_with(|| stash.caps(time).remove(0));
-                let mut updates = stash.take(time).expect("stashed");
-                consolidate(&mut updates);
-                let mut updates = updates.into_iter().peekable();
-                while let Some(((sku, atp), diff)) = updates.next() {
+                let mut deltas = stash.take(time).expect("stashed");
+                deltas.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+                let mut deltas = deltas.into_iter().peekable();
+                while let Some((sku, delta)) = deltas.next() {
                     let before = totals.get(&sku).copied().unwrap_or((0, 0));
-                    let mut after = before;
-                    let mut part = Some((atp, diff));
-                    while let Some((atp, diff)) = part {
-                        after.0 += diff;
-                        after.1 += i128::from(atp) * diff as i128;
-                        part = updates.next_if(|((s, _), _)| *s == sku).map(|((_, a), d)| (a, d));
+                    let mut after = (before.0 + delta.0, before.1 + delta.1);
+                    while let Some((_, delta)) = deltas.next_if(|(s, _)| *s == sku) {
+                        after = (after.0 + delta.0, after.1 + delta.1);
                     }
                     if after.0 > 0 {
                         totals.insert(sku.clone(), after);
@@ -423,4 +435,68 @@ pub fn network_atp<'s>(atps: Stream<'s, ((Name, i64), Millis, isize)>) -> Stream
             stash.settle();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+    use timely::dataflow::ProbeHandle;
+
+    use super::*;
+
+    /// Network ATP from per-worker deltas: rows appearing, changing and leaving, deltas of two
+    /// workers for one sku in one tick, deltas that cancel, a row at atp 0, a saturated sum.
+    #[test]
+    fn network_atp_adds_up_the_workers_deltas_per_sku_and_tick() {
+        let changes = timely::execute_directly(|worker| {
+            let probe = ProbeHandle::new();
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let sink = Rc::clone(&seen);
+            let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+                let (input, deltas) = scope.new_input::<Vec<(Name, Millis, SkuDelta)>>();
+                network_atp(deltas)
+                    .inspect(move |c: &Change<Name, i64>| sink.borrow_mut().push((c.time, c.key.to_string(), c.value)))
+                    .probe_with(&probe);
+                input
+            });
+            let max = i128::from(i64::MAX);
+            let deltas: [(&str, Millis, SkuDelta); 10] = [
+                // Two rows of A appear on two workers: 5 + 7.
+                ("A", 10, (1, 5)),
+                ("A", 10, (1, 7)),
+                // One falls to 0; B gets a row at atp 0; C's changes cancel.
+                ("A", 20, (0, -5)),
+                ("B", 20, (1, 0)),
+                ("C", 20, (1, 3)),
+                ("C", 20, (-1, -3)),
+                // Both rows of A leave.
+                ("A", 30, (-1, 0)),
+                ("A", 30, (-1, -7)),
+                // Two rows at the largest atp: the sum is capped, and exact again when one leaves.
+                ("D", 40, (2, 2 * max)),
+                ("D", 50, (-1, -max)),
+            ];
+            for (sku, time, delta) in deltas {
+                input.send((Name::from(sku), time, delta));
+            }
+            input.advance_to(60);
+            drop(input);
+            worker.step_while(|| !probe.done());
+            let changes = seen.borrow().clone();
+            changes
+        });
+        let mut changes = changes;
+        changes.sort();
+        let want = vec![
+            (10, "A".to_string(), Some(12)),
+            (20, "A".to_string(), Some(7)),
+            (20, "B".to_string(), Some(0)),
+            (30, "A".to_string(), None),
+            (40, "D".to_string(), Some(i64::MAX)),
+        ];
+        assert_eq!(changes, want, "D's capped sum is unchanged at 50, so it yields no change there");
+    }
 }
