@@ -54,5 +54,6 @@ fn run_command() -> Result<()> {
 
 // glibc's malloc took a third of a profile of many small keys; mimalloc's thread-local size
 // classes suit differential's batch churn better (replay of 400k events on 100k keys: 43 s -> 19 s).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
