@@ -1,7 +1,7 @@
-//! A key's holds (SPEC §2 "Holds"): indexed by res_id and by expiry, with their sum kept as
-//! they open and end, so that every operation costs O(log n) in the key's holds and a hot key
-//! with a million open holds costs per message what a quiet one does (docs/benchmarks.md,
-//! "Hot keys").
+//! A key's holds (SPEC §2 "Holds"): a few in a short vector, more indexed by res_id and by
+//! expiry with their sum kept as they open and end, so that every operation costs O(log n) in
+//! the key's holds and a hot key with a million open holds costs per message what a quiet one
+//! does (docs/benchmarks.md, "Hot keys"), while a key with one hold costs ~80 bytes.
 //!
 //! In checkpoints (and `checkpoint show`) the holds are the sequence of [`Hold`]s a `Vec<Hold>`
 //! encodes to, ordered by res_id: the layout of the earlier `Vec`, so shares written before
@@ -29,11 +29,25 @@ pub struct Hold {
 /// here past its expiry until [`Holds::pop_expired`] takes it out (the key ledger does at its
 /// expiry's tick), so [`Holds::is_active`] asks about a time.
 ///
-/// Empty, it is one null pointer: most keys never hold anything.
+/// Empty, it is one null pointer: most keys never hold anything. A few holds are a short
+/// vector (one hold costs ~80 bytes, where the two indexes' first nodes cost ~900); past
+/// [`FEW`] they move to the indexes, where every operation costs O(log n).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Holds(Option<Box<Index>>);
+pub struct Holds(Option<Box<Repr>>);
+
+/// Up to this many holds live in a vector searched by res_id; more go to an [`Index`].
+const FEW: usize = 8;
 
 /// The holds of a key that has some.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Repr {
+    /// At most [`FEW`] holds, sorted by res_id.
+    Few(Vec<Hold>),
+    /// Holds indexed by res_id and by expiry (a hot key's).
+    Many(Box<Index>),
+}
+
+/// The holds of a key that has many.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Index {
     by_id: BTreeMap<Name, Held>,
@@ -59,73 +73,122 @@ impl Holds {
 
     /// How many holds the key has.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |index| index.by_id.len())
+        match self.0.as_deref() {
+            None => 0,
+            Some(Repr::Few(few)) => few.len(),
+            Some(Repr::Many(index)) => index.by_id.len(),
+        }
     }
 
     /// Whether hold `res_id` exists and is active at `at` (SPEC §2: for [effective time,
     /// expires_at)).
     pub fn is_active(&self, res_id: &str, at: Millis) -> bool {
-        self.0.as_ref().and_then(|index| index.by_id.get(res_id)).is_some_and(|held| held.expires_at > at)
+        let expires_at = match self.0.as_deref() {
+            None => None,
+            Some(Repr::Few(few)) => find(few, res_id).ok().map(|i| few[i].expires_at),
+            Some(Repr::Many(index)) => index.by_id.get(res_id).map(|held| held.expires_at),
+        };
+        expires_at.is_some_and(|expires_at| expires_at > at)
     }
 
     /// Adds `hold`, replacing a hold of the same res_id (one that has ended by expiry).
     pub fn open(&mut self, hold: Hold) {
-        let index = self.0.get_or_insert_with(Box::default);
-        let held = Held { qty: hold.qty, expires_at: hold.expires_at };
-        if let Some(old) = index.by_id.insert(hold.res_id.clone(), held) {
-            index.unlist(&hold.res_id, old);
+        let repr = self.0.get_or_insert_with(|| Box::new(Repr::Few(Vec::with_capacity(1))));
+        match &mut **repr {
+            Repr::Few(few) => match find(few, &hold.res_id) {
+                Ok(i) => few[i] = hold,
+                Err(i) if few.len() < FEW => few.insert(i, hold),
+                Err(_) => {
+                    let mut index = Index::default();
+                    std::mem::take(few).into_iter().chain([hold]).for_each(|h| index.open(h));
+                    **repr = Repr::Many(Box::new(index));
+                }
+            },
+            Repr::Many(index) => index.open(hold),
         }
-        index.by_expiry.insert((hold.expires_at, hold.res_id));
-        index.total += i128::from(held.qty);
     }
 
     /// Removes hold `res_id` and returns it, if the key has it.
     pub fn end(&mut self, res_id: &str) -> Option<Hold> {
-        let index = self.0.as_mut()?;
-        let (res_id, held) = index.by_id.remove_entry(res_id)?;
-        index.unlist(&res_id, held);
-        self.forget_if_empty();
-        Some(Hold { res_id, qty: held.qty, expires_at: held.expires_at })
+        let hold = match &mut **self.0.as_mut()? {
+            Repr::Few(few) => few.remove(find(few, res_id).ok()?),
+            Repr::Many(index) => index.end(res_id)?,
+        };
+        if self.len() == 0 {
+            self.0 = None;
+        }
+        Some(hold)
     }
 
     /// Removes and returns the hold that expires first, by (expires_at, res_id), if it expires
     /// at or before `through`.
     pub fn pop_expired(&mut self, through: Millis) -> Option<Hold> {
-        let index = self.0.as_ref()?;
-        let first = index.by_expiry.first().filter(|(expires_at, _)| *expires_at <= through)?;
-        let res_id = first.1.clone();
+        let res_id = match self.0.as_deref()? {
+            Repr::Few(few) => few.iter().map(|h| (h.expires_at, &h.res_id)).min().filter(|(e, _)| *e <= through)?.1,
+            Repr::Many(index) => &index.by_expiry.first().filter(|(e, _)| *e <= through)?.1,
+        }
+        .clone();
         self.end(&res_id)
     }
 
     /// The earliest expiry among the holds.
     pub fn next_expiry(&self) -> Option<Millis> {
-        self.0.as_ref().and_then(|index| index.by_expiry.first()).map(|(expires_at, _)| *expires_at)
+        match self.0.as_deref()? {
+            Repr::Few(few) => few.iter().map(|h| h.expires_at).min(),
+            Repr::Many(index) => index.by_expiry.first().map(|(expires_at, _)| *expires_at),
+        }
     }
 
     /// SPEC §3's `reserved` over these holds: the sum of their qty (saturated at `i64::MAX`, as
     /// a sum of positive quantities added with saturation would be).
     pub fn reserved(&self) -> i64 {
-        self.0.as_ref().map_or(0, |index| i64::try_from(index.total).unwrap_or(i64::MAX))
+        let total = match self.0.as_deref() {
+            None => 0,
+            Some(Repr::Few(few)) => few.iter().map(|h| i128::from(h.qty)).sum(),
+            Some(Repr::Many(index)) => index.total,
+        };
+        i64::try_from(total).unwrap_or(i64::MAX)
     }
 
     /// The holds, by res_id.
     pub fn iter(&self) -> impl Iterator<Item = Hold> + '_ {
-        let holds = self.0.as_ref().map(|index| index.by_id.iter());
-        holds.into_iter().flatten().map(|(res_id, held)| Hold {
+        let (few, many) = match self.0.as_deref() {
+            None => (None, None),
+            Some(Repr::Few(few)) => (Some(few.iter().cloned()), None),
+            Some(Repr::Many(index)) => (None, Some(index.by_id.iter())),
+        };
+        let many = many.into_iter().flatten().map(|(res_id, held)| Hold {
             res_id: res_id.clone(),
             qty: held.qty,
             expires_at: held.expires_at,
-        })
-    }
-
-    fn forget_if_empty(&mut self) {
-        if self.0.as_ref().is_some_and(|index| index.by_id.is_empty()) {
-            self.0 = None;
-        }
+        });
+        few.into_iter().flatten().chain(many)
     }
 }
 
+/// Where hold `res_id` is (or would go) in holds sorted by res_id.
+fn find(few: &[Hold], res_id: &str) -> Result<usize, usize> {
+    few.binary_search_by(|h| h.res_id.as_str().cmp(res_id))
+}
+
 impl Index {
+    /// Adds `hold`, replacing a hold of the same res_id.
+    fn open(&mut self, hold: Hold) {
+        let held = Held { qty: hold.qty, expires_at: hold.expires_at };
+        if let Some(old) = self.by_id.insert(hold.res_id.clone(), held) {
+            self.unlist(&hold.res_id, old);
+        }
+        self.by_expiry.insert((hold.expires_at, hold.res_id));
+        self.total += i128::from(held.qty);
+    }
+
+    /// Removes hold `res_id` and returns it, if there is one.
+    fn end(&mut self, res_id: &str) -> Option<Hold> {
+        let (res_id, held) = self.by_id.remove_entry(res_id)?;
+        self.unlist(&res_id, held);
+        Some(Hold { res_id, qty: held.qty, expires_at: held.expires_at })
+    }
+
     /// Takes a hold removed from `by_id` out of the expiry index and the total.
     fn unlist(&mut self, res_id: &Name, held: Held) {
         // Borrowing (Millis, &str) from (Millis, Name) is not possible: the key is rebuilt.
@@ -142,22 +205,13 @@ impl FromIterator<Hold> for Holds {
     }
 }
 
-/// A hold as it is serialized, borrowed.
-#[derive(Serialize)]
-#[serde(rename = "Hold")]
-struct HoldRef<'a> {
-    res_id: &'a Name,
-    qty: i64,
-    expires_at: Millis,
-}
-
 impl Serialize for Holds {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         // bincode needs the length up front.
         let mut seq = serializer.serialize_seq(Some(self.len()))?;
-        for (res_id, held) in self.0.iter().flat_map(|index| &index.by_id) {
-            seq.serialize_element(&HoldRef { res_id, qty: held.qty, expires_at: held.expires_at })?;
+        for hold in self.iter() {
+            seq.serialize_element(&hold)?;
         }
         seq.end()
     }
