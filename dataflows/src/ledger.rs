@@ -47,7 +47,7 @@ pub mod holds;
 pub mod key;
 
 pub use holds::{Hold, Holds};
-pub use key::{Counter, HoldOutcome, KeyState, Outcome, StockOutcome};
+pub use key::{Counter, HoldOutcome, KeyState, MaybeMillis, Outcome, PolicyOutOfRange, StockOutcome};
 
 /// The ledger's netted stock of a key at a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,12 +56,6 @@ pub struct Stock {
     pub on_hand: i64,
     /// Sum of the active holds.
     pub reserved: i64,
-}
-
-impl Stock {
-    fn is_zero(&self) -> bool {
-        self.on_hand == 0 && self.reserved == 0
-    }
 }
 
 /// What the key ledger publishes, as differential updates; each kind on its own output port.
@@ -427,18 +421,15 @@ struct KeyBook {
     on_order: i64,
     /// The earliest tick at which the key is scheduled in [`Effects::expiries`] (not saved: a
     /// restore schedules it again).
-    next_visit: Option<Millis>,
+    next_visit: MaybeMillis,
 }
 
 impl KeyBook {
-    /// The base the key published last: its stock as published, its orders and `policy`.
-    fn base(&self, policy: Option<&Policy>) -> Base {
-        Base {
-            on_hand: self.state.published.on_hand,
-            reserved: self.state.published.reserved,
-            on_order: self.on_order,
-            policy: policy.cloned(),
-        }
+    /// The key's base: its stock, orders and policy. Between visits (its tick settled) that is
+    /// the base it published last.
+    fn base(&self) -> Base {
+        let stock = self.state.stock();
+        Base { on_hand: stock.on_hand, reserved: stock.reserved, on_order: self.on_order, policy: self.state.policy() }
     }
 }
 
@@ -570,14 +561,14 @@ impl KeyLedger {
         };
         // The base as published: stock and orders change only below, the policy with the
         // messages.
-        let old = book.base(book.state.policy.as_ref());
+        let old = book.base();
         while let Some(event) = events.next_if(|e| key_of(e) == (&key.0, &key.1)) {
             self.effects.apply(&mut book.state, event);
         }
         book.state.settle(time);
         self.effects.schedule_next_expiry(key, book, time);
         book.on_order = book.on_order.saturating_add(delta);
-        let new = book.base(book.state.policy.as_ref());
+        let new = book.base();
         let forget = book.on_order == 0 && book.state.is_forgettable();
         let changed = old != new;
         if changed {
@@ -598,7 +589,7 @@ impl KeyLedger {
             .books
             .iter()
             .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
-            .filter_map(|(key, book)| planner_of(&book.base(book.state.policy.as_ref())).map(|p| (key, p)))
+            .filter_map(|(key, book)| planner_of(&book.base()).map(|p| (key, p)))
             .collect();
         gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
@@ -625,13 +616,13 @@ impl Effects {
     /// After a visit to `key` at `now` (or its restore), makes sure a visit is scheduled at the
     /// tick where its earliest remaining hold expires.
     fn schedule_next_expiry(&mut self, key: &Key, book: &mut KeyBook, now: Millis) {
-        book.next_visit = book.next_visit.filter(|&visit| visit > now);
+        book.next_visit = MaybeMillis::new(book.next_visit.get().filter(|&visit| visit > now));
         let expiry = book.state.holds.next_expiry();
         // A hold expiring beyond the window never ends within it.
         let Some(due) = expiry.and_then(|at| self.ticks.emission(at)).filter(|&due| due > now) else { return };
-        if book.next_visit.is_none_or(|visit| due < visit) {
+        if book.next_visit.get().is_none_or(|visit| due < visit) {
             self.expiries.entry(due).or_default().push(key.clone());
-            book.next_visit = Some(due);
+            book.next_visit = MaybeMillis::new(Some(due));
         }
     }
 
@@ -725,9 +716,9 @@ impl Book for KeyLedger {
             Saved::Key(key, state) => {
                 // Its open orders (and the sources) come as side updates at this time, applied
                 // after the restores.
-                let mut book = KeyBook { state, on_order: 0, next_visit: None };
+                let mut book = KeyBook { state, on_order: 0, next_visit: MaybeMillis::default() };
                 self.effects.schedule_next_expiry(&key, &mut book, time);
-                let base = book.base(book.state.policy.as_ref());
+                let base = book.base();
                 let source = self.sources.contains(&key.1);
                 base_change(&key, &Base::default(), &base, (source, source), time, out);
                 self.books.insert(key, book);
@@ -928,15 +919,17 @@ pub fn ledger<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks
                     let mut session = output.session(&cap);
                     for c in data.drain(..) {
                         let (loc, time) = match &c {
-                            Control::Restore(Saved::Key(_, state)) => (policy_source(state.policy.as_ref()), sent),
+                            Control::Restore(Saved::Key(_, state)) => {
+                                (policy_source(state.policy().as_ref()).cloned(), sent)
+                            }
                             Control::Restore(Saved::Pending(event)) => {
                                 let time = ticks.emission(event.order.effective).unwrap_or(event.order.effective);
-                                (internal_source(&event.message.body), time)
+                                (internal_source(&event.message.body).cloned(), time)
                             }
                             _ => (None, sent),
                         };
                         if let Some(loc) = loc {
-                            session.give_iterator(source_copies(loc, time, peers));
+                            session.give_iterator(source_copies(&loc, time, peers));
                         }
                     }
                 });

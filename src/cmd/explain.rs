@@ -281,7 +281,7 @@ impl KeyInput {
             }
             match entry {
                 Saved::Key((sku, loc), state) if *sku == key.0 => {
-                    match state.barrier {
+                    match state.barrier() {
                         Some(ts) => events.push(event(sku, loc, ts, Body::Count { qty: state.on_hand })),
                         None if state.on_hand != 0 => {
                             events.push(event(sku, loc, as_of, Body::Adjust { delta: state.on_hand, reason: None }))
@@ -293,8 +293,8 @@ impl KeyInput {
                             Body::Reserve { res_id: hold.res_id.clone(), qty: hold.qty, expires_at: Some(hold.expires_at) };
                         events.push(event(sku, loc, as_of, body));
                     }
-                    if state.policy.is_some() {
-                        events.push(event(sku, loc, as_of, Body::Policy(state.policy.clone())));
+                    if let Some(policy) = state.policy() {
+                        events.push(event(sku, loc, as_of, Body::Policy(Some(policy))));
                     }
                 }
                 Saved::Po(po_id, (sku, loc), qty) if *sku == key.0 => {

@@ -2,12 +2,14 @@
 //! step that applies one message to them and says what it did. The key ledger operator and
 //! `stockflow explain` both take this step, so SPEC §2's per-key rules live here once.
 
-use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::holds::{Hold, Holds};
 use super::Stock;
 use crate::clock::DEFAULT_HOLD_MS;
-use crate::model::{Body, Event, Millis, Policy};
+use crate::model::{Body, Event, Millis, Name, Policy};
 
 /// Ledger outcomes that are counted in the run summary, not applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -22,19 +24,121 @@ pub enum Counter {
     Absorbed,
 }
 
-/// One key's ledger (saved as is in checkpoints).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One key's ledger. Its fields are packed (a million keys keep a million of these); in
+/// checkpoints it keeps the layout it had before ([`SavedKeyState`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyState {
     /// Physical stock.
     pub on_hand: i64,
     /// `ts` of the latest applied count: older movements are absorbed.
-    pub barrier: Option<Millis>,
+    barrier: MaybeMillis,
     /// Holds not yet ended (each ends at its expiry at the latest).
     pub holds: Holds,
     /// The key's policy.
-    pub policy: Option<Policy>,
-    /// The stock last published, to publish only changes.
-    pub published: Stock,
+    policy: Option<KeyPolicy>,
+}
+
+/// A time or none, in 8 bytes where `Option<Millis>` takes 16: times end at
+/// [`crate::model::MAX_TIME`], far below `u64::MAX`, which stands for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaybeMillis(u64);
+
+impl Default for MaybeMillis {
+    fn default() -> Self {
+        MaybeMillis(u64::MAX)
+    }
+}
+
+impl MaybeMillis {
+    /// `time`, packed.
+    pub fn new(time: Option<Millis>) -> Self {
+        MaybeMillis(time.filter(|&t| t != u64::MAX).unwrap_or(u64::MAX))
+    }
+
+    /// The time, if any.
+    pub fn get(self) -> Option<Millis> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+}
+
+/// A key's policy as its ledger keeps it: SPEC §1 bounds every policy number to 0..=1e9 and
+/// `pack_size` to >= 1, so each fits a `u32` (48 bytes with its `Option`, where [`Policy`]'s
+/// `i64`s take 64).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeyPolicy {
+    safety_stock: u32,
+    reorder_point: u32,
+    order_up_to: u32,
+    pack_size: NonZeroU32,
+    moq: u32,
+    source: Option<Name>,
+}
+
+/// A policy number outside SPEC §1's bounds (the decoder rejects such messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a policy number is outside SPEC's 0..=1e9 (or a pack_size of 0)")]
+pub struct PolicyOutOfRange;
+
+impl KeyPolicy {
+    fn new(policy: &Policy) -> Result<Self, PolicyOutOfRange> {
+        let number = |n: i64| u32::try_from(n).ok().filter(|&n| i64::from(n) <= crate::model::MAX_QTY);
+        let numbers = [policy.safety_stock, policy.reorder_point, policy.order_up_to, policy.pack_size, policy.moq];
+        let [safety_stock, reorder_point, order_up_to, pack_size, moq] = numbers.map(number);
+        Ok(KeyPolicy {
+            safety_stock: safety_stock.ok_or(PolicyOutOfRange)?,
+            reorder_point: reorder_point.ok_or(PolicyOutOfRange)?,
+            order_up_to: order_up_to.ok_or(PolicyOutOfRange)?,
+            pack_size: pack_size.and_then(NonZeroU32::new).ok_or(PolicyOutOfRange)?,
+            moq: moq.ok_or(PolicyOutOfRange)?,
+            source: policy.source.clone(),
+        })
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            safety_stock: self.safety_stock.into(),
+            reorder_point: self.reorder_point.into(),
+            order_up_to: self.order_up_to.into(),
+            pack_size: self.pack_size.get().into(),
+            moq: self.moq.into(),
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// [`KeyState`] as checkpoints hold it (docs/checkpoints.md): the layout from before its
+/// fields were packed, with the stock it published (its on_hand and the sum of its holds).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "KeyState")]
+struct SavedKeyState<H> {
+    on_hand: i64,
+    barrier: Option<Millis>,
+    holds: H,
+    policy: Option<Policy>,
+    published: Stock,
+}
+
+impl Serialize for KeyState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SavedKeyState {
+            on_hand: self.on_hand,
+            barrier: self.barrier(),
+            holds: &self.holds,
+            policy: self.policy(),
+            published: self.stock(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let saved = SavedKeyState::<Holds>::deserialize(deserializer)?;
+        let policy = saved.policy.as_ref().map(KeyPolicy::new).transpose().map_err(serde::de::Error::custom)?;
+        // `published` is left out: the key was saved with its tick settled, when the stock it
+        // published is its stock ([`KeyState::stock`]).
+        Ok(KeyState { on_hand: saved.on_hand, barrier: MaybeMillis::new(saved.barrier), holds: saved.holds, policy })
+    }
 }
 
 /// What a message did to the key's on_hand, when it has an on_hand part.
@@ -124,7 +228,10 @@ impl KeyState {
                 outcome.hold = Some(self.end_hold(&res_id, at));
                 outcome.stock = Some(self.move_stock(ts, qty.saturating_neg()));
             }
-            Body::Policy(policy) => self.policy = policy,
+            Body::Policy(policy) => {
+                let policy = policy.as_ref().map(KeyPolicy::new).transpose();
+                self.policy = policy.expect("the decoder keeps policy numbers within SPEC's bounds");
+            }
             Body::Po { .. } => {}
         }
         outcome
@@ -132,7 +239,7 @@ impl KeyState {
 
     /// Adds `delta` to on_hand, unless a count with a later `ts` absorbs it.
     fn move_stock(&mut self, ts: Millis, delta: i64) -> StockOutcome {
-        if let Some(barrier) = self.barrier.filter(|&b| ts < b) {
+        if let Some(barrier) = self.barrier().filter(|&b| ts < b) {
             return StockOutcome::Absorbed { barrier };
         }
         self.on_hand = self.on_hand.saturating_add(delta);
@@ -141,11 +248,11 @@ impl KeyState {
 
     /// Sets on_hand to `qty` and the barrier to `ts`, unless a later count absorbs it.
     fn count(&mut self, ts: Millis, qty: i64) -> StockOutcome {
-        if let Some(barrier) = self.barrier.filter(|&b| ts < b) {
+        if let Some(barrier) = self.barrier().filter(|&b| ts < b) {
             return StockOutcome::Absorbed { barrier };
         }
         self.on_hand = qty;
-        self.barrier = Some(ts);
+        self.barrier = MaybeMillis::new(Some(ts));
         StockOutcome::Counted
     }
 
@@ -169,21 +276,36 @@ impl KeyState {
         HoldOutcome::Ended { qty: hold.qty }
     }
 
-    /// Takes out every hold that has expired at `time` and sets what the key publishes: its
-    /// on_hand and the sum of its holds.
+    /// `ts` of the latest applied count: older movements are absorbed.
+    pub fn barrier(&self) -> Option<Millis> {
+        self.barrier.get()
+    }
+
+    /// The key's policy.
+    pub fn policy(&self) -> Option<Policy> {
+        self.policy.as_ref().map(KeyPolicy::policy)
+    }
+
+    /// The key's (safety_stock, reorder_point), what its ATP row takes of its policy.
+    pub fn row_policy(&self) -> Option<(u32, u32)> {
+        self.policy.as_ref().map(|p| (p.safety_stock, p.reorder_point))
+    }
+
+    /// Its on_hand and the sum of its holds: once the key's tick is settled, the stock it
+    /// publishes.
+    pub fn stock(&self) -> Stock {
+        Stock { on_hand: self.on_hand, reserved: self.holds.reserved() }
+    }
+
+    /// Takes out every hold that has expired at `time`.
     pub(super) fn settle(&mut self, time: Millis) {
         while self.holds.pop_expired(time).is_some() {}
-        self.published = Stock { on_hand: self.on_hand, reserved: self.holds.reserved() };
     }
 
     /// Whether nothing about the key needs remembering.
     pub(super) fn is_forgettable(&self) -> bool {
         // The barrier must survive even at zero stock: a late sale behind it must stay absorbed.
-        self.on_hand == 0
-            && self.barrier.is_none()
-            && self.holds.is_empty()
-            && self.policy.is_none()
-            && self.published.is_zero()
+        self.on_hand == 0 && self.barrier().is_none() && self.holds.is_empty() && self.policy.is_none()
     }
 }
 
@@ -223,6 +345,6 @@ mod tests {
         assert_eq!(key.apply(event(2500, 2500, Body::Release { res_id: "E".into() })).hold, Some(HoldOutcome::Orphan));
         assert_eq!(key.apply(event(2600, 2600, reserve("E", 1, Some(3000)))).hold, Some(HoldOutcome::Opened { expires_at: 3000 }));
         key.settle(3000);
-        assert_eq!(key.published, Stock { on_hand: 7, reserved: 0 });
+        assert_eq!(key.stock(), Stock { on_hand: 7, reserved: 0 });
     }
 }
