@@ -127,17 +127,18 @@ pub struct RowBase {
     pub reserved: i64,
     /// Sum of open purchase orders.
     pub on_order: i64,
-    /// (safety_stock, reorder_point) of the policy, if any.
-    pub policy: Option<(i64, i64)>,
+    /// (safety_stock, reorder_point) of the policy, if any: SPEC §1 bounds both to 0..=1e9.
+    pub policy: Option<(u32, u32)>,
 }
 
 impl From<&Base> for RowBase {
     fn from(base: &Base) -> Self {
+        let number = |n: i64| u32::try_from(n).expect("the key ledger keeps policy numbers within 0..=1e9");
         RowBase {
             on_hand: base.on_hand,
             reserved: base.reserved,
             on_order: base.on_order,
-            policy: base.policy.as_ref().map(|p| (p.safety_stock, p.reorder_point)),
+            policy: base.policy.as_ref().map(|p| (number(p.safety_stock), number(p.reorder_point))),
         }
     }
 }
@@ -149,8 +150,8 @@ struct RowInputs {
     on_hand: i64,
     reserved: i64,
     on_order: i64,
-    /// (safety_stock, reorder_point) of the policy, if any.
-    policy: Option<(i64, i64)>,
+    /// (safety_stock, reorder_point) of the policy, if any (48 bytes in all, not 56).
+    policy: Option<(u32, u32)>,
     outbound: i64,
 }
 
@@ -161,7 +162,7 @@ impl RowInputs {
             return None;
         }
         let available = self.on_hand.saturating_sub(self.reserved);
-        let safety_stock = self.policy.map_or(0, |(s, _)| s);
+        let safety_stock = self.policy.map_or(0, |(s, _)| i64::from(s));
         let own_position = self.on_hand.saturating_add(self.on_order).saturating_sub(self.reserved);
         Some(Row {
             numbers: Atp {
@@ -173,7 +174,7 @@ impl RowInputs {
                 position: own_position.saturating_sub(self.outbound),
             },
             outbound: self.outbound,
-            reorder_point: self.policy.map(|(_, r)| r),
+            reorder_point: self.policy.map(|(_, r)| i64::from(r)),
         })
     }
 }
