@@ -47,7 +47,7 @@ pub mod holds;
 pub mod key;
 
 pub use holds::{Hold, Holds};
-pub use key::{Counter, HoldOutcome, KeyState, MaybeMillis, Outcome, PolicyOutOfRange, StockOutcome};
+pub use key::{Counter, HoldOutcome, KeyState, MaybeMillis, Outcome, PolicyOutOfRange, SourceNames, StockOutcome};
 
 /// The ledger's netted stock of a key at a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -501,6 +501,8 @@ struct Effects {
     /// earlier costs a visit that changes nothing.
     expiries: BTreeMap<Millis, Vec<Key>>,
     counts: BTreeMap<Counter, isize>,
+    /// The source names of every book's policy, each held once.
+    source_names: SourceNames,
 }
 
 /// A tick's side updates, split: open-order changes by key (in key order) and the locations
@@ -514,7 +516,12 @@ impl KeyLedger {
     fn new(ticks: Ticks) -> Self {
         KeyLedger {
             books: FastMap::default(),
-            effects: Effects { ticks, expiries: BTreeMap::new(), counts: BTreeMap::new() },
+            effects: Effects {
+                ticks,
+                expiries: BTreeMap::new(),
+                counts: BTreeMap::new(),
+                source_names: SourceNames::default(),
+            },
             totals: BTreeMap::new(),
             sources: HashSet::default(),
         }
@@ -608,7 +615,7 @@ impl Effects {
     /// Applies one message of a key to its `state` (SPEC §2, [`KeyState::apply`]) and counts
     /// what it counts.
     fn apply(&mut self, state: &mut KeyState, event: Event) {
-        for counter in state.apply(event).counters() {
+        for counter in state.apply(event, &mut self.source_names).counters() {
             *self.counts.entry(counter).or_default() += 1;
         }
     }
@@ -713,7 +720,8 @@ impl Book for KeyLedger {
 
     fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeyOut>>) {
         match saved {
-            Saved::Key(key, state) => {
+            Saved::Key(key, mut state) => {
+                state.share_source(&mut self.effects.source_names);
                 // Its open orders (and the sources) come as side updates at this time, applied
                 // after the restores.
                 let mut book = KeyBook { state, on_order: 0, next_visit: MaybeMillis::default() };
@@ -989,6 +997,13 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn books_stay_packed() {
+        // Every key has a book: its size is most of the ledger's bytes per key.
+        assert_eq!(std::mem::size_of::<KeyState>(), 56);
+        assert_eq!(std::mem::size_of::<KeyBook>(), 72);
     }
 
     #[test]

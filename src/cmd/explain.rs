@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use dataflows::allocation::{fair_share, Claim, PlanLine};
 use dataflows::clock::Ticks;
-use dataflows::ledger::{HoldOutcome, KeyState, Outcome, StockOutcome};
+use dataflows::ledger::{HoldOutcome, KeyState, Outcome, SourceNames, StockOutcome};
 use dataflows::low_stock::LowView;
 use dataflows::model::{Body, DeadLetter, Event, Millis, Name, OrderKey, PoStatus, Policy};
 use dataflows::order_plan::{is_external, line_for};
@@ -740,6 +740,7 @@ struct LedgerWalk {
     entries: Vec<LedgerEntry>,
     last_count: Option<usize>,
     state: KeyState,
+    sources: SourceNames,
     /// Where the reserve of each hold in `state` was read.
     reserved_at: BTreeMap<Name, String>,
 }
@@ -747,8 +748,13 @@ struct LedgerWalk {
 impl LedgerWalk {
     /// Walks the messages of `key` in `input` (SPEC order) up to `as_of`.
     fn new(config: &ReplayConfig, key: &Key, input: &KeyInput, as_of: Option<Millis>) -> Self {
-        let mut walk =
-            LedgerWalk { entries: Vec::new(), last_count: None, state: KeyState::default(), reserved_at: BTreeMap::new() };
+        let mut walk = LedgerWalk {
+            entries: Vec::new(),
+            last_count: None,
+            state: KeyState::default(),
+            sources: SourceNames::default(),
+            reserved_at: BTreeMap::new(),
+        };
         for event in input.events.iter().filter(|e| e.message.loc == key.1) {
             walk.step(config, event);
         }
@@ -778,12 +784,12 @@ impl LedgerWalk {
         let body = &event.message.body;
         if matches!(body, Body::Policy(_) | Body::Po { .. }) {
             // The policy has its own section; purchase orders are not keyed messages here.
-            self.state.apply(event.clone());
+            self.state.apply(event.clone(), &mut self.sources);
             return;
         }
         let (at, ts) = (event.order.effective, event.message.ts);
         self.expire(at);
-        let outcome = self.state.apply(event.clone());
+        let outcome = self.state.apply(event.clone(), &mut self.sources);
         let position = position_of(config, &event.order);
         match (outcome.hold, body) {
             (Some(HoldOutcome::Opened { .. }), Body::Reserve { res_id, .. }) => {

@@ -2,7 +2,10 @@
 //! step that applies one message to them and says what it did. The key ledger operator and
 //! `stockflow explain` both take this step, so SPEC §2's per-key rules live here once.
 
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -10,6 +13,7 @@ use super::holds::{Hold, Holds};
 use super::Stock;
 use crate::clock::DEFAULT_HOLD_MS;
 use crate::model::{Body, Event, Millis, Name, Policy};
+use crate::FxHasher;
 
 /// Ledger outcomes that are counted in the run summary, not applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,9 +65,9 @@ impl MaybeMillis {
     }
 }
 
-/// A key's policy as its ledger keeps it: SPEC §1 bounds every policy number to 0..=1e9 and
-/// `pack_size` to >= 1, so each fits a `u32` (48 bytes with its `Option`, where [`Policy`]'s
-/// `i64`s take 64).
+/// A key's policy as its ledger keeps it, in 32 bytes with its `Option` where [`Policy`]
+/// takes 64: SPEC §1 bounds every policy number to 0..=1e9 and `pack_size` to >= 1, so each
+/// fits a `u32`, and the source's name is shared ([`SourceNames`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct KeyPolicy {
     safety_stock: u32,
@@ -71,7 +75,26 @@ struct KeyPolicy {
     order_up_to: u32,
     pack_size: NonZeroU32,
     moq: u32,
-    source: Option<Name>,
+    source: Option<Arc<Name>>,
+}
+
+/// The sources policies name, each name held once: a network's keys name a few distribution
+/// centers and vendors, so a key's policy points to its source's name (8 bytes) instead of
+/// holding a copy (24). A ledger keeps one for all its keys; names stay while the ledger
+/// lives (a network has few).
+#[derive(Debug, Default)]
+pub struct SourceNames(HashSet<Arc<Name>, BuildHasherDefault<FxHasher>>);
+
+impl SourceNames {
+    /// The shared copy of `name`.
+    fn share(&mut self, name: &Name) -> Arc<Name> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::new(name.clone());
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 /// A policy number outside SPEC §1's bounds (the decoder rejects such messages).
@@ -80,7 +103,7 @@ struct KeyPolicy {
 pub struct PolicyOutOfRange;
 
 impl KeyPolicy {
-    fn new(policy: &Policy) -> Result<Self, PolicyOutOfRange> {
+    fn new(policy: &Policy, sources: &mut SourceNames) -> Result<Self, PolicyOutOfRange> {
         let number = |n: i64| u32::try_from(n).ok().filter(|&n| i64::from(n) <= crate::model::MAX_QTY);
         let numbers = [policy.safety_stock, policy.reorder_point, policy.order_up_to, policy.pack_size, policy.moq];
         let [safety_stock, reorder_point, order_up_to, pack_size, moq] = numbers.map(number);
@@ -90,7 +113,7 @@ impl KeyPolicy {
             order_up_to: order_up_to.ok_or(PolicyOutOfRange)?,
             pack_size: pack_size.and_then(NonZeroU32::new).ok_or(PolicyOutOfRange)?,
             moq: moq.ok_or(PolicyOutOfRange)?,
-            source: policy.source.clone(),
+            source: policy.source.as_ref().map(|name| sources.share(name)),
         })
     }
 
@@ -101,7 +124,7 @@ impl KeyPolicy {
             order_up_to: self.order_up_to.into(),
             pack_size: self.pack_size.get().into(),
             moq: self.moq.into(),
-            source: self.source.clone(),
+            source: self.source.as_deref().cloned(),
         }
     }
 }
@@ -134,7 +157,9 @@ impl Serialize for KeyState {
 impl<'de> Deserialize<'de> for KeyState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let saved = SavedKeyState::<Holds>::deserialize(deserializer)?;
-        let policy = saved.policy.as_ref().map(KeyPolicy::new).transpose().map_err(serde::de::Error::custom)?;
+        // Shared again when a ledger takes the state ([`KeyState::share_source`]).
+        let policy = saved.policy.as_ref().map(|p| KeyPolicy::new(p, &mut SourceNames::default()));
+        let policy = policy.transpose().map_err(serde::de::Error::custom)?;
         // `published` is left out: the key was saved with its tick settled, when the stock it
         // published is its stock ([`KeyState::stock`]).
         Ok(KeyState { on_hand: saved.on_hand, barrier: MaybeMillis::new(saved.barrier), holds: saved.holds, policy })
@@ -205,12 +230,13 @@ impl Outcome {
 
 impl KeyState {
     /// Applies one message of this key at its effective time (SPEC §2: counts are barriers,
-    /// holds are active for [effective time, expires_at)) and says what it did.
+    /// holds are active for [effective time, expires_at)) and says what it did. A policy's
+    /// source name is shared through `sources`.
     ///
     /// Holds that expired before the message need not have been taken out
     /// ([`Holds::pop_expired`]): an expired hold is inactive here either way. Purchase orders
     /// belong to their own ledger and leave a key's unchanged.
-    pub fn apply(&mut self, event: Event) -> Outcome {
+    pub fn apply(&mut self, event: Event, sources: &mut SourceNames) -> Outcome {
         let at = event.order.effective;
         let ts = event.message.ts;
         let mut outcome = Outcome::default();
@@ -229,7 +255,7 @@ impl KeyState {
                 outcome.stock = Some(self.move_stock(ts, qty.saturating_neg()));
             }
             Body::Policy(policy) => {
-                let policy = policy.as_ref().map(KeyPolicy::new).transpose();
+                let policy = policy.as_ref().map(|p| KeyPolicy::new(p, sources)).transpose();
                 self.policy = policy.expect("the decoder keeps policy numbers within SPEC's bounds");
             }
             Body::Po { .. } => {}
@@ -274,6 +300,13 @@ impl KeyState {
         }
         let hold = self.holds.end(res_id).expect("an active hold exists");
         HoldOutcome::Ended { qty: hold.qty }
+    }
+
+    /// Points the policy's source to the copy in `sources` (a restored state holds its own).
+    pub fn share_source(&mut self, sources: &mut SourceNames) {
+        if let Some(source) = self.policy.as_mut().and_then(|p| p.source.as_mut()) {
+            *source = sources.share(source);
+        }
     }
 
     /// `ts` of the latest applied count: older movements are absorbed.
@@ -326,25 +359,68 @@ mod tests {
     #[test]
     fn each_rule_says_what_it_did() {
         let mut key = KeyState::default();
-        let opened = key.apply(event(1000, 1000, reserve("R", 3, None)));
+        let sources = &mut SourceNames::default();
+        let opened = key.apply(event(1000, 1000, reserve("R", 3, None)), sources);
         assert_eq!(opened.hold, Some(HoldOutcome::Opened { expires_at: 1000 + DEFAULT_HOLD_MS }));
-        assert_eq!(key.apply(event(1001, 1001, reserve("R", 3, None))).hold, Some(HoldOutcome::Duplicate));
-        let expired = key.apply(event(1002, 1002, reserve("Q", 1, Some(1002))));
+        assert_eq!(key.apply(event(1001, 1001, reserve("R", 3, None)), sources).hold, Some(HoldOutcome::Duplicate));
+        let expired = key.apply(event(1002, 1002, reserve("Q", 1, Some(1002))), sources);
         assert_eq!(expired.counters().collect::<Vec<_>>(), vec![Counter::ExpiredOnArrival]);
-        assert_eq!(key.apply(event(1003, 1003, Body::Count { qty: 10 })).stock, Some(StockOutcome::Counted));
+        assert_eq!(key.apply(event(1003, 1003, Body::Count { qty: 10 }), sources).stock, Some(StockOutcome::Counted));
         // A fulfill of an unknown hold, older than the count: both counted, on_hand unchanged.
-        let fulfill = key.apply(event(1004, 900, Body::Fulfill { res_id: "Z".into(), qty: 2 }));
+        let fulfill = key.apply(event(1004, 900, Body::Fulfill { res_id: "Z".into(), qty: 2 }), sources);
         assert_eq!(fulfill.stock, Some(StockOutcome::Absorbed { barrier: 1003 }));
         assert_eq!(fulfill.counters().collect::<Vec<_>>(), vec![Counter::Orphan, Counter::Absorbed]);
         assert_eq!(key.on_hand, 10);
-        let ended = key.apply(event(1005, 1005, Body::Fulfill { res_id: "R".into(), qty: 3 }));
+        let ended = key.apply(event(1005, 1005, Body::Fulfill { res_id: "R".into(), qty: 3 }), sources);
         assert_eq!((ended.hold, ended.stock), (Some(HoldOutcome::Ended { qty: 3 }), Some(StockOutcome::Moved)));
         assert_eq!((key.on_hand, key.holds.reserved()), (7, 0));
         // An expired hold that was not taken out yet is inactive all the same.
-        key.apply(event(2000, 2000, reserve("E", 5, Some(2500))));
-        assert_eq!(key.apply(event(2500, 2500, Body::Release { res_id: "E".into() })).hold, Some(HoldOutcome::Orphan));
-        assert_eq!(key.apply(event(2600, 2600, reserve("E", 1, Some(3000)))).hold, Some(HoldOutcome::Opened { expires_at: 3000 }));
+        key.apply(event(2000, 2000, reserve("E", 5, Some(2500))), sources);
+        assert_eq!(
+            key.apply(event(2500, 2500, Body::Release { res_id: "E".into() }), sources).hold,
+            Some(HoldOutcome::Orphan)
+        );
+        assert_eq!(
+            key.apply(event(2600, 2600, reserve("E", 1, Some(3000))), sources).hold,
+            Some(HoldOutcome::Opened { expires_at: 3000 })
+        );
         key.settle(3000);
         assert_eq!(key.stock(), Stock { on_hand: 7, reserved: 0 });
+    }
+
+    #[test]
+    fn saves_the_layout_it_had_before_it_was_packed_and_shares_sources() {
+        let sources = &mut SourceNames::default();
+        let policy = Policy {
+            safety_stock: 3,
+            reorder_point: 1_000_000_000,
+            order_up_to: 1_000_000_000,
+            pack_size: 6,
+            moq: 0,
+            source: Some("a-distribution-center-past-24-bytes".into()),
+        };
+        let (mut key, mut other) = (KeyState::default(), KeyState::default());
+        key.apply(event(1000, 1000, Body::Count { qty: 10 }), sources);
+        key.apply(event(1001, 1001, reserve("R", 3, Some(9000))), sources);
+        key.apply(event(1002, 1002, Body::Policy(Some(policy.clone()))), sources);
+        other.apply(event(1003, 1003, Body::Policy(Some(policy.clone()))), sources);
+        let source = |state: &KeyState| state.policy.as_ref().and_then(|p| p.source.clone()).unwrap();
+        assert!(Arc::ptr_eq(&source(&key), &source(&other)));
+        // The fields of the unpacked KeyState, in order: on_hand, barrier, holds, policy, published.
+        let holds = vec![Hold { res_id: "R".into(), qty: 3, expires_at: 9000 }];
+        let before = (10i64, Some(1000u64), holds, Some(policy.clone()), Stock { on_hand: 10, reserved: 3 });
+        let bytes = bincode::serialize(&key).unwrap();
+        assert_eq!(bytes, bincode::serialize(&before).unwrap());
+        let mut loaded: KeyState = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(loaded, key);
+        assert!(!Arc::ptr_eq(&source(&loaded), &source(&key)));
+        loaded.share_source(sources);
+        assert!(Arc::ptr_eq(&source(&loaded), &source(&key)));
+        assert_eq!(loaded.policy(), Some(policy.clone()));
+        // Numbers past SPEC's bounds are refused, not truncated.
+        let wide = Policy { order_up_to: i64::from(u32::MAX) + 1, ..policy };
+        let mut bytes = bincode::serialize(&(0i64, None::<u64>, Vec::<Hold>::new(), Some(wide))).unwrap();
+        bytes.extend(bincode::serialize(&Stock::default()).unwrap());
+        assert!(bincode::deserialize::<KeyState>(&bytes).is_err());
     }
 }
