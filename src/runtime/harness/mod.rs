@@ -39,8 +39,9 @@ const BATCH: usize = 4096;
 /// The start-up stages of the sinks ([`crate::io::sink::Sink::start`]).
 const START_STAGES: usize = 3;
 
-/// A read slice while `run` waits for written ticks to be acknowledged: the delivery reports
-/// and the acknowledgement's trip through the dataflow are seen at the next loop turn.
+/// A read slice while `run`, keeping up, waits for written ticks to be acknowledged: the
+/// delivery reports and the acknowledgement's trip through the dataflow are seen at the next
+/// loop turn.
 const ACK_SLICE: Duration = Duration::from_millis(1);
 
 /// The most steps a loop turn takes to carry this worker's own progress to a probe.
@@ -148,6 +149,10 @@ struct Harness<'w, S: Source> {
     stop: &'w AtomicBool,
     /// The input time of the previous turn: the dataflow is stepped until it reaches it.
     previous_time: Millis,
+    /// Whether the last read ended on its message budget: a backlog is waiting.
+    backlog: bool,
+    /// Whether this turn reads an [`ACK_SLICE`] only.
+    short_turn: bool,
     last_step: Instant,
     lag_checked: Instant,
     lag_reported: u64,
@@ -188,6 +193,8 @@ impl<'w, S: Source> Harness<'w, S> {
             progress,
             stop,
             previous_time: 0,
+            backlog: false,
+            short_turn: false,
             last_step: Instant::now(),
             lag_checked: Instant::now(),
             lag_reported: 0,
@@ -283,11 +290,9 @@ impl<'w, S: Source> Harness<'w, S> {
     /// Reads a batch of messages (a tenth of a tick at most; [`ACK_SLICE`] while `run` waits
     /// for written ticks to be acknowledged) and sends what they decode to.
     fn read(&mut self) -> Result<u64, HarnessError> {
-        let slice = if self.awaiting_acknowledgement() {
-            ACK_SLICE
-        } else {
-            Duration::from_millis((self.plan.ticks.tick_ms / 10).clamp(1, 100))
-        };
+        let regular = Duration::from_millis((self.plan.ticks.tick_ms / 10).clamp(1, 100));
+        self.short_turn = self.awaiting_acknowledgement();
+        let slice = if self.short_turn { ACK_SLICE } else { regular };
         let Harness { source, readings, dataflow, meter, checkpoints, plan, .. } = self;
         let ticks = plan.ticks;
         let behind = reading::furthest_behind(readings, |slot| source.exhausted(slot));
@@ -330,16 +335,25 @@ impl<'w, S: Source> Harness<'w, S> {
             }
             inputs.stats.send(stats);
         }
+        self.backlog = read >= BATCH as u64;
         self.progress.read.fetch_add(read, Ordering::Relaxed);
         self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(read)
     }
 
-    /// `run`: whether ticks the dataflow has settled are not yet acknowledged everywhere. Their
-    /// acknowledgement comes from the broker's delivery reports and the acknowledgement input's
-    /// trip through the dataflow, which only a loop turn sees: short turns see it soon.
+    /// Whether the loop spends steps on latency: `run` from a source that may be quiet (Kafka),
+    /// keeping up with its input. Behind a backlog every step goes to throughput (a step
+    /// costs a round of progress tracking), as in a replay.
+    fn prompt(&self) -> bool {
+        self.plan.idle.is_some() && self.source.may_be_quiet() && !self.backlog
+    }
+
+    /// `run`, keeping up with its input: whether ticks the dataflow has settled are not yet
+    /// acknowledged everywhere. Their acknowledgement comes from the broker's delivery reports
+    /// and the acknowledgement input's trip through the dataflow, which only a loop turn sees:
+    /// short turns see it soon. Behind a backlog, full batches read more per turn.
     fn awaiting_acknowledgement(&self) -> bool {
-        self.plan.idle.is_some() && frontier(&self.dataflow.acknowledged) < self.dataflow.settled()
+        self.prompt() && frontier(&self.dataflow.acknowledged) < self.dataflow.settled()
     }
 
     /// Each worker adds the change of its own share of the lag, so the sum is the process's.
@@ -406,20 +420,22 @@ impl<'w, S: Source> Harness<'w, S> {
     /// Backpressure: lets the dataflow catch up with what this worker sent before this turn.
     /// A source whose partitions may be quiet (Kafka) waits only as far as every worker has
     /// sent: waiting on a worker whose partitions lag in event time would stop this loop from
-    /// writing the ticks already done. There the ticks the watermark passed in this turn are
-    /// worked through now, so that they are written in this turn rather than after the next
-    /// read slice; a file source keeps one batch in flight.
+    /// writing the ticks already done. A prompt loop ([`Harness::prompt`]) works through the
+    /// ticks the watermark passed in this turn, so that they are written in this turn rather
+    /// than after the next read slice; otherwise one batch stays in flight.
     fn step(&mut self, read_any: bool) {
         let quiet = self.source.may_be_quiet();
-        let target = if quiet { self.dataflow.time() } else { self.previous_time };
+        let target = if self.prompt() { self.dataflow.time() } else { self.previous_time };
         let (probe, sent) = (&self.dataflow.probe, &self.dataflow.sent);
-        if quiet && target > self.previous_time {
+        if target > self.previous_time {
             step_towards(self.worker, sent, target);
         }
         let reachable = || if quiet { target.min(frontier(sent)) } else { target };
         self.worker.step_or_park_while(Some(PARK), || probe.less_than(&reachable()));
         self.previous_time = self.dataflow.time();
-        if read_any || self.last_step.elapsed() > Duration::from_millis(10) {
+        // Short turns step as often as regular ones: a step is a round of progress tracking.
+        let due = self.last_step.elapsed() > Duration::from_millis(10);
+        if (read_any && !self.short_turn) || due {
             self.worker.step();
             self.last_step = Instant::now();
         }
@@ -432,8 +448,9 @@ impl<'w, S: Source> Harness<'w, S> {
     /// through its acknowledgement input how far its part is durably written.
     fn deliver(&mut self) -> Result<(), HarnessError> {
         let offsets = self.positions_before(self.dataflow.settled());
+        let prompt = self.prompt();
         let d = self.delivery.as_mut().expect("the sinks exist once the loop runs");
-        if d.drain_own(&mut self.dataflow, &offsets)? {
+        if d.drain_own(&mut self.dataflow, &offsets)? && prompt {
             // Taken now, the trip of the runs to worker 0's merge lets a tick be merged (and
             // acknowledged) in this turn.
             step_towards(self.worker, &self.dataflow.runs_probe, self.dataflow.settled());
@@ -442,7 +459,9 @@ impl<'w, S: Source> Harness<'w, S> {
         let through = d.acknowledged(&self.dataflow)?;
         if let Some(acks) = self.dataflow.acks.as_mut().filter(|acks| through > *acks.time()) {
             acks.advance_to(through);
-            step_towards(self.worker, &self.dataflow.acknowledged, through);
+            if prompt {
+                step_towards(self.worker, &self.dataflow.acknowledged, through);
+            }
         }
         if self.index == 0 {
             d.meter.acknowledged(frontier(&self.dataflow.acknowledged));
