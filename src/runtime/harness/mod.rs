@@ -39,9 +39,8 @@ const BATCH: usize = 4096;
 /// The start-up stages of the sinks ([`crate::io::sink::Sink::start`]).
 const START_STAGES: usize = 3;
 
-/// A read slice while `run`, keeping up, waits for written ticks to be acknowledged: the
-/// delivery reports and the acknowledgement's trip through the dataflow are seen at the next
-/// loop turn.
+/// A read slice while `run` waits for written ticks to be acknowledged: the delivery reports
+/// and the acknowledgement's trip through the dataflow are seen at the next loop turn.
 const ACK_SLICE: Duration = Duration::from_millis(1);
 
 /// The most steps a loop turn takes to carry this worker's own progress to a probe.
@@ -149,8 +148,6 @@ struct Harness<'w, S: Source> {
     stop: &'w AtomicBool,
     /// The input time of the previous turn: the dataflow is stepped until it reaches it.
     previous_time: Millis,
-    /// Whether the last read ended on its message budget: a backlog is waiting.
-    backlog: bool,
     /// Whether this turn reads an [`ACK_SLICE`] only.
     short_turn: bool,
     last_step: Instant,
@@ -193,7 +190,6 @@ impl<'w, S: Source> Harness<'w, S> {
             progress,
             stop,
             previous_time: 0,
-            backlog: false,
             short_turn: false,
             last_step: Instant::now(),
             lag_checked: Instant::now(),
@@ -335,23 +331,21 @@ impl<'w, S: Source> Harness<'w, S> {
             }
             inputs.stats.send(stats);
         }
-        self.backlog = read >= BATCH as u64;
         self.progress.read.fetch_add(read, Ordering::Relaxed);
         self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(read)
     }
 
-    /// Whether the loop spends steps on latency: `run` from a source that may be quiet (Kafka),
-    /// keeping up with its input. Behind a backlog every step goes to throughput (a step
-    /// costs a round of progress tracking), as in a replay.
+    /// Whether the loop spends steps on latency: `run` from a source that may be quiet (Kafka).
+    /// Other runs keep one batch in flight and take no extra steps (each step is a round of
+    /// progress tracking).
     fn prompt(&self) -> bool {
-        self.plan.idle.is_some() && self.source.may_be_quiet() && !self.backlog
+        self.plan.idle.is_some() && self.source.may_be_quiet()
     }
 
-    /// `run`, keeping up with its input: whether ticks the dataflow has settled are not yet
-    /// acknowledged everywhere. Their acknowledgement comes from the broker's delivery reports
-    /// and the acknowledgement input's trip through the dataflow, which only a loop turn sees:
-    /// short turns see it soon. Behind a backlog, full batches read more per turn.
+    /// `run`: whether ticks the dataflow has settled are not yet acknowledged everywhere. Their
+    /// acknowledgement comes from the broker's delivery reports and the acknowledgement input's
+    /// trip through the dataflow, which only a loop turn sees: short turns see it soon.
     fn awaiting_acknowledgement(&self) -> bool {
         self.prompt() && frontier(&self.dataflow.acknowledged) < self.dataflow.settled()
     }
