@@ -71,6 +71,9 @@ pub struct Delivery {
     stopped_through: Option<Millis>,
     /// The last tick this worker wrote.
     last_written: Option<Millis>,
+    /// The settled frontier of the last drain: every closed tick before it is written (the
+    /// dataflow may have settled more since, not written yet).
+    drained_before: Millis,
     /// The output side of the metrics.
     pub meter: OutputMeter,
 }
@@ -104,6 +107,7 @@ impl Delivery {
             stop_at: None,
             stopped_through: None,
             last_written: None,
+            drained_before: 0,
             meter,
         }
     }
@@ -133,12 +137,15 @@ impl Delivery {
 
     /// Writes this worker's closed ticks to its own sinks and its share, sends their runs to
     /// worker 0, and commits its sinks with `offsets` (this worker's read positions they cover).
-    pub fn drain_own(&mut self, dataflow: &mut Dataflow, offsets: &[(String, i32, i64)]) -> Result<(), SinkError> {
+    /// Whether it drained a tick.
+    pub fn drain_own(&mut self, dataflow: &mut Dataflow, offsets: &[(String, i32, i64)]) -> Result<bool, SinkError> {
         let closed = {
             let mut local = dataflow.local.borrow_mut();
             let through = self.writable_through(local.window_end(self.ticks));
+            self.drained_before = frontier(&dataflow.probe);
             closed_ticks(&mut local, &dataflow.probe, through)
         };
+        let drained = !closed.is_empty();
         for (time, batch) in closed {
             let runs = self.tick(time, &batch)?;
             if let Some(runs_in) = dataflow.runs_in.as_mut() {
@@ -153,7 +160,8 @@ impl Delivery {
         if let Some(runs_in) = dataflow.runs_in.as_mut().filter(|r| hold > *r.time()) {
             runs_in.advance_to(hold);
         }
-        self.own.iter_mut().try_for_each(|s| s.commit(offsets))
+        self.own.iter_mut().try_for_each(|s| s.commit(offsets))?;
+        Ok(drained)
     }
 
     /// One of this worker's closed ticks: its sinks, its share, its runs for worker 0.
@@ -255,7 +263,7 @@ impl Delivery {
     /// held back by the first tick one of its sinks has not acknowledged yet; on worker 0 also
     /// by the ticks not merged yet.
     pub fn acknowledged(&self, dataflow: &Dataflow) -> Result<Millis, SinkError> {
-        let mut through = frontier(&dataflow.probe);
+        let mut through = self.drained_before;
         let sinks = self.own.iter().chain(self.writer.iter().flat_map(|w| w.typed.iter()));
         for sink in sinks {
             if let Some(t) = sink.unacknowledged()? {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dataflows::clock::{PartitionClock, Ticks};
 use dataflows::model::Millis;
+use timely::dataflow::ProbeHandle;
 
 pub use checkpoints::{restored_clocks, restored_positions};
 pub use delivery::{Sinks, WindowEnd};
@@ -37,6 +38,13 @@ const BATCH: usize = 4096;
 
 /// The start-up stages of the sinks ([`crate::io::sink::Sink::start`]).
 const START_STAGES: usize = 3;
+
+/// A read slice while `run` waits for written ticks to be acknowledged: the delivery reports
+/// and the acknowledgement's trip through the dataflow are seen at the next loop turn.
+const ACK_SLICE: Duration = Duration::from_millis(1);
+
+/// The most steps a loop turn takes to carry this worker's own progress to a probe.
+const PROGRESS_STEPS: usize = 4;
 
 /// How often each worker refreshes its share of the lag (Kafka).
 const LAG_EVERY: Duration = Duration::from_secs(1);
@@ -140,6 +148,8 @@ struct Harness<'w, S: Source> {
     stop: &'w AtomicBool,
     /// The input time of the previous turn: the dataflow is stepped until it reaches it.
     previous_time: Millis,
+    /// Whether this turn reads an [`ACK_SLICE`] only.
+    short_turn: bool,
     last_step: Instant,
     lag_checked: Instant,
     lag_reported: u64,
@@ -180,6 +190,7 @@ impl<'w, S: Source> Harness<'w, S> {
             progress,
             stop,
             previous_time: 0,
+            short_turn: false,
             last_step: Instant::now(),
             lag_checked: Instant::now(),
             lag_reported: 0,
@@ -272,13 +283,15 @@ impl<'w, S: Source> Harness<'w, S> {
         Ok(true)
     }
 
-    /// Reads a batch of messages (a tenth of a tick at most: a tick the watermark passes is
-    /// stepped through after the next batch) and sends what they decode to.
+    /// Reads a batch of messages (a tenth of a tick at most; [`ACK_SLICE`] while `run` waits
+    /// for written ticks to be acknowledged) and sends what they decode to.
     fn read(&mut self) -> Result<u64, HarnessError> {
+        let regular = Duration::from_millis((self.plan.ticks.tick_ms / 10).clamp(1, 100));
+        self.short_turn = self.awaiting_acknowledgement();
+        let slice = if self.short_turn { ACK_SLICE } else { regular };
         let Harness { source, readings, dataflow, meter, checkpoints, plan, .. } = self;
         let ticks = plan.ticks;
         let behind = reading::furthest_behind(readings, |slot| source.exhausted(slot));
-        let slice = Duration::from_millis((ticks.tick_ms / 10).clamp(1, 100));
         let inputs = dataflow.inputs();
         let (read, bytes) = source.read(behind, BATCH, slice, &mut |slot, offset, raw| {
             let reading = &mut readings[slot];
@@ -321,6 +334,20 @@ impl<'w, S: Source> Harness<'w, S> {
         self.progress.read.fetch_add(read, Ordering::Relaxed);
         self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(read)
+    }
+
+    /// Whether the loop spends steps on latency: `run` from a source that may be quiet (Kafka).
+    /// Other runs keep one batch in flight and take no extra steps (each step is a round of
+    /// progress tracking).
+    fn prompt(&self) -> bool {
+        self.plan.idle.is_some() && self.source.may_be_quiet()
+    }
+
+    /// `run`: whether ticks the dataflow has settled are not yet acknowledged everywhere. Their
+    /// acknowledgement comes from the broker's delivery reports and the acknowledgement input's
+    /// trip through the dataflow, which only a loop turn sees: short turns see it soon.
+    fn awaiting_acknowledgement(&self) -> bool {
+        self.prompt() && frontier(&self.dataflow.acknowledged) < self.dataflow.settled()
     }
 
     /// Each worker adds the change of its own share of the lag, so the sum is the process's.
@@ -385,18 +412,24 @@ impl<'w, S: Source> Harness<'w, S> {
     }
 
     /// Backpressure: lets the dataflow catch up with what this worker sent before this turn.
-    /// A source whose partitions may be quiet waits only as far as every worker has sent:
-    /// waiting on a worker whose partitions lag in event time would stop this loop from
-    /// writing the ticks already done.
+    /// A source whose partitions may be quiet (Kafka) waits only as far as every worker has
+    /// sent: waiting on a worker whose partitions lag in event time would stop this loop from
+    /// writing the ticks already done. A prompt loop ([`Harness::prompt`]) works through the
+    /// ticks the watermark passed in this turn, so that they are written in this turn rather
+    /// than after the next read slice; otherwise one batch stays in flight.
     fn step(&mut self, read_any: bool) {
-        let mut reachable = self.previous_time;
-        if self.source.may_be_quiet() {
-            reachable = reachable.min(frontier(&self.dataflow.sent));
+        let quiet = self.source.may_be_quiet();
+        let target = if self.prompt() { self.dataflow.time() } else { self.previous_time };
+        let (probe, sent) = (&self.dataflow.probe, &self.dataflow.sent);
+        if target > self.previous_time {
+            step_towards(self.worker, sent, target);
         }
-        let probe = &self.dataflow.probe;
-        self.worker.step_or_park_while(Some(PARK), || probe.less_than(&reachable));
+        let reachable = || if quiet { target.min(frontier(sent)) } else { target };
+        self.worker.step_or_park_while(Some(PARK), || probe.less_than(&reachable()));
         self.previous_time = self.dataflow.time();
-        if read_any || self.last_step.elapsed() > Duration::from_millis(10) {
+        // Short turns step as often as regular ones: a step is a round of progress tracking.
+        let due = self.last_step.elapsed() > Duration::from_millis(10);
+        if (read_any && !self.short_turn) || due {
             self.worker.step();
             self.last_step = Instant::now();
         }
@@ -409,12 +442,20 @@ impl<'w, S: Source> Harness<'w, S> {
     /// through its acknowledgement input how far its part is durably written.
     fn deliver(&mut self) -> Result<(), HarnessError> {
         let offsets = self.positions_before(self.dataflow.settled());
+        let prompt = self.prompt();
         let d = self.delivery.as_mut().expect("the sinks exist once the loop runs");
-        d.drain_own(&mut self.dataflow, &offsets)?;
+        if d.drain_own(&mut self.dataflow, &offsets)? && prompt {
+            // Taken now, the trip of the runs to worker 0's merge lets a tick be merged (and
+            // acknowledged) in this turn.
+            step_towards(self.worker, &self.dataflow.runs_probe, self.dataflow.settled());
+        }
         d.write_merged(&self.dataflow, &offsets)?;
         let through = d.acknowledged(&self.dataflow)?;
         if let Some(acks) = self.dataflow.acks.as_mut().filter(|acks| through > *acks.time()) {
             acks.advance_to(through);
+            if prompt {
+                step_towards(self.worker, &self.dataflow.acknowledged, through);
+            }
         }
         if self.index == 0 {
             d.meter.acknowledged(frontier(&self.dataflow.acknowledged));
@@ -552,6 +593,18 @@ impl<'w, S: Source> Harness<'w, S> {
                 Some((position.name, position.partition, next))
             })
             .collect()
+    }
+}
+
+/// Steps `worker` until `probe` passes `time`, at most [`PROGRESS_STEPS`] times: a change of
+/// this worker's inputs reaches a probe through timely's progress exchange, within a few steps;
+/// when another worker holds the probe back, the loop goes on rather than wait for it.
+fn step_towards(worker: &mut timely::worker::Worker, probe: &ProbeHandle<Millis>, time: Millis) {
+    for _ in 0..PROGRESS_STEPS {
+        if !probe.less_than(&time) {
+            return;
+        }
+        worker.step();
     }
 }
 
