@@ -148,6 +148,8 @@ struct Harness<'w, S: Source> {
     stop: &'w AtomicBool,
     /// The input time of the previous turn: the dataflow is stepped until it reaches it.
     previous_time: Millis,
+    /// The input time of the turn before the previous one.
+    older_time: Millis,
     /// Whether this turn reads an [`ACK_SLICE`] only.
     short_turn: bool,
     last_step: Instant,
@@ -190,6 +192,7 @@ impl<'w, S: Source> Harness<'w, S> {
             progress,
             stop,
             previous_time: 0,
+            older_time: 0,
             short_turn: false,
             last_step: Instant::now(),
             lag_checked: Instant::now(),
@@ -416,16 +419,19 @@ impl<'w, S: Source> Harness<'w, S> {
     /// sent: waiting on a worker whose partitions lag in event time would stop this loop from
     /// writing the ticks already done. A prompt loop ([`Harness::prompt`]) works through the
     /// ticks the watermark passed in this turn, so that they are written in this turn rather
-    /// than after the next read slice; otherwise one batch stays in flight.
+    /// than after the next read slice. Otherwise two batches stay in flight: with one, each
+    /// worker waited for the others to finish formatting their ticks outside the steps, so the
+    /// workers took turns (2 workers, 10M events: 44.9 -> 39.0 s; 1 worker unchanged).
     fn step(&mut self, read_any: bool) {
         let quiet = self.source.may_be_quiet();
-        let target = if self.prompt() { self.dataflow.time() } else { self.previous_time };
+        let target = if self.prompt() { self.dataflow.time() } else { self.older_time };
         let (probe, sent) = (&self.dataflow.probe, &self.dataflow.sent);
         if target > self.previous_time {
             step_towards(self.worker, sent, target);
         }
         let reachable = || if quiet { target.min(frontier(sent)) } else { target };
         self.worker.step_or_park_while(Some(PARK), || probe.less_than(&reachable()));
+        self.older_time = self.previous_time;
         self.previous_time = self.dataflow.time();
         // Short turns step as often as regular ones: a step is a round of progress tracking.
         let due = self.last_step.elapsed() > Duration::from_millis(10);
