@@ -366,16 +366,14 @@ mod tests {
     }
 
     fn arb_policy() -> impl Strategy<Value = Option<Policy>> {
-        proptest::option::of(
-            (any::<[i64; 5]>(), proptest::option::of(arb_name())).prop_map(|(n, source)| Policy {
-                safety_stock: n[0],
-                reorder_point: n[1],
-                order_up_to: n[2],
-                pack_size: n[3],
-                moq: n[4],
-                source,
-            }),
-        )
+        proptest::option::of((any::<[i64; 5]>(), proptest::option::of(arb_name())).prop_map(|(n, source)| Policy {
+            safety_stock: n[0],
+            reorder_point: n[1],
+            order_up_to: n[2],
+            pack_size: n[3],
+            moq: n[4],
+            source,
+        }))
     }
 
     fn arb_body() -> impl Strategy<Value = Body> {
@@ -386,12 +384,19 @@ mod tests {
             (any::<i64>(), proptest::option::of(arb_name())).prop_map(|(qty, po_id)| Body::Receipt { qty, po_id }),
             (any::<i64>(), proptest::option::of(arb_text())).prop_map(|(delta, reason)| Body::Adjust { delta, reason }),
             any::<i64>().prop_map(|qty| Body::Count { qty }),
-            (arb_name(), any::<i64>(), any::<Option<u64>>())
-                .prop_map(|(res_id, qty, expires_at)| Body::Reserve { res_id, qty, expires_at }),
+            (arb_name(), any::<i64>(), any::<Option<u64>>()).prop_map(|(res_id, qty, expires_at)| Body::Reserve {
+                res_id,
+                qty,
+                expires_at
+            }),
             arb_name().prop_map(|res_id| Body::Release { res_id }),
             (arb_name(), any::<i64>()).prop_map(|(res_id, qty)| Body::Fulfill { res_id, qty }),
-            (arb_name(), any::<i64>(), status, any::<Option<u64>>())
-                .prop_map(|(po_id, qty, status, eta)| Body::Po { po_id, qty, status, eta }),
+            (arb_name(), any::<i64>(), status, any::<Option<u64>>()).prop_map(|(po_id, qty, status, eta)| Body::Po {
+                po_id,
+                qty,
+                status,
+                eta
+            }),
             arb_policy().prop_map(Body::Policy),
         ]
     }
@@ -402,8 +407,11 @@ mod tests {
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {
-        let position = (any::<u32>(), any::<u32>(), arb_u64())
-            .prop_map(|(source, partition, offset)| Position { source, partition, offset });
+        let position = (any::<u32>(), any::<u32>(), arb_u64()).prop_map(|(source, partition, offset)| Position {
+            source,
+            partition,
+            offset,
+        });
         (arb_u64(), position, arb_u64(), arb_name(), arb_name(), arb_body()).prop_map(
             |(effective, position, ts, sku, loc, body)| Event {
                 order: OrderKey { effective, position },
