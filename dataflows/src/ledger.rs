@@ -41,6 +41,7 @@ use crate::clock::Ticks;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::{give_all, TickStash};
+use crate::wire::WireEvent;
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
 
 pub mod holds;
@@ -178,7 +179,7 @@ struct BookStreams<'s, R> {
 /// and checkpoint requests (answered once every record sent before the request's time has
 /// arrived, before any tick at or after it).
 fn run_book<'s, B: Book>(
-    events: Stream<'s, Event>,
+    events: Stream<'s, WireEvent>,
     control: Stream<'s, Control>,
     side: Stream<'s, Update<B::Side>>,
     name: &str,
@@ -194,7 +195,8 @@ fn run_book<'s, B: Book>(
         Control::Restore(Saved::Count(..) | Saved::End(..)) => 0,
     };
     let mut builder = OperatorBuilder::new(name.to_owned(), events.scope());
-    let mut input = builder.new_input(events, Exchange::new(move |e: &Event| route(e)));
+    // Messages cross to their owner in the compact wire layout (crate::wire), not bincode's.
+    let mut input = builder.new_input(events, Exchange::new(move |e: &WireEvent| route(&e.0)));
     let mut control = builder.new_input(control, Exchange::new(control_route));
     let mut side = builder.new_input(side, Exchange::new(|(s, _, _): &Update<B::Side>| B::side_route(s)));
     let (mut outputs, ports): (Vec<_>, Vec<_>) = (0..B::PORTS).map(|_| builder.new_output()).unzip();
@@ -202,7 +204,7 @@ fn run_book<'s, B: Book>(
     builder.build(move |_initial| {
         let mut run = BookRun::new(book, ticks);
         move |frontiers| {
-            input.for_each(|cap, data| data.drain(..).for_each(|event| run.stash_event(&cap, event)));
+            input.for_each(|cap, data| data.drain(..).for_each(|WireEvent(event)| run.stash_event(&cap, event)));
             control.for_each(|cap, data| data.drain(..).for_each(|c| run.take_control(&cap, c)));
             side.for_each(|cap, data| {
                 for (update, time, diff) in data.drain(..) {
@@ -834,19 +836,20 @@ fn source_copies(loc: &Name, time: Millis, peers: u64) -> impl Iterator<Item = U
     (0..peers).map(move |worker| (KeySide::Source { worker, loc: loc.clone() }, time, 1))
 }
 
-/// Splits the messages into purchase orders and key messages, without copying either, and
-/// sends every worker the source locations the policies name, at the policy's tick. A
+/// Splits the messages into purchase orders and key messages, without copying either (each
+/// wrapped for its exchange to the ledger that owns it), and sends every worker the source
+/// locations the policies name, at the policy's tick. A
 /// location goes out again only at an earlier tick than before, so a network's setup (every
 /// store's policy naming one of a few distribution centers) sends each center once.
 fn split_events<'s>(
     events: Stream<'s, Event>,
     ticks: Ticks,
-) -> (Stream<'s, Event>, Stream<'s, Event>, Stream<'s, Update<KeySide>>) {
+) -> (Stream<'s, WireEvent>, Stream<'s, WireEvent>, Stream<'s, Update<KeySide>>) {
     let peers = events.scope().peers() as u64;
     let mut builder = OperatorBuilder::new("SplitEvents".to_owned(), events.scope());
     let mut input = builder.new_input(events, Pipeline);
-    let (mut orders_output, orders) = builder.new_output::<Vec<Event>>();
-    let (mut keyed_output, keyed) = builder.new_output::<Vec<Event>>();
+    let (mut orders_output, orders) = builder.new_output::<Vec<WireEvent>>();
+    let (mut keyed_output, keyed) = builder.new_output::<Vec<WireEvent>>();
     let (mut sources_output, sources) = builder.new_output::<Vec<Update<KeySide>>>();
     builder.build(move |_initial| {
         let mut sent: FastMap<Name, Millis> = FastMap::default();
@@ -864,9 +867,9 @@ fn split_events<'s>(
                         }
                     }
                     if matches!(event.message.body, Body::Po { .. }) {
-                        orders.push(event);
+                        orders.push(WireEvent(event));
                     } else {
-                        keyed.push(event);
+                        keyed.push(WireEvent(event));
                     }
                 }
                 let Some(sent) = cap.least().copied() else { return };

@@ -16,6 +16,7 @@ pub mod model;
 pub mod order_plan;
 pub mod pipeline;
 pub mod stash;
+pub mod wire;
 
 /// A timely scope over event time in milliseconds.
 pub type Scope<'s> = timely::dataflow::Scope<'s, model::Millis>;
