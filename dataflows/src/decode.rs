@@ -23,11 +23,22 @@ mod fast;
 pub fn decode(raw: &[u8]) -> Result<Message, Rejection> {
     let mut slots = [Val::Absent; SLOTS];
     if let Some(kind) = fast::scan(raw, &mut slots) {
-        if let Ok(text) = std::str::from_utf8(raw) {
+        if let Some(text) = utf8(raw) {
             return Fields { text, slots: &slots }.message_of(kind);
         }
     }
     decode_strict(raw)
+}
+
+/// `raw` as text when it is UTF-8. Nearly every line is ASCII, which `is_ascii` proves a word at
+/// a time, several times faster than the general validator, which then only sees the rest.
+#[inline(always)]
+fn utf8(raw: &[u8]) -> Option<&str> {
+    if raw.is_ascii() {
+        // SAFETY: every ASCII byte is a one-byte UTF-8 sequence, so ASCII bytes are valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(raw) });
+    }
+    std::str::from_utf8(raw).ok()
 }
 
 /// [`decode`] without the fast path: the strict parser, which decides every line the fast path

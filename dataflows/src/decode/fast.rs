@@ -20,34 +20,122 @@ pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    i = member(b, ws(b, i + 1), TYPE, slots)?;
-    let Val::Str { start, end, .. } = slots[TYPE] else {
-        return None;
+    i += 1;
+    let (kind, after) = match compact_type(b, i) {
+        Some((kind, span, after)) => {
+            slots[TYPE] = span;
+            (kind, after)
+        }
+        None => {
+            let after = member(b, i, TYPE, slots)?;
+            let Val::Str { start, end, .. } = slots[TYPE] else {
+                return None;
+            };
+            (Kind::of(b.get(start..end)?)?, after)
+        }
     };
-    let kind = Kind::of(b.get(start..end)?)?;
-    for &k in kind.members().get(1..)? {
+    // Each kind's walk is its own copy, so that its member list and their tokens are constants.
+    i = match kind {
+        Kind::Sale | Kind::Return | Kind::Count => walk(b, after, Kind::Sale.members(), slots),
+        Kind::Receipt => walk(b, after, Kind::Receipt.members(), slots),
+        Kind::Adjust => walk(b, after, Kind::Adjust.members(), slots),
+        Kind::Reserve => walk(b, after, Kind::Reserve.members(), slots),
+        Kind::Release => walk(b, after, Kind::Release.members(), slots),
+        Kind::Fulfill => walk(b, after, Kind::Fulfill.members(), slots),
+        Kind::Po => walk(b, after, Kind::Po.members(), slots),
+        Kind::Policy => walk(b, after, Kind::Policy.members(), slots),
+    };
+    match b.get(i) {
+        Some(b'}') => (ws(b, i + 1) == b.len()).then_some(kind),
+        _ => None,
+    }
+}
+
+/// The members after `type` in `members`' order from `i` (the index after `type`'s value): the
+/// index of the first byte none of them took, normally the closing `}`.
+#[inline(always)]
+fn walk(b: &[u8], mut i: usize, members: &'static [usize], slots: &mut [Val; SLOTS]) -> usize {
+    for &k in members.get(1..).unwrap_or_default() {
         if b.get(i) != Some(&b',') {
             break;
         }
         // An absent member leaves `i` at the comma for the next one to try.
-        if let Some(after) = member(b, ws(b, i + 1), k, slots) {
+        if let Some(after) = member(b, i + 1, k, slots) {
             i = after;
         }
     }
-    (b.get(i) == Some(&b'}') && ws(b, i + 1) == b.len()).then_some(kind)
+    i
 }
 
-/// Member `k` at `i` (its name's opening quote): its value goes to slot `k`, and the result is
-/// the index after the value and the whitespace that follows; `None` unless the name is `k`'s
-/// and the value is a scalar the fast path reads.
+/// `"type":"KIND"` written without whitespace at `i`, the common case, read as two words: the
+/// kind, the value's span and the index after the value.
+#[inline(always)]
+fn compact_type(b: &[u8], i: usize) -> Option<(Kind, Val, usize)> {
+    // `"type":"` is eight bytes, and every kind's name is shorter than eight.
+    if word(b, i) != u64::from_le_bytes(*b"\"type\":\"") {
+        return None;
+    }
+    let name = word(b, i + 8);
+    let len = first(stops(name));
+    if len == 8 || (name >> (8 * len)) as u8 != b'"' {
+        return None;
+    }
+    // Names hold no zero byte, so the masked word alone tells them apart.
+    let kind = match name & !(u64::MAX << (8 * len)) {
+        SALE => Kind::Sale,
+        RETURN => Kind::Return,
+        RECEIPT => Kind::Receipt,
+        ADJUST => Kind::Adjust,
+        COUNT => Kind::Count,
+        RESERVE => Kind::Reserve,
+        RELEASE => Kind::Release,
+        FULFILL => Kind::Fulfill,
+        PO => Kind::Po,
+        POLICY => Kind::Policy,
+        _ => return None,
+    };
+    let span = Val::Str { start: i + 8, end: i + 8 + len, escaped: false };
+    Some((kind, span, ws(b, i + 9 + len)))
+}
+
+/// A kind's name as a little-endian word, zeros above it.
+const fn name_word(name: &[u8]) -> u64 {
+    let mut w = 0;
+    let mut at = 0;
+    while at < name.len() {
+        w |= (name[at] as u64) << (8 * at);
+        at += 1;
+    }
+    w
+}
+
+const SALE: u64 = name_word(b"sale");
+const RETURN: u64 = name_word(b"return");
+const RECEIPT: u64 = name_word(b"receipt");
+const ADJUST: u64 = name_word(b"adjust");
+const COUNT: u64 = name_word(b"count");
+const RESERVE: u64 = name_word(b"reserve");
+const RELEASE: u64 = name_word(b"release");
+const FULFILL: u64 = name_word(b"fulfill");
+const PO: u64 = name_word(b"po");
+const POLICY: u64 = name_word(b"policy");
+
+/// The member at `i` when it is `k`'s: its value goes to slot `k`, and the result is the index
+/// after the value and the whitespace that follows; `None` unless the name is `k`'s and the value
+/// is a scalar the fast path reads.
 #[inline(always)]
 fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> Option<usize> {
     let token = TOKENS.get(k)?;
-    let same = |half: usize| (word(b, i + 8 * half) ^ token.words[half]) & token.masks[half] == 0;
-    if !(same(0) && (token.len <= 8 || same(1))) {
-        return None;
+    let mut i = i;
+    if !token.is_at(b, i) {
+        // Whitespace before a name is rare: looked for only when the name is not found.
+        let after = ws(b, i);
+        if after == i || !token.is_at(b, after) {
+            return None;
+        }
+        i = after;
     }
-    let (value, after) = value(b, ws(b, i + token.len))?;
+    let (value, after) = value(b, i + token.len)?;
     *slots.get_mut(k)? = value;
     Some(ws(b, after))
 }
@@ -59,6 +147,14 @@ struct Token {
     words: [u64; 2],
     masks: [u64; 2],
     len: usize,
+}
+
+impl Token {
+    #[inline(always)]
+    fn is_at(&self, b: &[u8], i: usize) -> bool {
+        let same = |half: usize| (word(b, i + 8 * half) ^ self.words[half]) & self.masks[half] == 0;
+        same(0) && (self.len <= 8 || same(1))
+    }
 }
 
 const TOKENS: [Token; SLOTS] = {
@@ -99,8 +195,16 @@ fn value(b: &[u8], i: usize) -> Option<(Val, usize)> {
         b't' => literal(b, i, b"true", Val::Bool(true)),
         b'f' => literal(b, i, b"false", Val::Bool(false)),
         b'n' => literal(b, i, b"null", Val::Null),
+        b' ' | b'\t' | b'\n' | b'\r' => spaced_value(b, i),
         _ => None,
     }
+}
+
+/// A value after whitespace (`"name": value`, as Python's `json.dumps` writes it).
+#[inline(never)]
+fn spaced_value(b: &[u8], i: usize) -> Option<(Val, usize)> {
+    // `ws_run` stops at a byte that is not whitespace, so this never comes back here.
+    value(b, ws_run(b, i))
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8], val: Val) -> Option<(Val, usize)> {
@@ -208,7 +312,16 @@ const POWERS_OF_TEN: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 
 
 /// The index of the first byte from `i` on that is not JSON whitespace.
 #[inline(always)]
-fn ws(b: &[u8], mut i: usize) -> usize {
+fn ws(b: &[u8], i: usize) -> usize {
+    // Compact lines have none: one comparison decides.
+    match b.get(i) {
+        Some(&c) if c <= b' ' => ws_run(b, i),
+        _ => i,
+    }
+}
+
+#[inline(never)]
+fn ws_run(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
     }
