@@ -713,7 +713,7 @@ impl Kind {
 
     /// The members of this kind in SPEC's table order (type and ts first): the order most
     /// producers write them in, which the fast path tries first.
-    fn members(self) -> &'static [usize] {
+    const fn members(self) -> &'static [usize] {
         match self {
             Kind::Sale | Kind::Return | Kind::Count => &[TYPE, TS, SKU, LOC, QTY],
             Kind::Receipt => &[TYPE, TS, SKU, LOC, QTY, PO_ID],

@@ -34,16 +34,11 @@ pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
             (Kind::of(b.get(start..end)?)?, after)
         }
     };
-    // Each kind's walk is its own copy, so that its member list and their tokens are constants.
+    // The common kinds' walks are unrolled, so that each member's token is a constant.
     i = match kind {
-        Kind::Sale | Kind::Return | Kind::Count => walk(b, after, Kind::Sale.members(), slots),
-        Kind::Receipt => walk(b, after, Kind::Receipt.members(), slots),
-        Kind::Adjust => walk(b, after, Kind::Adjust.members(), slots),
-        Kind::Reserve => walk(b, after, Kind::Reserve.members(), slots),
-        Kind::Release => walk(b, after, Kind::Release.members(), slots),
-        Kind::Fulfill => walk(b, after, Kind::Fulfill.members(), slots),
-        Kind::Po => walk(b, after, Kind::Po.members(), slots),
-        Kind::Policy => walk(b, after, Kind::Policy.members(), slots),
+        Kind::Sale | Kind::Return | Kind::Count => unrolled!(b, after, slots, SALE_MEMBERS, [1, 2, 3, 4]),
+        Kind::Policy => unrolled!(b, after, slots, POLICY_MEMBERS, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        _ => walk(b, after, kind.members(), slots),
     };
     match b.get(i) {
         Some(b'}') => (ws(b, i + 1) == b.len()).then_some(kind),
@@ -53,15 +48,34 @@ pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
 
 /// The members after `type` in `members`' order from `i` (the index after `type`'s value): the
 /// index of the first byte none of them took, normally the closing `}`.
-#[inline(always)]
 fn walk(b: &[u8], mut i: usize, members: &'static [usize], slots: &mut [Val; SLOTS]) -> usize {
     for &k in members.get(1..).unwrap_or_default() {
-        if b.get(i) != Some(&b',') {
-            break;
-        }
-        // An absent member leaves `i` at the comma for the next one to try.
+        i = next_member(b, i, k, slots);
+    }
+    i
+}
+
+/// [`walk`] with the loop written out, for a kind whose member list is a constant.
+macro_rules! unrolled {
+    ($b:expr, $i:expr, $slots:expr, $members:expr, [$($at:literal),+]) => {{
+        const _: () = assert!($members.len() == [$($at),+].len() + 1, "not every member is walked");
+        let i = $i;
+        $(let i = next_member($b, i, $members[$at], $slots);)+
+        i
+    }};
+}
+use unrolled;
+
+const SALE_MEMBERS: &[usize] = Kind::Sale.members();
+const POLICY_MEMBERS: &[usize] = Kind::Policy.members();
+
+/// Member `k` after the comma at `i`: the index after its value, or `i` when the next member is
+/// not `k` (an absent member leaves `i` at the comma for the next one to try).
+#[inline(always)]
+fn next_member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> usize {
+    if b.get(i) == Some(&b',') {
         if let Some(after) = member(b, i + 1, k, slots) {
-            i = after;
+            return after;
         }
     }
     i
