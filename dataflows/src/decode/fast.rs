@@ -13,9 +13,21 @@
 
 use super::{Kind, Val, NAMES, SLOTS, TYPE};
 
-/// Scans `b` into `slots` (all [`Val::Absent`] on entry) and returns the kind its `type` names;
-/// `None` when the strict parser must decide.
-pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
+/// What [`scan`] found in a line it read to the end.
+pub(super) struct Scanned {
+    /// The kind its `type` names.
+    pub kind: Kind,
+    /// Whether the line is all ASCII: every byte outside the strings was matched against one of
+    /// JSON's ASCII tokens, and no word the string scan read had a byte of 0x80 or above.
+    pub ascii: bool,
+}
+
+/// Scans `b` into `slots` (all [`Val::Absent`] on entry); `None` when the strict parser must
+/// decide.
+pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Scanned> {
+    // The high bits of every word a string was read from.
+    let mut high = 0;
+    let high = &mut high;
     let mut i = ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -27,7 +39,7 @@ pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
             (kind, after)
         }
         None => {
-            let after = member(b, i, TYPE, slots)?;
+            let after = member(b, i, TYPE, slots, high)?;
             let Val::Str { start, end, .. } = slots[TYPE] else {
                 return None;
             };
@@ -36,31 +48,31 @@ pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
     };
     // The common kinds' walks are unrolled, so that each member's token is a constant.
     i = match kind {
-        Kind::Sale | Kind::Return | Kind::Count => unrolled!(b, after, slots, SALE_MEMBERS, [1, 2, 3, 4]),
-        Kind::Policy => unrolled!(b, after, slots, POLICY_MEMBERS, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
-        _ => walk(b, after, kind.members(), slots),
+        Kind::Sale | Kind::Return | Kind::Count => unrolled!(b, after, slots, high, SALE_MEMBERS, [1, 2, 3, 4]),
+        Kind::Policy => unrolled!(b, after, slots, high, POLICY_MEMBERS, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        _ => walk(b, after, kind.members(), slots, high),
     };
     match b.get(i) {
-        Some(b'}') => (ws(b, i + 1) == b.len()).then_some(kind),
+        Some(b'}') => (ws(b, i + 1) == b.len()).then_some(Scanned { kind, ascii: *high & HIGH == 0 }),
         _ => None,
     }
 }
 
 /// The members after `type` in `members`' order from `i` (the index after `type`'s value): the
 /// index of the first byte none of them took, normally the closing `}`.
-fn walk(b: &[u8], mut i: usize, members: &'static [usize], slots: &mut [Val; SLOTS]) -> usize {
+fn walk(b: &[u8], mut i: usize, members: &'static [usize], slots: &mut [Val; SLOTS], high: &mut u64) -> usize {
     for &k in members.get(1..).unwrap_or_default() {
-        i = next_member(b, i, k, slots);
+        i = next_member(b, i, k, slots, high);
     }
     i
 }
 
 /// [`walk`] with the loop written out, for a kind whose member list is a constant.
 macro_rules! unrolled {
-    ($b:expr, $i:expr, $slots:expr, $members:expr, [$($at:literal),+]) => {{
+    ($b:expr, $i:expr, $slots:expr, $high:expr, $members:expr, [$($at:literal),+]) => {{
         const _: () = assert!($members.len() == [$($at),+].len() + 1, "not every member is walked");
         let i = $i;
-        $(let i = next_member($b, i, $members[$at], $slots);)+
+        $(let i = next_member($b, i, $members[$at], $slots, $high);)+
         i
     }};
 }
@@ -72,9 +84,9 @@ const POLICY_MEMBERS: &[usize] = Kind::Policy.members();
 /// Member `k` after the comma at `i`: the index after its value, or `i` when the next member is
 /// not `k` (an absent member leaves `i` at the comma for the next one to try).
 #[inline(always)]
-fn next_member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> usize {
+fn next_member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS], high: &mut u64) -> usize {
     if b.get(i) == Some(&b',') {
-        if let Some(after) = member(b, i + 1, k, slots) {
+        if let Some(after) = member(b, i + 1, k, slots, high) {
             return after;
         }
     }
@@ -138,7 +150,7 @@ const POLICY: u64 = name_word(b"policy");
 /// after the value and the whitespace that follows; `None` unless the name is `k`'s and the value
 /// is a scalar the fast path reads.
 #[inline(always)]
-fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> Option<usize> {
+fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS], high: &mut u64) -> Option<usize> {
     let token = TOKENS.get(k)?;
     let mut i = i;
     if !token.is_at(b, i) {
@@ -149,7 +161,7 @@ fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> Option<usiz
         }
         i = after;
     }
-    let (value, after) = value(b, i + token.len)?;
+    let (value, after) = value(b, i + token.len, high)?;
     *slots.get_mut(k)? = value;
     Some(ws(b, after))
 }
@@ -199,26 +211,26 @@ const TOKENS: [Token; SLOTS] = {
 /// The value at `i` and the index after it; `None` for objects, arrays, strings with escapes
 /// and anything that is not JSON.
 #[inline(always)]
-fn value(b: &[u8], i: usize) -> Option<(Val, usize)> {
+fn value(b: &[u8], i: usize, high: &mut u64) -> Option<(Val, usize)> {
     match *b.get(i)? {
         b'"' => {
-            let end = string(b, i + 1)?;
+            let end = string(b, i + 1, high)?;
             Some((Val::Str { start: i + 1, end, escaped: false }, end + 1))
         }
         b'-' | b'0'..=b'9' => number(b, i),
         b't' => literal(b, i, b"true", Val::Bool(true)),
         b'f' => literal(b, i, b"false", Val::Bool(false)),
         b'n' => literal(b, i, b"null", Val::Null),
-        b' ' | b'\t' | b'\n' | b'\r' => spaced_value(b, i),
+        b' ' | b'\t' | b'\n' | b'\r' => spaced_value(b, i, high),
         _ => None,
     }
 }
 
 /// A value after whitespace (`"name": value`, as Python's `json.dumps` writes it).
 #[inline(never)]
-fn spaced_value(b: &[u8], i: usize) -> Option<(Val, usize)> {
+fn spaced_value(b: &[u8], i: usize, high: &mut u64) -> Option<(Val, usize)> {
     // `ws_run` stops at a byte that is not whitespace, so this never comes back here.
-    value(b, ws_run(b, i))
+    value(b, ws_run(b, i), high)
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8], val: Val) -> Option<(Val, usize)> {
@@ -227,13 +239,15 @@ fn literal(b: &[u8], i: usize, word: &[u8], val: Val) -> Option<(Val, usize)> {
 }
 
 /// The index of the closing quote of a string whose text starts at `start`, if that text holds
-/// no escape and no control character.
+/// no escape and no control character; every word read is or-ed into `high`.
 #[inline(always)]
-fn string(b: &[u8], start: usize) -> Option<usize> {
+fn string(b: &[u8], start: usize, high: &mut u64) -> Option<usize> {
     let mut i = start;
     loop {
         // Past the end the word is zeros, which stop the scan as control characters do.
-        let stop = stops(word(b, i));
+        let w = word(b, i);
+        *high |= w;
+        let stop = stops(w);
         if stop != 0 {
             i += first(stop);
             return (*b.get(i)? == b'"').then_some(i);
