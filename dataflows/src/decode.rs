@@ -948,10 +948,19 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"{\"type\":\"sale\",\"ts\":\"yesterday\xff\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}", "invalid_json"),
             (b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"\xc3\",\"loc\":\"S\",\"qty\":0}", "invalid_json"),
-            (b"{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"\xe2\x98\"}", "invalid_json"),
+            (
+                b"{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"\xe2\x98\"}",
+                "invalid_json",
+            ),
             (b"{\"type\":\"s\xc3\xa4le\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}", "unknown_type"),
-            ("{\"type\":\"sale\",\"ts\":\"2023-11-14T22:13:20Zé\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}".as_bytes(), "invalid_field:ts"),
-            ("{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"☕\"}".as_bytes(), "invalid_field:delta"),
+            (
+                "{\"type\":\"sale\",\"ts\":\"2023-11-14T22:13:20Zé\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}".as_bytes(),
+                "invalid_field:ts",
+            ),
+            (
+                "{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"☕\"}".as_bytes(),
+                "invalid_field:delta",
+            ),
         ];
         for (line, expected) in cases {
             let got = match decode(line) {
