@@ -22,12 +22,25 @@ mod fast;
 /// Never panics, whatever the input.
 pub fn decode(raw: &[u8]) -> Result<Message, Rejection> {
     let mut slots = [Val::Absent; SLOTS];
-    if let Some(kind) = fast::scan(raw, &mut slots) {
-        if let Ok(text) = std::str::from_utf8(raw) {
+    if let Some(fast::Scanned { kind, ascii }) = fast::scan(raw, &mut slots) {
+        if let Some(text) = utf8(raw, ascii) {
             return Fields { text, slots: &slots }.message_of(kind);
         }
     }
     decode_strict(raw)
+}
+
+/// `raw` as text when it is UTF-8. Nearly every line is ASCII, which the fast path proves as it
+/// reads (`ascii`) at no cost of its own; only the other lines go through the validator.
+#[inline(always)]
+fn utf8(raw: &[u8], ascii: bool) -> Option<&str> {
+    if ascii {
+        debug_assert!(raw.is_ascii(), "the fast path missed a byte");
+        // SAFETY: `ascii` says every byte of `raw` is below 0x80 (`fast::Scanned::ascii`; the
+        // tests compare it with `is_ascii` on every line), and ASCII bytes are valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(raw) });
+    }
+    std::str::from_utf8(raw).ok()
 }
 
 /// [`decode`] without the fast path: the strict parser, which decides every line the fast path
@@ -702,7 +715,7 @@ impl Kind {
 
     /// The members of this kind in SPEC's table order (type and ts first): the order most
     /// producers write them in, which the fast path tries first.
-    fn members(self) -> &'static [usize] {
+    const fn members(self) -> &'static [usize] {
         match self {
             Kind::Sale | Kind::Return | Kind::Count => &[TYPE, TS, SKU, LOC, QTY],
             Kind::Receipt => &[TYPE, TS, SKU, LOC, QTY, PO_ID],
@@ -928,6 +941,38 @@ mod tests {
     }
 
     /// The dead-letter fields this test needs, read without a JSON library (the crate has none).
+    #[test]
+    fn text_beyond_ascii_keeps_its_reasons() {
+        // The fast path skips UTF-8 validation of an all-ASCII line only; invalid UTF-8 anywhere
+        // is still `invalid_json`, ahead of every field's own verdict.
+        let cases: &[(&[u8], &str)] = &[
+            (b"{\"type\":\"sale\",\"ts\":\"yesterday\xff\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}", "invalid_json"),
+            (b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"\xc3\",\"loc\":\"S\",\"qty\":0}", "invalid_json"),
+            (
+                b"{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"\xe2\x98\"}",
+                "invalid_json",
+            ),
+            (b"{\"type\":\"s\xc3\xa4le\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}", "unknown_type"),
+            (
+                "{\"type\":\"sale\",\"ts\":\"2023-11-14T22:13:20Zé\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}".as_bytes(),
+                "invalid_field:ts",
+            ),
+            (
+                "{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":0,\"reason\":\"☕\"}".as_bytes(),
+                "invalid_field:delta",
+            ),
+        ];
+        for (line, expected) in cases {
+            let got = match decode(line) {
+                Ok(m) => format!("accepted {m:?}"),
+                Err(r) => r.to_string(),
+            };
+            assert_eq!(&got, expected, "{}", String::from_utf8_lossy(line));
+        }
+        let m = ok("{\"type\":\"sale\",\"ts\":1,\"sku\":\"Kö\",\"loc\":\"S😀\",\"qty\":2}");
+        assert_eq!((m.sku.as_str(), m.loc.as_str()), ("Kö", "S😀"));
+    }
+
     fn dead_letter_fields(line: &str) -> (String, u64, String) {
         let after = |tag: &str| &line[line.find(tag).unwrap_or_else(|| panic!("{tag} in {line}")) + tag.len()..];
         let quoted = |tag: &str| after(tag).split('"').next().unwrap_or_default().to_string();
@@ -1842,7 +1887,10 @@ mod tests {
         let shown = String::from_utf8_lossy(raw);
         let mut fast_slots = [Val::Absent; SLOTS];
         let fast = fast::scan(raw, &mut fast_slots).filter(|_| std::str::from_utf8(raw).is_ok());
-        if let (Some(kind), Ok(text)) = (fast, std::str::from_utf8(raw)) {
+        if let (Some(fast::Scanned { kind, ascii }), Ok(text)) = (&fast, std::str::from_utf8(raw)) {
+            // `decode` trusts `ascii` to skip UTF-8 validation: it must never be true wrongly.
+            assert_eq!(*ascii, raw.is_ascii(), "{shown}");
+            let kind = *kind;
             let mut slots = [Val::Absent; SLOTS];
             let mut parser = Parser { b: raw, i: 0, names: Vec::new(), arena: Vec::new() };
             assert!(parser.top(&mut slots).is_ok(), "fast path took a line the strict parser refuses: {shown}");
@@ -1913,6 +1961,18 @@ mod tests {
                 r#"{"type":"policy","ts":1,"sku":"K","loc":"S","deleted":"x"}"#,
                 r#"{"type":"policy","ts":1,"sku":"K","loc":"S","reorder_point":9,"order_up_to":3}"#,
                 r#"{"type":"count","ts":1,"sku":"K","loc":"S","qty":0}"#,
+                // Non-ASCII text in strings, where the line's last word holds it or not.
+                r#"{"type":"adjust","ts":1,"sku":"K","loc":"S","delta":-7,"reason":"café ☕"}"#,
+                r#"{"type":"policy","ts":1,"sku":"K","loc":"S","reorder_point":5,"order_up_to":9,"source":"Zürich"}"#,
+                r#"{"type":"sale","ts":"2023-11-14T22:13:20Zé","sku":"K","loc":"S","qty":1}"#,
+                // Whitespace wherever JSON allows it, outside a name and its colon.
+                r#"{"type":"sale" ,"ts":1,"sku":"K","loc":"S","qty":1}"#,
+                "{\"type\":\"sale\",\n\t\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1 }",
+                "{\r\n\"type\":\t\"count\" , \"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}",
+                // Every kind's name at the length the two-word `type` read tells apart.
+                r#"{"type":"po"}"#,
+                r#"{"type":"receipt"}"#,
+                r#"{"type":"fulfill","ts":1}"#,
             ]
             .map(String::from),
         );
@@ -1951,6 +2011,16 @@ mod tests {
             r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":truex}"#,
             "{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\tK\",\"loc\":\"S\",\"qty\":1}",
             "\u{feff}{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}",
+            r#"{"type":"sälé","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sal","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"salesale","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"Sale","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"p","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale,"ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale""ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"typé":"sale","ts":1,"sku":"K","loc":"S","qty":1}"#,
+            r#"{"type":"sale","ts":1,"sku":"K","loc":"S","qty":1,"é":1}"#,
         ]
         .iter()
         .map(|l| l.as_bytes().to_vec())
@@ -1959,6 +2029,9 @@ mod tests {
             b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\xc3\",\"loc\":\"S\",\"qty\":1}".to_vec(),
             b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"\xed\xa0\x80\",\"loc\":\"S\",\"qty\":1}".to_vec(),
             b"{\"type\":\"sale\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}\xff".to_vec(),
+            b"{\"type\":\"sale\",\"ts\":\"2023-11-14T22:13:20Z\xc3\",\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}".to_vec(),
+            b"{\"type\":\"adjust\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"delta\":1,\"reason\":\"\x80\"}".to_vec(),
+            b"{\"type\":\"sa\xffe\",\"ts\":1,\"sku\":\"K\",\"loc\":\"S\",\"qty\":1}".to_vec(),
         ]);
         for line in &fast {
             assert!(paths_agree(line.as_bytes()), "the fast path should decide {line}");

@@ -9,45 +9,160 @@
 //! every `invalid_json` and `unknown_type` comes from the strict parser, every field's verdict
 //! from the same field checks on the same slots (`decode`'s tests compare both paths on every
 //! generated line). Strings are read eight bytes at a time, integers eight digits at a time. It
-//! does not check UTF-8: `decode` validates the line before it reads a slot.
+//! does not validate UTF-8; it reports whether the line is all ASCII ([`Scanned::ascii`]), which
+//! `decode` trusts instead of validating, and `decode` validates every other line.
 
 use super::{Kind, Val, NAMES, SLOTS, TYPE};
 
-/// Scans `b` into `slots` (all [`Val::Absent`] on entry) and returns the kind its `type` names;
-/// `None` when the strict parser must decide.
-pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Kind> {
+/// What [`scan`] found in a line it read to the end.
+pub(super) struct Scanned {
+    /// The kind its `type` names.
+    pub kind: Kind,
+    /// Whether the line is all ASCII: every byte outside the strings was matched against one of
+    /// JSON's ASCII tokens, and no word the string scan read had a byte of 0x80 or above.
+    pub ascii: bool,
+}
+
+/// Scans `b` into `slots` (all [`Val::Absent`] on entry); `None` when the strict parser must
+/// decide.
+pub(super) fn scan(b: &[u8], slots: &mut [Val; SLOTS]) -> Option<Scanned> {
+    // The high bits of every word a string was read from.
+    let mut high = 0;
+    let high = &mut high;
     let mut i = ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    i = member(b, ws(b, i + 1), TYPE, slots)?;
-    let Val::Str { start, end, .. } = slots[TYPE] else {
-        return None;
+    i += 1;
+    let (kind, after) = match compact_type(b, i) {
+        Some((kind, span, after)) => {
+            slots[TYPE] = span;
+            (kind, after)
+        }
+        None => {
+            let after = member(b, i, TYPE, slots, high)?;
+            let Val::Str { start, end, .. } = slots[TYPE] else {
+                return None;
+            };
+            (Kind::of(b.get(start..end)?)?, after)
+        }
     };
-    let kind = Kind::of(b.get(start..end)?)?;
-    for &k in kind.members().get(1..)? {
-        if b.get(i) != Some(&b',') {
-            break;
-        }
-        // An absent member leaves `i` at the comma for the next one to try.
-        if let Some(after) = member(b, ws(b, i + 1), k, slots) {
-            i = after;
-        }
+    // The common kinds' walks are unrolled, so that each member's token is a constant.
+    i = match kind {
+        Kind::Sale | Kind::Return | Kind::Count => unrolled!(b, after, slots, high, SALE_MEMBERS, [1, 2, 3, 4]),
+        Kind::Policy => unrolled!(b, after, slots, high, POLICY_MEMBERS, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        _ => walk(b, after, kind.members(), slots, high),
+    };
+    match b.get(i) {
+        Some(b'}') => (ws(b, i + 1) == b.len()).then_some(Scanned { kind, ascii: *high & HIGH == 0 }),
+        _ => None,
     }
-    (b.get(i) == Some(&b'}') && ws(b, i + 1) == b.len()).then_some(kind)
 }
 
-/// Member `k` at `i` (its name's opening quote): its value goes to slot `k`, and the result is
-/// the index after the value and the whitespace that follows; `None` unless the name is `k`'s
-/// and the value is a scalar the fast path reads.
+/// The members after `type` in `members`' order from `i` (the index after `type`'s value): the
+/// index of the first byte none of them took, normally the closing `}`.
+fn walk(b: &[u8], mut i: usize, members: &'static [usize], slots: &mut [Val; SLOTS], high: &mut u64) -> usize {
+    for &k in members.get(1..).unwrap_or_default() {
+        i = next_member(b, i, k, slots, high);
+    }
+    i
+}
+
+/// [`walk`] with the loop written out, for a kind whose member list is a constant.
+macro_rules! unrolled {
+    ($b:expr, $i:expr, $slots:expr, $high:expr, $members:expr, [$($at:literal),+]) => {{
+        const _: () = assert!($members.len() == [$($at),+].len() + 1, "not every member is walked");
+        let i = $i;
+        $(let i = next_member($b, i, $members[$at], $slots, $high);)+
+        i
+    }};
+}
+use unrolled;
+
+const SALE_MEMBERS: &[usize] = Kind::Sale.members();
+const POLICY_MEMBERS: &[usize] = Kind::Policy.members();
+
+/// Member `k` after the comma at `i`: the index after its value, or `i` when the next member is
+/// not `k` (an absent member leaves `i` at the comma for the next one to try).
 #[inline(always)]
-fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS]) -> Option<usize> {
-    let token = TOKENS.get(k)?;
-    let same = |half: usize| (word(b, i + 8 * half) ^ token.words[half]) & token.masks[half] == 0;
-    if !(same(0) && (token.len <= 8 || same(1))) {
+fn next_member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS], high: &mut u64) -> usize {
+    if b.get(i) == Some(&b',') {
+        if let Some(after) = member(b, i + 1, k, slots, high) {
+            return after;
+        }
+    }
+    i
+}
+
+/// `"type":"KIND"` written without whitespace at `i`, the common case, read as two words: the
+/// kind, the value's span and the index after the value.
+#[inline(always)]
+fn compact_type(b: &[u8], i: usize) -> Option<(Kind, Val, usize)> {
+    // `"type":"` is eight bytes, and every kind's name is shorter than eight.
+    if word(b, i) != u64::from_le_bytes(*b"\"type\":\"") {
         return None;
     }
-    let (value, after) = value(b, ws(b, i + token.len))?;
+    let name = word(b, i + 8);
+    let len = first(stops(name));
+    if len == 8 || (name >> (8 * len)) as u8 != b'"' {
+        return None;
+    }
+    // Names hold no zero byte, so the masked word alone tells them apart.
+    let kind = match name & !(u64::MAX << (8 * len)) {
+        SALE => Kind::Sale,
+        RETURN => Kind::Return,
+        RECEIPT => Kind::Receipt,
+        ADJUST => Kind::Adjust,
+        COUNT => Kind::Count,
+        RESERVE => Kind::Reserve,
+        RELEASE => Kind::Release,
+        FULFILL => Kind::Fulfill,
+        PO => Kind::Po,
+        POLICY => Kind::Policy,
+        _ => return None,
+    };
+    let span = Val::Str { start: i + 8, end: i + 8 + len, escaped: false };
+    Some((kind, span, ws(b, i + 9 + len)))
+}
+
+/// A kind's name as a little-endian word, zeros above it.
+const fn name_word(name: &[u8]) -> u64 {
+    let mut w = 0;
+    let mut at = 0;
+    while at < name.len() {
+        w |= (name[at] as u64) << (8 * at);
+        at += 1;
+    }
+    w
+}
+
+const SALE: u64 = name_word(b"sale");
+const RETURN: u64 = name_word(b"return");
+const RECEIPT: u64 = name_word(b"receipt");
+const ADJUST: u64 = name_word(b"adjust");
+const COUNT: u64 = name_word(b"count");
+const RESERVE: u64 = name_word(b"reserve");
+const RELEASE: u64 = name_word(b"release");
+const FULFILL: u64 = name_word(b"fulfill");
+const PO: u64 = name_word(b"po");
+const POLICY: u64 = name_word(b"policy");
+
+/// The member at `i` when it is `k`'s: its value goes to slot `k`, and the result is the index
+/// after the value and the whitespace that follows; `None` unless the name is `k`'s and the value
+/// is a scalar the fast path reads.
+#[inline(always)]
+fn member(b: &[u8], i: usize, k: usize, slots: &mut [Val; SLOTS], high: &mut u64) -> Option<usize> {
+    let token = TOKENS.get(k)?;
+    let mut i = i;
+    if !token.is_at(b, i) {
+        // Whitespace before a name is rare: looked for only when the name is not found.
+        let after = ws(b, i);
+        if after == i || !token.is_at(b, after) {
+            return None;
+        }
+        i = after;
+    }
+    let (value, after) = value(b, i + token.len, high)?;
     *slots.get_mut(k)? = value;
     Some(ws(b, after))
 }
@@ -59,6 +174,14 @@ struct Token {
     words: [u64; 2],
     masks: [u64; 2],
     len: usize,
+}
+
+impl Token {
+    #[inline(always)]
+    fn is_at(&self, b: &[u8], i: usize) -> bool {
+        let same = |half: usize| (word(b, i + 8 * half) ^ self.words[half]) & self.masks[half] == 0;
+        same(0) && (self.len <= 8 || same(1))
+    }
 }
 
 const TOKENS: [Token; SLOTS] = {
@@ -89,18 +212,26 @@ const TOKENS: [Token; SLOTS] = {
 /// The value at `i` and the index after it; `None` for objects, arrays, strings with escapes
 /// and anything that is not JSON.
 #[inline(always)]
-fn value(b: &[u8], i: usize) -> Option<(Val, usize)> {
+fn value(b: &[u8], i: usize, high: &mut u64) -> Option<(Val, usize)> {
     match *b.get(i)? {
         b'"' => {
-            let end = string(b, i + 1)?;
+            let end = string(b, i + 1, high)?;
             Some((Val::Str { start: i + 1, end, escaped: false }, end + 1))
         }
         b'-' | b'0'..=b'9' => number(b, i),
         b't' => literal(b, i, b"true", Val::Bool(true)),
         b'f' => literal(b, i, b"false", Val::Bool(false)),
         b'n' => literal(b, i, b"null", Val::Null),
+        b' ' | b'\t' | b'\n' | b'\r' => spaced_value(b, i, high),
         _ => None,
     }
+}
+
+/// A value after whitespace (`"name": value`, as Python's `json.dumps` writes it).
+#[inline(never)]
+fn spaced_value(b: &[u8], i: usize, high: &mut u64) -> Option<(Val, usize)> {
+    // `ws_run` stops at a byte that is not whitespace, so this never comes back here.
+    value(b, ws_run(b, i), high)
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8], val: Val) -> Option<(Val, usize)> {
@@ -109,13 +240,15 @@ fn literal(b: &[u8], i: usize, word: &[u8], val: Val) -> Option<(Val, usize)> {
 }
 
 /// The index of the closing quote of a string whose text starts at `start`, if that text holds
-/// no escape and no control character.
+/// no escape and no control character; every word read is or-ed into `high`.
 #[inline(always)]
-fn string(b: &[u8], start: usize) -> Option<usize> {
+fn string(b: &[u8], start: usize, high: &mut u64) -> Option<usize> {
     let mut i = start;
     loop {
         // Past the end the word is zeros, which stop the scan as control characters do.
-        let stop = stops(word(b, i));
+        let w = word(b, i);
+        *high |= w;
+        let stop = stops(w);
         if stop != 0 {
             i += first(stop);
             return (*b.get(i)? == b'"').then_some(i);
@@ -208,7 +341,16 @@ const POWERS_OF_TEN: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 
 
 /// The index of the first byte from `i` on that is not JSON whitespace.
 #[inline(always)]
-fn ws(b: &[u8], mut i: usize) -> usize {
+fn ws(b: &[u8], i: usize) -> usize {
+    // Compact lines have none: one comparison decides.
+    match b.get(i) {
+        Some(&c) if c <= b' ' => ws_run(b, i),
+        _ => i,
+    }
+}
+
+#[inline(never)]
+fn ws_run(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
     }
