@@ -9,8 +9,8 @@
 //! every `invalid_json` and `unknown_type` comes from the strict parser, every field's verdict
 //! from the same field checks on the same slots (`decode`'s tests compare both paths on every
 //! generated line). Strings are read eight bytes at a time, integers eight digits at a time. It
-//! does not validate UTF-8; it reports whether the line is all ASCII ([`Scanned::ascii`]), which
-//! `decode` trusts instead of validating, and `decode` validates every other line.
+//! does not validate UTF-8 (`decode` does, for every line); it reports whether the line is all
+//! ASCII ([`Scanned::ascii`]), which debug builds and the tests check against `is_ascii`.
 
 use super::{Kind, Val, NAMES, SLOTS, TYPE};
 
