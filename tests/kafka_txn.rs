@@ -328,17 +328,22 @@ fn a_transactional_batch_writes_the_case_and_a_restart_writes_nothing_again() {
     let stderr = again.stderr_str();
     let dead = expected_dead_letters("in").len();
     assert_eq!(skipped(&stderr), (expected_record_count(), dead), "{stderr}");
-    // The output topics hold not one record more; the progress topic two, each worker's start-up
-    // transaction, which says the new generation has written nothing and what it started from.
+    // The output topics hold not one record more; the progress topic only the new generation's
+    // records: each worker's start-up transaction, which says it has written nothing and what it
+    // started from, then the transactions that commit its read positions as they move (with no
+    // records: every one was skipped), the last through the last tick.
     let after = high_watermarks(&brokers, &topics);
     assert_eq!(after[..5], before[..5], "a restart produced records again");
-    assert_eq!(after[5], before[5] + 2);
+    let log = progress_log(&brokers);
+    let new = &log[before[5] as usize..];
+    assert!(new.len() >= 2 && new.iter().all(|r| r["generation"] == 2), "{new:?}");
+    assert!(new[..2].iter().all(|r| r["tick"] == Value::Null), "{new:?}");
     let again = newest(&progress(&brokers));
     assert_eq!(again.len(), 2);
     for (worker, r) in again.iter().enumerate() {
         assert_eq!((r["generation"].as_u64(), r["workers"].as_u64(), r["worker"].as_u64()), (Some(2), Some(2), Some(worker as u64)));
-        assert_eq!(r["tick"], Value::Null, "{r}");
         assert_eq!(r["before"], serde_json::json!([{ "workers": 1, "ticks": [ticks.last()] }]), "{r}");
+        assert_eq!(r["tick"].as_u64(), ticks.last().copied(), "{r}");
         assert_eq!(r["dead_letters"], p["dead_letters"], "{r}");
     }
     assert_topics_hold_the_case(&brokers, "in");
@@ -529,6 +534,29 @@ fn progress_log(brokers: &str) -> Vec<Value> {
 /// checks is what the first instance does with that answer.
 #[test]
 fn a_second_instance_fences_the_first() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let sale = format!(r#"{{"type":"sale","ts":{},"sku":"SKU00000","loc":"DC00","qty":1}}"#, now + 1000);
+    fence_the_first_instance(&[sale]);
+}
+
+/// As [`a_second_instance_fences_the_first`], with new messages whose tick writes no record (an
+/// adjustment and its reverse, in one tick): the fenced instance has no record to produce, yet
+/// must not move the group's offsets past them. Its read positions move only in its
+/// transactions (one with just the progress record and the offsets when a tick writes nothing),
+/// so it finds out that it is fenced there, and stops before anything else commits offsets.
+#[test]
+fn a_fenced_instance_whose_new_ticks_write_nothing_moves_no_offsets() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let adjust = |delta: i64| {
+        format!(r#"{{"type":"adjust","ts":{},"sku":"SKU00000","loc":"DC00","delta":{delta}}}"#, now + 1000)
+    };
+    fence_the_first_instance(&[adjust(-1), adjust(1)]);
+}
+
+/// A `run` on 2 workers catches up with the case, a `batch` in the same group and prefix runs to
+/// the end, and `new` messages arrive on partition 0: the first instance, fenced, must stop
+/// having committed nothing after the second started.
+fn fence_the_first_instance(new: &[String]) {
     let cluster = mock();
     let brokers = cluster.bootstrap_servers();
     produce_case(&cluster, "in", true);
@@ -568,9 +596,9 @@ fn a_second_instance_fences_the_first() {
     // The broker's answer to a fenced producer, for whichever of the first's workers writes next.
     let fenced = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 2];
     cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &fenced);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let sale = format!(r#"{{"type":"sale","ts":{},"sku":"SKU00000","loc":"DC00","qty":1}}"#, now + 1000);
-    common::produce_one(&brokers, "in", 0, &sale);
+    for message in new {
+        common::produce_one(&brokers, "in", 0, message);
+    }
     let first = common::wait_all(vec![first], Duration::from_secs(60), Duration::ZERO).pop().unwrap();
     assert!(!first.timed_out && !first.success(), "the first instance must fail: {}", first.describe());
     let stderr = first.stderr_str();
@@ -583,8 +611,8 @@ fn a_second_instance_fences_the_first() {
     let late: Vec<&Value> = log[second_started..].iter().filter(|r| r["generation"] != 2).collect();
     assert!(late.is_empty(), "progress records of the fenced instance: {late:?}");
     assert_eq!(common::committed(&brokers, "g", "in", 3), offsets, "the fenced instance committed offsets");
-    assert_eq!(offsets[0], Some(ends["in/0"]), "the group's offset must stop before the new sale");
-    assert_eq!(high_watermarks_of(&brokers, "in", 0), ends["in/0"] + 1);
+    assert_eq!(offsets[0], Some(ends["in/0"]), "the group's offset must stop before the new messages");
+    assert_eq!(high_watermarks_of(&brokers, "in", 0), ends["in/0"] + new.len() as i64);
 }
 
 /// A producer fenced during its start-up transaction (a newer instance initialised the same id
