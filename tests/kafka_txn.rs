@@ -5,7 +5,8 @@
 //! in the same group that re-reads everything writes nothing again; a run cut short and
 //! restarted on fewer or more workers writes every record once; a kill between one worker's
 //! commit and another's loses and repeats nothing; an instance fenced by a second one stops and
-//! commits nothing more; a broker whose EndTxn fails gets at-least-once output and one log line.
+//! commits nothing more, offsets included, also when its new ticks write no record; a broker
+//! whose EndTxn fails gets at-least-once output and one log line.
 //!
 //! The mock cluster keeps records of aborted transactions visible (it writes no transaction
 //! markers), so these tests prove the protocol flow and the skipping, not read_committed
