@@ -22,6 +22,7 @@ use super::{Sink, SinkError, Snapshot, Summary, TickBatch};
 use crate::io::format;
 use crate::io::kafka::{create_topics, latest_records, TopicSpec};
 
+mod crash;
 mod progress;
 
 use progress::{progress_key, Progress, Written};
@@ -143,6 +144,11 @@ struct Transactions {
     first_tick: Option<Millis>,
     /// Transactions committed so far.
     committed: u64,
+    /// The worker loop's offsets moved since the last commit: they are committed in a
+    /// transaction of their own when the ticks they cover produced no record, so that a
+    /// worker's read positions only ever move in its transactions (a fenced instance finds out
+    /// at its next commit, records or not, and stops before its loop commits anything else).
+    offsets_pending: bool,
 }
 
 /// Why a transaction did not commit.
@@ -366,6 +372,7 @@ impl KafkaSink {
                     open: Vec::new(),
                     first_tick: None,
                     committed: 0,
+                    offsets_pending: false,
                 })
             }
             Err(why) if fenced(&self.producer) => {
@@ -453,9 +460,7 @@ impl KafkaSink {
     fn send(&mut self, tick: Millis, topic: usize, key: &str, value: Option<&[u8]>) -> Result<(), SinkError> {
         if let Some(t) = self.txn.as_mut() {
             if t.open.is_empty() {
-                self.producer
-                    .begin_transaction()
-                    .map_err(|e| io_error(format!("cannot begin a Kafka transaction: {e}")))?;
+                begin(&self.producer)?;
             }
             t.open.push(Kept { tick, topic, key: key.to_string(), value: value.map(<[u8]>::to_vec) });
             t.first_tick = Some(t.first_tick.map_or(tick, |f| f.min(tick)));
@@ -582,7 +587,12 @@ impl KafkaSink {
         self.report_skipped_ticks();
         self.report_skipped_dead_letters();
         if self.txn.is_some() {
-            self.commit_open()
+            self.commit_open()?;
+            if crash::holding() {
+                self.wait_for_acks()?;
+                crash::produced_everything(self.worker, self.workers);
+            }
+            Ok(())
         } else {
             self.wait_for_acks()
         }
@@ -599,26 +609,29 @@ impl KafkaSink {
         };
         if t.offsets.as_slice() != offsets {
             t.offsets = offsets.to_vec();
+            t.offsets_pending = true;
             for (topic, partition, offset) in offsets {
                 t.progress.offsets.insert((topic.clone(), *partition), *offset);
             }
         }
-        if t.open.is_empty() {
-            return Ok(());
-        }
         self.commit_open()
     }
 
-    /// Commits the open transaction (if any) with the progress record and the offsets. When
-    /// the broker aborts it (e.g. it was away longer than `transaction.timeout.ms`), it is
-    /// produced again in a new one; a fenced producer (a newer instance started) fails.
+    /// Commits the open transaction (if any, or if only the offsets moved) with the progress
+    /// record and the offsets. When the broker aborts it (e.g. it was away longer than
+    /// `transaction.timeout.ms`), it is produced again in a new one; a fenced producer (a newer
+    /// instance started) fails.
     fn commit_open(&mut self) -> Result<(), SinkError> {
         let Some(t) = self.txn.as_mut() else {
             return Ok(());
         };
-        if t.open.is_empty() {
+        if (t.open.is_empty() && !t.offsets_pending) || crash::holding() {
             return Ok(());
         }
+        if t.open.is_empty() {
+            begin(&self.producer)?;
+        }
+        let t = self.txn.as_mut().expect("exactly-once");
         let tick = t.first_tick.unwrap_or(DEAD_LETTER_TICK);
         let value = t.progress.to_json();
         let key = t.key.clone();
@@ -651,7 +664,8 @@ impl KafkaSink {
         t.open.clear();
         t.first_tick = None;
         t.committed += 1;
-        crash_point(self.worker, t.committed);
+        t.offsets_pending = false;
+        crash::committed(self.worker, t.committed);
         Ok(())
     }
 
@@ -705,7 +719,7 @@ impl KafkaSink {
         self.producer.poll(Duration::ZERO);
         self.producer.context().outstanding.lock().unwrap().clear();
         self.producer.context().forget_failures();
-        self.producer.begin_transaction().map_err(|e| io_error(format!("cannot begin a Kafka transaction: {e}")))?;
+        begin(&self.producer)?;
         let t = self.txn.as_ref().expect("a transaction is open");
         for k in &t.open {
             self.produce(k.tick, k.topic, &k.key, k.value.as_deref())?;
@@ -765,6 +779,11 @@ fn flush(producer: &BaseProducer<Acks>, timeout: Duration) -> KafkaResult<()> {
     }
 }
 
+/// Begins a transaction of `producer`.
+fn begin(producer: &BaseProducer<Acks>) -> Result<(), SinkError> {
+    producer.begin_transaction().map_err(|e| io_error(format!("cannot begin a Kafka transaction: {e}")))
+}
+
 /// The idempotent producer of at-least-once delivery (never transactional, whatever -X says).
 fn at_least_once_producer(config: &ClientConfig) -> Result<BaseProducer<Acks>, SinkError> {
     let mut config = config.clone();
@@ -787,22 +806,6 @@ fn init_transactions(producer: &BaseProducer<Acks>) -> Result<(), String> {
             }
             Err(e) => return Err(format!("InitProducerId: {e}")),
         }
-    }
-}
-
-/// The crash tests' kill point: `STOCKFLOW_CRASH_AFTER_COMMIT=W:N` ends the process, as a
-/// SIGKILL would, right after worker W committed its N-th transaction, between one worker's
-/// commit and the others' (tests/kafka_txn.rs). Read once; unset in production.
-fn crash_point(worker: usize, committed: u64) {
-    static POINT: std::sync::OnceLock<Option<(usize, u64)>> = std::sync::OnceLock::new();
-    let point = POINT.get_or_init(|| {
-        let value = std::env::var("STOCKFLOW_CRASH_AFTER_COMMIT").ok()?;
-        let (w, n) = value.split_once(':')?;
-        Some((w.parse().ok()?, n.parse().ok()?))
-    });
-    if *point == Some((worker, committed)) {
-        eprintln!("stockflow: STOCKFLOW_CRASH_AFTER_COMMIT: worker {worker} ends the process after commit {committed}");
-        std::process::abort();
     }
 }
 
@@ -900,6 +903,9 @@ impl KafkaSink {
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.progress.tick = Some(txn.progress.tick.map_or(time, |p| p.max(time)));
+        }
+        if crash::armed() {
+            self.commit_open()?;
         }
         self.check()
     }
