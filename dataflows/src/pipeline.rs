@@ -5,6 +5,7 @@ pub use crate::atp::Atp;
 use crate::atp::{network_atp, row_outputs};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
+use crate::keys::KeyTable;
 use crate::ledger::{ledger, Control, Counter, Saved};
 use crate::low_stock::{LowView, Transition};
 use crate::model::{Event, Name};
@@ -33,9 +34,11 @@ pub struct Outputs<'s> {
 /// Builds the dataflow from ordered events (sent at or before their tick) to every output;
 /// `control` restores a checkpoint's state and asks for new checkpoints (see [`ledger`]).
 pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Outputs<'s> {
-    let ledgers = ledger(events, control, ticks);
+    // One table of the worker's keys, shared by the key ledger and the row operator.
+    let keys = KeyTable::default();
+    let ledgers = ledger(events, control, ticks, keys.clone());
     let (lines, outbound) = order_lines(ledgers.standalone, ledgers.source_planners);
-    let rows = row_outputs(ledgers.base, outbound);
+    let rows = row_outputs(ledgers.base, outbound, keys);
     let plan = allocate(lines, rows.supply);
     Outputs {
         atp: rows.atp,
