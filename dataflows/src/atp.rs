@@ -10,7 +10,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::allocation::Supply;
 use crate::changes::Change;
-use crate::keys::{KeyEntry, KeyTable};
+use crate::keys::{KeyEntry, KeyTable, Tables};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
 use crate::stash::{give_all, TickStash};
@@ -157,6 +157,11 @@ pub(crate) struct RowInputs {
 }
 
 impl RowInputs {
+    /// The numbers of the key's ATP row, if it has one.
+    pub(crate) fn numbers(&self) -> Option<Atp> {
+        self.row().map(|row| row.numbers)
+    }
+
     fn row(&self) -> Option<Row> {
         if self.on_hand == 0 && self.reserved == 0 && self.on_order == 0 && self.outbound == 0 && self.policy.is_none()
         {
@@ -345,23 +350,32 @@ pub(crate) fn row_outputs<'s>(
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
 }
 
+/// The numbers of a row, if any.
+fn numbers(row: &Option<Row>) -> Option<&Atp> {
+    row.as_ref().map(|r| &r.numbers)
+}
+
 /// One key's row inputs at `time`: applies its base and outbound updates, records the row's
 /// change (if any) in `batch`, and keeps the inputs in the key's table entry while the key
 /// has a row.
 fn update_row(
-    table: &mut FastMap<Key, KeyEntry>,
+    tables: &mut Tables,
     key: Key,
     updates: (Replace<RowBase>, Replace<i64>),
     time: Millis,
     batch: &mut RowBatch,
 ) {
     use std::collections::hash_map::Entry;
-    match table.entry(key) {
+    let Tables { keys, rows } = tables;
+    match keys.entry(key) {
         Entry::Occupied(mut entry) => {
             let new_inputs = next_inputs(&entry.get().row, updates);
             let (old, new) = (entry.get().row.row(), new_inputs.row());
             if old != new {
                 batch.change(time, entry.key(), old.as_ref(), new.as_ref());
+                if numbers(&old) != numbers(&new) {
+                    rows.row_changed(entry.key(), numbers(&old), numbers(&new));
+                }
             }
             entry.get_mut().row = new_inputs;
             if entry.get().is_empty() {
@@ -372,6 +386,7 @@ fn update_row(
             let new_inputs = next_inputs(&RowInputs::default(), updates);
             if let Some(new) = new_inputs.row() {
                 batch.change(time, entry.key(), None, Some(&new));
+                rows.row_changed(entry.key(), None, Some(&new.numbers));
                 entry.insert(KeyEntry { book: None, row: new_inputs });
             }
         }

@@ -562,9 +562,9 @@ impl KeyLedger {
         let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
         let mut table = self.keys.borrow_mut();
         let entry = if has_messages || delta != 0 {
-            table.entry(key.clone()).or_default()
+            table.keys.entry(key.clone()).or_default()
         } else {
-            match table.get_mut(key) {
+            match table.keys.get_mut(key) {
                 Some(entry) if entry.book.is_some() => entry,
                 _ => return false,
             }
@@ -590,7 +590,7 @@ impl KeyLedger {
         if forget {
             entry.book = None;
             if entry.is_empty() {
-                table.remove(key);
+                table.keys.remove(key);
             }
         }
         changed
@@ -601,6 +601,7 @@ impl KeyLedger {
     fn gain_planners(&self, flipped: &[Name], changed: &[Key], time: Millis, out: &mut Vec<Update<KeyOut>>) {
         let table = self.keys.borrow_mut();
         let mut gained: Vec<(&Key, Planner)> = table
+            .keys
             .iter()
             .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
             .filter_map(|(key, entry)| planner_of(&entry.book.as_ref()?.base()).map(|p| (key, p)))
@@ -736,7 +737,7 @@ impl Book for KeyLedger {
                 let base = book.base();
                 let source = self.sources.contains(&key.1);
                 base_change(&key, &Base::default(), &base, (source, source), time, out);
-                self.keys.borrow_mut().entry(key).or_default().book = Some(book);
+                self.keys.borrow_mut().keys.entry(key).or_default().book = Some(book);
             }
             Saved::Count(counter, n) => {
                 *self.totals.entry(counter).or_default() += n;
@@ -748,7 +749,7 @@ impl Book for KeyLedger {
 
     fn save(&self, out: &mut Vec<Saved>) {
         let table = self.keys.borrow_mut();
-        let books = table.iter().filter_map(|(key, entry)| Some((key, entry.book.as_ref()?)));
+        let books = table.keys.iter().filter_map(|(key, entry)| Some((key, entry.book.as_ref()?)));
         out.extend(books.map(|(key, book)| Saved::Key(key.clone(), book.state.clone())));
         out.extend(self.totals.iter().map(|(&counter, &n)| Saved::Count(counter, n)));
     }
@@ -1005,7 +1006,7 @@ mod tests {
     /// The keys with a book, each with whether its holds are empty.
     fn books(ledger: &KeyLedger) -> Vec<(Key, bool)> {
         let table = ledger.keys.borrow_mut();
-        table.iter().filter_map(|(key, e)| Some((key.clone(), e.book.as_ref()?.state.holds.is_empty()))).collect()
+        table.keys.iter().filter_map(|(key, e)| Some((key.clone(), e.book.as_ref()?.state.holds.is_empty()))).collect()
     }
 
     fn key_ledger() -> KeyLedger {

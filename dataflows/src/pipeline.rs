@@ -29,6 +29,9 @@ pub struct Outputs<'s> {
     /// The ledgers' state at each checkpoint requested through `control`, on the worker that
     /// asked for it.
     pub saved: Stream<'s, Saved>,
+    /// This worker's key table, which also keeps the ATP rows its sink writes
+    /// ([`KeyTable::track_written`]).
+    pub keys: KeyTable,
 }
 
 /// Builds the dataflow from ordered events (sent at or before their tick) to every output;
@@ -38,7 +41,7 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ti
     let keys = KeyTable::default();
     let ledgers = ledger(events, control, ticks, keys.clone());
     let (lines, outbound) = order_lines(ledgers.standalone, ledgers.source_planners);
-    let rows = row_outputs(ledgers.base, outbound, keys);
+    let rows = row_outputs(ledgers.base, outbound, keys.clone());
     let plan = allocate(lines, rows.supply);
     Outputs {
         atp: rows.atp,
@@ -48,5 +51,6 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ti
         network_atp: network_atp(rows.sku_atp),
         counters: ledgers.counters,
         saved: ledgers.saved,
+        keys,
     }
 }

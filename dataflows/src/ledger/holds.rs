@@ -257,11 +257,9 @@ mod tests {
             Some(self.0.swap_remove(i))
         }
         fn pop_expired(&mut self, through: Millis) -> Option<Hold> {
-            let first = self
-                .0
-                .iter()
-                .filter(|h| h.expires_at <= through)
-                .min_by(|a, b| (a.expires_at, &a.res_id).cmp(&(b.expires_at, &b.res_id)))?;
+            let first = self.0.iter().filter(|h| h.expires_at <= through).min_by(|a, b| {
+                (a.expires_at, &a.res_id).cmp(&(b.expires_at, &b.res_id))
+            })?;
             let res_id = first.res_id.clone();
             self.end(&res_id)
         }
