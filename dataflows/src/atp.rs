@@ -157,6 +157,12 @@ pub(crate) struct RowInputs {
 }
 
 impl RowInputs {
+    /// The inputs of a key with `on_hand` in stock and nothing else.
+    #[cfg(test)]
+    pub(crate) fn stock(on_hand: i64) -> Self {
+        RowInputs { on_hand, ..RowInputs::default() }
+    }
+
     /// The numbers of the key's ATP row, if it has one.
     pub(crate) fn numbers(&self) -> Option<Atp> {
         self.row().map(|row| row.numbers)

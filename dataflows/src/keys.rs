@@ -113,6 +113,11 @@ impl KeyTable {
                 written.insert(change.key.clone(), change.value.clone());
             }
         }
+        // A tick that changes every key (the setup's) fills the map while the sink catches up;
+        // emptied, it would keep that capacity, as large as a map of every key.
+        if written.capacity() > 4 * written.len() + 1024 {
+            written.shrink_to(2 * written.len());
+        }
     }
 
     /// How many ATP rows are written.
@@ -145,6 +150,55 @@ mod tests {
 
     /// The point of the shared table: a key costs one key and one entry (was 120 + 96 bytes in
     /// two maps, and 96 more in the sink's share of the snapshot).
+    /// The row operator sets `key`'s stock to `on_hand`, as `update_row` does.
+    fn set_stock(table: &KeyTable, key: &Key, on_hand: i64) -> Atp {
+        let mut tables = table.borrow_mut();
+        let Tables { keys, rows } = &mut *tables;
+        let entry = keys.entry(key.clone()).or_default();
+        let old = entry.row.numbers();
+        entry.row = RowInputs::stock(on_hand);
+        let new = entry.row.numbers().expect("a key with stock has a row");
+        rows.row_changed(key, old.as_ref(), Some(&new));
+        new
+    }
+
+    fn change(key: &Key, atp: &Atp) -> Change<Key, Atp> {
+        Change { time: 0, key: key.clone(), value: Some(atp.clone()) }
+    }
+
+    #[test]
+    fn the_written_rows_are_those_the_sink_wrote_not_the_current_ones() {
+        let table = KeyTable::default();
+        table.track_written();
+        let keys: Vec<Key> = (0..10_000).map(|i| (format!("S{i:05}").into(), "L".into())).collect();
+        let five: Vec<Atp> = keys.iter().map(|key| set_stock(&table, key, 5)).collect();
+        // Rows the row operator made but the sink has not written are not in the snapshot.
+        assert!(table.written_atp().is_empty());
+        assert_eq!(table.written_rows(), 0);
+        let changes: Vec<_> = keys.iter().zip(&five).map(|(key, atp)| change(key, atp)).collect();
+        table.write_atp(&changes);
+        assert_eq!(table.written_rows(), keys.len());
+        assert_eq!(table.written_atp(), keys.iter().cloned().zip(five.iter().cloned()).collect::<Vec<_>>());
+        // Written, every row is its current one: nothing is kept apart, and the map that held
+        // the setup's rows gave its memory back.
+        let capacity = table.borrow_mut().rows.written.as_ref().map(|w| (w.len(), w.capacity()));
+        assert!(matches!(capacity, Some((0, c)) if c < 1024), "{capacity:?}");
+        // A change not yet written leaves the written row as it was, until the sink writes it.
+        let seven = set_stock(&table, &keys[0], 7);
+        assert_eq!(table.written_atp()[0], (keys[0].clone(), five[0].clone()));
+        table.write_atp(&[change(&keys[0], &seven)]);
+        assert_eq!(table.written_atp()[0], (keys[0].clone(), seven));
+        assert_eq!(table.written_rows(), keys.len());
+    }
+
+    #[test]
+    fn without_tracking_nothing_is_kept() {
+        let table = KeyTable::default();
+        set_stock(&table, &("S".into(), "L".into()), 5);
+        assert!(table.borrow_mut().rows.written.is_none());
+        assert!(table.written_atp().is_empty());
+    }
+
     #[test]
     fn an_entry_with_its_key_fits_in_168_bytes() {
         assert!(std::mem::size_of::<(Key, KeyEntry)>() <= 168, "{}", std::mem::size_of::<(Key, KeyEntry)>());
