@@ -10,6 +10,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::allocation::Supply;
 use crate::changes::Change;
+use crate::keys::{KeyEntry, KeyTable, Tables};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
 use crate::stash::{give_all, TickStash};
@@ -144,9 +145,9 @@ impl From<&Base> for RowBase {
 }
 
 /// What the ATP row of a key depends on: its base and the outbound demand the order plan puts
-/// on it.
+/// on it. The default is a key without a row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct RowInputs {
+pub(crate) struct RowInputs {
     on_hand: i64,
     reserved: i64,
     on_order: i64,
@@ -156,6 +157,17 @@ struct RowInputs {
 }
 
 impl RowInputs {
+    /// The inputs of a key with `on_hand` in stock and nothing else.
+    #[cfg(test)]
+    pub(crate) fn stock(on_hand: i64) -> Self {
+        RowInputs { on_hand, ..RowInputs::default() }
+    }
+
+    /// The numbers of the key's ATP row, if it has one.
+    pub(crate) fn numbers(&self) -> Option<Atp> {
+        self.row().map(|row| row.numbers)
+    }
+
     fn row(&self) -> Option<Row> {
         if self.on_hand == 0 && self.reserved == 0 && self.on_order == 0 && self.outbound == 0 && self.policy.is_none()
         {
@@ -257,8 +269,13 @@ impl RowBatch {
 ///
 /// `base` must come from the key ledger ([`crate::ledger::ledger`]), which already runs each
 /// key on the worker that owns it by [`shard`], the row operator's own partitioning: its
-/// records are not exchanged again.
-pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collection<'s, (Key, i64)>) -> RowOutputs<'s> {
+/// records are not exchanged again. The rows' inputs live in `keys`, the key table the ledger
+/// keeps its books in.
+pub(crate) fn row_outputs<'s>(
+    base: Collection<'s, (Key, RowBase)>,
+    outbound: Collection<'s, (Key, i64)>,
+    keys: KeyTable,
+) -> RowOutputs<'s> {
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
     type B = (Key, RowBase);
@@ -275,13 +292,13 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
     builder.build(move |_initial| {
         let mut bases: Stash<B> = Stash::with_ports(ROW_PORTS);
         let mut outbounds: Stash<O> = Stash::with_ports(ROW_PORTS);
-        let mut inputs: FastMap<Key, RowInputs> = FastMap::default();
         let mut batch = RowBatch::default();
         move |frontiers| {
             let (frontier1, frontier2) = (&frontiers[0], &frontiers[1]);
             let mut batch_caps: Option<Vec<Capability<Millis>>> = None;
             stash_input!(bases, base_input);
             stash_input!(outbounds, outbound_input);
+            let mut table = keys.borrow_mut();
             loop {
                 let time = match (bases.first_time(), outbounds.first_time()) {
                     (Some(a), Some(b)) => a.min(b),
@@ -321,9 +338,10 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
                     while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
                         outbound.update(o, d);
                     }
-                    update_row(&mut inputs, key, (base, outbound), time, &mut batch);
+                    update_row(&mut table, key, (base, outbound), time, &mut batch);
                 }
             }
+            drop(table);
             bases.settle();
             outbounds.settle();
             if let Some(caps) = batch_caps {
@@ -338,23 +356,52 @@ pub fn row_outputs<'s>(base: Collection<'s, (Key, RowBase)>, outbound: Collectio
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
 }
 
+/// The numbers of a row, if any.
+fn numbers(row: &Option<Row>) -> Option<&Atp> {
+    row.as_ref().map(|r| &r.numbers)
+}
+
 /// One key's row inputs at `time`: applies its base and outbound updates, records the row's
-/// change (if any) in `batch`, and keeps the inputs while the key has a row.
+/// change (if any) in `batch`, and keeps the inputs in the key's table entry while the key
+/// has a row.
 fn update_row(
-    inputs: &mut FastMap<Key, RowInputs>,
+    tables: &mut Tables,
     key: Key,
-    (base, outbound): (Replace<RowBase>, Replace<i64>),
+    updates: (Replace<RowBase>, Replace<i64>),
     time: Millis,
     batch: &mut RowBatch,
 ) {
     use std::collections::hash_map::Entry;
-    let entry = inputs.entry(key);
-    let old_inputs = match &entry {
-        Entry::Occupied(e) => Some(e.get()),
-        Entry::Vacant(_) => None,
-    };
-    let old = old_inputs.and_then(RowInputs::row);
-    let mut new_inputs = old_inputs.cloned().unwrap_or_default();
+    let Tables { keys, rows } = tables;
+    match keys.entry(key) {
+        Entry::Occupied(mut entry) => {
+            let new_inputs = next_inputs(&entry.get().row, updates);
+            let (old, new) = (entry.get().row.row(), new_inputs.row());
+            if old != new {
+                batch.change(time, entry.key(), old.as_ref(), new.as_ref());
+                if numbers(&old) != numbers(&new) {
+                    rows.row_changed(entry.key(), numbers(&old), numbers(&new));
+                }
+            }
+            entry.get_mut().row = new_inputs;
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+        Entry::Vacant(entry) => {
+            let new_inputs = next_inputs(&RowInputs::default(), updates);
+            if let Some(new) = new_inputs.row() {
+                batch.change(time, entry.key(), None, Some(&new));
+                rows.row_changed(entry.key(), None, Some(&new.numbers));
+                entry.insert(KeyEntry { book: None, row: new_inputs });
+            }
+        }
+    }
+}
+
+/// A key's row inputs after its tick's base and outbound updates.
+fn next_inputs(old: &RowInputs, (base, outbound): (Replace<RowBase>, Replace<i64>)) -> RowInputs {
+    let mut new_inputs = old.clone();
     let mut current_outbound = Some(new_inputs.outbound).filter(|o| *o != 0);
     outbound.apply(&mut current_outbound);
     new_inputs.outbound = current_outbound.unwrap_or(0);
@@ -367,22 +414,7 @@ fn update_row(
         new_inputs.on_order = b.on_order;
         new_inputs.policy = b.policy;
     }
-    let new = new_inputs.row();
-    if old != new {
-        batch.change(time, entry.key(), old.as_ref(), new.as_ref());
-    }
-    match (entry, new.is_some()) {
-        (Entry::Occupied(e), false) => {
-            e.remove();
-        }
-        (Entry::Occupied(mut e), true) => {
-            e.insert(new_inputs);
-        }
-        (Entry::Vacant(e), true) => {
-            e.insert(new_inputs);
-        }
-        (Entry::Vacant(_), false) => {}
-    }
+    new_inputs
 }
 
 /// Network ATP: per sku, the sum of atp over its ATP rows (present while the sku has a row),

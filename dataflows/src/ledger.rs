@@ -38,6 +38,7 @@ use timely::progress::frontier::MutableAntichain;
 
 use crate::atp::{Base, RowBase};
 use crate::clock::Ticks;
+use crate::keys::KeyTable;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::stash::{give_all, TickStash};
@@ -417,7 +418,7 @@ impl<B: Book> BookRun<B> {
 
 /// A key's ledger and the open-order quantity the PO ledger reports for it.
 #[derive(Default)]
-struct KeyBook {
+pub(crate) struct KeyBook {
     state: KeyState,
     /// Sum of the key's open purchase orders (not saved: the PO ledger restores it).
     on_order: i64,
@@ -480,7 +481,8 @@ fn base_change(
 
 /// The per-key ledger: stock, holds, counts and policies, and the bases derived from them.
 struct KeyLedger {
-    books: FastMap<Key, KeyBook>,
+    /// The books, in the worker's key table beside the keys' row inputs.
+    keys: KeyTable,
     effects: Effects,
     /// Every count published so far, for checkpoints.
     totals: BTreeMap<Counter, i64>,
@@ -515,9 +517,9 @@ struct SideChanges {
 }
 
 impl KeyLedger {
-    fn new(ticks: Ticks) -> Self {
+    fn new(ticks: Ticks, keys: KeyTable) -> Self {
         KeyLedger {
-            books: FastMap::default(),
+            keys,
             effects: Effects {
                 ticks,
                 expiries: BTreeMap::new(),
@@ -560,14 +562,16 @@ impl KeyLedger {
         out: &mut Vec<Update<KeyOut>>,
     ) -> bool {
         let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
-        let book = if has_messages || delta != 0 {
-            self.books.entry(key.clone()).or_default()
+        let mut table = self.keys.borrow_mut();
+        let entry = if has_messages || delta != 0 {
+            table.keys.entry(key.clone()).or_default()
         } else {
-            match self.books.get_mut(key) {
-                Some(book) => book,
-                None => return false,
+            match table.keys.get_mut(key) {
+                Some(entry) if entry.book.is_some() => entry,
+                _ => return false,
             }
         };
+        let book = entry.book.get_or_insert_with(KeyBook::default);
         // The base as published: stock and orders change only below, the policy with the
         // messages.
         let old = book.base();
@@ -586,7 +590,10 @@ impl KeyLedger {
             base_change(key, &old, &new, (was_source, is_source), time, out);
         }
         if forget {
-            self.books.remove(key);
+            entry.book = None;
+            if entry.is_empty() {
+                table.keys.remove(key);
+            }
         }
         changed
     }
@@ -594,11 +601,12 @@ impl KeyLedger {
     /// Rare (a location's first sourcing policy): the keys at the `flipped` locations whose
     /// base did not change this tick (`changed`, in key order, did) gain their planner.
     fn gain_planners(&self, flipped: &[Name], changed: &[Key], time: Millis, out: &mut Vec<Update<KeyOut>>) {
-        let mut gained: Vec<(&Key, Planner)> = self
-            .books
+        let table = self.keys.borrow_mut();
+        let mut gained: Vec<(&Key, Planner)> = table
+            .keys
             .iter()
             .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
-            .filter_map(|(key, book)| planner_of(&book.base()).map(|p| (key, p)))
+            .filter_map(|(key, entry)| planner_of(&entry.book.as_ref()?.base()).map(|p| (key, p)))
             .collect();
         gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), planner), time, 1)));
@@ -731,7 +739,7 @@ impl Book for KeyLedger {
                 let base = book.base();
                 let source = self.sources.contains(&key.1);
                 base_change(&key, &Base::default(), &base, (source, source), time, out);
-                self.books.insert(key, book);
+                self.keys.borrow_mut().keys.entry(key).or_default().book = Some(book);
             }
             Saved::Count(counter, n) => {
                 *self.totals.entry(counter).or_default() += n;
@@ -742,7 +750,9 @@ impl Book for KeyLedger {
     }
 
     fn save(&self, out: &mut Vec<Saved>) {
-        out.extend(self.books.iter().map(|(key, book)| Saved::Key(key.clone(), book.state.clone())));
+        let table = self.keys.borrow_mut();
+        let books = table.keys.iter().filter_map(|(key, entry)| Some((key, entry.book.as_ref()?)));
+        out.extend(books.map(|(key, book)| Saved::Key(key.clone(), book.state.clone())));
         out.extend(self.totals.iter().map(|(&counter, &n)| Saved::Count(counter, n)));
     }
 }
@@ -908,7 +918,15 @@ pub struct Ledgers<'s> {
 ///
 /// `events` may arrive at any logical time at or before their own tick; each is held back
 /// until its tick is complete.
-pub fn ledger<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Ledgers<'s> {
+///
+/// The key ledger keeps its books in `keys`, the worker's key table, which the row operator
+/// ([`crate::atp::row_outputs`]) shares.
+pub(crate) fn ledger<'s>(
+    events: Stream<'s, Event>,
+    control: Stream<'s, Control>,
+    ticks: Ticks,
+    keys: KeyTable,
+) -> Ledgers<'s> {
     use timely::dataflow::operators::Concat;
     let peers = events.scope().peers() as u64;
     let is_order = |e: &Event| matches!(e.message.body, Body::Po { .. });
@@ -955,7 +973,7 @@ pub fn ledger<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks
         run_book(orders, order_control, no_side, "PoLedger", route_by_po, ticks, PoLedger { open: FastMap::default() });
     let on_order = po.ports.into_iter().next().expect("the PO ledger has one port");
     let side = on_order.concat(sources).concat(restored_sources);
-    let key = run_book(keyed, key_control, side, "KeyLedger", route_by_key, ticks, KeyLedger::new(ticks));
+    let key = run_book(keyed, key_control, side, "KeyLedger", route_by_key, ticks, KeyLedger::new(ticks, keys));
     let mut ports = key.ports.into_iter();
     let mut port = || ports.next().expect("the key ledger has four ports");
     let (base, standalone, planners, counters) = (port(), port(), port(), port());
@@ -988,8 +1006,14 @@ mod tests {
         }
     }
 
+    /// The keys with a book, each with whether its holds are empty.
+    fn books(ledger: &KeyLedger) -> Vec<(Key, bool)> {
+        let table = ledger.keys.borrow_mut();
+        table.keys.iter().filter_map(|(key, e)| Some((key.clone(), e.book.as_ref()?.state.holds.is_empty()))).collect()
+    }
+
     fn key_ledger() -> KeyLedger {
-        KeyLedger::new(Ticks { tick_ms: 1000, until: None })
+        KeyLedger::new(Ticks { tick_ms: 1000, until: None }, KeyTable::default())
     }
 
     /// The stock part of the bases published in `out`.
@@ -1032,12 +1056,12 @@ mod tests {
             ledger.close_tick(round * 1000 + 1000, events, Vec::new(), &mut out);
         }
         // Every hold ended and nothing is left on the key: no book, though expiries stay scheduled.
-        assert!(ledger.books.is_empty(), "{} books left", ledger.books.len());
+        assert!(books(&ledger).is_empty(), "{} books left", books(&ledger).len());
         // A key with stock keeps one book whose size does not depend on how many holds it saw.
         let events = vec![event(200_001, 1, "L", Body::Count { qty: 5 })];
         ledger.close_tick(201_000, events, Vec::new(), &mut out);
-        assert_eq!(ledger.books.len(), 1);
-        assert!(ledger.books.values().all(|b| b.state.holds.is_empty()));
+        assert_eq!(books(&ledger).len(), 1);
+        assert!(books(&ledger).iter().all(|(_, holds_empty)| *holds_empty));
     }
 
     #[test]
@@ -1051,7 +1075,7 @@ mod tests {
         ledger.close_tick(5000, Vec::new(), Vec::new(), &mut out);
         assert_eq!(stock_of(&out), vec![(Stock { on_hand: 0, reserved: 3 }, -1)]);
         assert_eq!(ledger.next_timer(), None);
-        assert!(ledger.books.is_empty());
+        assert!(books(&ledger).is_empty());
     }
 
     #[test]
@@ -1109,7 +1133,7 @@ mod tests {
         let other: Key = ("S".into(), "M".into());
         ledger.close_tick(3000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), 1)], &mut out);
         ledger.close_tick(4000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), -1)], &mut out);
-        assert!(!ledger.books.contains_key(&other));
+        assert!(!books(&ledger).iter().any(|(key, _)| *key == other));
         assert_eq!(stock_of(&out), vec![(Stock::default(), 1), (Stock::default(), -1)]);
     }
 

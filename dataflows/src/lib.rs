@@ -10,6 +10,7 @@ pub mod atp;
 pub mod changes;
 pub mod clock;
 pub mod decode;
+pub mod keys;
 pub mod ledger;
 pub mod low_stock;
 pub mod model;

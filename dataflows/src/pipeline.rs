@@ -5,6 +5,7 @@ pub use crate::atp::Atp;
 use crate::atp::{network_atp, row_outputs};
 use crate::changes::{changes, Change};
 use crate::clock::Ticks;
+use crate::keys::KeyTable;
 use crate::ledger::{ledger, Control, Counter, Saved};
 use crate::low_stock::{LowView, Transition};
 use crate::model::{Event, Name};
@@ -28,14 +29,19 @@ pub struct Outputs<'s> {
     /// The ledgers' state at each checkpoint requested through `control`, on the worker that
     /// asked for it.
     pub saved: Stream<'s, Saved>,
+    /// This worker's key table, which also keeps the ATP rows its sink writes
+    /// ([`KeyTable::track_written`]).
+    pub keys: KeyTable,
 }
 
 /// Builds the dataflow from ordered events (sent at or before their tick) to every output;
 /// `control` restores a checkpoint's state and asks for new checkpoints (see [`ledger`]).
 pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ticks: Ticks) -> Outputs<'s> {
-    let ledgers = ledger(events, control, ticks);
+    // One table of the worker's keys, shared by the key ledger and the row operator.
+    let keys = KeyTable::default();
+    let ledgers = ledger(events, control, ticks, keys.clone());
     let (lines, outbound) = order_lines(ledgers.standalone, ledgers.source_planners);
-    let rows = row_outputs(ledgers.base, outbound);
+    let rows = row_outputs(ledgers.base, outbound, keys.clone());
     let plan = allocate(lines, rows.supply);
     Outputs {
         atp: rows.atp,
@@ -45,5 +51,6 @@ pub fn stockflow<'s>(events: Stream<'s, Event>, control: Stream<'s, Control>, ti
         network_atp: network_atp(rows.sku_atp),
         counters: ledgers.counters,
         saved: ledgers.saved,
+        keys,
     }
 }

@@ -13,6 +13,7 @@ use dataflows::ledger::{Control, Counter};
 use dataflows::low_stock::LowView;
 use dataflows::model::{DeadLetter, Event, Millis, Name};
 use dataflows::pipeline::{stockflow, Atp};
+use dataflows::keys::KeyTable;
 use dataflows::Key;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -105,6 +106,8 @@ pub struct Dataflow {
     pub local: Rc<RefCell<Collected>>,
     /// With [`Routing::typed_on_zero`]: the typed final snapshot.
     pub shares: Option<Shares>,
+    /// This worker's key table (its sink's share keeps the written ATP rows there).
+    pub keys: KeyTable,
     /// Each worker's formatted runs, for worker 0; closed once the worker sent its snapshot.
     pub runs_in: Option<InputOf<Run>>,
     /// Every worker's runs, on worker 0.
@@ -245,6 +248,7 @@ pub fn build(
         collected,
         local,
         shares,
+        keys: outputs.keys,
         runs_in: Some(runs_in),
         runs: collected_runs,
         runs_probe,

@@ -43,25 +43,30 @@ pub struct KeyState {
 }
 
 /// A time or none, in 8 bytes where `Option<Millis>` takes 16: times end at
-/// [`crate::model::MAX_TIME`], far below `u64::MAX`, which stands for none.
+/// [`crate::model::MAX_TIME`], far below `u64::MAX`. It holds the time plus one, with
+/// `u64::MAX` for none, so that zero is left as a niche: an `Option` of a struct holding one
+/// (a key table's optional book) costs no tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MaybeMillis(u64);
+pub struct MaybeMillis(std::num::NonZeroU64);
 
 impl Default for MaybeMillis {
     fn default() -> Self {
-        MaybeMillis(u64::MAX)
+        MaybeMillis(std::num::NonZeroU64::MAX)
     }
 }
 
 impl MaybeMillis {
-    /// `time`, packed.
+    /// `time`, packed (`u64::MAX - 1` and `u64::MAX`, never times, count as none).
     pub fn new(time: Option<Millis>) -> Self {
-        MaybeMillis(time.filter(|&t| t != u64::MAX).unwrap_or(u64::MAX))
+        match time {
+            Some(t) if t < u64::MAX - 1 => MaybeMillis(std::num::NonZeroU64::MIN.saturating_add(t)),
+            _ => MaybeMillis::default(),
+        }
     }
 
     /// The time, if any.
     pub fn get(self) -> Option<Millis> {
-        (self.0 != u64::MAX).then_some(self.0)
+        (self.0 != std::num::NonZeroU64::MAX).then(|| self.0.get() - 1)
     }
 }
 
@@ -350,6 +355,16 @@ mod tests {
     fn event(effective: Millis, ts: Millis, body: Body) -> Event {
         let order = OrderKey { effective, position: Position { source: 0, partition: 0, offset: 1 } };
         Event { order, message: Message { ts, sku: "S".into(), loc: "L".into(), body } }
+    }
+
+    #[test]
+    fn a_packed_time_round_trips_and_leaves_a_niche() {
+        for t in [0, 1, 1_700_000_000_000, crate::model::MAX_TIME, u64::MAX - 2] {
+            assert_eq!(MaybeMillis::new(Some(t)).get(), Some(t));
+        }
+        assert_eq!(MaybeMillis::new(None).get(), None);
+        assert_eq!(MaybeMillis::default().get(), None);
+        assert_eq!(std::mem::size_of::<Option<MaybeMillis>>(), 8);
     }
 
     fn reserve(res_id: &str, qty: i64, expires_at: Option<Millis>) -> Body {

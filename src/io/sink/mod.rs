@@ -18,6 +18,7 @@ use dataflows::ledger::Counter;
 use dataflows::low_stock::{LowView, Transition};
 use dataflows::model::{DeadLetter, Millis};
 use dataflows::pipeline::Atp;
+use dataflows::keys::KeyTable;
 use dataflows::{FastMap, Key};
 
 use crate::io::source::SourceStats;
@@ -66,8 +67,11 @@ pub struct Snapshot {
 /// the work and the memory over the workers; the shares meet once, at the end.
 #[derive(Default)]
 pub struct SnapshotShare {
-    /// Current ATP rows.
+    /// Current ATP rows, unless `written_atp` keeps them.
     pub atp: FastMap<Key, Atp>,
+    /// The worker's key table, which keeps the written ATP rows at almost no cost (only the
+    /// rows that changed since they were written are stored apart; `dataflows::keys`).
+    pub written_atp: Option<KeyTable>,
     /// Current LOW/OUT keys.
     pub low_stock: FastMap<Key, LowView>,
     /// Current order lines by (dest, sku).
@@ -93,12 +97,22 @@ fn upsert_all<K: std::hash::Hash + Eq + Clone, V: Clone>(map: &mut FastMap<K, V>
 impl SnapshotShare {
     /// Keys per table: atp, low_stock, order_plan, network_atp (for the metrics).
     pub fn sizes(&self) -> [u64; 4] {
-        [self.atp.len(), self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
+        let atp = self.written_atp.as_ref().map_or(self.atp.len(), KeyTable::written_rows);
+        [atp, self.low_stock.len(), self.order_plan.len(), self.network_atp.len()].map(|n| n as u64)
+    }
+
+    /// A share whose ATP rows `keys` keeps.
+    pub fn over_key_table(keys: KeyTable) -> Self {
+        keys.track_written();
+        SnapshotShare { written_atp: Some(keys), ..SnapshotShare::default() }
     }
 
     /// Applies one written tick's changes.
     pub fn apply(&mut self, batch: &TickBatch) {
-        upsert_all(&mut self.atp, &batch.atp);
+        match &self.written_atp {
+            Some(keys) => keys.write_atp(&batch.atp),
+            None => upsert_all(&mut self.atp, &batch.atp),
+        }
         upsert_all(&mut self.low_stock, &batch.low_stock_current);
         upsert_all(&mut self.order_plan, &batch.order_plan);
         upsert_all(&mut self.network_atp, &batch.network_atp);
@@ -113,7 +127,11 @@ impl SnapshotShare {
             entries
         }
         let mut runs: Vec<lines::Run> = (0..lines::TABLES.len()).map(|table| lines::Run::snapshot(table)).collect();
-        for (key, value) in sorted(&self.atp) {
+        let atp = match &self.written_atp {
+            Some(keys) => keys.written_atp(),
+            None => sorted(&self.atp).into_iter().map(|(key, atp)| (key.clone(), atp.clone())).collect(),
+        };
+        for (key, value) in &atp {
             runs[0].push(key, |out| format::atp(out, None, key, Some(value)));
         }
         for (key, view) in sorted(&self.low_stock) {

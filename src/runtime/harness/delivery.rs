@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use dataflows::clock::Ticks;
+use dataflows::keys::KeyTable;
 use dataflows::model::{DeadLetter, Millis};
 
 use crate::io::sink::lines::{runs_of_tick, LineSink, Lines, Run};
@@ -83,7 +84,7 @@ impl Delivery {
     /// `formats`: worker 0 writes formatted output, so every worker formats its records.
     pub fn new(
         index: usize,
-        sinks: Sinks,
+        (sinks, keys): (Sinks, KeyTable),
         typed_snapshot: Option<Rc<RefCell<Snapshot>>>,
         ((ticks, end), formats): ((Ticks, WindowEnd), bool),
         meter: OutputMeter,
@@ -100,7 +101,7 @@ impl Delivery {
             end,
             own: sinks.own,
             // The metrics count the state's keys from the share, also when nothing is formatted.
-            share: (formats || meter.enabled()).then(SnapshotShare::default),
+            share: (formats || meter.enabled()).then(|| SnapshotShare::over_key_table(keys)),
             formats,
             writer,
             restored_before: 0,

@@ -217,7 +217,8 @@ impl<'w, S: Source> Harness<'w, S> {
         let meter = OutputMeter::new(self.progress.metrics.clone(), self.plan.sources.clone());
         let window = (self.plan.ticks, self.plan.end);
         let sinks = make_sinks(self.index)?;
-        let mut delivery = Delivery::new(self.index, sinks, typed_snapshot, (window, self.plan.formats), meter);
+        let keys = self.dataflow.keys.clone();
+        let mut delivery = Delivery::new(self.index, (sinks, keys), typed_snapshot, (window, self.plan.formats), meter);
         delivery.restored_before = self.plan.restore.as_ref().map_or(0, |chosen| chosen.at);
         for stage in 0..START_STAGES {
             delivery.start_sinks(stage)?;

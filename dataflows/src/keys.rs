@@ -1,0 +1,206 @@
+//! The table of the keys one worker owns: one hash-map entry per (sku, loc), shared by the key
+//! ledger (the key's book), the row operator (the inputs of its ATP row) and the worker's sink
+//! (the ATP rows it has written, for the final snapshot).
+//!
+//! Every one of them handles a key on the worker that owns it by [`crate::shard`], so their
+//! state for a key can sit side by side: the 48-byte key and the map's per-entry overhead are
+//! paid once instead of once per operator (at 10M keys a hash map's buckets are ~60% full, so
+//! each byte of an entry costs ~1.7 bytes per key). Each reads and writes only its own part of
+//! an entry, so the ledger may be ticks ahead of the row operator, and the row operator ticks
+//! ahead of the sink, without either seeing the other's time. An entry lives while any part
+//! holds something.
+//!
+//! The written ATP rows cost almost nothing: a key's written row is its current row, except
+//! for the keys whose row changed in a tick the sink has not written (yet, or ever: a tick past
+//! the window's end). Only those are kept, in [`Written`], with the row last written.
+//!
+//! Operators of one worker run one at a time, so a `RefCell` borrow never meets another; each
+//! borrows the table only inside its own activation.
+
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
+
+use crate::atp::{Atp, RowInputs};
+use crate::changes::Change;
+use crate::ledger::KeyBook;
+use crate::{FastMap, Key};
+
+/// One key's state on its owning worker.
+#[derive(Default)]
+pub(crate) struct KeyEntry {
+    /// The key ledger's book, while the key has anything to remember.
+    pub(crate) book: Option<KeyBook>,
+    /// The inputs of the key's ATP row; the default while it has no row.
+    pub(crate) row: RowInputs,
+}
+
+impl KeyEntry {
+    /// Whether neither operator holds anything for the key.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.book.is_none() && self.row == RowInputs::default()
+    }
+}
+
+/// The ATP rows the sink has written, where they differ from the current rows: the row last
+/// written of each key whose row changed since (`None`: it had none).
+type Written = FastMap<Key, Option<Atp>>;
+
+/// The tables behind a [`KeyTable`].
+#[derive(Default)]
+pub(crate) struct Tables {
+    /// Every key of the worker.
+    pub(crate) keys: FastMap<Key, KeyEntry>,
+    /// What the row operator tells the sink's side.
+    pub(crate) rows: Rows,
+}
+
+/// The count of ATP rows and the written rows that differ from them.
+#[derive(Default)]
+pub(crate) struct Rows {
+    /// How many keys have an ATP row.
+    count: usize,
+    /// With [`KeyTable::track_written`]: the written rows that differ from the current ones.
+    written: Option<Written>,
+}
+
+impl Rows {
+    /// The row operator changed `key`'s ATP numbers from `old` to `new` at a tick the sink has
+    /// not written: until it does, the written row is `old`, unless an earlier change already
+    /// holds what was written.
+    pub(crate) fn row_changed(&mut self, key: &Key, old: Option<&Atp>, new: Option<&Atp>) {
+        self.count = self.count + usize::from(new.is_some()) - usize::from(old.is_some());
+        if let Some(written) = self.written.as_mut() {
+            if !written.contains_key(key) {
+                written.insert(key.clone(), old.cloned());
+            }
+        }
+    }
+}
+
+/// A worker's key table; cloning shares it (one per dataflow per worker).
+#[derive(Clone, Default)]
+pub struct KeyTable(Rc<RefCell<Tables>>);
+
+impl std::fmt::Debug for KeyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables = self.0.borrow();
+        f.debug_struct("KeyTable").field("keys", &tables.keys.len()).field("rows", &tables.rows.count).finish()
+    }
+}
+
+impl KeyTable {
+    /// The tables, for the rest of the calling operator's activation.
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Tables> {
+        self.0.borrow_mut()
+    }
+
+    /// Keeps the ATP rows as written by [`KeyTable::write_atp`], for [`KeyTable::written_atp`].
+    /// Call it before the dataflow runs any tick the sink will write.
+    pub fn track_written(&self) {
+        self.0.borrow_mut().rows.written.get_or_insert_with(Written::default);
+    }
+
+    /// The sink wrote a tick's `atp` changes (of this worker's keys).
+    pub fn write_atp(&self, changes: &[Change<Key, Atp>]) {
+        let mut tables = self.0.borrow_mut();
+        let Tables { keys, rows } = &mut *tables;
+        let Some(written) = rows.written.as_mut() else { return };
+        for change in changes {
+            let current = keys.get(&change.key).and_then(|entry| entry.row.numbers());
+            if current == change.value {
+                written.remove(&change.key);
+            } else {
+                written.insert(change.key.clone(), change.value.clone());
+            }
+        }
+        // A tick that changes every key (the setup's) fills the map while the sink catches up;
+        // emptied, it would keep that capacity, as large as a map of every key.
+        if written.capacity() > 4 * written.len() + 1024 {
+            written.shrink_to(2 * written.len());
+        }
+    }
+
+    /// How many ATP rows are written.
+    pub fn written_rows(&self) -> usize {
+        let tables = self.0.borrow();
+        let Some(written) = tables.rows.written.as_ref() else { return 0 };
+        let current = |key: &Key| tables.keys.get(key).is_some_and(|entry| entry.row.numbers().is_some());
+        let differ: isize =
+            written.iter().map(|(key, atp)| isize::from(atp.is_some()) - isize::from(current(key))).sum();
+        (tables.rows.count as isize + differ) as usize
+    }
+
+    /// Every written ATP row, sorted by key.
+    pub fn written_atp(&self) -> Vec<(Key, Atp)> {
+        let tables = self.0.borrow();
+        let Some(written) = tables.rows.written.as_ref() else { return Vec::new() };
+        let current = tables.keys.iter().filter(|(key, _)| !written.contains_key(*key));
+        let mut rows: Vec<(Key, Atp)> = current
+            .filter_map(|(key, entry)| Some((key.clone(), entry.row.numbers()?)))
+            .chain(written.iter().filter_map(|(key, atp)| Some((key.clone(), atp.clone()?))))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The point of the shared table: a key costs one key and one entry (was 120 + 96 bytes in
+    /// two maps, and 96 more in the sink's share of the snapshot).
+    /// The row operator sets `key`'s stock to `on_hand`, as `update_row` does.
+    fn set_stock(table: &KeyTable, key: &Key, on_hand: i64) -> Atp {
+        let mut tables = table.borrow_mut();
+        let Tables { keys, rows } = &mut *tables;
+        let entry = keys.entry(key.clone()).or_default();
+        let old = entry.row.numbers();
+        entry.row = RowInputs::stock(on_hand);
+        let new = entry.row.numbers().expect("a key with stock has a row");
+        rows.row_changed(key, old.as_ref(), Some(&new));
+        new
+    }
+
+    fn change(key: &Key, atp: &Atp) -> Change<Key, Atp> {
+        Change { time: 0, key: key.clone(), value: Some(atp.clone()) }
+    }
+
+    #[test]
+    fn the_written_rows_are_those_the_sink_wrote_not_the_current_ones() {
+        let table = KeyTable::default();
+        table.track_written();
+        let keys: Vec<Key> = (0..10_000).map(|i| (format!("S{i:05}").into(), "L".into())).collect();
+        let five: Vec<Atp> = keys.iter().map(|key| set_stock(&table, key, 5)).collect();
+        // Rows the row operator made but the sink has not written are not in the snapshot.
+        assert!(table.written_atp().is_empty());
+        assert_eq!(table.written_rows(), 0);
+        let changes: Vec<_> = keys.iter().zip(&five).map(|(key, atp)| change(key, atp)).collect();
+        table.write_atp(&changes);
+        assert_eq!(table.written_rows(), keys.len());
+        assert_eq!(table.written_atp(), keys.iter().cloned().zip(five.iter().cloned()).collect::<Vec<_>>());
+        // Written, every row is its current one: nothing is kept apart, and the map that held
+        // the setup's rows gave its memory back.
+        let capacity = table.borrow_mut().rows.written.as_ref().map(|w| (w.len(), w.capacity()));
+        assert!(matches!(capacity, Some((0, c)) if c < 1024), "{capacity:?}");
+        // A change not yet written leaves the written row as it was, until the sink writes it.
+        let seven = set_stock(&table, &keys[0], 7);
+        assert_eq!(table.written_atp()[0], (keys[0].clone(), five[0].clone()));
+        table.write_atp(&[change(&keys[0], &seven)]);
+        assert_eq!(table.written_atp()[0], (keys[0].clone(), seven));
+        assert_eq!(table.written_rows(), keys.len());
+    }
+
+    #[test]
+    fn without_tracking_nothing_is_kept() {
+        let table = KeyTable::default();
+        set_stock(&table, &("S".into(), "L".into()), 5);
+        assert!(table.borrow_mut().rows.written.is_none());
+        assert!(table.written_atp().is_empty());
+    }
+
+    #[test]
+    fn an_entry_with_its_key_fits_in_168_bytes() {
+        assert!(std::mem::size_of::<(Key, KeyEntry)>() <= 168, "{}", std::mem::size_of::<(Key, KeyEntry)>());
+    }
+}
