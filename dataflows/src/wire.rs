@@ -24,6 +24,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::{Body, Event, Message, Name, OrderKey, PoStatus, Policy, Position};
 
+/// The layout's number, which the cluster handshake compares: processes with different
+/// layouts cannot read each other's events. Any change of the layout changes it.
+pub const LAYOUT: u32 = 1;
+
 /// An [`Event`] on its way to another worker, serialized in the compact wire layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireEvent(pub Event);

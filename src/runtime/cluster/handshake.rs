@@ -78,7 +78,8 @@ fn describe_io(e: &io::Error) -> String {
 /// What one process says about itself; the two ends of a connection must agree on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
-    /// The stockflow version, NUL-padded: processes of one cluster run the same dataflow.
+    /// The stockflow version and wire layout ([`version_text`]), NUL-padded: processes of one
+    /// cluster run the same dataflow.
     pub version: [u8; VERSION_LEN],
     /// The cluster's generation (`--cluster-generation`).
     pub generation: u64,
@@ -94,11 +95,19 @@ pub struct Hello {
     pub nonce: [u8; NONCE_LEN],
 }
 
+/// This build's version as the handshake compares it: the stockflow version and the layout of
+/// the events the processes exchange (`0.1.0+wire1`), so that builds whose records the other
+/// could not read refuse each other.
+fn version_text() -> String {
+    format!("{}+wire{}", env!("CARGO_PKG_VERSION"), dataflows::wire::LAYOUT)
+}
+
 impl Hello {
     /// This binary's hello to process `to`, with a fresh nonce.
     pub fn new(generation: u64, processes: u32, workers: u32, from: u32, to: u32) -> io::Result<Hello> {
         let mut version = [0u8; VERSION_LEN];
-        let text = env!("CARGO_PKG_VERSION").as_bytes();
+        let text = version_text();
+        let text = text.as_bytes();
         let len = text.len().min(VERSION_LEN);
         version[..len].copy_from_slice(&text[..len]);
         Ok(Hello { version, generation, processes, workers, from, to, nonce: nonce()? })
@@ -411,6 +420,6 @@ mod tests {
     fn hello_round_trips() {
         let h = Hello { generation: u64::MAX - 5, processes: 7, workers: 3, from: 6, to: 2, ..hello(0, 0, 0) };
         assert_eq!(Hello::decode(&h.encode()), h);
-        assert_eq!(h.version_text(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(h.version_text(), format!("{}+wire1", env!("CARGO_PKG_VERSION")));
     }
 }
