@@ -316,30 +316,8 @@ pub(crate) fn row_outputs<'s>(
                         outbounds.caps(time)
                     }
                 });
-                let mut base_updates = bases.take(time).unwrap_or_default();
-                let mut outbound_updates = outbounds.take(time).unwrap_or_default();
-                consolidate(&mut base_updates);
-                consolidate(&mut outbound_updates);
-                // Both are sorted by key: walk them together, a key at a time.
-                let mut base_updates = base_updates.into_iter().peekable();
-                let mut outbound_updates = outbound_updates.into_iter().peekable();
-                loop {
-                    let key = match (base_updates.peek(), outbound_updates.peek()) {
-                        (Some(((b, _), _)), Some(((o, _), _))) => b.min(o).clone(),
-                        (Some(((b, _), _)), None) => b.clone(),
-                        (None, Some(((o, _), _))) => o.clone(),
-                        (None, None) => break,
-                    };
-                    let mut base = Replace::default();
-                    while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
-                        base.update(b, d);
-                    }
-                    let mut outbound = Replace::default();
-                    while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
-                        outbound.update(o, d);
-                    }
-                    update_row(&mut table, key, (base, outbound), time, &mut batch);
-                }
+                let updates = (bases.take(time).unwrap_or_default(), outbounds.take(time).unwrap_or_default());
+                close_tick(&mut table, time, updates, &mut batch);
             }
             drop(table);
             bases.settle();
@@ -354,6 +332,37 @@ pub(crate) fn row_outputs<'s>(
         }
     });
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
+}
+
+/// Applies one tick's base and outbound updates to the rows, a key at a time.
+fn close_tick(
+    tables: &mut Tables,
+    time: Millis,
+    (mut base_updates, mut outbound_updates): (Vec<((Key, RowBase), isize)>, Vec<((Key, i64), isize)>),
+    batch: &mut RowBatch,
+) {
+    consolidate(&mut base_updates);
+    consolidate(&mut outbound_updates);
+    // Both are sorted by key: walk them together, a key at a time.
+    let mut base_updates = base_updates.into_iter().peekable();
+    let mut outbound_updates = outbound_updates.into_iter().peekable();
+    loop {
+        let key = match (base_updates.peek(), outbound_updates.peek()) {
+            (Some(((b, _), _)), Some(((o, _), _))) => b.min(o).clone(),
+            (Some(((b, _), _)), None) => b.clone(),
+            (None, Some(((o, _), _))) => o.clone(),
+            (None, None) => break,
+        };
+        let mut base = Replace::default();
+        while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
+            base.update(b, d);
+        }
+        let mut outbound = Replace::default();
+        while let Some(((_, o), d)) = outbound_updates.next_if(|((k, _), _)| *k == key) {
+            outbound.update(o, d);
+        }
+        update_row(tables, key, (base, outbound), time, batch);
+    }
 }
 
 /// The numbers of a row, if any.
