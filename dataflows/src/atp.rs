@@ -10,7 +10,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::allocation::Supply;
 use crate::changes::Change;
-use crate::keys::{KeyEntry, KeyTable, Tables};
+use crate::keys::{KeyEntry, KeyTable, Rows, Tables};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
 use crate::stash::{give_all, TickStash};
@@ -228,11 +228,13 @@ struct RowBatch {
 }
 
 impl RowBatch {
-    /// Records what one key's row change (`old` != `new`) at `time` makes of every output.
-    fn change(&mut self, time: Millis, key: &Key, old: Option<&Row>, new: Option<&Row>) {
+    /// Records what one key's row change (`old` != `new`) at `time` makes of every output; an
+    /// ATP change leaves the row before it in `rows` as written, until the sink writes it.
+    fn change(&mut self, time: Millis, key: &Key, (old, new): (Option<&Row>, Option<&Row>), rows: &mut Rows) {
         let (old_atp, new_atp) = (old.map(|r| &r.numbers), new.map(|r| &r.numbers));
         if old_atp != new_atp {
             self.atp.push(Change { time, key: key.clone(), value: new_atp.cloned() });
+            rows.row_changed(key, old_atp);
         }
         self.transitions.extend(low_stock::transition(time, key, old, new));
         if let Some(value) = low_stock::current_change(old, new) {
@@ -365,11 +367,6 @@ fn close_tick(
     }
 }
 
-/// The numbers of a row, if any.
-fn numbers(row: &Option<Row>) -> Option<&Atp> {
-    row.as_ref().map(|r| &r.numbers)
-}
-
 /// One key's row inputs at `time`: applies its base and outbound updates, records the row's
 /// change (if any) in `batch`, and keeps the inputs in the key's table entry while the key
 /// has a row.
@@ -387,10 +384,7 @@ fn update_row(
             let new_inputs = next_inputs(&entry.get().row, updates);
             let (old, new) = (entry.get().row.row(), new_inputs.row());
             if old != new {
-                batch.change(time, entry.key(), old.as_ref(), new.as_ref());
-                if numbers(&old) != numbers(&new) {
-                    rows.row_changed(entry.key(), numbers(&old), numbers(&new));
-                }
+                batch.change(time, entry.key(), (old.as_ref(), new.as_ref()), rows);
             }
             entry.get_mut().row = new_inputs;
             if entry.get().is_empty() {
@@ -400,8 +394,7 @@ fn update_row(
         Entry::Vacant(entry) => {
             let new_inputs = next_inputs(&RowInputs::default(), updates);
             if let Some(new) = new_inputs.row() {
-                batch.change(time, entry.key(), None, Some(&new));
-                rows.row_changed(entry.key(), None, Some(&new.numbers));
+                batch.change(time, entry.key(), (None, Some(&new)), rows);
                 entry.insert(KeyEntry { book: None, row: new_inputs });
             }
         }

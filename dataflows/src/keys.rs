@@ -54,25 +54,23 @@ pub(crate) struct Tables {
     pub(crate) rows: Rows,
 }
 
-/// The count of ATP rows and the written rows that differ from them.
+/// The written ATP rows that differ from the current ones, and how many rows are written.
 #[derive(Default)]
 pub(crate) struct Rows {
-    /// How many keys have an ATP row.
-    count: usize,
     /// With [`KeyTable::track_written`]: the written rows that differ from the current ones.
     written: Option<Written>,
+    /// How many keys have a written row (kept as the sink writes, for the metrics, which read
+    /// it every loop turn).
+    written_count: usize,
 }
 
 impl Rows {
-    /// The row operator changed `key`'s ATP numbers from `old` to `new` at a tick the sink has
-    /// not written: until it does, the written row is `old`, unless an earlier change already
+    /// The row operator changed `key`'s ATP numbers from `old` at a tick the sink has not
+    /// written: until it does, the written row is `old`, unless an earlier change already
     /// holds what was written.
-    pub(crate) fn row_changed(&mut self, key: &Key, old: Option<&Atp>, new: Option<&Atp>) {
-        self.count = self.count + usize::from(new.is_some()) - usize::from(old.is_some());
+    pub(crate) fn row_changed(&mut self, key: &Key, old: Option<&Atp>) {
         if let Some(written) = self.written.as_mut() {
-            if !written.contains_key(key) {
-                written.insert(key.clone(), old.cloned());
-            }
+            written.entry(key.clone()).or_insert_with(|| old.cloned());
         }
     }
 }
@@ -84,7 +82,7 @@ pub struct KeyTable(Rc<RefCell<Tables>>);
 impl std::fmt::Debug for KeyTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tables = self.0.borrow();
-        f.debug_struct("KeyTable").field("keys", &tables.keys.len()).field("rows", &tables.rows.count).finish()
+        f.debug_struct("KeyTable").field("keys", &tables.keys.len()).field("written", &tables.rows.written_count).finish()
     }
 }
 
@@ -107,11 +105,14 @@ impl KeyTable {
         let Some(written) = rows.written.as_mut() else { return };
         for change in changes {
             let current = keys.get(&change.key).and_then(|entry| entry.row.numbers());
-            if current == change.value {
-                written.remove(&change.key);
+            // A key not apart had its current row written.
+            let before = if current == change.value {
+                written.remove(&change.key)
             } else {
-                written.insert(change.key.clone(), change.value.clone());
-            }
+                written.insert(change.key.clone(), change.value.clone())
+            };
+            let had_row = before.map_or(current.is_some(), |atp| atp.is_some());
+            rows.written_count = rows.written_count + usize::from(change.value.is_some()) - usize::from(had_row);
         }
         // A tick that changes every key (the setup's) fills the map while the sink catches up;
         // emptied, it would keep that capacity, as large as a map of every key.
@@ -122,12 +123,7 @@ impl KeyTable {
 
     /// How many ATP rows are written.
     pub fn written_rows(&self) -> usize {
-        let tables = self.0.borrow();
-        let Some(written) = tables.rows.written.as_ref() else { return 0 };
-        let current = |key: &Key| tables.keys.get(key).is_some_and(|entry| entry.row.numbers().is_some());
-        let differ: isize =
-            written.iter().map(|(key, atp)| isize::from(atp.is_some()) - isize::from(current(key))).sum();
-        (tables.rows.count as isize + differ) as usize
+        self.0.borrow().rows.written_count
     }
 
     /// Every written ATP row, sorted by key.
@@ -158,7 +154,7 @@ mod tests {
         let old = entry.row.numbers();
         entry.row = RowInputs::stock(on_hand);
         let new = entry.row.numbers().expect("a key with stock has a row");
-        rows.row_changed(key, old.as_ref(), Some(&new));
+        rows.row_changed(key, old.as_ref());
         new
     }
 
