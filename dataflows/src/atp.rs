@@ -234,7 +234,7 @@ impl RowBatch {
         let (old_atp, new_atp) = (old.map(|r| &r.numbers), new.map(|r| &r.numbers));
         if old_atp != new_atp {
             self.atp.push(Change { time, key: key.clone(), value: new_atp.cloned() });
-            rows.row_changed(key, old_atp);
+            rows.row_changed(time, key, old_atp);
         }
         self.transitions.extend(low_stock::transition(time, key, old, new));
         if let Some(value) = low_stock::current_change(old, new) {

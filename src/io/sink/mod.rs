@@ -107,10 +107,10 @@ impl SnapshotShare {
         SnapshotShare { written_atp: Some(keys), ..SnapshotShare::default() }
     }
 
-    /// Applies one written tick's changes.
-    pub fn apply(&mut self, batch: &TickBatch) {
+    /// Applies the changes of tick `time`, written.
+    pub fn apply(&mut self, time: Millis, batch: &TickBatch) {
         match &self.written_atp {
-            Some(keys) => keys.write_atp(&batch.atp),
+            Some(keys) => keys.write_atp(time, &batch.atp),
             None => upsert_all(&mut self.atp, &batch.atp),
         }
         upsert_all(&mut self.low_stock, &batch.low_stock_current);

@@ -169,7 +169,7 @@ impl Delivery {
     fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<Vec<Run>, SinkError> {
         if time < self.restored_before {
             if let Some(share) = self.share.as_mut() {
-                share.apply(batch);
+                share.apply(time, batch);
             }
             return Ok(Vec::new());
         }
@@ -178,7 +178,7 @@ impl Delivery {
         }
         self.own.iter_mut().try_for_each(|s| s.tick(time, batch))?;
         if let Some(share) = self.share.as_mut() {
-            share.apply(batch);
+            share.apply(time, batch);
         }
         self.last_written = Some(time);
         self.meter.written(batch);
@@ -249,7 +249,8 @@ impl Delivery {
             WindowEnd::Open => window_end.max(w.last_merged).max(self.last_written),
         };
         let summary = Summary { sources: c.stats, counters: c.counters.clone(), as_of };
-        let snapshot_lines = Lines::merged(&dataflow.runs.borrow().snapshot);
+        let runs = dataflow.runs.borrow();
+        let snapshot_lines = Lines::merged(&runs.snapshot);
         w.lines.iter_mut().try_for_each(|s| s.finish(&dead, &snapshot_lines, &summary))?;
         let typed_snapshot = w.typed_snapshot.as_ref().map(|s| s.borrow());
         let empty = Snapshot::default();
