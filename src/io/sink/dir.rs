@@ -64,21 +64,22 @@ impl DirSink {
         Ok(DirSink { dir: dir.to_path_buf(), shown: shown.to_path_buf(), sources, streams })
     }
 
-    /// Writes the file `name` of the directory whole and syncs it, naming it in an error.
-    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+    /// Writes the file `name` of the directory whole from `slices` and syncs it, naming it in
+    /// an error.
+    fn write_file(&self, name: &str, slices: &[&[u8]]) -> Result<(), SinkError> {
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(self.dir.join(name))?;
-            file.write_all(bytes)?;
-            file.sync_all()
+            let mut file = BufWriter::with_capacity(1 << 20, File::create(self.dir.join(name))?);
+            slices.iter().try_for_each(|bytes| file.write_all(bytes))?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()
         };
         write().map_err(SinkError::write(&self.shown.join(name)))
     }
 }
 
 impl LineSink for DirSink {
-    fn tick(&mut self, _time: Millis, lines: &Lines) -> Result<(), SinkError> {
-        for (file, bytes) in self.streams.iter_mut().zip(&lines.tables) {
-            file.write(bytes)?;
+    fn tick(&mut self, _time: Millis, lines: &Lines<'_>) -> Result<(), SinkError> {
+        for (file, slices) in self.streams.iter_mut().zip(&lines.tables) {
+            slices.iter().try_for_each(|bytes| file.write(bytes))?;
         }
         Ok(())
     }
@@ -88,16 +89,16 @@ impl LineSink for DirSink {
         self.streams.iter_mut().try_for_each(StreamFile::flush)
     }
 
-    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines, summary: &Summary) -> Result<(), SinkError> {
+    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines<'_>, summary: &Summary) -> Result<(), SinkError> {
         self.streams.iter_mut().try_for_each(StreamFile::sync)?;
         let mut buf = Vec::new();
         for d in dead_letters {
             format::dead_letter(&mut buf, &self.sources[d.position.source as usize], d);
         }
-        self.write_file("dead_letter.jsonl", &buf)?;
-        for (table, bytes) in TABLES.iter().zip(&snapshot.tables) {
-            self.write_file(&format!("snapshot/{table}.jsonl"), bytes)?;
+        self.write_file("dead_letter.jsonl", &[&buf])?;
+        for (table, slices) in TABLES.iter().zip(&snapshot.tables) {
+            self.write_file(&format!("snapshot/{table}.jsonl"), slices)?;
         }
-        self.write_file("summary.json", summary.to_json().as_bytes())
+        self.write_file("summary.json", &[summary.to_json().as_bytes()])
     }
 }

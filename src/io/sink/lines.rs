@@ -47,9 +47,10 @@ impl Run {
         self.ends.push(self.bytes.len() as u32);
     }
 
-    fn line(&self, i: usize) -> &[u8] {
+    /// Where line `i` starts and ends in `bytes`.
+    fn line_span(&self, i: usize) -> (usize, usize) {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
+        (start, self.ends[i] as usize)
     }
 
     /// Whether the run holds no record.
@@ -78,30 +79,51 @@ pub fn runs_of_tick(time: Millis, batch: &TickBatch) -> Vec<Run> {
     runs
 }
 
-/// Merges runs of one table (each sorted by key) into one sequence of lines in key order. Keys
-/// are unique across runs (each key has one owner), so the order is total.
-pub fn merge(runs: &[&Run], out: &mut Vec<u8>) {
+/// Merges runs of one table (each sorted by key) into one sequence of lines in key order, as
+/// slices of the runs' bytes: consecutive lines of one run are one slice, so a table one worker
+/// wrote whole is one slice. Keys are unique across runs (each key has one owner), so the order
+/// is total.
+pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
+    if let [run] = runs {
+        out.extend(Some(&run.bytes[..]).filter(|bytes| !bytes.is_empty()));
+        return;
+    }
     let mut next = vec![0usize; runs.len()];
+    // The slice being extended: its run, start and end in that run's bytes.
+    let mut open: Option<(usize, usize, usize)> = None;
     loop {
         let least = (0..runs.len())
             .filter(|&r| next[r] < runs[r].keys.len())
             .min_by(|&a, &b| runs[a].keys[next[a]].cmp(&runs[b].keys[next[b]]));
         let Some(r) = least else { break };
-        out.extend_from_slice(runs[r].line(next[r]));
+        let (start, end) = runs[r].line_span(next[r]);
         next[r] += 1;
+        match &mut open {
+            Some((run, _, open_end)) if *run == r && *open_end == start => *open_end = end,
+            _ => {
+                if let Some((run, from, to)) = open.replace((r, start, end)) {
+                    out.push(&runs[run].bytes[from..to]);
+                }
+            }
+        }
+    }
+    if let Some((run, from, to)) = open {
+        out.push(&runs[run].bytes[from..to]);
     }
 }
 
-/// The lines of the four tables at one tick (or of the final snapshot), in key order.
+/// The lines of the four tables at one tick (or of the final snapshot), in key order, as
+/// slices of the workers' runs. Merging copies no line: at the setup tick the runs hold a line
+/// of every key, and a merged copy doubled what the output took at the peak.
 #[derive(Debug, Default)]
-pub struct Lines {
-    /// Per table of [`TABLES`], its lines.
-    pub tables: [Vec<u8>; 4],
+pub struct Lines<'r> {
+    /// Per table of [`TABLES`], its bytes in order, in slices of whole lines.
+    pub tables: [Vec<&'r [u8]>; 4],
 }
 
-impl Lines {
+impl<'r> Lines<'r> {
     /// Merges every table of `runs` (any tables, any workers).
-    pub fn merged(runs: &[Run]) -> Lines {
+    pub fn merged(runs: &'r [Run]) -> Lines<'r> {
         let mut lines = Lines::default();
         for (table, out) in lines.tables.iter_mut().enumerate() {
             let of_table: Vec<&Run> = runs.iter().filter(|r| r.table as usize == table).collect();
@@ -114,7 +136,7 @@ impl Lines {
 /// Where formatted, merged output goes: the directory of output files, or stdout.
 pub trait LineSink {
     /// Writes tick `time`'s lines.
-    fn tick(&mut self, time: Millis, lines: &Lines) -> Result<(), SinkError>;
+    fn tick(&mut self, time: Millis, lines: &Lines<'_>) -> Result<(), SinkError>;
 
     /// Makes the ticks given so far durable (a flush).
     fn commit(&mut self) -> Result<(), SinkError> {
@@ -123,7 +145,7 @@ pub trait LineSink {
 
     /// Ends the run: dead letters in position order (formatted by the sink, which knows the
     /// source names), the final snapshot's lines and the summary.
-    fn finish(&mut self, dead_letters: &[dataflows::model::DeadLetter], snapshot: &Lines, summary: &Summary)
+    fn finish(&mut self, dead_letters: &[dataflows::model::DeadLetter], snapshot: &Lines<'_>, summary: &Summary)
         -> Result<(), SinkError>;
 }
 
@@ -140,16 +162,28 @@ mod tests {
         run
     }
 
+    fn merged(runs: &[&Run]) -> (String, usize) {
+        let mut out = Vec::new();
+        merge(runs, &mut out);
+        (String::from_utf8(out.concat()).unwrap(), out.len())
+    }
+
     #[test]
     fn runs_merge_in_key_order_part_by_part() {
         // Part by part, bytewise: ("a", "b") before ("a@", "") although "a@b" > "a@".
         let left = run(&[("a", "b"), ("b", "a")]);
         let right = run(&[("a", "c"), ("a@", ""), ("c", "")]);
-        let mut out = Vec::new();
-        merge(&[&left, &right], &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "a@b\na@c\na@@\nb@a\nc@\n");
-        let mut out = Vec::new();
-        merge(&[], &mut out);
-        assert!(out.is_empty());
+        // Consecutive lines of one run come as one slice: a@b | a@c a@@ | b@a | c@.
+        assert_eq!(merged(&[&left, &right]), ("a@b\na@c\na@@\nb@a\nc@\n".to_owned(), 4));
+        assert_eq!(merged(&[]), (String::new(), 0));
+    }
+
+    #[test]
+    fn one_run_is_one_slice_and_an_empty_one_none() {
+        let left = run(&[("a", "b"), ("b", "a")]);
+        assert_eq!(merged(&[&left]), ("a@b\nb@a\n".to_owned(), 1));
+        assert_eq!(merged(&[&run(&[])]), (String::new(), 0));
+        let empty = run(&[]);
+        assert_eq!(merged(&[&left, &empty]), ("a@b\nb@a\n".to_owned(), 1));
     }
 }

@@ -26,14 +26,14 @@ impl StdoutSink {
 }
 
 impl LineSink for StdoutSink {
-    fn tick(&mut self, _time: Millis, _lines: &Lines) -> Result<(), SinkError> {
+    fn tick(&mut self, _time: Millis, _lines: &Lines<'_>) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines, summary: &Summary) -> Result<(), SinkError> {
+    fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines<'_>, summary: &Summary) -> Result<(), SinkError> {
         let mut out = Vec::new();
-        for (table, lines) in TABLES.iter().zip(&snapshot.tables) {
-            tagged(&mut out, table, lines);
+        for (table, slices) in TABLES.iter().zip(&snapshot.tables) {
+            slices.iter().for_each(|lines| tagged(&mut out, table, lines));
         }
         let mut line = Vec::new();
         for d in dead_letters {
