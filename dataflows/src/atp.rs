@@ -1,6 +1,8 @@
 //! SPEC §3's per-key state: the key base (on_hand, reserved, on_order, policy), the ATP rows
 //! with position, and network ATP per sku.
 
+use std::num::NonZeroU32;
+
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
@@ -151,9 +153,30 @@ pub(crate) struct RowInputs {
     on_hand: i64,
     reserved: i64,
     on_order: i64,
-    /// (safety_stock, reorder_point) of the policy, if any (48 bytes in all, not 56).
-    policy: Option<(u32, u32)>,
+    /// (safety_stock, reorder_point) of the policy, if any (40 bytes in all, not 56).
+    policy: Option<RowPolicy>,
     outbound: i64,
+}
+
+/// A policy's (safety_stock, reorder_point) as a row needs them, each held plus one: SPEC §1
+/// bounds both to 0..=1e9, so zero is left as a niche and an optional one takes 8 bytes, not
+/// the 12 of `Option<(u32, u32)>` (which padded every key's row inputs by 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RowPolicy(NonZeroU32, NonZeroU32);
+
+impl RowPolicy {
+    fn new((safety_stock, reorder_point): (u32, u32)) -> Self {
+        let plus_one = |n: u32| NonZeroU32::MIN.saturating_add(n);
+        RowPolicy(plus_one(safety_stock), plus_one(reorder_point))
+    }
+
+    fn safety_stock(self) -> i64 {
+        i64::from(self.0.get() - 1)
+    }
+
+    fn reorder_point(self) -> i64 {
+        i64::from(self.1.get() - 1)
+    }
 }
 
 impl RowInputs {
@@ -174,7 +197,7 @@ impl RowInputs {
             return None;
         }
         let available = self.on_hand.saturating_sub(self.reserved);
-        let safety_stock = self.policy.map_or(0, |(s, _)| i64::from(s));
+        let safety_stock = self.policy.map_or(0, RowPolicy::safety_stock);
         let own_position = self.on_hand.saturating_add(self.on_order).saturating_sub(self.reserved);
         Some(Row {
             numbers: Atp {
@@ -186,7 +209,7 @@ impl RowInputs {
                 position: own_position.saturating_sub(self.outbound),
             },
             outbound: self.outbound,
-            reorder_point: self.policy.map(|(_, r)| i64::from(r)),
+            reorder_point: self.policy.map(RowPolicy::reorder_point),
         })
     }
 }
@@ -414,7 +437,7 @@ fn next_inputs(old: &RowInputs, (base, outbound): (Replace<RowBase>, Replace<i64
         new_inputs.on_hand = b.on_hand;
         new_inputs.reserved = b.reserved;
         new_inputs.on_order = b.on_order;
-        new_inputs.policy = b.policy;
+        new_inputs.policy = b.policy.map(RowPolicy::new);
     }
     new_inputs
 }
