@@ -12,7 +12,8 @@
 //!
 //! The written ATP rows cost almost nothing: a key's written row is its current row, except
 //! for the keys whose row changed in a tick the sink has not written (yet, or ever: a tick past
-//! the window's end). Only those are kept, in [`Written`], with the row last written.
+//! the window's end). Only those are kept, in [`Unwritten`]: the row before each such change,
+//! listed under the change's tick.
 //!
 //! Operators of one worker run one at a time, so a `RefCell` borrow never meets another; each
 //! borrows the table only inside its own activation.
