@@ -697,11 +697,12 @@ impl Book for KeyLedger {
     /// tick's keys is made at once instead. The table may then double one tick earlier than it
     /// would have, when most of a large tick's keys are already in it.
     fn make_room(&mut self, events: &[(Millis, Event)]) {
-        // Sorted by key: the tick's keys start where the key changes.
-        let keys = events.windows(2).filter(|pair| key_of(&pair[0].1) != key_of(&pair[1].1)).count();
-        if !events.is_empty() {
-            self.keys.borrow_mut().keys.reserve(keys + 1);
+        if events.is_empty() {
+            return;
         }
+        // Sorted by key: a new key starts after the first message and wherever the key changes.
+        let keys = 1 + events.windows(2).filter(|pair| key_of(&pair[0].1) != key_of(&pair[1].1)).count();
+        self.keys.borrow_mut().keys.reserve(keys);
     }
 
     /// Visits, in key order, every key with messages, an open-order change or a hold expiring
@@ -1017,13 +1018,13 @@ pub(crate) fn ledger<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Message, OrderKey, Position};
 
     #[test]
     fn a_record_is_as_small_as_a_base() {
         // Bases are nearly all of the ledger's records; a planner is boxed.
         assert!(std::mem::size_of::<KeyOut>() <= 96, "{}", std::mem::size_of::<KeyOut>());
     }
-    use crate::model::{Message, OrderKey, Position};
 
     fn event(effective: Millis, offset: u64, loc: &str, body: Body) -> Event {
         Event {

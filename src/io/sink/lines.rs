@@ -89,7 +89,8 @@ pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
         return;
     }
     let mut next = vec![0usize; runs.len()];
-    // The slice being extended: its run, start and end in that run's bytes.
+    // The slice being extended: its run, start and end in that run's bytes (a run's lines are
+    // consecutive in its bytes, so the next line of the same run extends it).
     let mut open: Option<(usize, usize, usize)> = None;
     loop {
         let least = (0..runs.len())
@@ -99,7 +100,7 @@ pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
         let (start, end) = runs[r].line_span(next[r]);
         next[r] += 1;
         match &mut open {
-            Some((run, _, open_end)) if *run == r && *open_end == start => *open_end = end,
+            Some((run, _, open_end)) if *run == r => *open_end = end,
             _ => {
                 if let Some((run, from, to)) = open.replace((r, start, end)) {
                     out.push(&runs[run].bytes[from..to]);
