@@ -11,7 +11,8 @@
 #      once caught up; then the crashed run restarts a last time and catches up to the same point;
 #   3. cluster: the same as 2 processes x 1 worker, one process killed 3 times; the survivor must
 #      end by itself with one line naming the lost process, and the script (the supervisor)
-#      restarts both with the next --cluster-generation;
+#      restarts both with the next --cluster-generation; each process must have produced
+#      output records (every worker produces the keys it owns);
 #   4. damage: a share of the newest checkpoint is truncated; a restart must refuse it, name it,
 #      fall back to the previous checkpoint and still end with the same results.
 # Each crashed run's output topics must equal the reference's: latest value per key of .atp,
@@ -122,6 +123,8 @@ while time.time() < deadline:
             print(watermark)
             sys.exit(0)
     time.sleep(0.25)
+print(f"caught_up: not at {target} after 900 s; last seen per process (watermark, ticks written, "
+      f"messages read): {[scrape(p) for p in ports]}", file=sys.stderr)
 sys.exit(1)
 EOF
 }
@@ -213,7 +216,7 @@ t0=$SECONDS
 start crash 19602 -w 2
 caught_up "$FINAL" 19602 >/dev/null || { echo "FAIL crashed run did not catch up"; tail "$WORK/crash.log"; exit 1; }
 recoveries+=("$((SECONDS - t0))")
-stop "$STARTED" || { echo "FAIL crashed run did not stop cleanly"; exit 1; }
+stop "$STARTED" || { echo "FAIL crashed run did not stop cleanly"; tail "$WORK/crash.log"; exit 1; }
 
 # ---- 3. cluster of 2 processes; one of them killed 3 times
 printf '127.0.0.1:19611\n127.0.0.1:19612\n' >"$WORK/hosts"
@@ -240,6 +243,24 @@ survivor_ends() {
     grep -q "lost cluster peer process $victim (127.0.0.1:1961$((victim + 1)))" <<<"$lost" || {
     echo "FAIL cluster: expected line $LOST_LINES to name process $victim: $lost"; return 1; }
 }
+# produced PORT: the output records the process behind metrics PORT has handed to its own
+# producer so far (0 when it does not answer).
+produced() {
+  python3 - "$1" <<'EOF'
+import sys, urllib.request
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
+except Exception:
+    text = ""
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("stockflow_output_records_total"))))
+EOF
+}
+# Records produced by each process over its incarnations (scraped before each kill and at the end).
+PRODUCED_BY=(0 0)
+count_produced() {
+  PRODUCED_BY[0]=$((PRODUCED_BY[0] + $(produced 19603)))
+  PRODUCED_BY[1]=$((PRODUCED_BY[1] + $(produced 19604)))
+}
 LOST_LINES=0
 for kill in 1 2 3; do
   before=$(ls "$WORK/cluster.ckpt" 2>/dev/null | tr '\n' ' ' || true)
@@ -248,6 +269,7 @@ for kill in 1 2 3; do
   delay=$((RANDOM % 4)).$((RANDOM % 10))
   sleep "$delay"
   victim=$((RANDOM % 2))
+  count_produced
   if [ $victim = 0 ]; then kill9 "$P0"; survivor=$P1; else kill9 "$P1"; survivor=$P0; fi
   LOST_LINES=$((LOST_LINES + 1))
   survivor_ends "$survivor" "$victim" || { tail "$WORK/cluster.log"; exit 1; }
@@ -257,14 +279,21 @@ t0=$SECONDS
 start_cluster
 caught_up "$FINAL" 19603 19604 >/dev/null || { echo "FAIL cluster did not catch up"; tail "$WORK/cluster.log"; exit 1; }
 recoveries+=("$((SECONDS - t0))")
+count_produced
 stop "$P0" "$P1" || { echo "FAIL cluster did not stop cleanly"; exit 1; }
+# Every worker produces the keys it owns: both processes must have written to the topics.
+if [ "${PRODUCED_BY[0]}" -gt 0 ] && [ "${PRODUCED_BY[1]}" -gt 0 ]; then
+  echo "ok   cluster: both processes produced (output records: process 0 ${PRODUCED_BY[0]}, process 1 ${PRODUCED_BY[1]})"
+else
+  echo "FAIL cluster: a process produced nothing (output records: process 0 ${PRODUCED_BY[0]}, process 1 ${PRODUCED_BY[1]})"; failed=1
+fi
 
 # ---- 4. a damaged share: refused, named, the previous checkpoint used
 newest=$(ls -d "$WORK/crash.ckpt"/at-* | sort | tail -1)
 share=$(ls "$newest"/*.ckpt | head -1)
 truncate -s -7 "$share"
 start crash 19602 -w 2
-caught_up "$FINAL" 19602 >/dev/null || { echo "FAIL run after damage did not catch up"; exit 1; }
+caught_up "$FINAL" 19602 >/dev/null || { echo "FAIL run after damage did not catch up"; tail "$WORK/crash.log"; exit 1; }
 stop "$STARTED" || { echo "FAIL run after damage did not stop cleanly"; exit 1; }
 if grep -q "refused: $share: truncated" "$WORK/crash.log" && grep -q "falling back to the previous complete checkpoint" "$WORK/crash.log"; then
   echo "ok   damaged share refused and named, previous checkpoint used"
