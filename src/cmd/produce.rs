@@ -202,10 +202,15 @@ pub fn all_records(kafka: &KafkaArgs, topic: &str) -> Result<Vec<(i32, i64, Vec<
 fn read_topic(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(i32, i64, &[u8], Option<&[u8]>)) -> Result<()> {
     let client = kafka.client()?;
     client.check_reachable()?;
+    // Read from offset 0, reset to the log's start where it begins later (retention), rather
+    // than from `Offset::Beginning`: tansu 0.6 answers "earliest" with the record batch it
+    // stored first, which is not offset 0 when two producers (two workers) wrote a partition's
+    // first batches at once, and the records before it were then never read.
     let config = client.client_config(&[
         ("group.id", "stockflow-consume"),
         ("enable.auto.commit", "false"),
         ("enable.partition.eof", "true"),
+        ("auto.offset.reset", "earliest"),
     ]);
     let consumer: BaseConsumer = config.create().context("cannot create the Kafka consumer")?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
@@ -216,7 +221,7 @@ fn read_topic(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(i32, i64, &[u8],
     let mut tpl = TopicPartitionList::new();
     for p in t.partitions() {
         pending.insert(p.id());
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(0))?;
     }
     consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

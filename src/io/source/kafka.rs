@@ -187,7 +187,18 @@ impl KafkaReader {
             let from_commit = from_commit.filter(|_| self.use_committed);
             let next = match (restored.or(from_commit), start) {
                 (Some(o), _) => o.max(low),
-                (None, Start::Earliest) => low,
+                (None, Start::Earliest) => {
+                    if low > 0 {
+                        // Said so that an audit of read = applied + rejected + beyond_window
+                        // knows where reading began (tansu 0.6 may also answer "earliest" with
+                        // a later offset than the log's first: docs/kafka.md).
+                        tracing::warn!(
+                            "{topic}[{partition}]: the broker's log starts at offset {low}: earlier offsets \
+                             (deleted by retention or compaction) are not read"
+                        );
+                    }
+                    low
+                }
                 (None, Start::Latest) => high,
                 (None, Start::Timestamp(ms)) => {
                     let mut q = TopicPartitionList::new();
