@@ -143,6 +143,20 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
+/// Where a partition read from its earliest offset starts: the broker's log start `low`,
+/// said when it is past 0, so that an audit of read = applied + rejected + beyond_window knows
+/// where reading began (tansu 0.6 may also answer "earliest" with a later offset than the
+/// log's first: docs/kafka.md).
+fn earliest(topic: &str, partition: i32, low: i64) -> i64 {
+    if low > 0 {
+        tracing::warn!(
+            "{topic}[{partition}]: the broker's log starts at offset {low}: earlier offsets (deleted by retention \
+             or compaction) are not read"
+        );
+    }
+    low
+}
+
 impl KafkaReader {
     /// A consumer for `config` (group.id included), not yet assigned.
     pub fn create_consumer(config: &ClientConfig) -> Result<BaseConsumer, SourceError> {
@@ -187,18 +201,7 @@ impl KafkaReader {
             let from_commit = from_commit.filter(|_| self.use_committed);
             let next = match (restored.or(from_commit), start) {
                 (Some(o), _) => o.max(low),
-                (None, Start::Earliest) => {
-                    if low > 0 {
-                        // Said so that an audit of read = applied + rejected + beyond_window
-                        // knows where reading began (tansu 0.6 may also answer "earliest" with
-                        // a later offset than the log's first: docs/kafka.md).
-                        tracing::warn!(
-                            "{topic}[{partition}]: the broker's log starts at offset {low}: earlier offsets \
-                             (deleted by retention or compaction) are not read"
-                        );
-                    }
-                    low
-                }
+                (None, Start::Earliest) => earliest(&topic, partition, low),
                 (None, Start::Latest) => high,
                 (None, Start::Timestamp(ms)) => {
                     let mut q = TopicPartitionList::new();
