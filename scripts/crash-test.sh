@@ -81,31 +81,45 @@ start() {
   PIDS+=("$STARTED")
 }
 
-# caught_up TARGET METRICS_PORT...: the input watermark (least over the processes) has reached
-# TARGET and no tick has been written for 2 s (within 300 s: a run reads the whole topic in
-# under 30 s here, so a run that has not caught up by then has stopped or hangs). With TARGET 0, the watermark must instead stay
-# unchanged for 5 s (the uninterrupted run, which tells the others their target). Prints the
-# watermark. (The lag metric is not used: tansu's fetch responses carry a high watermark that can
-# trail the log end, so lag 0 does not mean read to the end.)
-caught_up() {
-  python3 - "$@" <<'EOF'
-import os, sys, time, urllib.request
-target, ports = int(sys.argv[1]), sys.argv[2:]
-everything = int(os.environ.get("PRODUCED", "0"))
+# The metrics a run serves, for the checks below: scrape(PORT) is {metric name: value summed
+# over its labels}, or None while the process does not answer.
+cat >"$WORK/metrics.py" <<'EOF'
+import urllib.request
 def scrape(port):
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except Exception:
         return None
-    watermark, ticks, read = None, 0.0, 0.0
+    values = {}
     for line in text.splitlines():
-        if line.startswith("stockflow_watermark_timestamp_seconds "):
-            watermark = round(float(line.split()[1]) * 1000)
-        elif line.startswith("stockflow_ticks_written_total"):
-            ticks = float(line.split()[1])
-        elif line.startswith("stockflow_messages_read_total"):
-            read += float(line.split()[1])
-    return watermark, ticks, read
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name = series.split("{", 1)[0]
+            values[name] = values.get(name, 0.0) + float(value)
+    return values
+EOF
+
+# caught_up TARGET METRICS_PORT...: the input watermark (least over the processes) has reached
+# TARGET and no tick has been written for 2 s (within 300 s: a run reads the whole topic in
+# under 30 s here, so a run that has not caught up by then has stopped or hangs). With TARGET
+# 0, the watermark must instead stay unchanged for 5 s (the uninterrupted run, which tells the
+# others their target). Prints the watermark. (The lag metric is not used: tansu's fetch
+# responses carry a high watermark that can trail the log end, so lag 0 does not mean read to
+# the end.)
+caught_up() {
+  PYTHONPATH="$WORK" python3 - "$@" <<'EOF'
+import os, sys, time
+import metrics
+target, ports = int(sys.argv[1]), sys.argv[2:]
+everything = int(os.environ.get("PRODUCED", "0"))
+def scrape(port):
+    """(watermark in ms or None, ticks written, messages read), or None."""
+    m = metrics.scrape(port)
+    if m is None:
+        return None
+    watermark = m.get("stockflow_watermark_timestamp_seconds")
+    watermark = None if watermark is None else round(watermark * 1000)
+    return watermark, m.get("stockflow_ticks_written_total", 0.0), m.get("stockflow_messages_read_total", 0.0)
 deadline = time.time() + 300
 state, since = None, time.time()
 while time.time() < deadline:
@@ -247,14 +261,8 @@ survivor_ends() {
 # produced PORT: the output records the process behind metrics PORT has handed to its own
 # producer so far (0 when it does not answer).
 produced() {
-  python3 - "$1" <<'EOF'
-import sys, urllib.request
-try:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
-except Exception:
-    text = ""
-print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("stockflow_output_records_total"))))
-EOF
+  PYTHONPATH="$WORK" python3 -c 'import sys, metrics
+print(int((metrics.scrape(sys.argv[1]) or {}).get("stockflow_output_records_total", 0)))' "$1"
 }
 # Records produced by each process over its incarnations (scraped before each kill and at the end).
 PRODUCED_BY=(0 0)

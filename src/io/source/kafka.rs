@@ -143,18 +143,19 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
-/// Where a partition read from its earliest offset starts: the broker's log start `low`,
-/// said when it is past 0, so that an audit of read = applied + rejected + beyond_window knows
-/// where reading began (tansu 0.6 may also answer "earliest" with a later offset than the
-/// log's first: docs/kafka.md).
-fn earliest(topic: &str, partition: i32, low: i64) -> i64 {
-    if low > 0 {
+/// Where a partition's reading starts when it asks for offset `wanted` (0 for the earliest)
+/// and the broker's log starts at `low`: the later of the two, said when the log's start wins,
+/// so that an audit of read = applied + rejected + beyond_window knows where reading began
+/// (tansu 0.6 may also answer "earliest" with a later offset than the log's first:
+/// docs/kafka.md).
+fn from_log_start(topic: &str, partition: i32, wanted: i64, low: i64) -> i64 {
+    if low > wanted {
         tracing::warn!(
-            "{topic}[{partition}]: the broker's log starts at offset {low}: earlier offsets (deleted by retention \
-             or compaction) are not read"
+            "{topic}[{partition}]: the broker's log starts at offset {low}: offsets {wanted}..{low} (deleted by \
+             retention or compaction) are not read"
         );
     }
-    low
+    wanted.max(low)
 }
 
 impl KafkaReader {
@@ -200,8 +201,8 @@ impl KafkaReader {
             let restored = self.restored.get(&(topic.clone(), partition)).copied();
             let from_commit = from_commit.filter(|_| self.use_committed);
             let next = match (restored.or(from_commit), start) {
-                (Some(o), _) => o.max(low),
-                (None, Start::Earliest) => earliest(&topic, partition, low),
+                (Some(o), _) => from_log_start(&topic, partition, o, low),
+                (None, Start::Earliest) => from_log_start(&topic, partition, 0, low),
                 (None, Start::Latest) => high,
                 (None, Start::Timestamp(ms)) => {
                     let mut q = TopicPartitionList::new();
