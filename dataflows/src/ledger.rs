@@ -41,6 +41,7 @@ use crate::clock::Ticks;
 use crate::keys::KeyTable;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
+use crate::packed::{Packed, PackedEvents};
 use crate::stash::{give_all, TickStash};
 use crate::wire::WireEvent;
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
@@ -138,12 +139,17 @@ trait Book: 'static {
     /// The order in which a tick's messages reach [`Book::close_tick`]: SPEC's total order, or
     /// any order that keeps it among the messages of each entry of a book whose entries are
     /// independent of each other.
-    fn apply_order(a: &Event, b: &Event) -> std::cmp::Ordering {
-        a.order.cmp(&b.order)
+    fn apply_order(a: &Packed<'_>, b: &Packed<'_>) -> std::cmp::Ordering {
+        a.cmp_order(b)
+    }
+    /// A prefix of [`Book::apply_order`]: where two messages' prefixes differ, they are in
+    /// that order.
+    fn apply_prefix(packed: &Packed<'_>) -> [u64; 2] {
+        packed.order_prefix()
     }
     /// Makes room for a tick's messages (sorted by [`Book::apply_order`]) before they are
     /// applied.
-    fn make_room(&mut self, _events: &[(Millis, Event)]) {}
+    fn make_room(&mut self, _events: &PackedEvents) {}
     /// Applies the messages of logical time `time` (sorted by [`Book::apply_order`]) and the
     /// side updates of `time` (consolidated), plus whatever timers fall due at `time`,
     /// appending the resulting updates to `out`.
@@ -152,14 +158,47 @@ trait Book: 'static {
         time: Millis,
         events: impl IntoIterator<Item = Event>,
         side: Vec<(Self::Side, isize)>,
-        out: &mut Vec<Update<Self::Record>>,
+        out: &mut impl Emit<Self::Record>,
     );
     /// The earliest logical time at which the book needs to run without new messages.
     fn next_timer(&self) -> Option<Millis>;
     /// Re-creates one saved entry (never `Pending`/`End`) as of `time`, publishing its facts.
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<Self::Record>>);
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut impl Emit<Self::Record>);
     /// Appends the book's state (without pending messages) to `out`.
     fn save(&self, out: &mut Vec<Saved>);
+}
+
+/// Where a book's records go as it emits them: a vector (in tests), or the operator's
+/// vectors by output port ([`Ported`]).
+pub(crate) trait Emit<R> {
+    /// Emits one record.
+    fn emit(&mut self, record: Update<R>);
+    /// Emits each of `records`.
+    fn emit_all(&mut self, records: impl IntoIterator<Item = Update<R>>) {
+        records.into_iter().for_each(|record| self.emit(record));
+    }
+}
+
+impl<R> Emit<R> for Vec<Update<R>> {
+    fn emit(&mut self, record: Update<R>) {
+        self.push(record);
+    }
+}
+
+/// A book's records, sorted into their output ports as they are emitted. Gathered in one
+/// vector and then moved into the ports, the setup tick's records (one base per key) were
+/// held twice, the first vector with up to twice its records' room (heaptrack at 1M keys:
+/// 117 + 228 MB of the heap's peak).
+struct Ported<R> {
+    ports: Vec<Vec<Update<R>>>,
+    port: fn(&R) -> usize,
+}
+
+impl<R> Emit<R> for Ported<R> {
+    fn emit(&mut self, record: Update<R>) {
+        let port = (self.port)(&record.0);
+        self.ports[port].push(record);
+    }
 }
 
 /// Sends each of `records` on its port, at that port's capability in `caps`; leaves the
@@ -263,7 +302,7 @@ struct BookRun<B: Book> {
     ticks: Ticks,
     /// Each message keeps the logical time it was sent at: a checkpoint at R saves, as
     /// pending, exactly the messages sent before R whose tick is at or after R.
-    stash: TickStash<(Millis, Event)>,
+    stash: TickStash<(Millis, Event), PackedEvents>,
     side_stash: TickStash<(B::Side, isize)>,
     /// Saved entries to re-create, with the capabilities (one per port) to publish them at.
     restores: BTreeMap<Millis, (Vec<Capability<Millis>>, Vec<Saved>)>,
@@ -274,9 +313,8 @@ struct BookRun<B: Book> {
     /// Every tick one activation closes goes out at the earliest one's capabilities (see
     /// `stash`); `None` until the activation closes one.
     batch_caps: Option<Vec<Capability<Millis>>>,
-    out: Vec<Update<B::Record>>,
-    by_port: Vec<Vec<Update<B::Record>>>,
-    port_sizes: Vec<usize>,
+    /// What the activation's ticks emitted, by output port.
+    by_port: Ported<B::Record>,
     saved: Vec<Saved>,
 }
 
@@ -291,9 +329,7 @@ impl<B: Book> BookRun<B> {
             requests: BTreeMap::new(),
             timer_caps: Vec::new(),
             batch_caps: None,
-            out: Vec::new(),
-            by_port: (0..B::PORTS).map(|_| Vec::new()).collect(),
-            port_sizes: vec![0; B::PORTS],
+            by_port: Ported { ports: (0..B::PORTS).map(|_| Vec::new()).collect(), port: B::port },
             saved: Vec::new(),
         }
     }
@@ -342,13 +378,10 @@ impl<B: Book> BookRun<B> {
     /// capabilities.
     fn restore(&mut self, time: Millis, outputs: &mut [Output<Millis, Vec<Update<B::Record>>>]) {
         let (caps, entries) = self.restores.remove(&time).expect("a restore is due");
-        entries.into_iter().for_each(|entry| self.book.restore(time, entry, &mut self.out));
         // Not into `by_port`: what it holds goes out at earlier capabilities.
-        let mut restored: Vec<Vec<Update<B::Record>>> = (0..B::PORTS).map(|_| Vec::new()).collect();
-        for record in self.out.drain(..) {
-            restored[B::port(&record.0)].push(record);
-        }
-        give_by_port(outputs, &caps, &mut restored);
+        let mut restored = Ported { ports: (0..B::PORTS).map(|_| Vec::new()).collect(), port: B::port };
+        entries.into_iter().for_each(|entry| self.book.restore(time, entry, &mut restored));
+        give_by_port(outputs, &caps, &mut restored.ports);
         self.timer_caps = self.caps_at_next_timer(&caps);
     }
 
@@ -357,8 +390,8 @@ impl<B: Book> BookRun<B> {
         let cap = self.requests.remove(&time).expect("a request is due");
         self.book.save(&mut self.saved);
         for events in self.stash.from(time) {
-            let pending = events.iter().filter(|(sent, _)| *sent < time);
-            self.saved.extend(pending.map(|(_, event)| Saved::Pending(event.clone())));
+            let pending = events.iter().filter(|packed| packed.sent() < time);
+            self.saved.extend(pending.map(|packed| Saved::Pending(packed.event())));
         }
         self.saved.push(Saved::End(time, self.saved.len() as u64));
         give_all(saved_output, &cap, &mut self.saved);
@@ -380,22 +413,14 @@ impl<B: Book> BookRun<B> {
                 self.timer_caps.iter().map(|cap| cap.delayed(&time)).collect()
             });
         }
-        // Sorted in place and handed over as they are: copying ~150-byte events into a vector
-        // without their send time was a copy of every message.
+        // Sorted by their packed index and unpacked one at a time as the book reaches them:
+        // a tick's messages never all exist as events at once (crate::packed).
         let mut events = events.unwrap_or_default();
-        events.sort_unstable_by(|(_, a), (_, b)| B::apply_order(a, b));
+        events.sort_by(B::apply_prefix, B::apply_order);
         self.book.make_room(&events);
-        let events = events.into_iter().map(|(_, event)| event);
         let mut side_updates = side_updates.unwrap_or_default();
         differential_dataflow::consolidation::consolidate(&mut side_updates);
-        self.book.close_tick(time, events, side_updates, &mut self.out);
-        // Sized once: these vectors leave with their records at each activation.
-        self.port_sizes.fill(0);
-        self.out.iter().for_each(|r| self.port_sizes[B::port(&r.0)] += 1);
-        self.by_port.iter_mut().zip(&self.port_sizes).for_each(|(records, &n)| records.reserve(n));
-        for record in self.out.drain(..) {
-            self.by_port[B::port(&record.0)].push(record);
-        }
+        self.book.close_tick(time, events.events(), side_updates, &mut self.by_port);
     }
 
     /// Sends what the activation's ticks produced and moves the held capabilities on.
@@ -405,12 +430,7 @@ impl<B: Book> BookRun<B> {
         if let Some(caps) = self.batch_caps.take() {
             // Every tick closed here lies before the next timer.
             self.timer_caps = self.caps_at_next_timer(&caps);
-            give_by_port(outputs, &caps, &mut self.by_port);
-        }
-        // A tick that touched every key (a full load of policies) grows the buffers to the
-        // size of the state; do not keep that much for the ticks of a few keys that follow.
-        if self.out.capacity() > 1 << 16 {
-            self.out = Vec::new();
+            give_by_port(outputs, &caps, &mut self.by_port.ports);
         }
     }
 
@@ -458,30 +478,30 @@ fn base_change(
     new: &Base,
     (was_source, is_source): (bool, bool),
     time: Millis,
-    out: &mut Vec<Update<KeyOut>>,
+    out: &mut impl Emit<KeyOut>,
 ) {
     let old_planner = planner_of(old);
     let new_planner = planner_of(new);
     let old_line = old_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
     let new_line = new_planner.as_ref().and_then(|p| line_for(&p.policy, p.own_position));
     if old_line != new_line {
-        out.extend(old_line.map(|line| (KeyOut::Line(key.clone(), line), time, -1)));
-        out.extend(new_line.map(|line| (KeyOut::Line(key.clone(), line), time, 1)));
+        out.emit_all(old_line.map(|line| (KeyOut::Line(key.clone(), line), time, -1)));
+        out.emit_all(new_line.map(|line| (KeyOut::Line(key.clone(), line), time, 1)));
     }
     let old_planner = old_planner.filter(|_| was_source);
     let new_planner = new_planner.filter(|_| is_source);
     if old_planner != new_planner {
-        out.extend(old_planner.map(|p| (KeyOut::Planner(key.clone(), Box::new(p)), time, -1)));
-        out.extend(new_planner.map(|p| (KeyOut::Planner(key.clone(), Box::new(p)), time, 1)));
+        out.emit_all(old_planner.map(|p| (KeyOut::Planner(key.clone(), Box::new(p)), time, -1)));
+        out.emit_all(new_planner.map(|p| (KeyOut::Planner(key.clone(), Box::new(p)), time, 1)));
     }
     let (old_row, new_row) = (RowBase::from(old), RowBase::from(new));
     // An empty base is the default row base: no record.
     if old_row != new_row {
         if !old.is_empty() {
-            out.push((KeyOut::Base(key.clone(), old_row), time, -1));
+            out.emit((KeyOut::Base(key.clone(), old_row), time, -1));
         }
         if !new.is_empty() {
-            out.push((KeyOut::Base(key.clone(), new_row), time, 1));
+            out.emit((KeyOut::Base(key.clone(), new_row), time, 1));
         }
     }
 }
@@ -566,7 +586,7 @@ impl KeyLedger {
         events: &mut Peekable<impl Iterator<Item = Event>>,
         time: Millis,
         flipped: &[Name],
-        out: &mut Vec<Update<KeyOut>>,
+        out: &mut impl Emit<KeyOut>,
     ) -> bool {
         let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
         let mut table = self.keys.borrow_mut();
@@ -607,7 +627,7 @@ impl KeyLedger {
 
     /// Rare (a location's first sourcing policy): the keys at the `flipped` locations whose
     /// base did not change this tick (`changed`, in key order, did) gain their planner.
-    fn gain_planners(&self, flipped: &[Name], changed: &[Key], time: Millis, out: &mut Vec<Update<KeyOut>>) {
+    fn gain_planners(&self, flipped: &[Name], changed: &[Key], time: Millis, out: &mut impl Emit<KeyOut>) {
         let table = self.keys.borrow_mut();
         let mut gained: Vec<(&Key, Planner)> = table
             .keys
@@ -616,14 +636,14 @@ impl KeyLedger {
             .filter_map(|(key, entry)| planner_of(&entry.book.as_ref()?.base()).map(|p| (key, p)))
             .collect();
         gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        out.extend(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), Box::new(planner)), time, 1)));
+        out.emit_all(gained.into_iter().map(|(key, planner)| (KeyOut::Planner(key.clone(), Box::new(planner)), time, 1)));
     }
 
     /// Publishes the tick's outcome counts and adds them to the totals.
-    fn publish_counts(&mut self, time: Millis, out: &mut Vec<Update<KeyOut>>) {
+    fn publish_counts(&mut self, time: Millis, out: &mut impl Emit<KeyOut>) {
         for (counter, n) in std::mem::take(&mut self.effects.counts) {
             *self.totals.entry(counter).or_default() += n as i64;
-            out.push((KeyOut::Counter(counter), time, n));
+            out.emit((KeyOut::Counter(counter), time, n));
         }
     }
 }
@@ -687,8 +707,12 @@ impl Book for KeyLedger {
 
     /// A key's messages are independent of other keys': each key's come together, in SPEC
     /// order, so that the tick visits every touched key once, in key order.
-    fn apply_order(a: &Event, b: &Event) -> std::cmp::Ordering {
-        key_of(a).cmp(&key_of(b)).then_with(|| a.order.cmp(&b.order))
+    fn apply_order(a: &Packed<'_>, b: &Packed<'_>) -> std::cmp::Ordering {
+        a.key().cmp(&b.key()).then_with(|| a.cmp_order(b))
+    }
+
+    fn apply_prefix(packed: &Packed<'_>) -> [u64; 2] {
+        packed.key_prefix()
     }
 
     /// A tick that brings many new keys (the setup's: every key at once) grew the table a
@@ -696,12 +720,12 @@ impl Book for KeyLedger {
     /// 1M keys 531 of the peak's 1010 MB of heap were the table (heaptrack). Room for the
     /// tick's keys is made at once instead. The table may then double one tick earlier than it
     /// would have, when most of a large tick's keys are already in it.
-    fn make_room(&mut self, events: &[(Millis, Event)]) {
+    fn make_room(&mut self, events: &PackedEvents) {
         if events.is_empty() {
             return;
         }
         // Sorted by key: a new key starts after the first message and wherever the key changes.
-        let keys = 1 + events.windows(2).filter(|pair| key_of(&pair[0].1) != key_of(&pair[1].1)).count();
+        let keys = 1 + events.iter().zip(events.iter().skip(1)).filter(|(a, b)| a.key() != b.key()).count();
         self.keys.borrow_mut().keys.reserve(keys);
     }
 
@@ -712,7 +736,7 @@ impl Book for KeyLedger {
         time: Millis,
         events: impl IntoIterator<Item = Event>,
         side: Vec<(KeySide, isize)>,
-        out: &mut Vec<Update<KeyOut>>,
+        out: &mut impl Emit<KeyOut>,
     ) {
         let mut events = events.into_iter().peekable();
         let mut due = self.effects.take_due(time).into_iter().peekable();
@@ -749,7 +773,7 @@ impl Book for KeyLedger {
         self.effects.expiries.keys().next().copied()
     }
 
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeyOut>>) {
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut impl Emit<KeyOut>) {
         match saved {
             Saved::Key(key, mut state) => {
                 state.share_source(&mut self.effects.source_names);
@@ -764,7 +788,7 @@ impl Book for KeyLedger {
             }
             Saved::Count(counter, n) => {
                 *self.totals.entry(counter).or_default() += n;
-                out.push((KeyOut::Counter(counter), time, n as isize));
+                out.emit((KeyOut::Counter(counter), time, n as isize));
             }
             Saved::Po(..) | Saved::Pending(_) | Saved::End(..) => {}
         }
@@ -803,7 +827,7 @@ impl Book for PoLedger {
         time: Millis,
         events: impl IntoIterator<Item = Event>,
         _: Vec<((), isize)>,
-        out: &mut Vec<Update<KeySide>>,
+        out: &mut impl Emit<KeySide>,
     ) {
         // Publishing per message is fine: consolidation nets repeated updates of a tick.
         for event in events {
@@ -812,11 +836,11 @@ impl Book for PoLedger {
                 unreachable!("only purchase orders are routed to the PO ledger")
             };
             if let Some((key, old)) = self.open.remove(&po_id) {
-                out.push((KeySide::OnOrder(key, old), time, -1));
+                out.emit((KeySide::OnOrder(key, old), time, -1));
             }
             if status == PoStatus::Open && qty != 0 {
                 let key = (message.sku, message.loc);
-                out.push((KeySide::OnOrder(key.clone(), qty), time, 1));
+                out.emit((KeySide::OnOrder(key.clone(), qty), time, 1));
                 self.open.insert(po_id, (key, qty));
             }
         }
@@ -826,9 +850,9 @@ impl Book for PoLedger {
         None
     }
 
-    fn restore(&mut self, time: Millis, saved: Saved, out: &mut Vec<Update<KeySide>>) {
+    fn restore(&mut self, time: Millis, saved: Saved, out: &mut impl Emit<KeySide>) {
         if let Saved::Po(po_id, key, qty) = saved {
-            out.push((KeySide::OnOrder(key.clone(), qty), time, 1));
+            out.emit((KeySide::OnOrder(key.clone(), qty), time, 1));
             self.open.insert(po_id, (key, qty));
         }
     }

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod low_stock;
 pub mod model;
 pub mod order_plan;
+pub mod packed;
 pub mod pipeline;
 pub mod stash;
 pub mod wire;

@@ -15,32 +15,53 @@
 //! instructions at 100k events; docs/benchmarks.md).
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::model::Millis;
 
+/// What a [`TickStash`] keeps one tick's items in: a vector, or a packed layout
+/// (crate::packed) where the items are many and large.
+pub trait TickItems<U>: Default {
+    /// Adds an item.
+    fn push(&mut self, item: U);
+    /// Adds every item of `other`, after this one's.
+    fn append(&mut self, other: Self);
+}
+
+impl<U> TickItems<U> for Vec<U> {
+    fn push(&mut self, item: U) {
+        Vec::push(self, item);
+    }
+
+    fn append(&mut self, mut other: Self) {
+        Vec::append(self, &mut other);
+    }
+}
+
 /// Items by logical time, with one capability per output port at the earliest time held.
-pub struct TickStash<U> {
-    items: BTreeMap<Millis, Vec<U>>,
+pub struct TickStash<U, C: TickItems<U> = Vec<U>> {
+    items: BTreeMap<Millis, C>,
     /// The items of the latest pushed time, not yet in `items`: records arrive in runs of one
     /// tick, and a map lookup per record cost 6% of a replay's instructions.
-    run: Option<(Millis, Vec<U>)>,
+    run: Option<(Millis, C)>,
     /// One capability per output port, at the earliest stashed time (empty when nothing is).
     held: Vec<Capability<Millis>>,
     ports: usize,
+    item: PhantomData<fn(U)>,
 }
 
-impl<U> Default for TickStash<U> {
+impl<U, C: TickItems<U>> Default for TickStash<U, C> {
     fn default() -> Self {
         Self::with_ports(1)
     }
 }
 
-impl<U> TickStash<U> {
+impl<U, C: TickItems<U>> TickStash<U, C> {
     /// A stash for an operator with `ports` outputs, holding a capability for each.
     pub fn with_ports(ports: usize) -> Self {
-        TickStash { items: BTreeMap::new(), run: None, held: Vec::new(), ports }
+        TickStash { items: BTreeMap::new(), run: None, held: Vec::new(), ports, item: PhantomData }
     }
 
     /// Stashes `item` at `time` (not before `cap`'s time).
@@ -52,7 +73,9 @@ impl<U> TickStash<U> {
             Some((run_time, items)) if *run_time == time => items.push(item),
             _ => {
                 self.end_run();
-                self.run = Some((time, vec![item]));
+                let mut items = C::default();
+                items.push(item);
+                self.run = Some((time, items));
             }
         }
     }
@@ -63,7 +86,7 @@ impl<U> TickStash<U> {
                 std::collections::btree_map::Entry::Vacant(entry) => {
                     entry.insert(items);
                 }
-                std::collections::btree_map::Entry::Occupied(mut entry) => entry.get_mut().extend(items),
+                std::collections::btree_map::Entry::Occupied(mut entry) => entry.get_mut().append(items),
             }
         }
     }
@@ -80,14 +103,14 @@ impl<U> TickStash<U> {
     }
 
     /// The items stashed at `time` or later, by time.
-    pub fn from(&mut self, time: Millis) -> impl Iterator<Item = &Vec<U>> {
+    pub fn from(&mut self, time: Millis) -> impl Iterator<Item = &C> {
         self.end_run();
         self.items.range(time..).map(|(_, items)| items)
     }
 
     /// Removes the items of `time` (`None` when nothing is stashed there). The held
     /// capabilities stay where they are until [`TickStash::settle`].
-    pub fn take(&mut self, time: Millis) -> Option<Vec<U>> {
+    pub fn take(&mut self, time: Millis) -> Option<C> {
         self.remove(time)
     }
 
@@ -108,7 +131,7 @@ impl<U> TickStash<U> {
         }
     }
 
-    fn remove(&mut self, time: Millis) -> Option<Vec<U>> {
+    fn remove(&mut self, time: Millis) -> Option<C> {
         self.end_run();
         self.items.remove(&time)
     }

@@ -84,7 +84,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
     encode_body(&message.body, out);
 }
 
-fn encode_body(body: &Body, out: &mut Vec<u8>) {
+pub(crate) fn encode_body(body: &Body, out: &mut Vec<u8>) {
     match body {
         Body::Sale { qty } => tagged(out, tag::SALE, |out| put_signed(out, *qty)),
         Body::Return { qty } => tagged(out, tag::RETURN, |out| put_signed(out, *qty)),
@@ -145,12 +145,12 @@ fn read_varint<E>(mut next: impl FnMut() -> Result<u8, E>, error: impl Fn(WireEr
     Err(error(WireError::VarintOverflow))
 }
 
-fn put_varint(out: &mut Vec<u8>, value: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(varint_into(&mut [0; 10], value));
 }
 
 /// Writes `value` as a varint into `buf`, returning the bytes written.
-fn varint_into(buf: &mut [u8; 10], mut value: u64) -> &[u8] {
+pub(crate) fn varint_into(buf: &mut [u8; 10], mut value: u64) -> &[u8] {
     let mut len = 0;
     while value >= 0x80 {
         buf[len] = value as u8 | 0x80;
@@ -162,7 +162,7 @@ fn varint_into(buf: &mut [u8; 10], mut value: u64) -> &[u8] {
 }
 
 /// Zigzag: small magnitudes of either sign take few bytes.
-fn put_signed(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_signed(out: &mut Vec<u8>, value: i64) {
     put_varint(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
@@ -199,7 +199,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, WireError> {
     Ok(Event { order, message: Message { ts, sku, loc, body } })
 }
 
-fn decode_body(r: &mut Reader<'_>) -> Result<Body, WireError> {
+pub(crate) fn decode_body(r: &mut Reader<'_>) -> Result<Body, WireError> {
     Ok(match r.byte()? {
         tag::SALE => Body::Sale { qty: r.signed()? },
         tag::RETURN => Body::Return { qty: r.signed()? },
@@ -224,20 +224,20 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Body, WireError> {
 }
 
 /// The unread rest of a wire body.
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, WireError> {
         let (&first, rest) = self.0.split_first().ok_or(WireError::Truncated)?;
         self.0 = rest;
         Ok(first)
     }
 
-    fn varint(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
         read_varint(|| self.byte(), |error| error)
     }
 
-    fn signed(&mut self) -> Result<i64, WireError> {
+    pub(crate) fn signed(&mut self) -> Result<i64, WireError> {
         let zigzag = self.varint()?;
         Ok((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
     }
@@ -339,11 +339,11 @@ impl<'de> Visitor<'de> for RecordVisitor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sale(sku: &str, loc: &str, qty: i64) -> Event {
+    pub(crate) fn sale(sku: &str, loc: &str, qty: i64) -> Event {
         Event {
             order: OrderKey {
                 effective: 1_767_225_600_000,
@@ -410,7 +410,7 @@ mod tests {
         prop_oneof![Just(0), Just(u64::MAX), Just(1 << 63), Just(127), Just(128), any::<u64>()]
     }
 
-    fn arb_event() -> impl Strategy<Value = Event> {
+    pub(crate) fn arb_event() -> impl Strategy<Value = Event> {
         let position = (any::<u32>(), any::<u32>(), arb_u64()).prop_map(|(source, partition, offset)| Position {
             source,
             partition,
