@@ -63,20 +63,35 @@ impl Run {
 pub fn runs_of_tick(time: Millis, batch: &TickBatch) -> Vec<Run> {
     let t = Some(time);
     let mut runs: Vec<Run> = (0..TABLES.len()).map(|table| Run::new(t, table)).collect();
-    for c in &batch.atp {
-        runs[0].push(&c.key, |out| format::atp(out, t, &c.key, c.value.as_ref()));
-    }
-    for tr in &batch.low_stock {
-        runs[1].push(&tr.key, |out| format::transition(out, tr));
-    }
-    for c in &batch.order_plan {
-        runs[2].push(&c.key, |out| format::order_plan(out, t, &c.key, c.value.as_ref()));
-    }
-    for c in &batch.network_atp {
-        runs[3].push(&(c.key.clone(), Name::default()), |out| format::network_atp(out, t, &c.key, c.value));
-    }
+    fill(&mut runs[0], &batch.atp, |run, c| run.push(&c.key, |out| format::atp(out, t, &c.key, c.value.as_ref())));
+    fill(&mut runs[1], &batch.low_stock, |run, tr| run.push(&tr.key, |out| format::transition(out, tr)));
+    fill(&mut runs[2], &batch.order_plan, |run, c| {
+        run.push(&c.key, |out| format::order_plan(out, t, &c.key, c.value.as_ref()))
+    });
+    fill(&mut runs[3], &batch.network_atp, |run, c| {
+        run.push(&(c.key.clone(), Name::default()), |out| format::network_atp(out, t, &c.key, c.value))
+    });
     runs.retain(|run| !run.is_empty());
     runs
+}
+
+/// Lines formatted before a run's bytes are sized from their average length.
+const SAMPLE_LINES: usize = 256;
+
+/// Formats each of `records` into `run` with `push`, sizing the run's vectors once: the setup
+/// tick's run is the size of the state, and grown by doubling it held up to twice its lines'
+/// bytes at the heap's peak (heaptrack at 1M keys: 159 MB for ~80 MB of lines). The bytes
+/// are sized from the first lines' average length with an eighth to spare.
+fn fill<T>(run: &mut Run, records: &[T], mut push: impl FnMut(&mut Run, &T)) {
+    run.keys.reserve_exact(records.len());
+    run.ends.reserve_exact(records.len());
+    let (sample, rest) = records.split_at(records.len().min(SAMPLE_LINES));
+    sample.iter().for_each(|record| push(run, record));
+    if !rest.is_empty() {
+        let average = run.bytes.len() / sample.len() + 1;
+        run.bytes.reserve_exact(rest.len() * average + rest.len() * average / 8);
+        rest.iter().for_each(|record| push(run, record));
+    }
 }
 
 /// Merges runs of one table (each sorted by key) into one sequence of lines in key order, as
