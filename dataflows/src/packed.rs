@@ -3,9 +3,9 @@
 //! The ledgers hold every message of a tick until the frontier has passed it, and the setup
 //! tick (a policy and a count for every key) holds them all at once. As `(sent, Event)` a
 //! message took 168 bytes in a vector that grew by doubling; at the setup tick's heap peak the
-//! stash was the largest part after the key table (docs/benchmarks.md). Packed, a sale or a
-//! policy takes ~45 bytes plus an 8-byte index entry, in fixed-size chunks that never copy
-//! what they hold, and a message becomes an [`Event`] again only when its book reaches it.
+//! stash was the largest part after the key table (docs/benchmarks.md). Packed, a sale takes 43
+//! bytes (a policy a few more) plus an 8-byte index entry, in chunks that never move what they
+//! hold, and a message becomes an [`Event`] again only when its book reaches it.
 //!
 //! A record is `varint(len) ++ text(sku) ++ text(loc) ++ order ++ signed(effective - sent) ++
 //! signed(effective - ts) ++ body`: a text is `varint(len) ++ bytes`, the order is the
