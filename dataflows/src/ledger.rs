@@ -179,6 +179,7 @@ pub(crate) trait Emit<R> {
     }
 }
 
+#[cfg(test)]
 impl<R> Emit<R> for Vec<Update<R>> {
     fn emit(&mut self, record: Update<R>) {
         self.push(record);

@@ -2,7 +2,7 @@
 //!
 //! The ledgers hold every message of a tick until the frontier has passed it, and the setup
 //! tick (a policy and a count for every key) holds them all at once. As `(sent, Event)` a
-//! message took 168 bytes in a vector that grew by doubling; at the setup tick's heap peak the
+//! message took 152 bytes in a vector that grew by doubling; at the setup tick's heap peak the
 //! stash was the largest part after the key table (docs/benchmarks.md). Packed, a sale takes 43
 //! bytes (a policy a few more) plus an 8-byte index entry, in chunks that never move what they
 //! hold, and a message becomes an [`Event`] again only when its book reaches it.
@@ -49,11 +49,6 @@ pub struct PackedEvents {
 }
 
 impl PackedEvents {
-    /// The number of messages.
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
@@ -90,11 +85,6 @@ impl PackedEvents {
         let bytes = &mut self.chunks[chunk];
         self.index.push(((chunk as u64) << 32) | bytes.len() as u64);
         bytes.extend_from_slice(record);
-    }
-
-    /// The message at `position` of the index.
-    pub fn get(&self, position: usize) -> Packed<'_> {
-        self.at(self.index[position])
     }
 
     fn at(&self, entry: u64) -> Packed<'_> {
