@@ -15,7 +15,7 @@ use crate::changes::Change;
 use crate::keys::{KeyEntry, KeyTable, Rows, Tables};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
-use crate::stash::{give_all, TickStash};
+use crate::stash::{give_all, Chunks, TickStash};
 use crate::{shard, Collection, FastMap, Key, Stream};
 
 /// What the ledgers know of a key, before the order plan: its stock, open orders and policy.
@@ -130,8 +130,9 @@ pub struct RowBase {
     pub reserved: i64,
     /// Sum of open purchase orders.
     pub on_order: i64,
-    /// (safety_stock, reorder_point) of the policy, if any: SPEC §1 bounds both to 0..=1e9.
-    pub policy: Option<(u32, u32)>,
+    /// (safety_stock, reorder_point) of the policy, if any, in 8 bytes (a base is 32 bytes, not
+    /// 40: one is published and stashed per key in the setup tick).
+    pub policy: Option<RowPolicy>,
 }
 
 impl From<&Base> for RowBase {
@@ -141,7 +142,7 @@ impl From<&Base> for RowBase {
             on_hand: base.on_hand,
             reserved: base.reserved,
             on_order: base.on_order,
-            policy: base.policy.as_ref().map(|p| (number(p.safety_stock), number(p.reorder_point))),
+            policy: base.policy.as_ref().map(|p| RowPolicy::new((number(p.safety_stock), number(p.reorder_point)))),
         }
     }
 }
@@ -160,9 +161,9 @@ pub(crate) struct RowInputs {
 
 /// A policy's (safety_stock, reorder_point) as a row needs them, each held plus one: SPEC §1
 /// bounds both to 0..=1e9, so zero is left as a niche and an optional one takes 8 bytes, not
-/// the 12 of `Option<(u32, u32)>` (which padded every key's row inputs by 8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RowPolicy(NonZeroU32, NonZeroU32);
+/// the 12 of `Option<(u32, u32)>` (which padded every key's row inputs and base by 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowPolicy(NonZeroU32, NonZeroU32);
 
 impl RowPolicy {
     fn new((safety_stock, reorder_point): (u32, u32)) -> Self {
@@ -233,6 +234,9 @@ pub struct RowOutputs<'s> {
 /// the sku's owner as one record instead of a retraction and an insertion, and the rows of a
 /// sku that change together on one worker as one (half the records and bytes of that exchange).
 pub type SkuDelta = (isize, i128);
+
+/// A tick with more base and outbound updates than this reserves room for its ATP changes.
+const LARGE_TICK: usize = 1 << 16;
 
 /// Output ports of the row operator, in [`RowOutputs`]'s order.
 const ROW_PORTS: usize = 5;
@@ -315,7 +319,7 @@ pub(crate) fn row_outputs<'s>(
     let (mut sku_atp_output, sku_atp) = builder.new_output();
     let (mut supply_output, supply) = builder.new_output();
     builder.build(move |_initial| {
-        let mut bases: Stash<B> = Stash::with_ports(ROW_PORTS);
+        let mut bases: TickStash<(B, isize), Chunks<(B, isize)>> = TickStash::with_ports(ROW_PORTS);
         let mut outbounds: Stash<O> = Stash::with_ports(ROW_PORTS);
         let mut batch = RowBatch::default();
         move |frontiers| {
@@ -363,14 +367,33 @@ pub(crate) fn row_outputs<'s>(
 fn close_tick(
     tables: &mut Tables,
     time: Millis,
-    (mut base_updates, mut outbound_updates): (Vec<((Key, RowBase), isize)>, Vec<((Key, i64), isize)>),
+    (base_updates, mut outbound_updates): (Chunks<((Key, RowBase), isize)>, Vec<((Key, i64), isize)>),
     batch: &mut RowBatch,
 ) {
-    consolidate(&mut base_updates);
     consolidate(&mut outbound_updates);
+    // The key ledger publishes a tick's bases in key order. Then they need no sort, only each
+    // key's few updates consolidated on their own (the same as consolidating them all), and
+    // the walk frees the stash's chunks as it goes: at the setup tick they were alive beside
+    // all of its changes. Bases in any other order are sorted first.
+    let in_key_order = base_updates.iter().zip(base_updates.iter().skip(1)).all(|(((a, _), _), ((b, _), _))| a <= b);
+    let base_updates = match in_key_order {
+        true => base_updates,
+        false => {
+            let mut all = base_updates.into_vec();
+            consolidate(&mut all);
+            Chunks::from_vec(all)
+        }
+    };
+    let updates = base_updates.len() + outbound_updates.len();
+    if updates > LARGE_TICK {
+        // At most one change per key: its vector grows once, not by doubling (the old and new
+        // buffers together were the setup tick's peak).
+        batch.atp.reserve(updates);
+    }
     // Both are sorted by key: walk them together, a key at a time.
     let mut base_updates = base_updates.into_iter().peekable();
     let mut outbound_updates = outbound_updates.into_iter().peekable();
+    let mut key_bases = Vec::new();
     loop {
         let key = match (base_updates.peek(), outbound_updates.peek()) {
             (Some(((b, _), _)), Some(((o, _), _))) => b.min(o).clone(),
@@ -378,8 +401,10 @@ fn close_tick(
             (None, Some(((o, _), _))) => o.clone(),
             (None, None) => break,
         };
+        key_bases.extend(std::iter::from_fn(|| base_updates.next_if(|((k, _), _)| *k == key)));
+        consolidate(&mut key_bases);
         let mut base = Replace::default();
-        while let Some(((_, b), d)) = base_updates.next_if(|((k, _), _)| *k == key) {
+        for ((_, b), d) in key_bases.drain(..) {
             base.update(b, d);
         }
         let mut outbound = Replace::default();
@@ -437,7 +462,7 @@ fn next_inputs(old: &RowInputs, (base, outbound): (Replace<RowBase>, Replace<i64
         new_inputs.on_hand = b.on_hand;
         new_inputs.reserved = b.reserved;
         new_inputs.on_order = b.on_order;
-        new_inputs.policy = b.policy.map(RowPolicy::new);
+        new_inputs.policy = b.policy;
     }
     new_inputs
 }
@@ -504,6 +529,61 @@ mod tests {
     use timely::dataflow::ProbeHandle;
 
     use super::*;
+
+    /// Bases out of key order (not what the key ledger publishes, but a restore or another
+    /// producer might) are sorted first: every output is the same as for ordered ones.
+    #[test]
+    fn a_tick_closes_alike_whatever_the_order_of_its_bases() {
+        use crate::stash::TickItems;
+        let base = |on_hand: i64, policy: Option<(u32, u32)>| RowBase {
+            on_hand,
+            reserved: 1,
+            on_order: 0,
+            policy: policy.map(RowPolicy::new),
+        };
+        let key = |sku: &str, loc: &str| -> Key { (sku.into(), loc.into()) };
+        // Tick 1 gives three keys rows; tick 2 changes two of them (a retraction and an
+        // insertion each), removes the third and adds a fourth.
+        let first = vec![
+            ((key("A", "S1"), base(5, Some((1, 3)))), 1),
+            ((key("A", "S2"), base(0, None)), 1),
+            ((key("B", "S1"), base(9, None)), 1),
+        ];
+        let second = vec![
+            ((key("A", "S1"), base(5, Some((1, 3)))), -1),
+            ((key("A", "S1"), base(2, Some((1, 3)))), 1),
+            ((key("A", "S2"), base(0, None)), -1),
+            ((key("A", "S3"), base(4, None)), 1),
+            ((key("B", "S1"), base(9, None)), -1),
+            ((key("B", "S1"), base(8, Some((0, 9)))), 1),
+        ];
+        let close = |ticks: &[Vec<((Key, RowBase), isize)>]| {
+            let mut tables = Tables::default();
+            let mut batch = RowBatch::default();
+            for (time, updates) in (1..).zip(ticks) {
+                let mut bases = Chunks::default();
+                updates.iter().cloned().for_each(|update| bases.push(update));
+                close_tick(&mut tables, time, (bases, Vec::new()), &mut batch);
+            }
+            (batch.atp, batch.transitions, batch.low_current, batch.sku_atp)
+        };
+        let in_order = close([first.clone(), second.clone()].as_slice());
+        assert_eq!(in_order.0.len(), 7, "three rows made; two changed, one removed, one made: {:?}", in_order.0);
+        // Keys in reverse order, a key's retraction apart from its insertion.
+        let scrambled = |updates: &[((Key, RowBase), isize)]| {
+            let (retractions, insertions): (Vec<_>, Vec<_>) = updates.iter().cloned().partition(|(_, d)| *d < 0);
+            retractions.into_iter().rev().chain(insertions.into_iter().rev()).collect::<Vec<_>>()
+        };
+        assert_eq!(close(&[scrambled(&first), scrambled(&second)]), in_order);
+    }
+
+    /// The setup tick stashes one base update per key in the row operator (and the ledger
+    /// publishes one): the policy's two numbers take 8 bytes, not 12 padded to 16.
+    #[test]
+    fn a_stashed_base_update_fits_in_88_bytes() {
+        assert_eq!(std::mem::size_of::<RowBase>(), 32);
+        assert!(std::mem::size_of::<((Key, RowBase), isize)>() <= 88, "{}", std::mem::size_of::<((Key, RowBase), isize)>());
+    }
 
     /// Network ATP from per-worker deltas: rows appearing, changing and leaving, deltas of two
     /// workers for one sku in one tick, deltas that cancel, a row at atp 0, a saturated sum.
