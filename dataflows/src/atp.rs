@@ -235,7 +235,8 @@ pub struct RowOutputs<'s> {
 /// sku that change together on one worker as one (half the records and bytes of that exchange).
 pub type SkuDelta = (isize, i128);
 
-/// A tick with more base and outbound updates than this reserves room for its ATP changes.
+/// A tick with more base and outbound updates than this reserves room for its ATP changes,
+/// and its activation's records leave right after it.
 const LARGE_TICK: usize = 1 << 16;
 
 /// Output ports of the row operator, in [`RowOutputs`]'s order.
@@ -323,6 +324,17 @@ pub(crate) fn row_outputs<'s>(
         let mut outbounds: Stash<O> = Stash::with_ports(ROW_PORTS);
         let mut batch = RowBatch::default();
         move |frontiers| {
+            // Sends what the activation has made, one container per port, at the earliest
+            // closed tick's capabilities.
+            macro_rules! ship {
+                ($caps:expr) => {
+                    give_all(&mut atp_output, &$caps[0], &mut batch.atp);
+                    give_all(&mut transitions_output, &$caps[1], &mut batch.transitions);
+                    give_all(&mut low_output, &$caps[2], &mut batch.low_current);
+                    give_all(&mut sku_atp_output, &$caps[3], &mut batch.sku_atp);
+                    give_all(&mut supply_output, &$caps[4], &mut batch.supply);
+                };
+            }
             let (frontier1, frontier2) = (&frontiers[0], &frontiers[1]);
             let mut batch_caps: Option<Vec<Capability<Millis>>> = None;
             stash_input!(bases, base_input);
@@ -346,17 +358,23 @@ pub(crate) fn row_outputs<'s>(
                     }
                 });
                 let updates = (bases.take(time).unwrap_or_default(), outbounds.take(time).unwrap_or_default());
+                let count = updates.0.len() + updates.1.len();
+                if count > LARGE_TICK {
+                    // At most one ATP change per key: its vector grows once, not by doubling
+                    // (the old and new buffers together were the setup tick's peak).
+                    batch.atp.reserve(count);
+                }
                 close_tick(&mut table, time, updates, &mut batch);
+                if let Some(caps) = batch_caps.as_ref().filter(|_| count > LARGE_TICK) {
+                    // And it leaves at once: the next tick's first change would double it.
+                    ship!(caps);
+                }
             }
             drop(table);
             bases.settle();
             outbounds.settle();
             if let Some(caps) = batch_caps {
-                give_all(&mut atp_output, &caps[0], &mut batch.atp);
-                give_all(&mut transitions_output, &caps[1], &mut batch.transitions);
-                give_all(&mut low_output, &caps[2], &mut batch.low_current);
-                give_all(&mut sku_atp_output, &caps[3], &mut batch.sku_atp);
-                give_all(&mut supply_output, &caps[4], &mut batch.supply);
+                ship!(caps);
             }
         }
     });
@@ -384,12 +402,6 @@ fn close_tick(
             Chunks::from_vec(all)
         }
     };
-    let updates = base_updates.len() + outbound_updates.len();
-    if updates > LARGE_TICK {
-        // At most one change per key: its vector grows once, not by doubling (the old and new
-        // buffers together were the setup tick's peak).
-        batch.atp.reserve(updates);
-    }
     // Both are sorted by key: walk them together, a key at a time.
     let mut base_updates = base_updates.into_iter().peekable();
     let mut outbound_updates = outbound_updates.into_iter().peekable();
