@@ -3,7 +3,7 @@
 //! workers' runs of a tick into the bytes of the output files: no record is formatted on a
 //! worker that does not own it, and the writer only compares keys and copies bytes.
 
-use dataflows::model::{Millis, Name};
+use dataflows::model::Millis;
 use dataflows::Key;
 use serde::{Deserialize, Serialize};
 
@@ -21,17 +21,23 @@ pub struct Run {
     pub tick: Option<Millis>,
     /// Index into [`TABLES`].
     pub table: u8,
-    /// Each record's key (`network_atp`: the sku and an empty name), in order.
-    pub keys: Vec<Key>,
+    /// Each record's key (`network_atp`: the sku and an empty name), in order: its two names'
+    /// bytes one after the other. A `Key` per record took 48 bytes (names ~12), and the
+    /// setup tick's run holds one record per key beside the tick's changes.
+    #[serde(with = "serde_bytes")]
+    names: Vec<u8>,
+    /// Where each record's first name and its second end in `names`.
+    name_ends: Vec<(u32, u32)>,
     /// Where each record's line ends in `bytes`.
-    pub ends: Vec<u32>,
+    ends: Vec<u64>,
     /// The lines, each ending in `\n`.
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
 impl Run {
-    fn new(tick: Option<Millis>, table: usize) -> Self {
+    /// An empty run of `table` at `tick` (`None`: the final snapshot).
+    pub fn new(tick: Option<Millis>, table: usize) -> Self {
         Run { tick, table: table as u8, ..Run::default() }
     }
 
@@ -40,11 +46,33 @@ impl Run {
         Run::new(None, table)
     }
 
-    /// Appends one record: `write` formats its line.
+    /// Appends one record of `key`: `write` formats its line.
     pub fn push(&mut self, key: &Key, write: impl FnOnce(&mut Vec<u8>)) {
+        self.push_names((&key.0, &key.1), write);
+    }
+
+    /// Appends one record of the key (`first`, `second`): `write` formats its line.
+    pub fn push_names(&mut self, (first, second): (&str, &str), write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.bytes);
-        self.keys.push(key.clone());
-        self.ends.push(self.bytes.len() as u32);
+        self.ends.push(self.bytes.len() as u64);
+        self.names.extend_from_slice(first.as_bytes());
+        let first_end = self.names.len();
+        self.names.extend_from_slice(second.as_bytes());
+        // Names come from lines of at most 1 MiB, and a run's names from its key table.
+        let offset = |end: usize| u32::try_from(end).expect("a run's names fit in 4 GiB");
+        self.name_ends.push((offset(first_end), offset(self.names.len())));
+    }
+
+    /// Record `i`'s key, as bytes: they compare as the names do.
+    fn key(&self, i: usize) -> (&[u8], &[u8]) {
+        let start = if i == 0 { 0 } else { self.name_ends[i - 1].1 as usize };
+        let (first_end, end) = self.name_ends[i];
+        (&self.names[start..first_end as usize], &self.names[first_end as usize..end as usize])
+    }
+
+    /// How many records the run holds.
+    fn len(&self) -> usize {
+        self.ends.len()
     }
 
     /// Where line `i` starts and ends in `bytes`.
@@ -55,7 +83,7 @@ impl Run {
 
     /// Whether the run holds no record.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.ends.is_empty()
     }
 }
 
@@ -69,7 +97,7 @@ pub fn runs_of_tick(time: Millis, batch: &TickBatch) -> Vec<Run> {
         run.push(&c.key, |out| format::order_plan(out, t, &c.key, c.value.as_ref()))
     });
     fill(&mut runs[3], &batch.network_atp, |run, c| {
-        run.push(&(c.key.clone(), Name::default()), |out| format::network_atp(out, t, &c.key, c.value))
+        run.push_names((&c.key, ""), |out| format::network_atp(out, t, &c.key, c.value))
     });
     runs.retain(|run| !run.is_empty());
     runs
@@ -83,13 +111,17 @@ const SAMPLE_LINES: usize = 256;
 /// bytes at the heap's peak (heaptrack at 1M keys: 159 MB for ~80 MB of lines). The bytes
 /// are sized from the first lines' average length with an eighth to spare.
 fn fill<T>(run: &mut Run, records: &[T], mut push: impl FnMut(&mut Run, &T)) {
-    run.keys.reserve_exact(records.len());
+    run.name_ends.reserve_exact(records.len());
     run.ends.reserve_exact(records.len());
     let (sample, rest) = records.split_at(records.len().min(SAMPLE_LINES));
     sample.iter().for_each(|record| push(run, record));
     if !rest.is_empty() {
-        let average = run.bytes.len() / sample.len() + 1;
-        run.bytes.reserve_exact(rest.len() * average + rest.len() * average / 8);
+        let room = |used: usize| {
+            let average = used / sample.len() + 1;
+            rest.len() * average + rest.len() * average / 8
+        };
+        run.bytes.reserve_exact(room(run.bytes.len()));
+        run.names.reserve_exact(room(run.names.len()));
         rest.iter().for_each(|record| push(run, record));
     }
 }
@@ -109,8 +141,8 @@ pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
     let mut open: Option<(usize, usize, usize)> = None;
     loop {
         let least = (0..runs.len())
-            .filter(|&r| next[r] < runs[r].keys.len())
-            .min_by(|&a, &b| runs[a].keys[next[a]].cmp(&runs[b].keys[next[b]]));
+            .filter(|&r| next[r] < runs[r].len())
+            .min_by(|&a, &b| runs[a].key(next[a]).cmp(&runs[b].key(next[b])));
         let Some(r) = least else { break };
         let (start, end) = runs[r].line_span(next[r]);
         next[r] += 1;
@@ -167,6 +199,8 @@ pub trait LineSink {
 
 #[cfg(test)]
 mod tests {
+    use dataflows::model::Name;
+
     use super::*;
 
     fn run(keys: &[(&str, &str)]) -> Run {

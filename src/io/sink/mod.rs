@@ -141,8 +141,7 @@ impl SnapshotShare {
             runs[2].push(key, |out| format::order_plan(out, None, key, Some(line)));
         }
         for (sku, atp) in sorted(&self.network_atp) {
-            let key = (sku.clone(), dataflows::model::Name::default());
-            runs[3].push(&key, |out| format::network_atp(out, None, sku, Some(*atp)));
+            runs[3].push_names((sku, ""), |out| format::network_atp(out, None, sku, Some(*atp)));
         }
         runs
     }

@@ -184,7 +184,7 @@ impl Delivery {
         self.meter.written(batch);
         // Without output files a run says only that this worker wrote the tick.
         let runs = if self.formats { runs_of_tick(time, batch) } else { Vec::new() };
-        Ok(if runs.is_empty() { vec![Run { tick: Some(time), ..Run::default() }] } else { runs })
+        Ok(if runs.is_empty() { vec![Run::new(Some(time), 0)] } else { runs })
     }
 
     /// Worker 0: merges the ticks every worker has sent runs of into the output files, gives the
