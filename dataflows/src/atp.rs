@@ -413,10 +413,12 @@ fn close_tick(
             (None, Some(((o, _), _))) => o.clone(),
             (None, None) => break,
         };
-        key_bases.extend(std::iter::from_fn(|| base_updates.next_if(|((k, _), _)| *k == key)));
+        // One key's bases: consolidated by value alone, without comparing the key again.
+        let of_key = std::iter::from_fn(|| base_updates.next_if(|((k, _), _)| *k == key));
+        key_bases.extend(of_key.map(|((_, b), d)| (b, d)));
         consolidate(&mut key_bases);
         let mut base = Replace::default();
-        for ((_, b), d) in key_bases.drain(..) {
+        for (b, d) in key_bases.drain(..) {
             base.update(b, d);
         }
         let mut outbound = Replace::default();
