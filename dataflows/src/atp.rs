@@ -394,13 +394,12 @@ fn close_tick(
     // the walk frees the stash's chunks as it goes: at the setup tick they were alive beside
     // all of its changes. Bases in any other order are sorted first.
     let in_key_order = base_updates.iter().zip(base_updates.iter().skip(1)).all(|(((a, _), _), ((b, _), _))| a <= b);
-    let base_updates = match in_key_order {
-        true => base_updates,
-        false => {
-            let mut all = base_updates.into_vec();
-            consolidate(&mut all);
-            Chunks::from_vec(all)
-        }
+    let base_updates = if in_key_order {
+        base_updates
+    } else {
+        let mut all = base_updates.into_vec();
+        consolidate(&mut all);
+        Chunks::from_vec(all)
     };
     // Both are sorted by key: walk them together, a key at a time.
     let mut base_updates = base_updates.into_iter().peekable();
