@@ -26,8 +26,11 @@ pub struct Run {
     /// setup tick's run holds one record per key beside the tick's changes.
     #[serde(with = "serde_bytes")]
     names: Vec<u8>,
-    /// Where each record's first name and its second end in `names`.
-    name_ends: Vec<(u32, u32)>,
+    /// Where each record's names end in `names`.
+    name_ends: Vec<u64>,
+    /// The length of each record's first name (SPEC §1: at most 64 bytes; a name comes from a
+    /// line of at most 1 MiB, so it always fits).
+    first_lens: Vec<u32>,
     /// Where each record's line ends in `bytes`.
     ends: Vec<u64>,
     /// The lines, each ending in `\n`.
@@ -56,18 +59,16 @@ impl Run {
         write(&mut self.bytes);
         self.ends.push(self.bytes.len() as u64);
         self.names.extend_from_slice(first.as_bytes());
-        let first_end = self.names.len();
         self.names.extend_from_slice(second.as_bytes());
-        // Names come from lines of at most 1 MiB, and a run's names from its key table.
-        let offset = |end: usize| u32::try_from(end).expect("a run's names fit in 4 GiB");
-        self.name_ends.push((offset(first_end), offset(self.names.len())));
+        self.name_ends.push(self.names.len() as u64);
+        self.first_lens.push(first.len() as u32);
     }
 
     /// Record `i`'s key, as bytes: they compare as the names do.
     fn key(&self, i: usize) -> (&[u8], &[u8]) {
-        let start = if i == 0 { 0 } else { self.name_ends[i - 1].1 as usize };
-        let (first_end, end) = self.name_ends[i];
-        (&self.names[start..first_end as usize], &self.names[first_end as usize..end as usize])
+        let start = if i == 0 { 0 } else { self.name_ends[i - 1] as usize };
+        let (first_end, end) = (start + self.first_lens[i] as usize, self.name_ends[i] as usize);
+        (&self.names[start..first_end], &self.names[first_end..end])
     }
 
     /// How many records the run holds.
@@ -112,6 +113,7 @@ const SAMPLE_LINES: usize = 256;
 /// are sized from the first lines' average length with an eighth to spare.
 fn fill<T>(run: &mut Run, records: &[T], mut push: impl FnMut(&mut Run, &T)) {
     run.name_ends.reserve_exact(records.len());
+    run.first_lens.reserve_exact(records.len());
     run.ends.reserve_exact(records.len());
     let (sample, rest) = records.split_at(records.len().min(SAMPLE_LINES));
     sample.iter().for_each(|record| push(run, record));
@@ -226,6 +228,14 @@ mod tests {
         // Consecutive lines of one run come as one slice: a@b | a@c a@@ | b@a | c@.
         assert_eq!(merged(&[&left, &right]), ("a@b\na@c\na@@\nb@a\nc@\n".to_owned(), 4));
         assert_eq!(merged(&[]), (String::new(), 0));
+    }
+
+    #[test]
+    fn names_compare_one_by_one_not_joined() {
+        // Joined, "a@" < "ab"; name by name, ("a", "b") < ("a@", "").
+        let (left, right) = (run(&[("a@", "")]), run(&[("a", "b")]));
+        assert_eq!(merged(&[&left, &right]).0, "a@b\na@@\n");
+        assert_eq!(merged(&[&right, &left]).0, "a@b\na@@\n");
     }
 
     #[test]
