@@ -195,6 +195,13 @@ struct Ported<R> {
     port: fn(&R) -> usize,
 }
 
+impl<R> Ported<R> {
+    /// Empty vectors for `ports` output ports; `port` says which port a record goes to.
+    fn new(ports: usize, port: fn(&R) -> usize) -> Self {
+        Ported { ports: (0..ports).map(|_| Vec::new()).collect(), port }
+    }
+}
+
 impl<R> Emit<R> for Ported<R> {
     fn emit(&mut self, record: Update<R>) {
         let port = (self.port)(&record.0);
@@ -330,7 +337,7 @@ impl<B: Book> BookRun<B> {
             requests: BTreeMap::new(),
             timer_caps: Vec::new(),
             batch_caps: None,
-            by_port: Ported { ports: (0..B::PORTS).map(|_| Vec::new()).collect(), port: B::port },
+            by_port: Ported::new(B::PORTS, B::port),
             saved: Vec::new(),
         }
     }
@@ -380,7 +387,7 @@ impl<B: Book> BookRun<B> {
     fn restore(&mut self, time: Millis, outputs: &mut [Output<Millis, Vec<Update<B::Record>>>]) {
         let (caps, entries) = self.restores.remove(&time).expect("a restore is due");
         // Not into `by_port`: what it holds goes out at earlier capabilities.
-        let mut restored = Ported { ports: (0..B::PORTS).map(|_| Vec::new()).collect(), port: B::port };
+        let mut restored = Ported::new(B::PORTS, B::port);
         entries.into_iter().for_each(|entry| self.book.restore(time, entry, &mut restored));
         give_by_port(outputs, &caps, &mut restored.ports);
         self.timer_caps = self.caps_at_next_timer(&caps);
