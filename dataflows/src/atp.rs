@@ -236,7 +236,9 @@ pub struct RowOutputs<'s> {
 pub type SkuDelta = (isize, i128);
 
 /// A tick with more base and outbound updates than this reserves room for its ATP changes,
-/// and its activation's records leave right after it.
+/// and its activation's records leave right after it. ATP changes also leave in containers of
+/// this many while a tick is walked: the sink formats and frees them one by one, where the
+/// setup tick's changes in one vector (112 B a key) were alive beside their formatted lines.
 const LARGE_TICK: usize = 1 << 16;
 
 /// Output ports of the row operator, in [`RowOutputs`]'s order.
@@ -360,11 +362,16 @@ pub(crate) fn row_outputs<'s>(
                 let updates = (bases.take(time).unwrap_or_default(), outbounds.take(time).unwrap_or_default());
                 let count = updates.0.len() + updates.1.len();
                 if count > LARGE_TICK {
-                    // At most one ATP change per key: its vector grows once, not by doubling
-                    // (the old and new buffers together were the setup tick's peak).
-                    batch.atp.reserve(count);
+                    // At most one ATP change per key: its container grows once, not by
+                    // doubling (the old and new buffers together were the setup tick's peak).
+                    batch.atp.reserve(LARGE_TICK);
                 }
-                close_tick(&mut table, time, updates, &mut batch);
+                let caps = batch_caps.as_ref().expect("set above");
+                let mut ship_atp = |atp: &mut Vec<Change<Key, Atp>>| {
+                    give_all(&mut atp_output, &caps[0], atp);
+                    atp.reserve(LARGE_TICK);
+                };
+                close_tick(&mut table, time, updates, (&mut batch, &mut ship_atp));
                 if let Some(caps) = batch_caps.as_ref().filter(|_| count > LARGE_TICK) {
                     // And it leaves at once: the next tick's first change would double it.
                     ship!(caps);
@@ -381,12 +388,13 @@ pub(crate) fn row_outputs<'s>(
     RowOutputs { atp, transitions, low_current, sku_atp, supply: supply.as_collection() }
 }
 
-/// Applies one tick's base and outbound updates to the rows, a key at a time.
+/// Applies one tick's base and outbound updates to the rows, a key at a time; `ship_atp` sends
+/// the ATP changes on whenever [`LARGE_TICK`] of them are in `batch`.
 fn close_tick(
     tables: &mut Tables,
     time: Millis,
     (base_updates, mut outbound_updates): (Chunks<((Key, RowBase), isize)>, Vec<((Key, i64), isize)>),
-    batch: &mut RowBatch,
+    (batch, ship_atp): (&mut RowBatch, &mut dyn FnMut(&mut Vec<Change<Key, Atp>>)),
 ) {
     consolidate(&mut outbound_updates);
     // The key ledger publishes a tick's bases in key order. Then they need no sort, only each
@@ -425,6 +433,9 @@ fn close_tick(
             outbound.update(o, d);
         }
         update_row(tables, key, (base, outbound), time, batch);
+        if batch.atp.len() >= LARGE_TICK {
+            ship_atp(&mut batch.atp);
+        }
     }
 }
 
@@ -576,7 +587,7 @@ mod tests {
             for (time, updates) in (1..).zip(ticks) {
                 let mut bases = Chunks::default();
                 updates.iter().cloned().for_each(|update| bases.push(update));
-                close_tick(&mut tables, time, (bases, Vec::new()), &mut batch);
+                close_tick(&mut tables, time, (bases, Vec::new()), (&mut batch, &mut |_| unreachable!("small ticks")));
             }
             (batch.atp, batch.transitions, batch.low_current, batch.sku_atp)
         };
@@ -588,6 +599,28 @@ mod tests {
             retractions.into_iter().rev().chain(insertions.into_iter().rev()).collect::<Vec<_>>()
         };
         assert_eq!(close(&[scrambled(&first), scrambled(&second)]), in_order);
+    }
+
+    /// A large tick's ATP changes leave in containers of [`LARGE_TICK`] while it is walked, in
+    /// key order, and the rest stays for the activation's end: together, every change once.
+    #[test]
+    fn a_large_tick_ships_its_atp_changes_in_containers_of_a_bounded_size() {
+        use crate::stash::TickItems;
+        let keys = LARGE_TICK + 5;
+        let mut bases = Chunks::default();
+        for i in (0..keys).rev().step_by(2).chain((0..keys).rev().skip(1).step_by(2)) {
+            let base = RowBase { on_hand: i as i64 + 1, reserved: 0, on_order: 0, policy: None };
+            bases.push(((("S".into(), format!("L{i:06}").into()), base), 1));
+        }
+        let (mut tables, mut batch, mut shipped) = (Tables::default(), RowBatch::default(), Vec::new());
+        close_tick(&mut tables, 1, (bases, Vec::new()), (&mut batch, &mut |atp| shipped.push(std::mem::take(atp))));
+        let lens: Vec<usize> = shipped.iter().map(Vec::len).collect();
+        assert_eq!(lens, [LARGE_TICK], "one full container shipped during the walk");
+        assert_eq!(batch.atp.len(), 5, "the rest waits for the activation's end");
+        let all: Vec<Change<Key, Atp>> = shipped.into_iter().flatten().chain(batch.atp).collect();
+        assert_eq!(all.len(), keys);
+        assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
+        assert!(all.iter().all(|c| c.value.as_ref().is_some_and(|a| c.key.1 == format!("L{:06}", a.on_hand - 1))));
     }
 
     /// The setup tick stashes one base update per key in the row operator (and the ledger

@@ -121,7 +121,7 @@ impl KeyTable {
     }
 
     /// The sink wrote tick `time`'s `atp` changes (of this worker's keys).
-    pub fn write_atp(&self, time: Millis, changes: &[Change<Key, Atp>]) {
+    pub fn write_atp<'a>(&self, time: Millis, changes: impl IntoIterator<Item = &'a Change<Key, Atp>>) {
         let mut tables = self.0.borrow_mut();
         let rows = &mut tables.rows;
         let Some(unwritten) = rows.unwritten.as_mut() else { return };
@@ -131,7 +131,7 @@ impl KeyTable {
         while let Some(tick) = unwritten.first_entry().filter(|tick| *tick.key() <= time) {
             had_rows += tick.remove().changed.len();
         }
-        let has_rows = changes.iter().filter(|change| change.value.is_some()).count();
+        let has_rows = changes.into_iter().filter(|change| change.value.is_some()).count();
         rows.written_count = (rows.written_count + has_rows).saturating_sub(had_rows);
     }
 

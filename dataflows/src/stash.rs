@@ -96,6 +96,24 @@ impl<U> Chunks<U> {
         self.chunks.iter().flatten()
     }
 
+    /// Adds `items` after these as a chunk of their own, without a copy: a consumer that
+    /// hands on vectors of items (an operator's containers) keeps their sizes.
+    pub fn push_chunk(&mut self, items: Vec<U>) {
+        if !items.is_empty() {
+            self.chunks.push(items);
+        }
+    }
+
+    /// Sorts the items by `cmp`, unless they already are in it (stable).
+    pub fn sort_by(&mut self, mut cmp: impl FnMut(&U, &U) -> std::cmp::Ordering) {
+        let sorted = self.iter().zip(self.iter().skip(1)).all(|(a, b)| cmp(a, b).is_le());
+        if !sorted {
+            let mut all = std::mem::take(self).into_vec();
+            all.sort_by(cmp);
+            *self = Chunks::from_vec(all);
+        }
+    }
+
     /// All items in one vector.
     pub fn into_vec(self) -> Vec<U> {
         let mut chunks = self.chunks.into_iter();
@@ -112,6 +130,21 @@ impl<U> IntoIterator for Chunks<U> {
     /// The items in order; each chunk is freed once the walk has left it.
     fn into_iter(self) -> Self::IntoIter {
         self.chunks.into_iter().flatten()
+    }
+}
+
+impl<'a, U> IntoIterator for &'a Chunks<U> {
+    type Item = &'a U;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<U>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<U: std::fmt::Debug> std::fmt::Debug for Chunks<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 

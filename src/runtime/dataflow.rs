@@ -14,6 +14,7 @@ use dataflows::low_stock::LowView;
 use dataflows::model::{DeadLetter, Event, Millis, Name};
 use dataflows::pipeline::{stockflow, Atp};
 use dataflows::keys::KeyTable;
+use dataflows::stash::{Chunks, TickItems};
 use dataflows::Key;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -286,33 +287,73 @@ struct TickRecords<'a, 's, D> {
 impl<D: timely::ExchangeData> TickRecords<'_, '_, D> {
     /// Each record goes to `stream_of` its tick (`tick_of`), which is looked up once per run of
     /// records of one tick (they come grouped).
-    fn gather(self, tick_of: fn(&D) -> Millis, stream_of: fn(&mut TickBatch) -> &mut Vec<D>) {
+    fn gather<C: TickColumn<D> + 'static>(self, tick_of: fn(&D) -> Millis, stream_of: fn(&mut TickBatch) -> &mut C) {
         let collected = Rc::clone(self.target);
         let apply = move |data: &mut Vec<D>| {
             let mut c = collected.borrow_mut();
             let mut data = std::mem::take(data);
             // An activation's container starts with its earliest tick, and the setup tick's
-            // run is the size of the state: where a run is most of the container and its tick
-            // has nothing yet, the container becomes the tick's batch and only the rest is
+            // run is the size of the state: where a run is most of the container and the
+            // tick's records can take it whole, the container joins them and only the rest is
             // moved. Copying it record by record held two of it at the heap's peak (heaptrack
             // at 1M keys: 118 MB).
             if let Some(time) = data.first().map(tick_of) {
                 let run = data.iter().take_while(|r| tick_of(r) == time).count();
-                let batch = stream_of(c.ticks.entry(time).or_default());
-                if batch.is_empty() && run * 2 >= data.len() {
+                let column = stream_of(c.ticks.entry(time).or_default());
+                if column.adopts() && run * 2 >= data.len() {
                     let rest = data.split_off(run);
-                    *batch = std::mem::replace(&mut data, rest);
+                    column.adopt(std::mem::replace(&mut data, rest));
                 }
             }
             let mut records = data.into_iter();
             // The rest, one run of a tick at a time (they come grouped).
             while let Some(time) = records.as_slice().first().map(tick_of) {
                 let run = records.as_slice().iter().take_while(|r| tick_of(r) == time).count();
-                stream_of(c.ticks.entry(time).or_default()).extend(records.by_ref().take(run));
+                stream_of(c.ticks.entry(time).or_default()).extend_by(records.by_ref().take(run));
             }
         };
         let stream = if self.to_zero { self.stream.exchange(|_| 0) } else { self.stream };
         consume(stream, self.probe, apply);
+    }
+}
+
+/// A tick's records of one output stream, as [`TickRecords::gather`] fills it.
+trait TickColumn<D> {
+    /// Whether a container of records can join them whole, without a copy.
+    fn adopts(&self) -> bool;
+    /// Adds `records`, whole, after those already here.
+    fn adopt(&mut self, records: Vec<D>);
+    /// Adds `records` one by one.
+    fn extend_by(&mut self, records: impl Iterator<Item = D>);
+}
+
+/// One vector: a container becomes it only while it is empty.
+impl<D> TickColumn<D> for Vec<D> {
+    fn adopts(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn adopt(&mut self, records: Vec<D>) {
+        *self = records;
+    }
+
+    fn extend_by(&mut self, records: impl Iterator<Item = D>) {
+        self.extend(records);
+    }
+}
+
+/// Containers in a row: every container joins whole.
+impl<D> TickColumn<D> for Chunks<D> {
+    fn adopts(&self) -> bool {
+        true
+    }
+
+    fn adopt(&mut self, records: Vec<D>) {
+        self.push_chunk(records);
+    }
+
+    fn extend_by(&mut self, records: impl Iterator<Item = D>) {
+        records.for_each(|record| TickItems::push(self, record));
     }
 }
 

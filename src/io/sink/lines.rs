@@ -88,16 +88,21 @@ impl Run {
     }
 }
 
-/// A tick's (already sorted) records as one run per table; empty tables are left out.
-pub fn runs_of_tick(time: Millis, batch: &TickBatch) -> Vec<Run> {
+/// A tick's (already sorted) records as one run per table; empty tables are left out. The
+/// records are freed as they are formatted (the ATP changes a container at a time).
+pub fn runs_of_tick(time: Millis, batch: TickBatch) -> Vec<Run> {
     let t = Some(time);
     let mut runs: Vec<Run> = (0..TABLES.len()).map(|table| Run::new(t, table)).collect();
-    fill(&mut runs[0], &batch.atp, |run, c| run.push(&c.key, |out| format::atp(out, t, &c.key, c.value.as_ref())));
-    fill(&mut runs[1], &batch.low_stock, |run, tr| run.push(&tr.key, |out| format::transition(out, tr)));
-    fill(&mut runs[2], &batch.order_plan, |run, c| {
+    let atp = (batch.atp.len(), batch.atp);
+    fill(&mut runs[0], atp, |run, c| run.push(&c.key, |out| format::atp(out, t, &c.key, c.value.as_ref())));
+    let low_stock = (batch.low_stock.len(), batch.low_stock);
+    fill(&mut runs[1], low_stock, |run, tr| run.push(&tr.key, |out| format::transition(out, &tr)));
+    let order_plan = (batch.order_plan.len(), batch.order_plan);
+    fill(&mut runs[2], order_plan, |run, c| {
         run.push(&c.key, |out| format::order_plan(out, t, &c.key, c.value.as_ref()))
     });
-    fill(&mut runs[3], &batch.network_atp, |run, c| {
+    let network_atp = (batch.network_atp.len(), batch.network_atp);
+    fill(&mut runs[3], network_atp, |run, c| {
         run.push_names((&c.key, ""), |out| format::network_atp(out, t, &c.key, c.value))
     });
     runs.retain(|run| !run.is_empty());
@@ -107,24 +112,27 @@ pub fn runs_of_tick(time: Millis, batch: &TickBatch) -> Vec<Run> {
 /// Lines formatted before a run's bytes are sized from their average length.
 const SAMPLE_LINES: usize = 256;
 
-/// Formats each of `records` into `run` with `push`, sizing the run's vectors once: the setup
+/// Formats each of `records` (`len` of them) into `run` with `push`, which takes them by
+/// value (each is freed once formatted), sizing the run's vectors once: the setup
 /// tick's run is the size of the state, and grown by doubling it held up to twice its lines'
 /// bytes at the heap's peak (heaptrack at 1M keys: 159 MB for ~80 MB of lines). The bytes
 /// are sized from the first lines' average length with an eighth to spare.
-fn fill<T>(run: &mut Run, records: &[T], mut push: impl FnMut(&mut Run, &T)) {
-    run.name_ends.reserve_exact(records.len());
-    run.first_lens.reserve_exact(records.len());
-    run.ends.reserve_exact(records.len());
-    let (sample, rest) = records.split_at(records.len().min(SAMPLE_LINES));
-    sample.iter().for_each(|record| push(run, record));
-    if !rest.is_empty() {
+pub fn fill<T>(run: &mut Run, (len, records): (usize, impl IntoIterator<Item = T>), mut push: impl FnMut(&mut Run, T)) {
+    run.name_ends.reserve_exact(len);
+    run.first_lens.reserve_exact(len);
+    run.ends.reserve_exact(len);
+    let mut records = records.into_iter();
+    let sample = len.min(SAMPLE_LINES);
+    records.by_ref().take(sample).for_each(|record| push(run, record));
+    let rest = len - sample;
+    if rest > 0 {
         let room = |used: usize| {
-            let average = used / sample.len() + 1;
-            rest.len() * average + rest.len() * average / 8
+            let average = used / sample + 1;
+            rest * average + rest * average / 8
         };
         run.bytes.reserve_exact(room(run.bytes.len()));
         run.names.reserve_exact(room(run.names.len()));
-        rest.iter().for_each(|record| push(run, record));
+        records.for_each(|record| push(run, record));
     }
 }
 

@@ -19,6 +19,7 @@ use dataflows::low_stock::{LowView, Transition};
 use dataflows::model::{DeadLetter, Millis};
 use dataflows::pipeline::Atp;
 use dataflows::keys::KeyTable;
+use dataflows::stash::Chunks;
 use dataflows::{FastMap, Key};
 
 use crate::io::source::SourceStats;
@@ -26,8 +27,9 @@ use crate::io::source::SourceStats;
 /// The records of one closed tick, each stream sorted by key.
 #[derive(Default, Debug)]
 pub struct TickBatch {
-    /// `atp` changes.
-    pub atp: Vec<Change<Key, Atp>>,
+    /// `atp` changes, in the containers the row operator sent them in: the setup tick's
+    /// changes (one per key) are formatted and freed a container at a time.
+    pub atp: Chunks<Change<Key, Atp>>,
     /// `low_stock` transitions.
     pub low_stock: Vec<Transition>,
     /// Changes of the current LOW/OUT keys (not an output stream; feeds the snapshot).
@@ -88,7 +90,10 @@ pub fn upsert<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, value
     };
 }
 
-fn upsert_all<K: std::hash::Hash + Eq + Clone, V: Clone>(map: &mut FastMap<K, V>, changes: &[Change<K, V>]) {
+fn upsert_all<'a, K: std::hash::Hash + Eq + Clone + 'a, V: Clone + 'a>(
+    map: &mut FastMap<K, V>,
+    changes: impl IntoIterator<Item = &'a Change<K, V>>,
+) {
     for c in changes {
         upsert(map, c.key.clone(), c.value.clone());
     }

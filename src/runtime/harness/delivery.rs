@@ -148,7 +148,7 @@ impl Delivery {
         };
         let drained = !closed.is_empty();
         for (time, batch) in closed {
-            let runs = self.tick(time, &batch)?;
+            let runs = self.tick(time, batch)?;
             if let Some(runs_in) = dataflow.runs_in.as_mut() {
                 runs_in.advance_to(time);
                 runs.into_iter().for_each(|run| runs_in.send(run));
@@ -166,22 +166,22 @@ impl Delivery {
     }
 
     /// One of this worker's closed ticks: its sinks, its share, its runs for worker 0.
-    fn tick(&mut self, time: Millis, batch: &TickBatch) -> Result<Vec<Run>, SinkError> {
+    fn tick(&mut self, time: Millis, batch: TickBatch) -> Result<Vec<Run>, SinkError> {
         if time < self.restored_before {
             if let Some(share) = self.share.as_mut() {
-                share.apply(time, batch);
+                share.apply(time, &batch);
             }
             return Ok(Vec::new());
         }
         if self.stop_at.is_some_and(|stop| time >= stop) {
             return Ok(Vec::new());
         }
-        self.own.iter_mut().try_for_each(|s| s.tick(time, batch))?;
+        self.own.iter_mut().try_for_each(|s| s.tick(time, &batch))?;
         if let Some(share) = self.share.as_mut() {
-            share.apply(time, batch);
+            share.apply(time, &batch);
         }
         self.last_written = Some(time);
-        self.meter.written(batch);
+        self.meter.written(&batch);
         // Without output files a run says only that this worker wrote the tick.
         let runs = if self.formats { runs_of_tick(time, batch) } else { Vec::new() };
         Ok(if runs.is_empty() { vec![Run::new(Some(time), 0)] } else { runs })
