@@ -15,6 +15,8 @@ use config::file as config_file;
 use runtime::{checkpoint, progress};
 
 fn main() -> Result<()> {
+    #[cfg(not(feature = "system-alloc"))]
+    purge_freed_memory_promptly();
     match run_command() {
         // `stockflow consume … | head`: the reader has what it wanted; not an error.
         Err(e) if closed_pipe(&e) => Ok(()),
@@ -57,3 +59,45 @@ fn run_command() -> Result<()> {
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (its option enum's 16th member in the v3 sources that
+/// libmimalloc-sys 0.1.49 builds; the crate names no constant for it).
+#[cfg(not(feature = "system-alloc"))]
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+#[cfg(not(feature = "system-alloc"))]
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    #[cfg(test)]
+    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+}
+
+/// Freed memory goes back to the OS 10 ms after it is freed, not mimalloc v3's 1000 ms: the
+/// setup tick frees each stage's buffers (the ledger's stash, the row operator's bases, the
+/// ATP changes as they are formatted) just before the next stage fills its own, and a second's
+/// delay kept both resident (peak RSS at 1M keys 761 -> 645 MB; docs/benchmarks.md). The
+/// environment's `MIMALLOC_PURGE_DELAY`, where set, wins.
+#[cfg(not(feature = "system-alloc"))]
+fn purge_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: plain C calls on an option index of the linked mimalloc; options may be set
+        // at any time.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    }
+}
+
+#[cfg(all(test, not(feature = "system-alloc")))]
+mod tests {
+    /// The option index names the purge delay: its default (1000 ms in mimalloc v3) before,
+    /// 10 ms after.
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // SAFETY: as in `purge_freed_memory_promptly`.
+        let before = unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        super::purge_freed_memory_promptly();
+        let after = unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!((before, after), (1000, 10));
+        }
+    }
+}
