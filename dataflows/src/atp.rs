@@ -192,9 +192,13 @@ impl RowInputs {
         self.row().map(|row| row.numbers)
     }
 
+    /// Whether the key has an ATP row: any of its inputs is set.
+    pub(crate) fn has_row(&self) -> bool {
+        self.on_hand != 0 || self.reserved != 0 || self.on_order != 0 || self.outbound != 0 || self.policy.is_some()
+    }
+
     fn row(&self) -> Option<Row> {
-        if self.on_hand == 0 && self.reserved == 0 && self.on_order == 0 && self.outbound == 0 && self.policy.is_none()
-        {
+        if !self.has_row() {
             return None;
         }
         let available = self.on_hand.saturating_sub(self.reserved);

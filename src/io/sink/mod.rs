@@ -64,6 +64,9 @@ pub struct Snapshot {
     pub network_atp: BTreeMap<dataflows::model::Name, i64>,
 }
 
+/// How many ATP rows the final snapshot sorts at a time (~100 MB of them).
+const SNAPSHOT_SLICE: usize = 1 << 20;
+
 /// A worker's share of the final snapshot: the current value of each key whose changes this
 /// worker produced. Keeping shares, instead of applying every change on one worker, spreads
 /// the work and the memory over the workers; the shares meet once, at the end.
@@ -132,12 +135,15 @@ impl SnapshotShare {
             entries
         }
         let mut runs: Vec<lines::Run> = (0..lines::TABLES.len()).map(|table| lines::Run::snapshot(table)).collect();
-        let atp = match &self.written_atp {
-            Some(keys) => keys.written_atp(),
-            None => sorted(&self.atp).into_iter().map(|(key, atp)| (key.clone(), atp.clone())).collect(),
+        let push_atp = |run: &mut lines::Run, (key, value): (Key, Atp)| {
+            run.push(&key, |out| format::atp(out, None, &key, Some(&value)))
         };
-        for (key, value) in &atp {
-            runs[0].push(key, |out| format::atp(out, None, key, Some(value)));
+        match &self.written_atp {
+            Some(keys) => keys.with_written_atp(SNAPSHOT_SLICE, |len, rows| lines::fill(&mut runs[0], (len, rows), push_atp)),
+            None => {
+                let rows = sorted(&self.atp).into_iter().map(|(key, atp)| (key.clone(), atp.clone()));
+                lines::fill(&mut runs[0], (self.atp.len(), rows), push_atp);
+            }
         }
         for (key, view) in sorted(&self.low_stock) {
             runs[1].push(key, |out| format::low_stock(out, None, key, view, None));
