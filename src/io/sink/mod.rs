@@ -145,15 +145,18 @@ impl SnapshotShare {
                 lines::fill(&mut runs[0], (self.atp.len(), rows), push_atp);
             }
         }
-        for (key, view) in sorted(&self.low_stock) {
-            runs[1].push(key, |out| format::low_stock(out, None, key, view, None));
-        }
-        for (key, line) in sorted(&self.order_plan) {
-            runs[2].push(key, |out| format::order_plan(out, None, key, Some(line)));
-        }
-        for (sku, atp) in sorted(&self.network_atp) {
-            runs[3].push_names((sku, ""), |out| format::network_atp(out, None, sku, Some(*atp)));
-        }
+        let low_stock = sorted(&self.low_stock);
+        lines::fill(&mut runs[1], (low_stock.len(), low_stock), |run, (key, view)| {
+            run.push(key, |out| format::low_stock(out, None, key, view, None))
+        });
+        let order_plan = sorted(&self.order_plan);
+        lines::fill(&mut runs[2], (order_plan.len(), order_plan), |run, (key, line)| {
+            run.push(key, |out| format::order_plan(out, None, key, Some(line)))
+        });
+        let network_atp = sorted(&self.network_atp);
+        lines::fill(&mut runs[3], (network_atp.len(), network_atp), |run, (sku, atp)| {
+            run.push_names((sku, ""), |out| format::network_atp(out, None, sku, Some(*atp)))
+        });
         runs
     }
 }
