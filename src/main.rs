@@ -65,6 +65,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(not(feature = "system-alloc"))]
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
+/// How long freed memory stays committed before mimalloc returns it to the OS.
+#[cfg(not(feature = "system-alloc"))]
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
 #[cfg(not(feature = "system-alloc"))]
 extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
@@ -72,24 +76,25 @@ extern "C" {
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
 
-/// Freed memory goes back to the OS 10 ms after it is freed, not mimalloc v3's 1000 ms: the
+/// Freed memory goes back to the OS 100 ms after it is freed, not mimalloc v3's 1000 ms: the
 /// setup tick frees each stage's buffers (the ledger's stash, the row operator's bases, the
 /// ATP changes as they are formatted) just before the next stage fills its own, and a second's
-/// delay kept both resident (peak RSS at 1M keys 761 -> 645 MB; docs/benchmarks.md). The
-/// environment's `MIMALLOC_PURGE_DELAY`, where set, wins.
+/// delay kept both resident. At 10M events / 1M keys, peak RSS 715 -> 668 MB; 10 ms gave 655
+/// MB but cost ~8% more CPU in page faults, 100 ms costs none this box can tell
+/// (docs/benchmarks.md). The environment's `MIMALLOC_PURGE_DELAY`, where set, wins.
 #[cfg(not(feature = "system-alloc"))]
 fn purge_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: plain C calls on an option index of the linked mimalloc; options may be set
         // at any time.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
 }
 
 #[cfg(all(test, not(feature = "system-alloc")))]
 mod tests {
     /// The option index names the purge delay: its default (1000 ms in mimalloc v3) before,
-    /// 10 ms after.
+    /// [`PURGE_DELAY_MS`] after.
     #[test]
     fn the_purge_delay_option_is_the_one_set() {
         // SAFETY: as in `purge_freed_memory_promptly`.
@@ -97,7 +102,7 @@ mod tests {
         super::purge_freed_memory_promptly();
         let after = unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!((before, after), (1000, 10));
+            assert_eq!((before, after), (1000, super::PURGE_DELAY_MS));
         }
     }
 }
