@@ -347,12 +347,7 @@ pub(crate) fn row_outputs<'s>(
             stash_input!(outbounds, outbound_input);
             let mut table = keys.borrow_mut();
             loop {
-                let time = match (bases.first_time(), outbounds.first_time()) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (Some(a), None) => a,
-                    (None, Some(b)) => b,
-                    (None, None) => break,
-                };
+                let Some(time) = bases.first_time().into_iter().chain(outbounds.first_time()).min() else { break };
                 if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
                     break;
                 }
