@@ -42,7 +42,7 @@ use crate::keys::KeyTable;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::packed::{Packed, PackedEvents};
-use crate::stash::{give_all, TickStash};
+use crate::stash::{give_all, Chunks, TickItems, TickStash};
 use crate::wire::WireEvent;
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
 
@@ -189,34 +189,26 @@ impl<R> Emit<R> for Vec<Update<R>> {
 /// A book's records, sorted into their output ports as they are emitted. Gathered in one
 /// vector and then moved into the ports, the setup tick's records (one base per key) were
 /// held twice, the first vector with up to twice its records' room (heaptrack at 1M keys:
-/// 117 + 228 MB of the heap's peak). Each port's records fill containers of at most
-/// [`PORT_CHUNK`]: one growing vector per port still had up to twice its records' room, and
-/// held the old and the new buffer while it grew (heaptrack at 10M keys: 1.74 GB for ~1 GB
-/// of records, at the heap's peak).
+/// 117 + 228 MB of the heap's peak). Each port's records fill [`Chunks`] of 65,536: one
+/// growing vector per port still had up to twice its records' room, and held the old and the
+/// new buffer while it grew (heaptrack at 10M keys: 1.74 GB for ~1 GB of records, at the
+/// heap's peak).
 struct Ported<R> {
-    /// Per port: the containers filled, then the one filling.
-    ports: Vec<(Vec<Vec<Update<R>>>, Vec<Update<R>>)>,
+    ports: Vec<Chunks<Update<R>>>,
     port: fn(&R) -> usize,
 }
 
-/// The records of one container of a [`Ported`] port.
-const PORT_CHUNK: usize = 1 << 16;
-
 impl<R> Ported<R> {
-    /// Empty vectors for `ports` output ports; `port` says which port a record goes to.
+    /// Empty containers for `ports` output ports; `port` says which port a record goes to.
     fn new(ports: usize, port: fn(&R) -> usize) -> Self {
-        Ported { ports: (0..ports).map(|_| (Vec::new(), Vec::new())).collect(), port }
+        Ported { ports: (0..ports).map(|_| Chunks::default()).collect(), port }
     }
-
 }
 
 impl<R> Emit<R> for Ported<R> {
     fn emit(&mut self, record: Update<R>) {
-        let (full, filling) = &mut self.ports[(self.port)(&record.0)];
-        if filling.len() == PORT_CHUNK {
-            full.push(std::mem::replace(filling, Vec::with_capacity(PORT_CHUNK)));
-        }
-        filling.push(record);
+        let port = (self.port)(&record.0);
+        self.ports[port].push(record);
     }
 }
 
@@ -227,9 +219,8 @@ fn give_by_port<R: timely::ExchangeData + Clone>(
     caps: &[Capability<Millis>],
     by_port: &mut Ported<R>,
 ) {
-    for ((output, cap), (full, filling)) in outputs.iter_mut().zip(caps).zip(by_port.ports.iter_mut()) {
-        full.drain(..).for_each(|mut records| give_all(output, cap, &mut records));
-        give_all(output, cap, filling);
+    for ((output, cap), records) in outputs.iter_mut().zip(caps).zip(by_port.ports.iter_mut()) {
+        std::mem::take(records).into_chunks().for_each(|mut chunk| give_all(output, cap, &mut chunk));
     }
 }
 
@@ -1067,12 +1058,14 @@ mod tests {
     #[test]
     fn records_fill_containers_of_a_bounded_size_per_port_in_order() {
         let mut ported: Ported<u64> = Ported::new(2, |r| (*r % 2) as usize);
+        const PORT_CHUNK: usize = 1 << 16;
         let records = 4 * PORT_CHUNK as u64 + 6;
         (0..records).for_each(|r| ported.emit((r, 1, 1)));
-        for (port, (full, filling)) in ported.ports.iter().enumerate() {
-            let sizes: Vec<usize> = full.iter().chain(std::iter::once(filling)).map(Vec::len).collect();
+        for (port, emitted) in ported.ports.iter_mut().enumerate() {
+            let chunks: Vec<_> = std::mem::take(emitted).into_chunks().collect();
+            let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
             assert_eq!(sizes, [PORT_CHUNK, PORT_CHUNK, 3], "port {port}");
-            let emitted: Vec<u64> = full.iter().flatten().chain(filling).map(|(r, _, _)| *r).collect();
+            let emitted: Vec<u64> = chunks.iter().flatten().map(|(r, _, _)| *r).collect();
             assert!(emitted.iter().copied().eq((port as u64..records).step_by(2)), "port {port} in order");
         }
     }

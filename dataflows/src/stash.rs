@@ -114,6 +114,11 @@ impl<U> Chunks<U> {
         }
     }
 
+    /// The chunks, in order: each a container to hand on whole.
+    pub fn into_chunks(self) -> impl Iterator<Item = Vec<U>> {
+        self.chunks.into_iter()
+    }
+
     /// All items in one vector.
     pub fn into_vec(self) -> Vec<U> {
         let mut chunks = self.chunks.into_iter();
