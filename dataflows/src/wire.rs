@@ -25,8 +25,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::model::{Body, Event, Message, Name, OrderKey, PoStatus, Policy, Position};
 
 /// The layout's number, which the cluster handshake compares: processes with different
-/// layouts cannot read each other's events. Any change of the layout changes it.
-pub const LAYOUT: u32 = 1;
+/// layouts cannot read each other's records. Any change of the layout changes it, or of
+/// another record's between processes (2: the output runs cross LZ4-compressed, the binary's
+/// `io::sink::lines::wire`).
+pub const LAYOUT: u32 = 2;
 
 /// An [`Event`] on its way to another worker, serialized in the compact wire layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,8 +147,17 @@ fn read_varint<E>(mut next: impl FnMut() -> Result<u8, E>, error: impl Fn(WireEr
     Err(error(WireError::VarintOverflow))
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, value: u64) {
+/// Appends `value` as a varint (LEB128: 7 bits a byte, least significant first).
+pub fn put_varint(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(varint_into(&mut [0; 10], value));
+}
+
+/// Reads a varint from the front of `bytes` and moves past it.
+pub fn take_varint(bytes: &mut &[u8]) -> Result<u64, WireError> {
+    let mut reader = Reader(bytes);
+    let value = reader.varint()?;
+    *bytes = reader.0;
+    Ok(value)
 }
 
 /// Writes `value` as a varint into `buf`, returning the bytes written.

@@ -5,17 +5,18 @@
 
 use dataflows::model::Millis;
 use dataflows::Key;
-use serde::{Deserialize, Serialize};
 
 use super::{SinkError, Summary, TickBatch};
 use crate::io::format;
+
+mod wire;
 
 /// The four output tables, in file order.
 pub const TABLES: [&str; 4] = ["atp", "low_stock", "order_plan", "network_atp"];
 
 /// One worker's records of one table at one tick (or of the final snapshot), formatted as
-/// JSON lines and sorted by key.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// JSON lines and sorted by key. Between processes it crosses compressed (`wire`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Run {
     /// The tick, or `None` for the final snapshot.
     pub tick: Option<Millis>,
@@ -24,7 +25,6 @@ pub struct Run {
     /// Each record's key (`network_atp`: the sku and an empty name), in order: its two names'
     /// bytes one after the other. A `Key` per record took 48 bytes (names ~12), and the
     /// setup tick's run holds one record per key beside the tick's changes.
-    #[serde(with = "serde_bytes")]
     names: Vec<u8>,
     /// Where each record's names end in `names`.
     name_ends: Vec<u64>,
@@ -34,8 +34,9 @@ pub struct Run {
     /// Where each record's line ends in `bytes`.
     ends: Vec<u64>,
     /// The lines, each ending in `\n`.
-    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
+    /// The run compressed, once it has been serialized.
+    shipped: wire::Shipped,
 }
 
 impl Run {

@@ -96,7 +96,7 @@ pub struct Hello {
 }
 
 /// This build's version as the handshake compares it: the stockflow version and the layout of
-/// the events the processes exchange (`0.1.0+wire1`), so that builds whose records the other
+/// the events the processes exchange (`0.1.0+wire2`), so that builds whose records the other
 /// could not read refuse each other.
 fn version_text() -> String {
     format!("{}+wire{}", env!("CARGO_PKG_VERSION"), dataflows::wire::LAYOUT)
@@ -420,6 +420,6 @@ mod tests {
     fn hello_round_trips() {
         let h = Hello { generation: u64::MAX - 5, processes: 7, workers: 3, from: 6, to: 2, ..hello(0, 0, 0) };
         assert_eq!(Hello::decode(&h.encode()), h);
-        assert_eq!(h.version_text(), format!("{}+wire1", env!("CARGO_PKG_VERSION")));
+        assert_eq!(h.version_text(), format!("{}+wire2", env!("CARGO_PKG_VERSION")));
     }
 }
