@@ -448,7 +448,7 @@ fn update_row(
     time: Millis,
     batch: &mut RowBatch,
 ) {
-    use std::collections::hash_map::Entry;
+    use indexmap::map::Entry;
     let Tables { keys, rows } = tables;
     match keys.entry(key) {
         Entry::Occupied(mut entry) => {
@@ -459,7 +459,7 @@ fn update_row(
             }
             entry.get_mut().row = new_inputs;
             if entry.get().is_empty() {
-                entry.remove();
+                entry.swap_remove();
             }
         }
         Entry::Vacant(entry) => {

@@ -4,8 +4,7 @@
 //!
 //! Every one of them handles a key on the worker that owns it by [`crate::shard`], so their
 //! state for a key can sit side by side: the 48-byte key and the map's per-entry overhead are
-//! paid once instead of once per operator (at 10M keys a hash map's buckets are ~60% full, so
-//! each byte of an entry costs ~1.7 bytes per key). Each reads and writes only its own part of
+//! paid once instead of once per operator. Each reads and writes only its own part of
 //! an entry, so the ledger may be ticks ahead of the row operator, and the row operator ticks
 //! ahead of the sink, without either seeing the other's time. An entry lives while any part
 //! holds something.
@@ -62,11 +61,20 @@ struct UnwrittenTick {
     changed: Vec<(Key, Atp)>,
 }
 
+/// The keys of a worker: the entries (160 bytes with their key, and the hash) in one dense
+/// vector, behind a hash table of 8-byte indices. A hash map holding the entries in its own
+/// buckets paid for the empty ones too: its buckets are a power of two and at most 7/8 full,
+/// so at 10M keys (2^24 buckets, 60% full) an entry cost 270 bytes a key, and at 30M keys
+/// (2^26, 45% full) 360. Here an empty bucket costs 9 bytes. The price is one more memory
+/// access per lookup (the index, then the entry). Iteration follows the vector, which a
+/// removal reorders (`swap_remove`): nothing that reaches the user depends on that order.
+pub(crate) type KeyMap = indexmap::IndexMap<Key, KeyEntry, std::hash::BuildHasherDefault<crate::FxHasher>>;
+
 /// The tables behind a [`KeyTable`].
 #[derive(Default)]
 pub(crate) struct Tables {
     /// Every key of the worker.
-    pub(crate) keys: FastMap<Key, KeyEntry>,
+    pub(crate) keys: KeyMap,
     /// What the row operator tells the sink's side.
     pub(crate) rows: Rows,
 }

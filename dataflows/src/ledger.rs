@@ -630,7 +630,7 @@ impl KeyLedger {
         if forget {
             entry.book = None;
             if entry.is_empty() {
-                table.keys.remove(key);
+                table.keys.swap_remove(key);
             }
         }
         changed
