@@ -61,13 +61,15 @@ struct UnwrittenTick {
     changed: Vec<(Key, Atp)>,
 }
 
-/// The keys of a worker: the entries (160 bytes with their key, and the hash) in one dense
-/// vector, behind a hash table of 8-byte indices. A hash map holding the entries in its own
-/// buckets paid for the empty ones too: its buckets are a power of two and at most 7/8 full,
-/// so at 10M keys (2^24 buckets, 60% full) an entry cost 270 bytes a key, and at 30M keys
+/// The keys of a worker: the entries (160 bytes with their key, 168 with its hash) in one
+/// dense vector, behind a hash table of 8-byte indices. A hash map holding the entries in its
+/// own buckets paid for the empty ones too: its buckets are a power of two and at most 7/8
+/// full, so at 10M keys (2^24 buckets, 60% full) an entry cost 270 bytes a key, and at 30M keys
 /// (2^26, 45% full) 360. Here an empty bucket costs 9 bytes. The price is one more memory
-/// access per lookup (the index, then the entry). Iteration follows the vector, which a
-/// removal reorders (`swap_remove`): nothing that reaches the user depends on that order.
+/// access per lookup (the index, then the entry); but the ledger adds a tick's new keys in the
+/// order it visits them, by name, so later visits in that order read the vector nearly in
+/// order. Iteration follows the vector, which a removal reorders (`swap_remove`): nothing
+/// that reaches the user depends on that order.
 pub(crate) type KeyMap = indexmap::IndexMap<Key, KeyEntry, std::hash::BuildHasherDefault<crate::FxHasher>>;
 
 /// The tables behind a [`KeyTable`].

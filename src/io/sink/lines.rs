@@ -57,6 +57,7 @@ impl Run {
 
     /// Appends one record of the key (`first`, `second`): `write` formats its line.
     pub fn push_names(&mut self, (first, second): (&str, &str), write: impl FnOnce(&mut Vec<u8>)) {
+        self.shipped.forget();
         write(&mut self.bytes);
         self.ends.push(self.bytes.len() as u64);
         self.names.extend_from_slice(first.as_bytes());

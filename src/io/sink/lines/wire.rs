@@ -47,6 +47,13 @@ pub enum RunWireError {
 #[derive(Default)]
 pub(super) struct Shipped(OnceLock<Vec<u8>>);
 
+impl Shipped {
+    /// The run changed: a compressed form made before is stale.
+    pub(super) fn forget(&mut self) {
+        self.0.take();
+    }
+}
+
 // A copy is a new run that has not been serialized: it starts without the cache.
 impl Clone for Shipped {
     fn clone(&self) -> Self {
@@ -210,6 +217,17 @@ mod tests {
         // Measured, then written: the second serialization reuses the first's compression.
         assert_eq!(bincode::serialized_size(&run).unwrap() as usize, bytes.len());
         assert_eq!(bincode::serialize(&run).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_run_grown_after_crossing_crosses_again_whole() {
+        let mut run = run_of(&keys(3));
+        let before: Run = bincode::deserialize(&bincode::serialize(&run).unwrap()).unwrap();
+        assert_eq!(before.len(), 3);
+        let key: Key = (Name::from("L"), Name::from("S"));
+        run.push(&key, |out| out.extend_from_slice(b"{}\n"));
+        let after: Run = bincode::deserialize(&bincode::serialize(&run).unwrap()).unwrap();
+        assert_eq!((after.len(), &after.bytes), (4, &run.bytes));
     }
 
     #[test]
