@@ -143,6 +143,12 @@ fn unpack(mut run: Run, mut packed: &[u8]) -> Result<Run, RunWireError> {
         return Err(WireError::Trailing(packed.len()).into());
     }
     let mut lengths = &lengths[..];
+    // Sized once, as bincode sized the plain vectors (a record's lengths take 3 bytes or more,
+    // so a stated count the section does not back reserves nothing more).
+    let capacity = usize::try_from(records).unwrap_or(usize::MAX).min(lengths.len() / 3);
+    run.ends.reserve_exact(capacity);
+    run.name_ends.reserve_exact(capacity);
+    run.first_lens.reserve_exact(capacity);
     let (mut line_end, mut name_end) = (0u64, 0u64);
     for _ in 0..records {
         let line = take_varint(&mut lengths)?;
