@@ -33,8 +33,9 @@ pub struct Run {
     first_lens: Vec<u32>,
     /// Where each record's line ends in `bytes`.
     ends: Vec<u64>,
-    /// The lines, each ending in `\n`.
-    pub bytes: Vec<u8>,
+    /// The lines, each ending in `\n`. Private, as every field: changed only by
+    /// [`Run::push_names`], which drops a compressed form made before.
+    bytes: Vec<u8>,
     /// The run compressed, once it has been serialized.
     shipped: wire::Shipped,
 }

@@ -18,6 +18,7 @@
 //! anything inconsistent (a [`RunWireError`]), which timely's channel reports by ending the
 //! process, as for the events' wire layout (`dataflows::wire`).
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use dataflows::model::Millis;
@@ -76,34 +77,26 @@ impl std::fmt::Debug for Shipped {
     }
 }
 
-/// What bincode writes for a run.
-#[derive(Serialize)]
-struct Outgoing<'a> {
+/// What bincode writes and reads for a run. Read from a peer's message, `packed` borrows the
+/// message's bytes rather than copying them.
+#[derive(Serialize, Deserialize)]
+struct OnWire<'a> {
     tick: Option<Millis>,
     table: u8,
-    #[serde(with = "serde_bytes")]
-    packed: &'a [u8],
-}
-
-/// What bincode reads for a run.
-#[derive(Deserialize)]
-struct Incoming {
-    tick: Option<Millis>,
-    table: u8,
-    #[serde(with = "serde_bytes")]
-    packed: Vec<u8>,
+    #[serde(borrow, with = "serde_bytes")]
+    packed: Cow<'a, [u8]>,
 }
 
 impl Serialize for Run {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let packed = self.shipped.0.get_or_init(|| pack(self));
-        Outgoing { tick: self.tick, table: self.table, packed }.serialize(serializer)
+        let packed = Cow::Borrowed(&self.shipped.0.get_or_init(|| pack(self))[..]);
+        OnWire { tick: self.tick, table: self.table, packed }.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Run {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Run, D::Error> {
-        let Incoming { tick, table, packed } = Incoming::deserialize(deserializer)?;
+        let OnWire { tick, table, packed } = OnWire::deserialize(deserializer)?;
         unpack(Run::new(tick, table as usize), &packed).map_err(serde::de::Error::custom)
     }
 }
