@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use dataflows::clock::Ticks;
-use dataflows::model::{Millis, Name};
+use dataflows::model::Millis;
+use dataflows::Key;
 
 use crate::cmd::{gen, produce};
 use crate::config::value::{self, CheckpointEvery};
@@ -322,7 +323,7 @@ impl ExplainArgs {
             }),
         };
         Ok(ExplainConfig {
-            key: (Name::from(self.sku.as_str()), Name::from(self.loc.as_str())),
+            key: Key::new(&self.sku, &self.loc),
             source,
             json: self.json,
         })

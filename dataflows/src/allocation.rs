@@ -105,20 +105,23 @@ pub fn allocate<'s>(
     lines: Collection<'s, (Key, Line)>,
     supply: Collection<'s, (Key, Supply)>,
 ) -> Collection<'s, (Key, PlanLine)> {
-    let external = lines.clone().flat_map(|((sku, dest), line)| {
+    let external = lines.clone().flat_map(|(key, line)| {
+        let (sku, dest) = key.parts();
         is_external(&line.source)
-            .then(|| ((dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
+            .then(|| (Key::new(dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
     });
-    let claims = lines.flat_map(|((sku, dest), line)| {
+    let claims = lines.flat_map(|(key, line)| {
+        let (sku, dest) = key.parts();
         (!is_external(&line.source))
-            .then(|| ((sku, line.source), Claim { dest, requested: line.requested, pack: line.pack }))
+            .then(|| (Key::new(sku, &line.source), Claim { dest: dest.into(), requested: line.requested, pack: line.pack }))
     });
     let supply = supply.arrange_by_key_named("SupplyBySource");
     let matched = claims
         .arrange_by_key_named("ClaimsBySource")
         .join_core(supply, |key, claim, supply| Some((key.clone(), (claim.clone(), supply.clone()))));
-    let plan = |(sku, source): Key, claim: Claim, qty: i64| {
-        ((claim.dest, sku), PlanLine { source, requested: claim.requested, qty })
+    let plan = |key: Key, claim: Claim, qty: i64| {
+        let (sku, source) = key.parts();
+        (Key::new(&claim.dest, sku), PlanLine { source: source.into(), requested: claim.requested, qty })
     };
     let independent = matched.clone().flat_map(move |(key, (claim, supply))| match supply {
         Supply::Enough => {
@@ -140,7 +143,10 @@ pub fn allocate<'s>(
                 out.push(((claim.dest.clone(), claim.requested, qty), 1));
             }
         })
-        .map(|((sku, source), (dest, requested, qty))| ((dest, sku), PlanLine { source, requested, qty }));
+        .map(|(key, (dest, requested, qty))| {
+            let (sku, source) = key.parts();
+            (Key::new(&dest, sku), PlanLine { source: source.into(), requested, qty })
+        });
     external.concat(independent).concat(shared)
 }
 

@@ -280,8 +280,8 @@ impl RowBatch {
             let atp = i128::from(new_sku_atp.unwrap_or(0)) - i128::from(old_sku_atp.unwrap_or(0));
             // A tick's keys come in key order, so a sku's rows on this worker are adjacent.
             match self.sku_atp.last_mut() {
-                Some((sku, t, delta)) if *t == time && *sku == key.0 => *delta = (delta.0 + rows, delta.1 + atp),
-                _ => self.sku_atp.push((key.0.clone(), time, (rows, atp))),
+                Some((sku, t, delta)) if *t == time && *sku == key.first() => *delta = (delta.0 + rows, delta.1 + atp),
+                _ => self.sku_atp.push((key.first().into(), time, (rows, atp))),
             }
         }
         // A source's row carries R (its outbound) and A (its atp); it changes with the source's
@@ -564,7 +564,7 @@ mod tests {
             on_order: 0,
             policy: policy.map(RowPolicy::new),
         };
-        let key = |sku: &str, loc: &str| -> Key { (sku.into(), loc.into()) };
+        let key = Key::new;
         // Tick 1 gives three keys rows; tick 2 changes two of them (a retraction and an
         // insertion each), removes the third and adds a fourth.
         let first = vec![
@@ -609,7 +609,7 @@ mod tests {
         let mut bases = Chunks::default();
         for i in (0..keys).rev().step_by(2).chain((0..keys).rev().skip(1).step_by(2)) {
             let base = RowBase { on_hand: i as i64 + 1, reserved: 0, on_order: 0, policy: None };
-            bases.push(((("S".into(), format!("L{i:06}").into()), base), 1));
+            bases.push(((Key::new("S", &format!("L{i:06}")), base), 1));
         }
         let (mut tables, mut batch, mut shipped) = (Tables::default(), RowBatch::default(), Vec::new());
         close_tick(&mut tables, 1, (bases, Vec::new()), (&mut batch, &mut |atp| shipped.push(std::mem::take(atp))));
@@ -619,7 +619,7 @@ mod tests {
         let all: Vec<Change<Key, Atp>> = shipped.into_iter().flatten().chain(batch.atp).collect();
         assert_eq!(all.len(), keys);
         assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
-        assert!(all.iter().all(|c| c.value.as_ref().is_some_and(|a| c.key.1 == format!("L{:06}", a.on_hand - 1))));
+        assert!(all.iter().all(|c| c.value.as_ref().is_some_and(|a| c.key.second() == format!("L{:06}", a.on_hand - 1))));
     }
 
     /// The setup tick stashes one base update per key in the row operator (and the ledger

@@ -257,7 +257,7 @@ mod tests {
     fn the_written_rows_are_those_the_sink_wrote_not_the_current_ones() {
         let table = KeyTable::default();
         table.track_written();
-        let keys: Vec<Key> = (0..10_000).map(|i| (format!("S{i:05}").into(), "L".into())).collect();
+        let keys: Vec<Key> = (0..10_000).map(|i| Key::new(&format!("S{i:05}"), "L")).collect();
         let five: Vec<Atp> = keys.iter().map(|key| set_stock(&table, key, 5)).collect();
         // Rows the row operator made but the sink has not written are not in the snapshot.
         assert!(table.written_atp().is_empty());
@@ -282,7 +282,7 @@ mod tests {
     fn a_key_changed_in_unwritten_ticks_shows_its_row_before_the_earliest() {
         let table = KeyTable::default();
         table.track_written();
-        let (new, old): (Key, Key) = (("N".into(), "L".into()), ("O".into(), "L".into()));
+        let (new, old) = (Key::new("N", "L"), Key::new("O", "L"));
         let five = set_stock(&table, &old, 5);
         table.write_atp(TICK, &[change(&old, &five)]);
         let mut tables = table.borrow_mut();
@@ -318,7 +318,7 @@ mod tests {
         // Keys in a scrambled order, of two skus' lengths, so that slices cut across skus.
         let keys: Vec<Key> = (0..5000u64).map(|i| {
             let n = i.wrapping_mul(2_654_435_761) % 100_000;
-            (format!("S{}", n % 97).into(), format!("L{n}").into())
+            Key::new(&format!("S{}", n % 97), &format!("L{n}"))
         }).collect();
         let atps: Vec<Atp> = keys.iter().zip(1..).map(|(key, on_hand)| set_stock(&table, key, on_hand)).collect();
         let changes: Vec<_> = keys.iter().zip(&atps).map(|(key, atp)| change(key, atp)).collect();
@@ -349,7 +349,7 @@ mod tests {
     #[test]
     fn without_tracking_nothing_is_kept() {
         let table = KeyTable::default();
-        set_stock(&table, &("S".into(), "L".into()), 5);
+        set_stock(&table, &Key::new("S", "L"), 5);
         assert!(table.borrow_mut().rows.unwritten.is_none());
         assert!(table.written_atp().is_empty());
     }

@@ -247,7 +247,7 @@ fn run_book<'s, B: Book>(
     let control_route = move |c: &Control| match c {
         Control::Checkpoint { worker } => *worker,
         Control::Restore(Saved::Pending(event)) => route(event),
-        Control::Restore(Saved::Key(key, _)) => shard(&(&key.0, &key.1)),
+        Control::Restore(Saved::Key(key, _)) => shard(key),
         Control::Restore(Saved::Po(po_id, _, _)) => shard(po_id),
         Control::Restore(Saved::Count(..) | Saved::End(..)) => 0,
     };
@@ -599,7 +599,7 @@ impl KeyLedger {
         flipped: &[Name],
         out: &mut impl Emit<KeyOut>,
     ) -> bool {
-        let has_messages = events.peek().is_some_and(|e| key_of(e) == (&key.0, &key.1));
+        let has_messages = events.peek().is_some_and(|e| key_of(e) == key.parts());
         let mut table = self.keys.borrow_mut();
         let entry = if has_messages || delta != 0 {
             table.keys.entry(key.clone()).or_default()
@@ -613,7 +613,7 @@ impl KeyLedger {
         // The base as published: stock and orders change only below, the policy with the
         // messages.
         let old = book.base();
-        while let Some(event) = events.next_if(|e| key_of(e) == (&key.0, &key.1)) {
+        while let Some(event) = events.next_if(|e| key_of(e) == key.parts()) {
             self.effects.apply(&mut book.state, event);
         }
         book.state.settle(time);
@@ -623,8 +623,8 @@ impl KeyLedger {
         let forget = book.on_order == 0 && book.state.is_forgettable();
         let changed = old != new;
         if changed {
-            let is_source = self.sources.contains(&key.1);
-            let was_source = is_source && !flipped.contains(&key.1);
+            let is_source = self.sources.contains(key.second());
+            let was_source = is_source && !flipped.iter().any(|loc| loc == key.second());
             base_change(key, &old, &new, (was_source, is_source), time, out);
         }
         if forget {
@@ -643,7 +643,7 @@ impl KeyLedger {
         let mut gained: Vec<(&Key, Planner)> = table
             .keys
             .iter()
-            .filter(|(key, _)| flipped.contains(&key.1) && changed.binary_search(key).is_err())
+            .filter(|(key, _)| flipped.iter().any(|loc| loc == key.second()) && changed.binary_search(key).is_err())
             .filter_map(|(key, entry)| planner_of(&entry.book.as_ref()?.base()).map(|p| (key, p)))
             .collect();
         gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -691,7 +691,7 @@ impl Effects {
 }
 
 /// The key a message is about, borrowed.
-fn key_of(event: &Event) -> (&Name, &Name) {
+fn key_of(event: &Event) -> (&str, &str) {
     (&event.message.sku, &event.message.loc)
 }
 
@@ -711,7 +711,7 @@ impl Book for KeyLedger {
 
     fn side_route(side: &KeySide) -> u64 {
         match side {
-            KeySide::OnOrder(key, _) => shard(&(&key.0, &key.1)),
+            KeySide::OnOrder(key, _) => shard(key),
             KeySide::Source { worker, .. } => *worker,
         }
     }
@@ -760,17 +760,17 @@ impl Book for KeyLedger {
             // The least key among the messages, the expiries and the open-order changes.
             let heads = [
                 events.peek().map(key_of),
-                due.peek().map(|k| (&k.0, &k.1)),
-                on_order.peek().map(|(k, _)| (&k.0, &k.1)),
+                due.peek().map(Key::parts),
+                on_order.peek().map(|(k, _)| k.parts()),
             ];
             let Some((sku, loc)) = heads.into_iter().flatten().min() else { break };
-            let key: Key = (sku.clone(), loc.clone());
+            let key = Key::new(sku, loc);
             let mut delta = 0i64;
             while let Some((_, qty)) = on_order.next_if(|(k, _)| *k == key) {
                 delta = delta.saturating_add(qty);
             }
             due.next_if(|k| *k == key);
-            if self.visit(&key, delta, &mut events, time, &flipped, out) && flipped.contains(&key.1) {
+            if self.visit(&key, delta, &mut events, time, &flipped, out) && flipped.iter().any(|loc| loc == key.second()) {
                 changed.push(key);
             }
         }
@@ -793,7 +793,7 @@ impl Book for KeyLedger {
                 let mut book = KeyBook { state, on_order: 0, next_visit: MaybeMillis::default() };
                 self.effects.schedule_next_expiry(&key, &mut book, time);
                 let base = book.base();
-                let source = self.sources.contains(&key.1);
+                let source = self.sources.contains(key.second());
                 base_change(&key, &Base::default(), &base, (source, source), time, out);
                 self.keys.borrow_mut().keys.entry(key).or_default().book = Some(book);
             }
@@ -850,7 +850,7 @@ impl Book for PoLedger {
                 out.emit((KeySide::OnOrder(key, old), time, -1));
             }
             if status == PoStatus::Open && qty != 0 {
-                let key = (message.sku, message.loc);
+                let key = Key::new(&message.sku, &message.loc);
                 out.emit((KeySide::OnOrder(key.clone(), qty), time, 1));
                 self.open.insert(po_id, (key, qty));
             }
@@ -1186,14 +1186,14 @@ mod tests {
             })
             .collect();
         // (T, DC) has no policy, hence no planner; (S, DC) has one now.
-        assert_eq!(planners, vec![(("S".into(), "DC".into()), 1)]);
+        assert_eq!(planners, vec![(Key::new("S", "DC"), 1)]);
     }
 
     #[test]
     fn open_orders_from_the_po_ledger_join_the_base_at_their_tick() {
         let mut ledger = key_ledger();
         let mut out = Vec::new();
-        let key: Key = ("S".into(), "L".into());
+        let key = Key::new("S", "L");
         ledger.close_tick(1000, vec![event(500, 1, "L", Body::Count { qty: 4 })], Vec::new(), &mut out);
         out.clear();
         ledger.close_tick(2000, Vec::new(), vec![(KeySide::OnOrder(key.clone(), 10), 1)], &mut out);
@@ -1207,7 +1207,7 @@ mod tests {
         assert_eq!(bases, vec![(4, 0, -1), (4, 10, 1)]);
         // A key with only open orders keeps its book until they close.
         out.clear();
-        let other: Key = ("S".into(), "M".into());
+        let other = Key::new("S", "M");
         ledger.close_tick(3000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), 1)], &mut out);
         ledger.close_tick(4000, Vec::new(), vec![(KeySide::OnOrder(other.clone(), 2), -1)], &mut out);
         assert!(!books(&ledger).iter().any(|(key, _)| *key == other));
@@ -1236,7 +1236,7 @@ mod tests {
         ledger.close_tick(3000, vec![event(2001, 3, "M", po(4, PoStatus::Closed))], Vec::new(), &mut out);
         assert!(ledger.open.is_empty());
         let on_order: Vec<_> = out.iter().map(|(f, t, d)| (f.clone(), *t, *d)).collect();
-        let key = |loc: &str| (Name::from("S"), Name::from(loc));
+        let key = |loc: &str| Key::new("S", loc);
         assert_eq!(
             on_order,
             vec![

@@ -10,6 +10,7 @@ pub mod atp;
 pub mod changes;
 pub mod clock;
 pub mod decode;
+pub mod key;
 pub mod keys;
 pub mod ledger;
 pub mod low_stock;
@@ -27,8 +28,9 @@ pub type Collection<'s, D, R = isize> = differential_dataflow::VecCollection<'s,
 /// A timely stream of `D` records over [`Scope`].
 pub type Stream<'s, D> = timely::dataflow::Stream<'s, model::Millis, Vec<D>>;
 
-/// A stock key: (sku, loc). Tuples of `String` order part by part, bytewise, as SPEC §4 asks.
-pub type Key = (model::Name, model::Name);
+/// A stock key (sku, loc), or a plan line's (dest, sku): a pair of names that orders part by
+/// part, bytewise, as SPEC §4 asks.
+pub use key::Key;
 
 /// A hash map for the operators' in-memory state. Its hasher is FxHash's multiply-rotate:
 /// keys are short names, where std's SipHash costs more than the lookup around it, and these

@@ -67,8 +67,8 @@ where
     // center has a line from each of its stores). Quantities are at most 1e9 (SPEC §1), so
     // the sums stay far from overflowing.
     lines
-        .explode(|((sku, _dest), line)| {
-            (!is_external(&line.source)).then(|| (((sku, line.source), ()), line.requested as isize))
+        .explode(|(key, line)| {
+            (!is_external(&line.source)).then(|| ((Key::new(key.first(), &line.source), ()), line.requested as isize))
         })
         .reduce_named(name, |_key, total, out| {
             // Only keys with a non-zero total reach the reduce.

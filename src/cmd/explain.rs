@@ -231,16 +231,16 @@ impl KeyInput {
         let mut named_sku: BTreeSet<Name> = BTreeSet::new();
         let mut names_key = false;
         for_each_event(&config.inputs, config.lateness_ms, config.ticks, |event| {
-            names_key |= event.message.sku == key.0 && event.message.loc == key.1;
+            names_key |= (event.message.sku.as_str(), event.message.loc.as_str()) == key.parts();
             if let Body::Po { po_id, .. } = &event.message.body {
-                if event.message.sku == key.0 {
+                if event.message.sku == key.first() {
                     named_sku.insert(po_id.clone());
                 }
                 let newer = latest_po.get(po_id).is_none_or(|seen| seen.order < event.order);
                 if newer {
                     latest_po.insert(po_id.clone(), event);
                 }
-            } else if event.message.sku == key.0 {
+            } else if event.message.sku == key.first() {
                 events.push(event);
             }
         })?;
@@ -258,10 +258,10 @@ impl KeyInput {
         let mut events = Vec::new();
         let mut purchase_orders = BTreeMap::new();
         let mut offset = 0;
-        let mut event = |sku: &Name, loc: &Name, ts: Millis, body: Body| {
+        let mut event = |sku: &str, loc: &str, ts: Millis, body: Body| {
             offset += 1;
             let order = OrderKey { effective: as_of, position: Position { source: 0, partition: 0, offset } };
-            Event { order, message: Message { ts, sku: sku.clone(), loc: loc.clone(), body } }
+            Event { order, message: Message { ts, sku: sku.into(), loc: loc.into(), body } }
         };
         let mut saved: Vec<&Saved> = shares.iter().flat_map(|(_, body)| &body.ledger).collect();
         saved.sort_by_key(|e| match e {
@@ -275,12 +275,13 @@ impl KeyInput {
             // A pending message names the key only after the checkpoint: `nearby` notes it.
             names_key |= matches!(entry, Saved::Key(k, _) | Saved::Po(_, k, _) if k == key);
             match entry {
-                Saved::Key((sku, loc), _) | Saved::Po(_, (sku, loc), _) => nearby.see(key, sku, loc),
+                Saved::Key(named, _) | Saved::Po(_, named, _) => nearby.see(key, named.first(), named.second()),
                 Saved::Pending(event) => nearby.see(key, &event.message.sku, &event.message.loc),
                 Saved::Count(..) | Saved::End(..) => {}
             }
             match entry {
-                Saved::Key((sku, loc), state) if *sku == key.0 => {
+                Saved::Key(named, state) if named.first() == key.first() => {
+                    let (sku, loc) = named.parts();
                     match state.barrier() {
                         Some(ts) => events.push(event(sku, loc, ts, Body::Count { qty: state.on_hand })),
                         None if state.on_hand != 0 => {
@@ -297,7 +298,8 @@ impl KeyInput {
                         events.push(event(sku, loc, as_of, Body::Policy(Some(policy))));
                     }
                 }
-                Saved::Po(po_id, (sku, loc), qty) if *sku == key.0 => {
+                Saved::Po(po_id, named, qty) if named.first() == key.first() => {
+                    let (sku, loc) = named.parts();
                     let body = Body::Po { po_id: po_id.clone(), qty: *qty, status: PoStatus::Open, eta: None };
                     purchase_orders.insert(po_id.clone(), event(sku, loc, as_of, body));
                 }
@@ -356,22 +358,22 @@ impl Nearby {
     }
 
     /// Notes that something names (`sku`, `loc`), as it bears on `want`.
-    fn see(&mut self, want: &Key, sku: &Name, loc: &Name) {
-        if self.last.as_ref().is_some_and(|(s, l)| s == sku && l == loc) {
+    fn see(&mut self, want: &Key, sku: &str, loc: &str) {
+        if self.last.as_ref().is_some_and(|last| last.parts() == (sku, loc)) {
             return;
         }
-        self.last = Some((sku.clone(), loc.clone()));
-        let (same_sku, same_loc) = (*sku == want.0, *loc == want.1);
+        self.last = Some(Key::new(sku, loc));
+        let (same_sku, same_loc) = (sku == want.first(), loc == want.second());
         match (same_sku, same_loc) {
             (true, true) => self.named = true,
-            (true, false) => _ = self.sku_locs.insert(loc.clone()),
-            (false, true) => _ = self.loc_skus.insert(sku.clone()),
+            (true, false) => _ = self.sku_locs.insert(loc.into()),
+            (false, true) => _ = self.loc_skus.insert(sku.into()),
             (false, false) => {}
         }
-        let score = (!same_sku && !same_loc, similarity_distance(sku, &want.0) + similarity_distance(loc, &want.1));
+        let score = (!same_sku && !same_loc, similarity_distance(sku, want.first()) + similarity_distance(loc, want.second()));
         let worst = self.closest.last().map(|(far, distance, _)| (*far, *distance));
         if self.closest.len() < SUGGESTIONS || worst.is_some_and(|worst| score < worst) {
-            self.closest.insert((score.0, score.1, (sku.clone(), loc.clone())));
+            self.closest.insert((score.0, score.1, Key::new(sku, loc)));
             if self.closest.len() > SUGGESTIONS {
                 self.closest.pop_last();
             }
@@ -381,7 +383,7 @@ impl Nearby {
     /// The error for `key`, which no `noun` (message, saved entry) in `place` names; `hint`
     /// adds what the reader may not know.
     fn error(&self, key: &Key, noun: &str, place: &str, hint: Option<&str>) -> anyhow::Error {
-        let (sku, loc) = key;
+        let (sku, loc) = key.parts();
         let mut lines = vec![format!("no {noun} in {place} names sku {sku:?} at loc {loc:?}, so there is nothing to explain")];
         if let Some(hint) = hint {
             lines.push(format!("  ({hint})"));
@@ -399,7 +401,8 @@ impl Nearby {
             let keys: Vec<String> = self
                 .closest
                 .iter()
-                .map(|(_, _, (sku, loc))| format!("--sku {} --loc {}", shell_word(sku), shell_word(loc)))
+                .map(|(_, _, closest)| (closest.first(), closest.second()))
+                .map(|(sku, loc)| format!("--sku {} --loc {}", shell_word(sku), shell_word(loc)))
                 .collect();
             lines.push(format!("  the closest keys in {place}: {}", keys.join(", ")));
         }
@@ -435,10 +438,10 @@ fn listing(names: &BTreeSet<Name>) -> String {
 /// Whether the engine has anything for `key`: an ATP row, an order line, or lines sourced
 /// from it (a location named as a source can have demand without a message of its own).
 fn engine_knows(engine: &FinalState, key: &Key) -> bool {
-    let (sku, loc) = key;
+    let (sku, loc) = key.parts();
     engine.atp.contains_key(key)
-        || engine.order_plan.contains_key(&(loc.clone(), sku.clone()))
-        || engine.order_plan.iter().any(|((_, s), line)| s == sku && line.source == *loc)
+        || engine.order_plan.contains_key(&Key::new(loc, sku))
+        || engine.order_plan.iter().any(|(plan_key, line)| plan_key.second() == sku && line.source == loc)
 }
 
 /// Where the key was looked for, in words, for the error about a key nothing names.
@@ -755,7 +758,7 @@ impl LedgerWalk {
             sources: SourceNames::default(),
             reserved_at: BTreeMap::new(),
         };
-        for event in input.events.iter().filter(|e| e.message.loc == key.1) {
+        for event in input.events.iter().filter(|e| e.message.loc == key.second()) {
             walk.step(config, event);
         }
         walk.expire(as_of.unwrap_or(Millis::MAX));
@@ -852,9 +855,9 @@ fn lines_from(engine: &FinalState, sku: &str, source: &str) -> Vec<LineView> {
     engine
         .order_plan
         .iter()
-        .filter(|((_, s), line)| s == sku && line.source == source)
-        .map(|((dest, _), line)| LineView {
-            dest: dest.to_string(),
+        .filter(|(plan_key, line)| plan_key.second() == sku && line.source == source)
+        .map(|(plan_key, line)| LineView {
+            dest: plan_key.first().to_string(),
             source: line.source.to_string(),
             requested: line.requested,
             qty: line.qty,
@@ -869,7 +872,7 @@ fn allocation_at(
     source: &str,
     checks: &mut Vec<Check>,
 ) -> AllocationView {
-    let supply = engine.atp.get(&(Name::from(sku), Name::from(source))).map_or(0, |a| a.atp);
+    let supply = engine.atp.get(&Key::new(sku, source)).map_or(0, |a| a.atp);
     let lines = lines_from(engine, sku, source);
     let pack_of = |dest: &str| input.policy_of(dest).and_then(|(_, p)| p).map_or(1, |p| p.pack_size.max(1));
     let claims: Vec<Claim> = lines
@@ -932,7 +935,7 @@ fn check<T: PartialEq + ToString>(checks: &mut Vec<Check>, what: &str, derived: 
 
 /// Builds the explanation of `key` from the engine's final state and the key's input.
 pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &KeyInput) -> Explanation {
-    let (sku, loc) = key;
+    let (sku, loc) = key.parts();
     let as_of = engine.summary.as_of;
     let walk = LedgerWalk::new(config, key, input, as_of);
     let holds = walk.holds();
@@ -985,7 +988,7 @@ pub fn explain(config: &ReplayConfig, key: &Key, engine: &FinalState, input: &Ke
 
 /// The open purchase orders of `key` in the input, by po_id.
 fn open_orders(config: &ReplayConfig, key: &Key, input: &KeyInput) -> Vec<PoView> {
-    let (sku, loc) = key;
+    let (sku, loc) = key.parts();
     input
         .purchase_orders
         .iter()
@@ -1007,7 +1010,7 @@ fn open_orders(config: &ReplayConfig, key: &Key, input: &KeyInput) -> Vec<PoView
 
 /// The engine's numbers for `key`.
 fn engine_view(engine: &FinalState, key: &Key) -> EngineView {
-    let (sku, loc) = key;
+    let (sku, loc) = key.parts();
     let atp = engine.atp.get(key).cloned();
     let numbers = numbers_of(atp.as_ref());
     EngineView {
@@ -1015,7 +1018,7 @@ fn engine_view(engine: &FinalState, key: &Key) -> EngineView {
         outbound: numbers.on_hand + numbers.on_order - numbers.reserved - numbers.position,
         outbound_lines: if is_external(loc) { Vec::new() } else { lines_from(engine, sku, loc) },
         low_stock: engine.low_stock.get(key).map_or("OK", |v| v.state.as_str()).to_string(),
-        order_line: engine.order_plan.get(&(loc.clone(), sku.clone())).map(|l| LineView {
+        order_line: engine.order_plan.get(&Key::new(loc, sku)).map(|l| LineView {
             dest: loc.to_string(),
             source: l.source.to_string(),
             requested: l.requested,

@@ -85,7 +85,8 @@ fn push_int(out: &mut Vec<u8>, value: i64) {
 }
 
 /// An `atp` record (`ts` is `None` in snapshots).
-pub fn atp(out: &mut Vec<u8>, ts: Option<Millis>, (sku, loc): &Key, value: Option<&Atp>) {
+pub fn atp(out: &mut Vec<u8>, ts: Option<Millis>, key: &Key, value: Option<&Atp>) {
+    let (sku, loc) = key.parts();
     let line = Line::start(out, ts).str("sku", sku).str("loc", loc);
     match value {
         None => line.deleted().end(),
@@ -103,7 +104,8 @@ pub fn atp(out: &mut Vec<u8>, ts: Option<Millis>, (sku, loc): &Key, value: Optio
 }
 
 /// A `low_stock` record: a transition (with `ts` and `previous`) or a snapshot row.
-pub fn low_stock(out: &mut Vec<u8>, ts: Option<Millis>, (sku, loc): &Key, view: &LowView, previous: Option<&str>) {
+pub fn low_stock(out: &mut Vec<u8>, ts: Option<Millis>, key: &Key, view: &LowView, previous: Option<&str>) {
+    let (sku, loc) = key.parts();
     let mut line = Line::start(out, ts).str("sku", sku).str("loc", loc).str("state", view.state.as_str());
     line.int("position", view.position);
     let mut line = line.opt_int("reorder_point", view.reorder_point);
@@ -120,7 +122,8 @@ pub fn transition(out: &mut Vec<u8>, t: &Transition) {
 }
 
 /// An `order_plan` record, keyed by (dest, sku).
-pub fn order_plan(out: &mut Vec<u8>, ts: Option<Millis>, (dest, sku): &Key, value: Option<&PlanLine>) {
+pub fn order_plan(out: &mut Vec<u8>, ts: Option<Millis>, key: &Key, value: Option<&PlanLine>) {
+    let (dest, sku) = key.parts();
     match value {
         None => Line::start(out, ts).str("dest", dest).str("sku", sku).deleted().end(),
         Some(p) => {
@@ -167,7 +170,7 @@ mod tests {
     #[test]
     fn atp_record_matches_the_spec_layout() {
         let mut out = Vec::new();
-        let key = ("A".into(), "ST1".into());
+        let key = Key::new("A", "ST1");
         let a = Atp { on_hand: 12, reserved: 0, on_order: 0, available: 12, atp: 10, position: 12 };
         atp(&mut out, Some(2000), &key, Some(&a));
         atp(&mut out, Some(3000), &key, None);

@@ -53,7 +53,7 @@ impl Run {
 
     /// Appends one record of `key`: `write` formats its line.
     pub fn push(&mut self, key: &Key, write: impl FnOnce(&mut Vec<u8>)) {
-        self.push_names((&key.0, &key.1), write);
+        self.push_names(key.parts(), write);
     }
 
     /// Appends one record of the key (`first`, `second`): `write` formats its line.
@@ -212,14 +212,13 @@ pub trait LineSink {
 
 #[cfg(test)]
 mod tests {
-    use dataflows::model::Name;
 
     use super::*;
 
     fn run(keys: &[(&str, &str)]) -> Run {
         let mut run = Run::new(Some(1000), 0);
         for (sku, loc) in keys {
-            let key: Key = (Name::from(*sku), Name::from(*loc));
+            let key = Key::new(sku, loc);
             run.push(&key, |out| out.extend_from_slice(format!("{sku}@{loc}\n").as_bytes()));
         }
         run

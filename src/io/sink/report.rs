@@ -195,7 +195,7 @@ impl ReportSink {
     /// The headline: the window, what is out, low and short, what was rejected; the contents.
     fn glance(&self, h: &mut String, snapshot: &Snapshot, plan: &PlanView, summary: &Summary) {
         let (low, out) = low_out(&snapshot.low_stock);
-        let locations: std::collections::BTreeSet<&str> = snapshot.low_stock.keys().map(|(_, l)| l.as_str()).collect();
+        let locations: std::collections::BTreeSet<&str> = snapshot.low_stock.keys().map(Key::second).collect();
         let state = summary.as_of.map_or("nothing was applied".to_string(), |t| format!("state as of {}", when(t)));
         let short_units: i64 = plan.short_sources.iter().map(|s| s.requested - s.allotted).sum();
         let short_sources: std::collections::BTreeSet<&str> = plan.short_sources.iter().map(|s| s.source).collect();
@@ -347,11 +347,12 @@ fn stock_section(h: &mut String, snapshot: &Snapshot, explain: &ExplainCommand) 
         return;
     }
     let mut by_loc: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
-    for ((sku, loc), view) in &snapshot.low_stock {
-        let (out, low) = by_loc.entry(loc.as_str()).or_default();
+    for (key, view) in &snapshot.low_stock {
+        let (sku, loc) = key.parts();
+        let (out, low) = by_loc.entry(loc).or_default();
         match view.state {
-            LowState::Out => out.push(sku.as_str()),
-            LowState::Low => low.push(sku.as_str()),
+            LowState::Out => out.push(sku),
+            LowState::Low => low.push(sku),
             LowState::Ok => {}
         }
     }
@@ -389,16 +390,17 @@ fn stock_keys(h: &mut String, snapshot: &Snapshot, explain: &ExplainCommand) {
          {}</p>",
         html::command_html(&explain.key("SKU", "LOC"))
     );
-    let rows = keys.iter().take(MAX_ROWS).map(|((sku, loc), view)| {
-        let on_order = snapshot.atp.get(&(sku.clone(), loc.clone())).map_or(0, |row| row.on_order);
+    let rows = keys.iter().take(MAX_ROWS).map(|(key, view)| {
+        let (sku, loc) = key.parts();
+        let on_order = snapshot.atp.get(*key).map_or(0, |row| row.on_order);
         let planned = snapshot
             .order_plan
-            .get(&(loc.clone(), sku.clone()))
+            .get(&Key::new(loc, sku))
             .map_or("no order line".to_string(), |l| format!("{} of {} from {}", l.qty, l.requested, l.source));
         vec![
             Cell::State(view.state),
-            Cell::text(sku.as_str()),
-            Cell::text(loc.as_str()),
+            Cell::text(sku),
+            Cell::text(loc),
             Cell::Num(view.available),
             Cell::Num(view.position),
             view.reorder_point.map_or(Cell::text("-"), Cell::Num),
@@ -438,11 +440,12 @@ impl<'s> PlanView<'s> {
     fn new(snapshot: &'s Snapshot) -> PlanView<'s> {
         let mut by_source: BTreeMap<&str, (i64, i64, usize)> = BTreeMap::new();
         let mut internal: BTreeMap<(&str, &str), (i64, i64, usize, usize)> = BTreeMap::new();
-        for ((_, sku), line) in &snapshot.order_plan {
+        for (key, line) in &snapshot.order_plan {
+            let sku = key.second();
             let e = by_source.entry(line.source.as_str()).or_default();
             *e = (e.0 + line.requested, e.1 + line.qty, e.2 + 1);
             if !line.source.starts_with("vendor:") {
-                let e = internal.entry((line.source.as_str(), sku.as_str())).or_default();
+                let e = internal.entry((line.source.as_str(), sku)).or_default();
                 *e = (e.0 + line.requested, e.1 + line.qty, e.2 + 1, e.3 + usize::from(line.qty < line.requested));
             }
         }
@@ -455,7 +458,7 @@ impl<'s> PlanView<'s> {
             .map(|((source, sku), (requested, allotted, lines, short_lines))| ShortSource {
                 source,
                 sku,
-                supply: snapshot.atp.get(&(Name::from(sku), Name::from(source))).map_or(0, |row| row.atp),
+                supply: snapshot.atp.get(&Key::new(sku, source)).map_or(0, |row| row.atp),
                 requested,
                 allotted,
                 lines,
@@ -548,13 +551,14 @@ fn shortages(h: &mut String, plan: &PlanView, explain: &ExplainCommand) {
     );
     let top = &plan.short_lines[..plan.short_lines.len().min(TOP_ROWS)];
     let rows: Vec<(String, i64, i64)> =
-        top.iter().map(|((dest, sku), l)| (format!("{sku} @ {dest}"), l.requested, l.qty)).collect();
+        top.iter().map(|(key, l)| (key.parts(), l)).map(|((dest, sku), l)| (format!("{sku} @ {dest}"), l.requested, l.qty)).collect();
     h.push_str(&bar_pairs("shortages", "top shortages", &rows, ("requested", "qty"), SHORTAGE_COLOURS));
     h.push('\n');
-    let rows = top.iter().map(|((dest, sku), l)| {
+    let rows = top.iter().map(|(key, l)| {
+        let (dest, sku) = key.parts();
         vec![
-            Cell::text(sku.as_str()),
-            Cell::text(dest.as_str()),
+            Cell::text(sku),
+            Cell::text(dest),
             Cell::text(l.source.as_str()),
             Cell::Num(l.requested),
             Cell::Num(l.qty),
@@ -569,9 +573,10 @@ fn shortages(h: &mut String, plan: &PlanView, explain: &ExplainCommand) {
 fn vendor_orders(h: &mut String, snapshot: &Snapshot) {
     h.push_str("<h3>Orders to vendors</h3>\n");
     let mut by_vendor: BTreeMap<&str, Vec<(&str, &str, i64)>> = BTreeMap::new();
-    for ((dest, sku), line) in &snapshot.order_plan {
+    for (key, line) in &snapshot.order_plan {
         if line.source.starts_with("vendor:") {
-            by_vendor.entry(line.source.as_str()).or_default().push((sku.as_str(), dest.as_str(), line.qty));
+            let (dest, sku) = key.parts();
+            by_vendor.entry(line.source.as_str()).or_default().push((sku, dest, line.qty));
         }
     }
     if by_vendor.is_empty() {

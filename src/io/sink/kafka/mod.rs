@@ -873,7 +873,7 @@ impl KafkaSink {
             if replayed && self.already_written(time, shard(&c.key)) {
                 continue;
             }
-            let key = format!("{}@{}", c.key.0, c.key.1);
+            let key = format!("{}@{}", c.key.first(), c.key.second());
             let value = c.value.as_ref().map(|v| self.encode(|b| format::atp(b, t, &c.key, Some(v))));
             self.send(time, 0, &key, value.as_deref())?;
         }
@@ -882,7 +882,7 @@ impl KafkaSink {
             if replayed && self.already_written(time, shard(&tr.key)) {
                 continue;
             }
-            let key = format!("{}@{}", tr.key.0, tr.key.1);
+            let key = format!("{}@{}", tr.key.first(), tr.key.second());
             let value = self.encode(|b| format::transition(b, tr));
             self.send(time, 1, &key, Some(&value))?;
         }
@@ -890,7 +890,7 @@ impl KafkaSink {
             if replayed && self.already_written(time, shard(&c.key)) {
                 continue;
             }
-            let key = format!("{}@{}", c.key.0, c.key.1);
+            let key = format!("{}@{}", c.key.first(), c.key.second());
             let value = c.value.as_ref().map(|v| self.encode(|b| format::order_plan(b, t, &c.key, Some(v))));
             self.send(time, 2, &key, value.as_deref())?;
         }

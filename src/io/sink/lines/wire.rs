@@ -183,7 +183,6 @@ fn section(packed: &mut &[u8]) -> Result<Vec<u8>, RunWireError> {
 
 #[cfg(test)]
 mod tests {
-    use dataflows::model::Name;
     use dataflows::Key;
     use proptest::prelude::*;
 
@@ -192,7 +191,7 @@ mod tests {
     fn run_of(lines: &[(String, String)]) -> Run {
         let mut run = Run::new(Some(7000), 2);
         for (sku, loc) in lines {
-            let key: Key = (Name::from(sku.as_str()), Name::from(loc.as_str()));
+            let key = Key::new(sku, loc);
             let line = format!("{{\"tick\":7000,\"sku\":\"{sku}\",\"loc\":\"{loc}\",\"qty\":12}}\n");
             run.push(&key, |out| out.extend_from_slice(line.as_bytes()));
         }
@@ -223,7 +222,7 @@ mod tests {
         let mut run = run_of(&keys(3));
         let before: Run = bincode::deserialize(&bincode::serialize(&run).unwrap()).unwrap();
         assert_eq!(before.len(), 3);
-        let key: Key = (Name::from("L"), Name::from("S"));
+        let key = Key::new("L", "S");
         run.push(&key, |out| out.extend_from_slice(b"{}\n"));
         let after: Run = bincode::deserialize(&bincode::serialize(&run).unwrap()).unwrap();
         assert_eq!((after.len(), &after.bytes), (4, &run.bytes));
