@@ -625,9 +625,9 @@ mod tests {
     /// The setup tick stashes one base update per key in the row operator (and the ledger
     /// publishes one): the policy's two numbers take 8 bytes, not 12 padded to 16.
     #[test]
-    fn a_stashed_base_update_fits_in_88_bytes() {
+    fn a_stashed_base_update_fits_in_64_bytes() {
         assert_eq!(std::mem::size_of::<RowBase>(), 32);
-        assert!(std::mem::size_of::<((Key, RowBase), isize)>() <= 88, "{}", std::mem::size_of::<((Key, RowBase), isize)>());
+        assert!(std::mem::size_of::<((Key, RowBase), isize)>() <= 64, "{}", std::mem::size_of::<((Key, RowBase), isize)>());
     }
 
     /// Network ATP from per-worker deltas: rows appearing, changing and leaving, deltas of two

@@ -3,7 +3,7 @@
 //! (the ATP rows it has written, for the final snapshot).
 //!
 //! Every one of them handles a key on the worker that owns it by [`crate::shard`], so their
-//! state for a key can sit side by side: the 48-byte key and the map's per-entry overhead are
+//! state for a key can sit side by side: the 24-byte key and the map's per-entry overhead are
 //! paid once instead of once per operator. Each reads and writes only its own part of
 //! an entry, so the ledger may be ticks ahead of the row operator, and the row operator ticks
 //! ahead of the sink, without either seeing the other's time. An entry lives while any part
@@ -51,7 +51,7 @@ type Unwritten = BTreeMap<Millis, UnwrittenTick>;
 
 /// One tick's changes not written yet: the keys that had no row before apart from the rows
 /// before the others' changes. In the setup tick every key is of the first kind, and a bare
-/// key takes 48 bytes where a key with an optional row took 104: this list is alive with the
+/// key takes 24 bytes where a key with an optional row took 104: this list is alive with the
 /// tick's ATP changes at the row operator's peak.
 #[derive(Default)]
 struct UnwrittenTick {
@@ -61,7 +61,7 @@ struct UnwrittenTick {
     changed: Vec<(Key, Atp)>,
 }
 
-/// The keys of a worker: the entries (160 bytes with their key, 168 with its hash) in one
+/// The keys of a worker: the entries (136 bytes with their key, 144 with its hash) in one
 /// dense vector, behind a hash table of 8-byte indices. A hash map holding the entries in its
 /// own buckets paid for the empty ones too: its buckets are a power of two and at most 7/8
 /// full, so at 10M keys (2^24 buckets, 60% full) an entry cost 270 bytes a key, and at 30M keys
@@ -357,8 +357,8 @@ mod tests {
     /// The point of the shared table: a key costs one key and one entry (was 120 + 96 bytes in
     /// two maps, and 96 more in the sink's share of the snapshot).
     #[test]
-    fn an_entry_with_its_key_fits_in_160_bytes() {
-        // 48 for the key, 72 for the book, 40 for the row inputs.
-        assert!(std::mem::size_of::<(Key, KeyEntry)>() <= 160, "{}", std::mem::size_of::<(Key, KeyEntry)>());
+    fn an_entry_with_its_key_fits_in_136_bytes() {
+        // 24 for the key, 72 for the book, 40 for the row inputs.
+        assert!(std::mem::size_of::<(Key, KeyEntry)>() <= 136, "{}", std::mem::size_of::<(Key, KeyEntry)>());
     }
 }

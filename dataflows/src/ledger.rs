@@ -69,7 +69,7 @@ enum KeyOut {
     /// The key's standalone order line (at its own position, before outbound demand).
     Line(Key, Line),
     /// The planner of a key at a source location. Boxed: only keys at a source have one, and
-    /// inline its 120 bytes (with the key; a base takes 88) set the size of every record, which
+    /// inline its 96 bytes (with the key; a base takes 64) set the size of every record, which
     /// the setup tick's bases, one per key, paid in the ledger's output and on their way to the
     /// rows.
     Planner(Key, Box<Planner>),
@@ -1073,7 +1073,7 @@ mod tests {
     #[test]
     fn a_record_is_as_small_as_a_base() {
         // Bases are nearly all of the ledger's records; a planner is boxed.
-        assert!(std::mem::size_of::<KeyOut>() <= 96, "{}", std::mem::size_of::<KeyOut>());
+        assert!(std::mem::size_of::<KeyOut>() <= 64, "{}", std::mem::size_of::<KeyOut>());
     }
 
     fn event(effective: Millis, offset: u64, loc: &str, body: Body) -> Event {

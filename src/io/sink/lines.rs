@@ -23,7 +23,7 @@ pub struct Run {
     /// Index into [`TABLES`].
     pub table: u8,
     /// Each record's key (`network_atp`: the sku and an empty name), in order: its two names'
-    /// bytes one after the other. A `Key` per record took 48 bytes (names ~12), and the
+    /// bytes one after the other. A `Key` per record took 48 bytes then (24 now; names ~12), and the
     /// setup tick's run holds one record per key beside the tick's changes.
     names: Vec<u8>,
     /// Where each record's names end in `names`.
