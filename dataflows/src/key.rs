@@ -62,6 +62,14 @@ impl Key {
         (&joined[..first], &joined[first..])
     }
 
+    /// Whether this is the key (`first`, `second`), without building it.
+    #[inline]
+    pub fn is(&self, first: &str, second: &str) -> bool {
+        let (split, joined) = self.joined_bytes();
+        split == first.len() && joined.len() == split + second.len()
+            && &joined[..split] == first.as_bytes() && &joined[split..] == second.as_bytes()
+    }
+
     /// The first name (a stock key's sku).
     pub fn first(&self) -> &str {
         self.parts().0
@@ -117,11 +125,16 @@ impl PartialOrd for Key {
 }
 
 impl Hash for Key {
-    /// As the tuple of two strings, so that sharding and hash tables see the pair.
+    /// As the tuple of two strings, so that sharding and hash tables see the pair: a `str`
+    /// hashes as its bytes and then 0xff (a byte no UTF-8 string holds), which is written out
+    /// here so that a lookup does not check the names' UTF-8 again.
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (first, second) = self.parts();
-        first.hash(state);
-        second.hash(state);
+        let (first, joined) = self.joined_bytes();
+        state.write(&joined[..first]);
+        state.write_u8(0xff);
+        state.write(&joined[first..]);
+        state.write_u8(0xff);
     }
 }
 
@@ -216,6 +229,7 @@ mod tests {
             let (ka, kb) = (Key::new(&a.0, &a.1), Key::new(&b.0, &b.1));
             prop_assert_eq!(ka.cmp(&kb), pa.cmp(&pb));
             prop_assert_eq!(ka == kb, pa == pb);
+            prop_assert_eq!(ka.is(&b.0, &b.1), pa == pb);
             prop_assert_eq!(hash_of(&ka), hash_of(&pa));
             prop_assert_eq!(crate::shard(&ka), crate::shard(&pa));
             let json = serde_json::to_string(&ka).expect("a key serializes");

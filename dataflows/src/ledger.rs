@@ -599,7 +599,7 @@ impl KeyLedger {
         flipped: &[Name],
         out: &mut impl Emit<KeyOut>,
     ) -> bool {
-        let has_messages = events.peek().is_some_and(|e| key_of(e) == key.parts());
+        let has_messages = events.peek().is_some_and(|e| key.is(&e.message.sku, &e.message.loc));
         let mut table = self.keys.borrow_mut();
         let entry = if has_messages || delta != 0 {
             table.keys.entry(key.clone()).or_default()
@@ -613,7 +613,7 @@ impl KeyLedger {
         // The base as published: stock and orders change only below, the policy with the
         // messages.
         let old = book.base();
-        while let Some(event) = events.next_if(|e| key_of(e) == key.parts()) {
+        while let Some(event) = events.next_if(|e| key.is(&e.message.sku, &e.message.loc)) {
             self.effects.apply(&mut book.state, event);
         }
         book.state.settle(time);
