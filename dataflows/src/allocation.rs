@@ -107,13 +107,13 @@ pub fn allocate<'s>(
 ) -> Collection<'s, (Key, PlanLine)> {
     let external = lines.clone().flat_map(|(key, line)| {
         let (sku, dest) = key.parts();
-        is_external(&line.source)
-            .then(|| (Key::new(dest, sku), PlanLine { source: line.source, requested: line.requested, qty: line.requested }))
+        let plan_line = PlanLine { requested: line.requested, qty: line.requested, source: line.source };
+        is_external(&plan_line.source).then(|| (Key::new(dest, sku), plan_line))
     });
     let claims = lines.flat_map(|(key, line)| {
         let (sku, dest) = key.parts();
-        (!is_external(&line.source))
-            .then(|| (Key::new(sku, &line.source), Claim { dest: dest.into(), requested: line.requested, pack: line.pack }))
+        let claim = || Claim { dest: dest.into(), requested: line.requested, pack: line.pack };
+        (!is_external(&line.source)).then(|| (Key::new(sku, &line.source), claim()))
     });
     let supply = supply.arrange_by_key_named("SupplyBySource");
     let matched = claims

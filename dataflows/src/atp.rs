@@ -619,7 +619,9 @@ mod tests {
         let all: Vec<Change<Key, Atp>> = shipped.into_iter().flatten().chain(batch.atp).collect();
         assert_eq!(all.len(), keys);
         assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
-        assert!(all.iter().all(|c| c.value.as_ref().is_some_and(|a| c.key.second() == format!("L{:06}", a.on_hand - 1))));
+        let row_of_its_loc =
+            |c: &Change<Key, Atp>| c.value.as_ref().is_some_and(|a| c.key.second() == format!("L{:06}", a.on_hand - 1));
+        assert!(all.iter().all(row_of_its_loc));
     }
 
     /// The setup tick stashes one base update per key in the row operator (and the ledger
@@ -627,7 +629,8 @@ mod tests {
     #[test]
     fn a_stashed_base_update_fits_in_64_bytes() {
         assert_eq!(std::mem::size_of::<RowBase>(), 32);
-        assert!(std::mem::size_of::<((Key, RowBase), isize)>() <= 64, "{}", std::mem::size_of::<((Key, RowBase), isize)>());
+        let update = std::mem::size_of::<((Key, RowBase), isize)>();
+        assert!(update <= 64, "{update}");
     }
 
     /// Network ATP from per-worker deltas: rows appearing, changing and leaving, deltas of two

@@ -18,6 +18,8 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::model::Name;
+
 /// The most bytes two names take inline.
 pub const INLINE: usize = 21;
 
@@ -66,8 +68,10 @@ impl Key {
     #[inline]
     pub fn is(&self, first: &str, second: &str) -> bool {
         let (split, joined) = self.joined_bytes();
-        split == first.len() && joined.len() == split + second.len()
-            && &joined[..split] == first.as_bytes() && &joined[split..] == second.as_bytes()
+        split == first.len()
+            && joined.len() == split + second.len()
+            && &joined[..split] == first.as_bytes()
+            && &joined[split..] == second.as_bytes()
     }
 
     /// The first name (a stock key's sku).
@@ -159,9 +163,13 @@ impl Serialize for Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (first, second) = <(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>)>::deserialize(deserializer)?;
+        // Through `Name`s, which hold names of up to 24 bytes without an allocation.
+        let (first, second) = <(Name, Name)>::deserialize(deserializer)?;
         if first.len() > usize::from(u8::MAX) {
-            return Err(serde::de::Error::custom(format!("a key's first name is {} bytes, more than 255", first.len())));
+            return Err(serde::de::Error::custom(format!(
+                "a key's first name is {} bytes, more than 255",
+                first.len()
+            )));
         }
         Ok(Key::new(&first, &second))
     }
@@ -170,7 +178,6 @@ impl<'de> Deserialize<'de> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Name;
     use proptest::prelude::*;
 
     type Pair = (Name, Name);
@@ -188,11 +195,7 @@ mod tests {
     /// Names up to SPEC's 64 bytes, of any chars, so that both representations and
     /// multi-byte UTF-8 are met.
     fn arb_name() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[A-C]{0,12}",
-            "[a\u{0}\u{e9}\u{1F600}]{0,4}",
-            "[A-Z0-9]{20,64}",
-        ]
+        prop_oneof!["[A-C]{0,12}", "[a\u{0}\u{e9}\u{1F600}]{0,4}", "[A-Z0-9]{20,64}",]
     }
 
     #[test]
@@ -203,7 +206,9 @@ mod tests {
 
     #[test]
     fn names_at_the_inline_bound_and_past_it_read_back() {
-        for (first, second) in [("", ""), ("K000123", "S0042"), ("ABCDEFGHIJ", "KLMNOPQRSTU"), ("ABCDEFGHIJ", "KLMNOPQRSTUV")] {
+        for (first, second) in
+            [("", ""), ("K000123", "S0042"), ("ABCDEFGHIJ", "KLMNOPQRSTU"), ("ABCDEFGHIJ", "KLMNOPQRSTUV")]
+        {
             let key = Key::new(first, second);
             assert_eq!(key.parts(), (first, second));
             assert_eq!(matches!(key.0, Repr::Inline { .. }), first.len() + second.len() <= INLINE);

@@ -770,7 +770,8 @@ impl Book for KeyLedger {
                 delta = delta.saturating_add(qty);
             }
             due.next_if(|k| *k == key);
-            if self.visit(&key, delta, &mut events, time, &flipped, out) && flipped.iter().any(|loc| loc == key.second()) {
+            let changed_base = self.visit(&key, delta, &mut events, time, &flipped, out);
+            if changed_base && flipped.iter().any(|loc| loc == key.second()) {
                 changed.push(key);
             }
         }

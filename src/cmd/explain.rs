@@ -370,7 +370,8 @@ impl Nearby {
             (false, true) => _ = self.loc_skus.insert(sku.into()),
             (false, false) => {}
         }
-        let score = (!same_sku && !same_loc, similarity_distance(sku, want.first()) + similarity_distance(loc, want.second()));
+        let distance = similarity_distance(sku, want.first()) + similarity_distance(loc, want.second());
+        let score = (!same_sku && !same_loc, distance);
         let worst = self.closest.last().map(|(far, distance, _)| (*far, *distance));
         if self.closest.len() < SUGGESTIONS || worst.is_some_and(|worst| score < worst) {
             self.closest.insert((score.0, score.1, Key::new(sku, loc)));

@@ -551,7 +551,7 @@ fn shortages(h: &mut String, plan: &PlanView, explain: &ExplainCommand) {
     );
     let top = &plan.short_lines[..plan.short_lines.len().min(TOP_ROWS)];
     let rows: Vec<(String, i64, i64)> =
-        top.iter().map(|(key, l)| (key.parts(), l)).map(|((dest, sku), l)| (format!("{sku} @ {dest}"), l.requested, l.qty)).collect();
+        top.iter().map(|(key, l)| (format!("{} @ {}", key.second(), key.first()), l.requested, l.qty)).collect();
     h.push_str(&bar_pairs("shortages", "top shortages", &rows, ("requested", "qty"), SHORTAGE_COLOURS));
     h.push('\n');
     let rows = top.iter().map(|(key, l)| {
