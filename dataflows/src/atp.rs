@@ -280,7 +280,7 @@ impl RowBatch {
             let atp = i128::from(new_sku_atp.unwrap_or(0)) - i128::from(old_sku_atp.unwrap_or(0));
             // A tick's keys come in key order, so a sku's rows on this worker are adjacent.
             match self.sku_atp.last_mut() {
-                Some((sku, t, delta)) if *t == time && *sku == key.first() => *delta = (delta.0 + rows, delta.1 + atp),
+                Some((sku, t, delta)) if *t == time && sku.as_bytes() == key.parts_bytes().0 => *delta = (delta.0 + rows, delta.1 + atp),
                 _ => self.sku_atp.push((key.first().into(), time, (rows, atp))),
             }
         }

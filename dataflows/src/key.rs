@@ -59,19 +59,24 @@ impl Key {
     /// Both names: (sku, loc) for a stock key.
     #[inline]
     pub fn parts(&self) -> (&str, &str) {
-        let (first, joined) = self.joined();
+        let (split, joined) = self.joined_bytes();
+        let joined = std::str::from_utf8(joined).expect("built from two strings");
         // Both halves are whole strings: `new` joined them at this byte.
-        (&joined[..first], &joined[first..])
+        (&joined[..split], &joined[split..])
+    }
+
+    /// Both names as bytes, without the UTF-8 check [`Key::parts`] makes: for comparing and
+    /// copying names.
+    #[inline]
+    pub fn parts_bytes(&self) -> (&[u8], &[u8]) {
+        let (split, joined) = self.joined_bytes();
+        joined.split_at(split)
     }
 
     /// Whether this is the key (`first`, `second`), without building it.
     #[inline]
     pub fn is(&self, first: &str, second: &str) -> bool {
-        let (split, joined) = self.joined_bytes();
-        split == first.len()
-            && joined.len() == split + second.len()
-            && &joined[..split] == first.as_bytes()
-            && &joined[split..] == second.as_bytes()
+        self.parts_bytes() == (first.as_bytes(), second.as_bytes())
     }
 
     /// The first name (a stock key's sku).
@@ -84,19 +89,7 @@ impl Key {
         self.parts().1
     }
 
-    /// The split point and the two names joined.
-    #[inline]
-    fn joined(&self) -> (usize, &str) {
-        match &self.0 {
-            Repr::Inline { first, len, bytes } => {
-                let joined = std::str::from_utf8(&bytes[..usize::from(*len)]).expect("built from two strings");
-                (usize::from(*first), joined)
-            }
-            Repr::Heap { first, joined } => (usize::from(*first), joined),
-        }
-    }
-
-    /// The split point and the two names' bytes joined, for comparisons (no UTF-8 check).
+    /// The split point and the two names' bytes joined.
     #[inline]
     fn joined_bytes(&self) -> (usize, &[u8]) {
         match &self.0 {
@@ -116,9 +109,7 @@ impl Ord for Key {
     /// Part by part, bytewise: the order of the pair of strings.
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a_first, a) = self.joined_bytes();
-        let (b_first, b) = other.joined_bytes();
-        a[..a_first].cmp(&b[..b_first]).then_with(|| a[a_first..].cmp(&b[b_first..]))
+        self.parts_bytes().cmp(&other.parts_bytes())
     }
 }
 
@@ -134,10 +125,10 @@ impl Hash for Key {
     /// here so that a lookup does not check the names' UTF-8 again.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (first, joined) = self.joined_bytes();
-        state.write(&joined[..first]);
+        let (first, second) = self.parts_bytes();
+        state.write(first);
         state.write_u8(0xff);
-        state.write(&joined[first..]);
+        state.write(second);
         state.write_u8(0xff);
     }
 }

@@ -624,7 +624,7 @@ impl KeyLedger {
         let changed = old != new;
         if changed {
             let is_source = self.sources.contains(key.second());
-            let was_source = is_source && !flipped.iter().any(|loc| loc == key.second());
+            let was_source = is_source && !is_at(flipped, key);
             base_change(key, &old, &new, (was_source, is_source), time, out);
         }
         if forget {
@@ -643,7 +643,7 @@ impl KeyLedger {
         let mut gained: Vec<(&Key, Planner)> = table
             .keys
             .iter()
-            .filter(|(key, _)| flipped.iter().any(|loc| loc == key.second()) && changed.binary_search(key).is_err())
+            .filter(|(key, _)| is_at(flipped, key) && changed.binary_search(key).is_err())
             .filter_map(|(key, entry)| planner_of(&entry.book.as_ref()?.base()).map(|p| (key, p)))
             .collect();
         gained.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -688,6 +688,12 @@ impl Effects {
         due.dedup();
         due
     }
+}
+
+/// Whether `key`'s location is one of `locs` (the locations that became sources this tick).
+fn is_at(locs: &[Name], key: &Key) -> bool {
+    let loc = key.second();
+    locs.iter().any(|l| l == loc)
 }
 
 /// The key a message is about, borrowed.
@@ -771,7 +777,7 @@ impl Book for KeyLedger {
             }
             due.next_if(|k| *k == key);
             let changed_base = self.visit(&key, delta, &mut events, time, &flipped, out);
-            if changed_base && flipped.iter().any(|loc| loc == key.second()) {
+            if changed_base && is_at(&flipped, &key) {
                 changed.push(key);
             }
         }

@@ -231,7 +231,7 @@ impl KeyInput {
         let mut named_sku: BTreeSet<Name> = BTreeSet::new();
         let mut names_key = false;
         for_each_event(&config.inputs, config.lateness_ms, config.ticks, |event| {
-            names_key |= (event.message.sku.as_str(), event.message.loc.as_str()) == key.parts();
+            names_key |= key.is(&event.message.sku, &event.message.loc);
             if let Body::Po { po_id, .. } = &event.message.body {
                 if event.message.sku == key.first() {
                     named_sku.insert(po_id.clone());
@@ -359,7 +359,7 @@ impl Nearby {
 
     /// Notes that something names (`sku`, `loc`), as it bears on `want`.
     fn see(&mut self, want: &Key, sku: &str, loc: &str) {
-        if self.last.as_ref().is_some_and(|last| last.parts() == (sku, loc)) {
+        if self.last.as_ref().is_some_and(|last| last.is(sku, loc)) {
             return;
         }
         self.last = Some(Key::new(sku, loc));

@@ -34,7 +34,8 @@ pub struct Run {
     /// Where each record's line ends in `bytes`.
     ends: Vec<u64>,
     /// The lines, each ending in `\n`. Private, as every field: changed only by
-    /// [`Run::push_names`], which drops a compressed form made before.
+    /// [`Run::push_name_bytes`] (behind `push` and `push_names`), which drops a compressed form
+    /// made before.
     bytes: Vec<u8>,
     /// The run compressed, once it has been serialized.
     shipped: wire::Shipped,
@@ -53,16 +54,21 @@ impl Run {
 
     /// Appends one record of `key`: `write` formats its line.
     pub fn push(&mut self, key: &Key, write: impl FnOnce(&mut Vec<u8>)) {
-        self.push_names(key.parts(), write);
+        self.push_name_bytes(key.parts_bytes(), write);
     }
 
     /// Appends one record of the key (`first`, `second`): `write` formats its line.
     pub fn push_names(&mut self, (first, second): (&str, &str), write: impl FnOnce(&mut Vec<u8>)) {
+        self.push_name_bytes((first.as_bytes(), second.as_bytes()), write);
+    }
+
+    /// Appends one record of the key whose names' bytes are (`first`, `second`).
+    fn push_name_bytes(&mut self, (first, second): (&[u8], &[u8]), write: impl FnOnce(&mut Vec<u8>)) {
         self.shipped.forget();
         write(&mut self.bytes);
         self.ends.push(self.bytes.len() as u64);
-        self.names.extend_from_slice(first.as_bytes());
-        self.names.extend_from_slice(second.as_bytes());
+        self.names.extend_from_slice(first);
+        self.names.extend_from_slice(second);
         self.name_ends.push(self.names.len() as u64);
         self.first_lens.push(first.len() as u32);
     }
