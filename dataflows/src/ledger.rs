@@ -41,7 +41,7 @@ use crate::clock::Ticks;
 use crate::keys::KeyTable;
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
-use crate::packed::{Packed, PackedEvents};
+use crate::packed::{Packed, PackedEvents, SortedEvents};
 use crate::stash::{give_all, Chunks, TickItems, TickStash};
 use crate::wire::WireEvent;
 use crate::{shard, Collection, FastMap, FxHasher, Key, Stream};
@@ -149,7 +149,7 @@ trait Book: 'static {
     }
     /// Makes room for a tick's messages (sorted by [`Book::apply_order`]) before they are
     /// applied.
-    fn make_room(&mut self, _events: &PackedEvents) {}
+    fn make_room(&mut self, _events: &SortedEvents) {}
     /// Applies the messages of logical time `time` (sorted by [`Book::apply_order`]) and the
     /// side updates of `time` (consolidated), plus whatever timers fall due at `time`,
     /// appending the resulting updates to `out`.
@@ -426,12 +426,11 @@ impl<B: Book> BookRun<B> {
         }
         // Sorted by their packed index and unpacked one at a time as the book reaches them:
         // a tick's messages never all exist as events at once (crate::packed).
-        let mut events = events.unwrap_or_default();
-        events.sort_by(B::apply_prefix, B::apply_order);
+        let events = events.unwrap_or_default().into_sorted(B::apply_prefix, B::apply_order);
         self.book.make_room(&events);
         let mut side_updates = side_updates.unwrap_or_default();
         differential_dataflow::consolidation::consolidate(&mut side_updates);
-        self.book.close_tick(time, events.events(), side_updates, &mut self.by_port);
+        self.book.close_tick(time, events.into_events(), side_updates, &mut self.by_port);
     }
 
     /// Sends what the activation's ticks produced and moves the held capabilities on.
@@ -737,7 +736,7 @@ impl Book for KeyLedger {
     /// 1M keys 531 of the peak's 1010 MB of heap were the table (heaptrack). Room for the
     /// tick's keys is made at once instead. The table may then double one tick earlier than it
     /// would have, when most of a large tick's keys are already in it.
-    fn make_room(&mut self, events: &PackedEvents) {
+    fn make_room(&mut self, events: &SortedEvents) {
         if events.is_empty() {
             return;
         }

@@ -5,7 +5,9 @@
 //! message took 152 bytes in a vector that grew by doubling; at the setup tick's heap peak the
 //! stash was the largest part after the key table (docs/benchmarks.md). Packed, a sale takes 43
 //! bytes (a policy a few more) plus an 8-byte index entry, in chunks that never move what they
-//! hold, and a message becomes an [`Event`] again only when its book reaches it.
+//! hold, and a message becomes an [`Event`] again only when its book reaches it. A large
+//! tick is sorted in slices that are freed as the book passes them
+//! ([`PackedEvents::into_sorted`]).
 //!
 //! A record is `varint(len) ++ text(sku) ++ text(loc) ++ order ++ signed(effective - sent) ++
 //! signed(effective - ts) ++ body`: a text is `varint(len) ++ bytes`, the order is the
@@ -24,6 +26,10 @@ use crate::wire::{self, Reader};
 /// The bytes of one chunk: large enough that its allocation is rare, small enough that the
 /// last, partly filled one of a tick costs little.
 const CHUNK: usize = 1 << 20;
+
+/// Messages in a slice of a large tick ([`PackedEvents::into_sorted`]): ~50 MB of sales with
+/// their index entries.
+const SLICE: usize = 1 << 20;
 
 /// The longest varint: a record's length prefix takes at most this.
 const MAX_PREFIX: usize = 10;
@@ -70,7 +76,11 @@ impl PackedEvents {
         let prefix = wire::varint_into(&mut prefix, len as u64);
         let start = MAX_PREFIX - prefix.len();
         scratch[start..MAX_PREFIX].copy_from_slice(prefix);
-        let record = &scratch[start..];
+        self.push_record(&scratch[start..]);
+    }
+
+    /// Appends `record`, a packed message with its length before it.
+    fn push_record(&mut self, record: &[u8]) {
         let needed = record.len();
         let chunk = match self.chunks.last() {
             Some(last) if last.capacity() - last.len() >= needed => self.chunks.len() - 1,
@@ -111,6 +121,103 @@ impl PackedEvents {
         self.index.extend(keyed.into_iter().map(|(_, entry)| entry));
     }
 
+    /// Sorts the messages as [`PackedEvents::sort_by`] does, into [`SortedEvents`]. A tick of
+    /// more than two slices' messages (the setup's: every key at once) is first split into
+    /// slices of consecutive messages, so that the book's walk frees each slice once it has
+    /// passed it: the walk fills the key table and emits the tick's records, and with the
+    /// messages held whole to its end all three were alive at once, the setup tick's peak
+    /// (docs/benchmarks.md).
+    pub fn into_sorted(
+        self,
+        prefix: impl Fn(&Packed<'_>) -> [u64; 2],
+        order: impl Fn(&Packed<'_>, &Packed<'_>) -> Ordering,
+    ) -> SortedEvents {
+        self.into_sorted_in(SLICE, prefix, order)
+    }
+
+    fn into_sorted_in(
+        self,
+        slice: usize,
+        prefix: impl Fn(&Packed<'_>) -> [u64; 2],
+        order: impl Fn(&Packed<'_>, &Packed<'_>) -> Ordering,
+    ) -> SortedEvents {
+        let len = self.index.len();
+        let mut slices = if len > 2 * slice {
+            self.split(len.div_ceil(slice), &prefix, &order)
+        } else {
+            vec![self]
+        };
+        slices.iter_mut().for_each(|slice| slice.sort_by(&prefix, &order));
+        SortedEvents { slices }
+    }
+
+    /// Splits the messages into `count` slices, each of messages that order after every
+    /// message of the slices before it, cut at the quantiles of a sample. The records are
+    /// copied a chunk at a time and each chunk is freed once copied, so the split holds
+    /// little more than the messages.
+    fn split(
+        self,
+        count: usize,
+        prefix: &impl Fn(&Packed<'_>) -> [u64; 2],
+        order: &impl Fn(&Packed<'_>, &Packed<'_>) -> Ordering,
+    ) -> Vec<PackedEvents> {
+        let (bound_records, bounds) = self.bounds(count, prefix, order);
+        // A quarter to spare before an index doubles: the sample's quantiles are not exact.
+        let room = self.index.len() / count + self.index.len() / count / 4;
+        let mut slices: Vec<PackedEvents> =
+            (0..count).map(|_| PackedEvents { chunks: Vec::new(), index: Vec::with_capacity(room) }).collect();
+        let PackedEvents { chunks, index } = self;
+        drop(index);
+        for chunk in chunks {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let (record, after) = rest.split_at(record_len(rest));
+                let packed = Packed::parse(record);
+                let p = prefix(&packed);
+                // The message goes to the slice after the bounds that order before it.
+                let slice = bounds.partition_point(|&(bound_prefix, entry)| {
+                    bound_prefix.cmp(&p).then_with(|| order(&bound_records.at(entry), &packed)).is_lt()
+                });
+                slices[slice].push_record(record);
+                rest = after;
+            }
+        }
+        slices
+    }
+    /// `count - 1` messages that cut the messages into `count` slices of about the same size,
+    /// in order: the quantiles of a sample of 32 a slice, copied (the records and, for each,
+    /// its prefix and index entry).
+    #[allow(clippy::type_complexity)]
+    fn bounds(
+        &self,
+        count: usize,
+        prefix: &impl Fn(&Packed<'_>) -> [u64; 2],
+        order: &impl Fn(&Packed<'_>, &Packed<'_>) -> Ordering,
+    ) -> (PackedEvents, Vec<([u64; 2], u64)>) {
+        let samples = (32 * count).min(self.index.len());
+        let stride = self.index.len() / samples;
+        let mut sample: Vec<([u64; 2], u64)> =
+            self.index.iter().step_by(stride).map(|&entry| (prefix(&self.at(entry)), entry)).collect();
+        sample.sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| order(&self.at(*a), &self.at(*b))));
+        let mut records = PackedEvents::default();
+        let mut bounds = Vec::with_capacity(count - 1);
+        for cut in 1..count {
+            let (bound_prefix, entry) = sample[cut * sample.len() / count];
+            let record = self.record(entry);
+            let at = records.index.len();
+            records.push_record(record);
+            bounds.push((bound_prefix, records.index[at]));
+        }
+        (records, bounds)
+    }
+
+    /// The bytes of the record at `entry`, its length included.
+    fn record(&self, entry: u64) -> &[u8] {
+        let chunk = &self.chunks[(entry >> 32) as usize];
+        let from = &chunk[(entry & u64::from(u32::MAX)) as usize..];
+        &from[..record_len(from)]
+    }
+
     /// The messages in index order.
     pub fn iter(&self) -> impl Iterator<Item = Packed<'_>> {
         self.index.iter().map(|&entry| self.at(entry))
@@ -131,6 +238,61 @@ impl TickItems<(Millis, Event)> for PackedEvents {
         let base = self.chunks.len() as u64;
         self.index.extend(other.index.iter().map(|entry| entry + (base << 32)));
         self.chunks.extend(other.chunks);
+    }
+}
+
+/// A tick's messages sorted, in slices read one after the other ([`PackedEvents::into_sorted`]).
+#[derive(Default)]
+pub struct SortedEvents {
+    slices: Vec<PackedEvents>,
+}
+
+impl SortedEvents {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slices.iter().all(PackedEvents::is_empty)
+    }
+
+    /// The messages in order.
+    pub fn iter(&self) -> impl Iterator<Item = Packed<'_>> {
+        self.slices.iter().flat_map(PackedEvents::iter)
+    }
+
+    /// The messages in order, as events; each slice is freed once read.
+    pub fn into_events(self) -> SliceEvents {
+        SliceEvents { slices: self.slices.into_iter(), reading: None }
+    }
+}
+
+/// The events of [`SortedEvents`], read a slice at a time.
+pub struct SliceEvents {
+    slices: std::vec::IntoIter<PackedEvents>,
+    /// The slice being read and the position of its next message in its index.
+    reading: Option<(PackedEvents, usize)>,
+}
+
+impl SliceEvents {
+    /// How many slices are still held, the one being read included.
+    pub fn slices_held(&self) -> usize {
+        self.slices.len() + usize::from(self.reading.is_some())
+    }
+}
+
+impl Iterator for SliceEvents {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some((slice, next)) = &mut self.reading {
+                if let Some(&entry) = slice.index.get(*next) {
+                    *next += 1;
+                    return Some(slice.at(entry).event());
+                }
+            }
+            // The slice read (if any) is dropped here.
+            self.reading = self.slices.next().map(|slice| (slice, 0));
+            self.reading.as_ref()?;
+        }
     }
 }
 
@@ -220,6 +382,13 @@ impl<'a> Packed<'a> {
     }
 }
 
+/// The length of the record `from` starts with, its length prefix included.
+fn record_len(from: &[u8]) -> usize {
+    let mut r = Reader(from);
+    let len = r.varint().expect(WRITTEN_HERE) as usize;
+    from.len() - r.0.len() + len
+}
+
 /// Splits a `varint(len) ++ bytes` text off the front of `record`.
 fn text(record: &[u8]) -> (&[u8], &[u8]) {
     let mut r = Reader(record);
@@ -279,6 +448,53 @@ mod tests {
             let sorted: Vec<Event> = packed.events().collect();
             prop_assert_eq!(sorted, expected);
         }
+    }
+
+    fn key_then_spec_order(a: &Packed<'_>, b: &Packed<'_>) -> Ordering {
+        a.key().cmp(&b.key()).then_with(|| a.cmp_order(b))
+    }
+
+    proptest! {
+        #[test]
+        fn a_tick_sorted_in_slices_reads_as_one_sorted_whole(
+            messages in proptest::collection::vec(
+                (0..4u8, arb_event()).prop_map(|(key, mut event)| {
+                    // Few keys, so that a key's messages straddle the slices' bounds.
+                    (event.message.sku, event.message.loc) = (Name::from(format!("K{key}")), Name::from("S"));
+                    event
+                }),
+                0..60,
+            ),
+            slice in 1..6usize,
+        ) {
+            let mut packed = PackedEvents::default();
+            messages.iter().for_each(|event| packed.push_event(0, event));
+            let sorted = packed.into_sorted_in(slice, |p| p.key_prefix(), key_then_spec_order);
+            let expected_slices = if messages.len() > 2 * slice { messages.len().div_ceil(slice) } else { 1 };
+            prop_assert_eq!(sorted.slices.len(), expected_slices);
+            let mut expected = messages.clone();
+            expected.sort_by(|a, b| {
+                (&a.message.sku, &a.message.loc).cmp(&(&b.message.sku, &b.message.loc)).then(a.order.cmp(&b.order))
+            });
+            let in_order: Vec<Event> = sorted.iter().map(|p| p.event()).collect();
+            prop_assert_eq!(&in_order, &expected);
+            prop_assert_eq!(sorted.into_events().collect::<Vec<_>>(), expected);
+        }
+    }
+
+    #[test]
+    fn each_slice_is_freed_once_read() {
+        let mut packed = PackedEvents::default();
+        for i in 0..100 {
+            let key = (i * 37) % 100;
+            packed.push_event(0, &crate::wire::tests::sale(&format!("K{key:03}"), "S1", 1));
+        }
+        let mut events = packed.into_sorted_in(10, |p| p.key_prefix(), key_then_spec_order).into_events();
+        assert_eq!(events.slices_held(), 10);
+        let first_half: Vec<Event> = events.by_ref().take(50).collect();
+        assert!(events.slices_held() <= 6, "{} slices held after half the messages", events.slices_held());
+        assert_eq!(first_half.last().map(|e| e.message.sku.to_string()), Some("K049".to_string()));
+        assert_eq!(events.count(), 50);
     }
 
     /// Names that share prefixes, differ in length around the prefix's 8 and 7 bytes, and
