@@ -1040,20 +1040,36 @@ pub(crate) fn ledger<'s>(
     let mut port = || ports.next().expect("the key ledger has four ports");
     let (base, standalone, planners, counters) = (port(), port(), port(), port());
     Ledgers {
-        base: base
-            .flat_map(|(o, t, d)| if let KeyOut::Base(k, b) = o { Some(((k, b), t, d)) } else { None })
-            .as_collection(),
-        standalone: standalone
-            .flat_map(|(o, t, d)| if let KeyOut::Line(k, l) = o { Some(((k, l), t, d)) } else { None })
-            .as_collection(),
-        source_planners: planners
-            .flat_map(|(o, t, d)| if let KeyOut::Planner(k, p) = o { Some(((k, *p), t, d)) } else { None })
-            .as_collection(),
-        counters: counters
-            .flat_map(|(o, t, d)| if let KeyOut::Counter(c) = o { Some((c, t, d)) } else { None })
-            .as_collection(),
+        base: select(base, "Bases", |o| if let KeyOut::Base(k, b) = o { Some((k, b)) } else { None }),
+        standalone: select(standalone, "Lines", |o| if let KeyOut::Line(k, l) = o { Some((k, l)) } else { None }),
+        source_planners: select(planners, "Planners", |o| if let KeyOut::Planner(k, p) = o { Some((k, *p)) } else { None }),
+        counters: select(counters, "Counters", |o| if let KeyOut::Counter(c) = o { Some(c) } else { None }),
         saved: key.saved.concat(po.saved),
     }
+}
+
+/// The records of one port of the key ledger as `select` turns them, each container into one
+/// of its size. Through a `flat_map` the setup tick's bases (one a key, in containers of
+/// 65,536) went into containers of ~100, and the large ones it freed, which the allocator keeps
+/// for its purge delay and cannot reuse for the small ones, were alive beside them: ~40 B a key
+/// at the peak at 10M keys (docs/benchmarks.md).
+fn select<'s, T: timely::ExchangeData>(
+    port: Stream<'s, Update<KeyOut>>,
+    name: &str,
+    select: impl Fn(KeyOut) -> Option<T> + 'static,
+) -> Collection<'s, T> {
+    port.unary::<CapacityContainerBuilder<Vec<Update<T>>>, _, _, _>(Pipeline, name, move |_, _| {
+        move |input, output| {
+            input.for_each(|cap, records| {
+                let mut selected: Vec<Update<T>> =
+                    records.drain(..).filter_map(|(o, t, d)| Some((select(o)?, t, d))).collect();
+                if !selected.is_empty() {
+                    output.session(&cap).give_container(&mut selected);
+                }
+            });
+        }
+    })
+    .as_collection()
 }
 
 #[cfg(test)]
