@@ -64,12 +64,16 @@ impl DirSink {
         Ok(DirSink { dir: dir.to_path_buf(), shown: shown.to_path_buf(), sources, streams })
     }
 
-    /// Writes the file `name` of the directory whole from `slices` and syncs it, naming it in
+    /// Writes the file `name` of the directory whole with `fill` and syncs it, naming it in
     /// an error.
-    fn write_file(&self, name: &str, slices: &[&[u8]]) -> Result<(), SinkError> {
+    fn write_file(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> Result<(), SinkError> {
         let write = || -> std::io::Result<()> {
             let mut file = BufWriter::with_capacity(1 << 20, File::create(self.dir.join(name))?);
-            slices.iter().try_for_each(|bytes| file.write_all(bytes))?;
+            fill(&mut file)?;
             file.into_inner().map_err(|e| e.into_error())?.sync_all()
         };
         write().map_err(SinkError::write(&self.shown.join(name)))
@@ -78,8 +82,8 @@ impl DirSink {
 
 impl LineSink for DirSink {
     fn tick(&mut self, _time: Millis, lines: &Lines<'_>) -> Result<(), SinkError> {
-        for (file, slices) in self.streams.iter_mut().zip(&lines.tables) {
-            slices.iter().try_for_each(|bytes| file.write(bytes))?;
+        for (file, table) in self.streams.iter_mut().zip(&lines.tables) {
+            table.write(|bytes| file.write(bytes))?;
         }
         Ok(())
     }
@@ -95,10 +99,10 @@ impl LineSink for DirSink {
         for d in dead_letters {
             format::dead_letter(&mut buf, &self.sources[d.position.source as usize], d);
         }
-        self.write_file("dead_letter.jsonl", &[&buf])?;
-        for (table, slices) in TABLES.iter().zip(&snapshot.tables) {
-            self.write_file(&format!("snapshot/{table}.jsonl"), slices)?;
+        self.write_file("dead_letter.jsonl", |file| file.write_all(&buf))?;
+        for (name, table) in TABLES.iter().zip(&snapshot.tables) {
+            self.write_file(&format!("snapshot/{name}.jsonl"), |file| table.write(|bytes| file.write_all(bytes)))?;
         }
-        self.write_file("summary.json", &[summary.to_json().as_bytes()])
+        self.write_file("summary.json", |file| file.write_all(summary.to_json().as_bytes()))
     }
 }

@@ -1,7 +1,10 @@
 //! Output records formatted where they are computed: each worker formats the records of the keys
 //! it owns into [`Run`]s (one per output table, sorted by key), and one writer merges the
 //! workers' runs of a tick into the bytes of the output files: no record is formatted on a
-//! worker that does not own it, and the writer only compares keys and copies bytes.
+//! worker that does not own it, and the writer only compares keys and copies bytes. A run
+//! larger than [`SEAL_AFTER`] (the setup tick's and the final snapshot's, a line per key)
+//! keeps its lines LZ4-compressed in blocks as they fill, and the writer decompresses each
+//! block once as it copies.
 
 use dataflows::model::Millis;
 use dataflows::Key;
@@ -31,11 +34,14 @@ pub struct Run {
     /// The length of each record's first name (SPEC §1: at most 64 bytes; a name comes from a
     /// line of at most 1 MiB, so it always fits).
     first_lens: Vec<u32>,
-    /// Where each record's line ends in `bytes`.
+    /// Where each record's line ends in the run's lines (the sealed blocks', then `bytes`).
     ends: Vec<u64>,
-    /// The lines, each ending in `\n`. Private, as every field: changed only by
-    /// [`Run::push_name_bytes`] (behind `push` and `push_names`), which drops a compressed form
-    /// made before.
+    /// A large run's first lines, sealed: blocks of [`wire::BLOCK`] bytes each, LZ4-compressed
+    /// as they fill ([`SEAL_AFTER`]). A block may end inside a line.
+    sealed: Vec<Box<[u8]>>,
+    /// The lines after the sealed blocks, each ending in `\n`. Private, as every field: changed
+    /// only by [`Run::push_name_bytes`] (behind `push` and `push_names`), which drops a
+    /// compressed form made before.
     bytes: Vec<u8>,
     /// The run compressed, once it has been serialized.
     shipped: wire::Shipped,
@@ -66,11 +72,60 @@ impl Run {
     fn push_name_bytes(&mut self, (first, second): (&[u8], &[u8]), write: impl FnOnce(&mut Vec<u8>)) {
         self.shipped.forget();
         write(&mut self.bytes);
-        self.ends.push(self.bytes.len() as u64);
+        self.ends.push(self.plain_len() as u64);
+        if self.bytes.len() >= SEAL_AFTER || (!self.sealed.is_empty() && self.bytes.len() >= wire::BLOCK) {
+            self.seal();
+        }
         self.names.extend_from_slice(first);
         self.names.extend_from_slice(second);
         self.name_ends.push(self.names.len() as u64);
         self.first_lens.push(first.len() as u32);
+    }
+
+    /// Compresses the whole blocks of `bytes` into `sealed`, keeping the rest (less than a
+    /// block) in `bytes`.
+    fn seal(&mut self) {
+        let whole = self.bytes.len() / wire::BLOCK * wire::BLOCK;
+        for block in self.bytes[..whole].chunks(wire::BLOCK) {
+            self.sealed.push(lz4_flex::block::compress(block).into_boxed_slice());
+        }
+        self.bytes.drain(..whole);
+        // The room reserved for the lines before sealing began is not needed any more.
+        self.bytes.shrink_to(2 * wire::BLOCK);
+    }
+
+    /// The length of the run's lines, sealed or not.
+    fn plain_len(&self) -> usize {
+        self.sealed.len() * wire::BLOCK + self.bytes.len()
+    }
+
+    /// Gives `out` the run's lines from `from` to `to` in order, decompressing the sealed
+    /// blocks they cross into `block` (which keeps the last one: `(its index, its bytes)`).
+    fn read<E>(
+        &self,
+        (from, to): (usize, usize),
+        block: &mut (usize, Vec<u8>),
+        out: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sealed = self.sealed.len() * wire::BLOCK;
+        let mut at = from;
+        while at < to.min(sealed) {
+            let index = at / wire::BLOCK;
+            if block.0 != index || block.1.is_empty() {
+                block.1.resize(wire::BLOCK, 0);
+                let size = lz4_flex::block::decompress_into(&self.sealed[index], &mut block.1)
+                    .expect("a block this run sealed decompresses");
+                assert_eq!(size, wire::BLOCK, "a sealed block holds a whole block");
+                block.0 = index;
+            }
+            let end = to.min((index + 1) * wire::BLOCK);
+            out(&block.1[at - index * wire::BLOCK..end - index * wire::BLOCK])?;
+            at = end;
+        }
+        if at < to {
+            out(&self.bytes[at - sealed..to - sealed])?;
+        }
+        Ok(())
     }
 
     /// Record `i`'s key, as bytes: they compare as the names do.
@@ -118,6 +173,11 @@ pub fn runs_of_tick(time: Millis, batch: TickBatch) -> Vec<Run> {
     runs
 }
 
+/// A run's lines past this many bytes are sealed ([`Run::seal`]): only the setup tick's and
+/// the final snapshot's runs are this large (a line per key), and held plain they were the
+/// largest part of the setup tick's peak after the key table (docs/benchmarks.md).
+const SEAL_AFTER: usize = 64 << 20;
+
 /// Lines formatted before a run's bytes are sized from their average length.
 const SAMPLE_LINES: usize = 256;
 
@@ -139,25 +199,28 @@ pub fn fill<T>(run: &mut Run, (len, records): (usize, impl IntoIterator<Item = T
             let average = used / sample + 1;
             rest * average + rest * average / 8
         };
-        run.bytes.reserve_exact(room(run.bytes.len()));
+        // Past SEAL_AFTER the lines are sealed as they fill, so no more room is ever needed.
+        run.bytes.reserve_exact(room(run.bytes.len()).min(SEAL_AFTER + SAMPLE_LINES * 1024));
         run.names.reserve_exact(room(run.names.len()));
         records.for_each(|record| push(run, record));
     }
 }
 
+/// Consecutive lines of one run, in its lines: `(run, from, to)`.
+type Span = (usize, usize, usize);
+
 /// Merges runs of one table (each sorted by key) into one sequence of lines in key order, as
-/// slices of the runs' bytes: consecutive lines of one run are one slice, so a table one worker
-/// wrote whole is one slice. Keys are unique across runs (each key has one owner), so the order
+/// spans of the runs' lines: consecutive lines of one run are one span, so a table one worker
+/// wrote whole is one span. Keys are unique across runs (each key has one owner), so the order
 /// is total.
-pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
+fn merge(runs: &[&Run], out: &mut Vec<Span>) {
     if let [run] = runs {
-        out.extend(Some(&run.bytes[..]).filter(|bytes| !bytes.is_empty()));
+        out.extend(Some((0, 0, run.plain_len())).filter(|&(_, _, to)| to > 0));
         return;
     }
     let mut next = vec![0usize; runs.len()];
-    // The slice being extended: its run, start and end in that run's bytes (a run's lines are
-    // consecutive in its bytes, so the next line of the same run extends it).
-    let mut open: Option<(usize, usize, usize)> = None;
+    // The span being extended (a run's lines are consecutive, so its next line extends it).
+    let mut open: Option<Span> = None;
     loop {
         let least = (0..runs.len())
             .filter(|&r| next[r] < runs[r].len())
@@ -167,25 +230,42 @@ pub fn merge<'r>(runs: &[&'r Run], out: &mut Vec<&'r [u8]>) {
         next[r] += 1;
         match &mut open {
             Some((run, _, open_end)) if *run == r => *open_end = end,
-            _ => {
-                if let Some((run, from, to)) = open.replace((r, start, end)) {
-                    out.push(&runs[run].bytes[from..to]);
-                }
-            }
+            _ => out.extend(open.replace((r, start, end))),
         }
     }
-    if let Some((run, from, to)) = open {
-        out.push(&runs[run].bytes[from..to]);
+    out.extend(open);
+}
+
+/// The lines of one table at one tick (or of the final snapshot), merged: the workers' runs
+/// and the spans of them in key order.
+#[derive(Debug, Default)]
+pub struct TableLines<'r> {
+    runs: Vec<&'r Run>,
+    spans: Vec<Span>,
+}
+
+impl TableLines<'_> {
+    /// Gives `out` the table's bytes in order, a piece at a time: merging copies no line, and
+    /// a sealed block is decompressed once (at the setup tick the runs hold a line of every
+    /// key, and a merged copy doubled what the output took at the peak).
+    pub fn write<E>(&self, mut out: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut blocks: Vec<(usize, Vec<u8>)> = self.runs.iter().map(|_| (0, Vec::new())).collect();
+        self.spans.iter().try_for_each(|&(run, from, to)| self.runs[run].read((from, to), &mut blocks[run], &mut out))
+    }
+
+    /// The table's bytes, copied whole.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let Ok(()) = self.write(|piece| Ok::<_, std::convert::Infallible>(bytes.extend_from_slice(piece)));
+        bytes
     }
 }
 
-/// The lines of the four tables at one tick (or of the final snapshot), in key order, as
-/// slices of the workers' runs. Merging copies no line: at the setup tick the runs hold a line
-/// of every key, and a merged copy doubled what the output took at the peak.
+/// The lines of the four tables at one tick (or of the final snapshot), in key order.
 #[derive(Debug, Default)]
 pub struct Lines<'r> {
-    /// Per table of [`TABLES`], its bytes in order, in slices of whole lines.
-    pub tables: [Vec<&'r [u8]>; 4],
+    /// Per table of [`TABLES`].
+    pub tables: [TableLines<'r>; 4],
 }
 
 impl<'r> Lines<'r> {
@@ -193,8 +273,8 @@ impl<'r> Lines<'r> {
     pub fn merged(runs: &'r [Run]) -> Lines<'r> {
         let mut lines = Lines::default();
         for (table, out) in lines.tables.iter_mut().enumerate() {
-            let of_table: Vec<&Run> = runs.iter().filter(|r| r.table as usize == table).collect();
-            merge(&of_table, out);
+            out.runs = runs.iter().filter(|r| r.table as usize == table).collect();
+            merge(&out.runs, &mut out.spans);
         }
         lines
     }
@@ -231,9 +311,10 @@ mod tests {
     }
 
     fn merged(runs: &[&Run]) -> (String, usize) {
-        let mut out = Vec::new();
-        merge(runs, &mut out);
-        (String::from_utf8(out.concat()).unwrap(), out.len())
+        let mut spans = Vec::new();
+        merge(runs, &mut spans);
+        let lines = TableLines { runs: runs.to_vec(), spans };
+        (String::from_utf8(lines.to_vec()).unwrap(), lines.spans.len())
     }
 
     #[test]
@@ -261,5 +342,36 @@ mod tests {
         assert_eq!(merged(&[&run(&[])]), (String::new(), 0));
         let empty = run(&[]);
         assert_eq!(merged(&[&left, &empty]), ("a@b\nb@a\n".to_owned(), 1));
+    }
+
+    /// A run of `n` lines of ~130 bytes, keys `K{i}` for the `i` in `keys`.
+    fn large_run(keys: impl Iterator<Item = usize>) -> (Run, Vec<u8>) {
+        let (mut run, mut plain) = (Run::new(Some(1000), 0), Vec::new());
+        for i in keys {
+            let (sku, loc) = (format!("K{i:08}"), format!("S{:04}", i % 97));
+            let line = format!("{{\"tick\":1000,\"sku\":\"{sku}\",\"loc\":\"{loc}\",\"on_hand\":{},\"atp\":{},\"pad\":\"{}\"}}\n", i * 7 % 1000, i % 13, "x".repeat(i % 80));
+            run.push(&Key::new(&sku, &loc), |out| out.extend_from_slice(line.as_bytes()));
+            plain.extend_from_slice(line.as_bytes());
+        }
+        (run, plain)
+    }
+
+    #[test]
+    fn a_large_run_is_sealed_as_it_fills_and_reads_back_whole() {
+        let lines = SEAL_AFTER / 90;
+        let (even, even_plain) = large_run((0..lines).map(|i| 2 * i));
+        let (odd, _) = large_run((0..lines).map(|i| 2 * i + 1));
+        assert!(even.sealed.len() >= SEAL_AFTER / wire::BLOCK, "{} blocks sealed", even.sealed.len());
+        assert!(even.bytes.len() < wire::BLOCK, "{} bytes left plain", even.bytes.len());
+        let compressed: usize = even.sealed.iter().map(|block| block.len()).sum();
+        assert!(compressed * 3 < even.sealed.len() * wire::BLOCK, "{compressed} bytes for the sealed blocks");
+        assert_eq!(even.plain_len(), even_plain.len());
+        assert_eq!(merged(&[&even]), (String::from_utf8(even_plain).unwrap(), 1));
+        // Two sealed runs merged line by line: every span crosses into the other run.
+        let (all, all_plain) = large_run(0..2 * lines);
+        let (text, spans) = merged(&[&odd, &even]);
+        assert_eq!(spans, 2 * lines);
+        assert!(text.as_bytes() == all_plain, "the merge of two sealed runs differs from the run of all keys");
+        assert_eq!(all.len(), 2 * lines);
     }
 }

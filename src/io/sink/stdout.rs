@@ -32,8 +32,8 @@ impl LineSink for StdoutSink {
 
     fn finish(&mut self, dead_letters: &[DeadLetter], snapshot: &Lines<'_>, summary: &Summary) -> Result<(), SinkError> {
         let mut out = Vec::new();
-        for (table, slices) in TABLES.iter().zip(&snapshot.tables) {
-            slices.iter().for_each(|lines| tagged(&mut out, table, lines));
+        for (name, table) in TABLES.iter().zip(&snapshot.tables) {
+            tagged(&mut out, name, &table.to_vec());
         }
         let mut line = Vec::new();
         for d in dead_letters {

@@ -6,6 +6,9 @@
 //! generated workload's four tables), where the plain run cost ~150 bytes per input event
 //! between two processes, most of what crossed (docs/benchmarks.md).
 //!
+//! A large run's sealed blocks (`Run::seal`) are blocks of this layout already: they cross as
+//! they are, and the receiver keeps them compressed.
+//!
 //! Timely measures a message (`serialized_size`) and then writes it, each a full `Serialize`;
 //! the compressed form is therefore made by the first and kept in the run for the second.
 //! Runs that stay inside a process are never serialized and never compressed.
@@ -28,7 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::Run;
 
 /// The most plain bytes one LZ4 block holds.
-const BLOCK: usize = 1 << 20;
+pub(super) const BLOCK: usize = 1 << 20;
 
 /// Why bytes from a peer are not a run.
 #[derive(Debug, thiserror::Error)]
@@ -114,16 +117,28 @@ fn pack(run: &Run) -> Vec<u8> {
     let mut out = Vec::new();
     put_varint(&mut out, run.len() as u64);
     let mut scratch = Vec::new();
-    for section in [&lengths[..], &run.names, &run.bytes] {
+    for section in [&lengths[..], &run.names] {
         put_varint(&mut out, section.len() as u64);
-        for block in section.chunks(BLOCK) {
-            scratch.resize(lz4_flex::block::get_maximum_output_size(block.len()), 0);
-            let size = lz4_flex::block::compress_into(block, &mut scratch).expect("the scratch has the maximum size");
-            put_varint(&mut out, size as u64);
-            out.extend_from_slice(&scratch[..size]);
-        }
+        put_blocks(&mut out, &mut scratch, section);
     }
+    // The lines: a large run's sealed blocks are blocks of this layout already.
+    put_varint(&mut out, run.plain_len() as u64);
+    for block in &run.sealed {
+        put_varint(&mut out, block.len() as u64);
+        out.extend_from_slice(block);
+    }
+    put_blocks(&mut out, &mut scratch, &run.bytes);
     out
+}
+
+/// Appends `plain` as blocks of at most [`BLOCK`] bytes, each LZ4-compressed after its length.
+fn put_blocks(out: &mut Vec<u8>, scratch: &mut Vec<u8>, plain: &[u8]) {
+    for block in plain.chunks(BLOCK) {
+        scratch.resize(lz4_flex::block::get_maximum_output_size(block.len()), 0);
+        let size = lz4_flex::block::compress_into(block, scratch).expect("the scratch has the maximum size");
+        put_varint(out, size as u64);
+        out.extend_from_slice(&scratch[..size]);
+    }
 }
 
 /// Fills `run` (empty, with its tick and table) from the compressed byte string.
@@ -131,7 +146,7 @@ fn unpack(mut run: Run, mut packed: &[u8]) -> Result<Run, RunWireError> {
     let records = take_varint(&mut packed)?;
     let lengths = section(&mut packed)?;
     run.names = section(&mut packed)?;
-    run.bytes = section(&mut packed)?;
+    (run.sealed, run.bytes) = lines_section(&mut packed)?;
     if !packed.is_empty() {
         return Err(WireError::Trailing(packed.len()).into());
     }
@@ -149,36 +164,72 @@ fn unpack(mut run: Run, mut packed: &[u8]) -> Result<Run, RunWireError> {
         let first_len = u32::try_from(first).map_err(|_| RunWireError::Lengths)?;
         line_end = line_end.checked_add(line).ok_or(RunWireError::Lengths)?;
         name_end = [first, second].into_iter().try_fold(name_end, u64::checked_add).ok_or(RunWireError::Lengths)?;
-        if line_end > run.bytes.len() as u64 || name_end > run.names.len() as u64 {
+        if line_end > run.plain_len() as u64 || name_end > run.names.len() as u64 {
             return Err(RunWireError::Lengths);
         }
         run.ends.push(line_end);
         run.name_ends.push(name_end);
         run.first_lens.push(first_len);
     }
-    if !lengths.is_empty() || line_end != run.bytes.len() as u64 || name_end != run.names.len() as u64 {
+    if !lengths.is_empty() || line_end != run.plain_len() as u64 || name_end != run.names.len() as u64 {
         return Err(RunWireError::Lengths);
     }
     Ok(run)
 }
 
-/// Reads one section: its plain length, then its blocks.
+/// Reads the lines' section. A large run's whole blocks stay compressed, as the sender's
+/// were (`Run::seal`): worker 0 receives every process's run of the setup tick, each a line
+/// a key. Each is decompressed once here all the same, to refuse a corrupt one.
+#[allow(clippy::type_complexity)]
+fn lines_section(packed: &mut &[u8]) -> Result<(Vec<Box<[u8]>>, Vec<u8>), RunWireError> {
+    let mut peek = *packed;
+    let plain = usize::try_from(take_varint(&mut peek)?).map_err(|_| RunWireError::Lengths)?;
+    if plain <= super::SEAL_AFTER {
+        return Ok((Vec::new(), section(packed)?));
+    }
+    *packed = peek;
+    let (mut sealed, mut scratch) = (Vec::new(), vec![0; BLOCK]);
+    while plain - sealed.len() * BLOCK >= BLOCK {
+        let block = take_block(packed)?;
+        decompress(block, &mut scratch)?;
+        sealed.push(Box::from(block));
+    }
+    // The rest, less than a block, is plain.
+    let mut bytes = vec![0; plain - sealed.len() * BLOCK];
+    if !bytes.is_empty() {
+        decompress(take_block(packed)?, &mut bytes)?;
+    }
+    Ok((sealed, bytes))
+}
+
+/// Reads one section: its plain length, then its blocks./// Reads one section: its plain length, then its blocks.
 fn section(packed: &mut &[u8]) -> Result<Vec<u8>, RunWireError> {
     let plain = usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)?;
     let mut out = Vec::new();
     while out.len() < plain {
-        let size = usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)?;
-        let block = packed.get(..size).ok_or(WireError::Truncated)?;
-        *packed = &packed[size..];
+        let block = take_block(packed)?;
         // Grown a block at a time: a stated length the blocks do not back allocates nothing.
         let start = out.len();
         out.resize(start + (plain - start).min(BLOCK), 0);
-        let written = lz4_flex::block::decompress_into(block, &mut out[start..]).map_err(|_| RunWireError::Block)?;
-        if written != out.len() - start {
-            return Err(RunWireError::Block);
-        }
+        decompress(block, &mut out[start..])?;
     }
     Ok(out)
+}
+
+/// Takes one block (`varint(compressed length) ++ LZ4 block`) off the front of `packed`.
+fn take_block<'p>(packed: &mut &'p [u8]) -> Result<&'p [u8], RunWireError> {
+    let size = usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)?;
+    let block = packed.get(..size).ok_or(WireError::Truncated)?;
+    *packed = &packed[size..];
+    Ok(block)
+}
+
+/// Decompresses `block` into the whole of `out`, which must be exactly its plain size.
+fn decompress(block: &[u8], out: &mut [u8]) -> Result<(), RunWireError> {
+    match lz4_flex::block::decompress_into(block, out) {
+        Ok(written) if written == out.len() => Ok(()),
+        _ => Err(RunWireError::Block),
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +266,24 @@ mod tests {
         // Measured, then written: the second serialization reuses the first's compression.
         assert_eq!(bincode::serialized_size(&run).unwrap() as usize, bytes.len());
         assert_eq!(bincode::serialize(&run).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_sealed_run_crosses_with_its_blocks_as_they_are() {
+        // ~48 bytes a line: past SEAL_AFTER, so most of the lines are sealed.
+        let run = run_of(&keys(super::super::SEAL_AFTER / 40));
+        assert!(!run.sealed.is_empty());
+        let bytes = bincode::serialize(&run).unwrap();
+        let back: Run = bincode::deserialize(&bytes).unwrap();
+        // The receiver keeps the sender's blocks.
+        assert_eq!((&back.sealed, &back.bytes), (&run.sealed, &run.bytes));
+        assert_eq!(back.plain_len(), run.plain_len());
+        // Damaged inside a sealed block, or cut short: refused or read, never a panic.
+        let mut damaged = bytes.clone();
+        damaged[bytes.len() / 2] ^= 0x5a;
+        let _ = bincode::deserialize::<Run>(&damaged);
+        assert!(bincode::deserialize::<Run>(&bytes[..bytes.len() / 2]).is_err());
+        assert_eq!((&back.names, &back.ends, &back.name_ends), (&run.names, &run.ends, &run.name_ends));
     }
 
     #[test]
