@@ -1042,7 +1042,11 @@ pub(crate) fn ledger<'s>(
     Ledgers {
         base: select(base, "Bases", |o| if let KeyOut::Base(k, b) = o { Some((k, b)) } else { None }),
         standalone: select(standalone, "Lines", |o| if let KeyOut::Line(k, l) = o { Some((k, l)) } else { None }),
-        source_planners: select(planners, "Planners", |o| if let KeyOut::Planner(k, p) = o { Some((k, *p)) } else { None }),
+        source_planners: select(
+            planners,
+            "Planners",
+            |o| if let KeyOut::Planner(k, p) = o { Some((k, *p)) } else { None },
+        ),
         counters: select(counters, "Counters", |o| if let KeyOut::Counter(c) = o { Some(c) } else { None }),
         saved: key.saved.concat(po.saved),
     }

@@ -142,11 +142,7 @@ impl PackedEvents {
         order: impl Fn(&Packed<'_>, &Packed<'_>) -> Ordering,
     ) -> SortedEvents {
         let len = self.index.len();
-        let mut slices = if len > 2 * slice {
-            self.split(len.div_ceil(slice), &prefix, &order)
-        } else {
-            vec![self]
-        };
+        let mut slices = if len > 2 * slice { self.split(len.div_ceil(slice), &prefix, &order) } else { vec![self] };
         slices.iter_mut().for_each(|slice| slice.sort_by(&prefix, &order));
         SortedEvents { slices }
     }

@@ -344,12 +344,16 @@ mod tests {
         assert_eq!(merged(&[&left, &empty]), ("a@b\nb@a\n".to_owned(), 1));
     }
 
-    /// A run of `n` lines of ~130 bytes, keys `K{i}` for the `i` in `keys`.
+    /// A run of one line (75 to 155 bytes) for each `i` in `keys`, of the key `K{i}`, and the
+    /// lines' bytes.
     fn large_run(keys: impl Iterator<Item = usize>) -> (Run, Vec<u8>) {
         let (mut run, mut plain) = (Run::new(Some(1000), 0), Vec::new());
         for i in keys {
             let (sku, loc) = (format!("K{i:08}"), format!("S{:04}", i % 97));
-            let line = format!("{{\"tick\":1000,\"sku\":\"{sku}\",\"loc\":\"{loc}\",\"on_hand\":{},\"atp\":{},\"pad\":\"{}\"}}\n", i * 7 % 1000, i % 13, "x".repeat(i % 80));
+            let (on_hand, atp, pad) = (i * 7 % 1000, i % 13, "x".repeat(i % 80));
+            let line = format!(
+                "{{\"tick\":1000,\"sku\":\"{sku}\",\"loc\":\"{loc}\",\"on_hand\":{on_hand},\"atp\":{atp},\"pad\":\"{pad}\"}}\n"
+            );
             run.push(&Key::new(&sku, &loc), |out| out.extend_from_slice(line.as_bytes()));
             plain.extend_from_slice(line.as_bytes());
         }
