@@ -180,6 +180,7 @@ impl PackedEvents {
         }
         slices
     }
+
     /// `count - 1` messages that cut the messages into `count` slices of about the same size,
     /// in order: the quantiles of a sample of 32 a slice, copied (the records and, for each,
     /// its prefix and index entry).
@@ -217,11 +218,6 @@ impl PackedEvents {
     /// The messages in index order.
     pub fn iter(&self) -> impl Iterator<Item = Packed<'_>> {
         self.index.iter().map(|&entry| self.at(entry))
-    }
-
-    /// The messages in index order, as events.
-    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
-        self.iter().map(|packed| packed.event())
     }
 }
 
@@ -267,9 +263,10 @@ pub struct SliceEvents {
     reading: Option<(PackedEvents, usize)>,
 }
 
+#[cfg(test)]
 impl SliceEvents {
     /// How many slices are still held, the one being read included.
-    pub fn slices_held(&self) -> usize {
+    fn slices_held(&self) -> usize {
         self.slices.len() + usize::from(self.reading.is_some())
     }
 }
@@ -441,7 +438,7 @@ mod tests {
             expected.sort_by(|a, b| {
                 (&a.message.sku, &a.message.loc).cmp(&(&b.message.sku, &b.message.loc)).then(a.order.cmp(&b.order))
             });
-            let sorted: Vec<Event> = packed.events().collect();
+            let sorted: Vec<Event> = packed.iter().map(|p| p.event()).collect();
             prop_assert_eq!(sorted, expected);
         }
     }

@@ -256,7 +256,10 @@ impl TableLines<'_> {
     /// The table's bytes, copied whole.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
-        let Ok(()) = self.write(|piece| Ok::<_, std::convert::Infallible>(bytes.extend_from_slice(piece)));
+        let Ok(()) = self.write(|piece| {
+            bytes.extend_from_slice(piece);
+            Ok::<_, std::convert::Infallible>(())
+        });
         bytes
     }
 }
