@@ -98,8 +98,13 @@ impl PackedEvents {
     }
 
     fn at(&self, entry: u64) -> Packed<'_> {
-        let chunk = &self.chunks[(entry >> 32) as usize];
-        Packed::parse(&chunk[(entry & u64::from(u32::MAX)) as usize..])
+        Packed::parse(self.tail(entry))
+    }
+
+    /// The bytes of the chunk from the record at `entry` (chunk index in the high 32 bits,
+    /// offset in the low) to the chunk's end.
+    fn tail(&self, entry: u64) -> &[u8] {
+        &self.chunks[(entry >> 32) as usize][(entry & u64::from(u32::MAX)) as usize..]
     }
 
     /// Sorts the messages by `order` (the records stay where they are; the index moves).
@@ -210,8 +215,7 @@ impl PackedEvents {
 
     /// The bytes of the record at `entry`, its length included.
     fn record(&self, entry: u64) -> &[u8] {
-        let chunk = &self.chunks[(entry >> 32) as usize];
-        let from = &chunk[(entry & u64::from(u32::MAX)) as usize..];
+        let from = self.tail(entry);
         &from[..record_len(from)]
     }
 

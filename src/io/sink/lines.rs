@@ -199,8 +199,9 @@ pub fn fill<T>(run: &mut Run, (len, records): (usize, impl IntoIterator<Item = T
             let average = used / sample + 1;
             rest * average + rest * average / 8
         };
-        // Past SEAL_AFTER the lines are sealed as they fill, so no more room is ever needed.
-        run.bytes.reserve_exact(room(run.bytes.len()).min(SEAL_AFTER + SAMPLE_LINES * 1024));
+        // Past SEAL_AFTER the lines are sealed as they fill: the bytes never hold more than
+        // SEAL_AFTER and one line, far shorter than a block.
+        run.bytes.reserve_exact(room(run.bytes.len()).min(SEAL_AFTER + wire::BLOCK));
         run.names.reserve_exact(room(run.names.len()));
         records.for_each(|record| push(run, record));
     }

@@ -182,29 +182,34 @@ fn unpack(mut run: Run, mut packed: &[u8]) -> Result<Run, RunWireError> {
 /// a key. Each is decompressed once here all the same, to refuse a corrupt one.
 #[allow(clippy::type_complexity)]
 fn lines_section(packed: &mut &[u8]) -> Result<(Vec<Box<[u8]>>, Vec<u8>), RunWireError> {
-    let mut peek = *packed;
-    let plain = usize::try_from(take_varint(&mut peek)?).map_err(|_| RunWireError::Lengths)?;
-    if plain <= super::SEAL_AFTER {
-        return Ok((Vec::new(), section(packed)?));
+    let plain = take_len(packed)?;
+    let mut sealed = Vec::new();
+    if plain > super::SEAL_AFTER {
+        let mut scratch = vec![0; BLOCK];
+        while plain - sealed.len() * BLOCK >= BLOCK {
+            let block = take_block(packed)?;
+            decompress(block, &mut scratch)?;
+            sealed.push(Box::from(block));
+        }
     }
-    *packed = peek;
-    let (mut sealed, mut scratch) = (Vec::new(), vec![0; BLOCK]);
-    while plain - sealed.len() * BLOCK >= BLOCK {
-        let block = take_block(packed)?;
-        decompress(block, &mut scratch)?;
-        sealed.push(Box::from(block));
-    }
-    // The rest, less than a block, is plain.
-    let mut bytes = vec![0; plain - sealed.len() * BLOCK];
-    if !bytes.is_empty() {
-        decompress(take_block(packed)?, &mut bytes)?;
-    }
+    // The rest (all of a small run's lines) is kept plain.
+    let bytes = plain_blocks(packed, plain - sealed.len() * BLOCK)?;
     Ok((sealed, bytes))
 }
 
-/// Reads one section: its plain length, then its blocks./// Reads one section: its plain length, then its blocks.
+/// Reads one section: its plain length, then its blocks.
 fn section(packed: &mut &[u8]) -> Result<Vec<u8>, RunWireError> {
-    let plain = usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)?;
+    let plain = take_len(packed)?;
+    plain_blocks(packed, plain)
+}
+
+/// A section's plain length.
+fn take_len(packed: &mut &[u8]) -> Result<usize, RunWireError> {
+    usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)
+}
+
+/// Reads and decompresses the blocks that hold `plain` bytes.
+fn plain_blocks(packed: &mut &[u8], plain: usize) -> Result<Vec<u8>, RunWireError> {
     let mut out = Vec::new();
     while out.len() < plain {
         let block = take_block(packed)?;
@@ -218,7 +223,7 @@ fn section(packed: &mut &[u8]) -> Result<Vec<u8>, RunWireError> {
 
 /// Takes one block (`varint(compressed length) ++ LZ4 block`) off the front of `packed`.
 fn take_block<'p>(packed: &mut &'p [u8]) -> Result<&'p [u8], RunWireError> {
-    let size = usize::try_from(take_varint(packed)?).map_err(|_| RunWireError::Lengths)?;
+    let size = take_len(packed)?;
     let block = packed.get(..size).ok_or(WireError::Truncated)?;
     *packed = &packed[size..];
     Ok(block)
