@@ -12,7 +12,8 @@ use timely::dataflow::operators::Capability;
 
 use crate::allocation::Supply;
 use crate::changes::Change;
-use crate::keys::{KeyEntry, KeyTable, Rows, Tables};
+use crate::key::KeyRef;
+use crate::keys::{warm, KeyEntry, KeyTable, Rows, Tables};
 use crate::low_stock::{self, LowView, Transition};
 use crate::model::{Millis, Name, Policy};
 use crate::stash::{give_all, Chunks, TickStash};
@@ -408,6 +409,7 @@ fn close_tick(
         consolidate(&mut all);
         Chunks::from_vec(all)
     };
+    warm(&tables.keys, base_updates.iter().map(|((key, _), _)| KeyRef::from(key)));
     // Both are sorted by key: walk them together, a key at a time.
     let mut base_updates = base_updates.into_iter().peekable();
     let mut outbound_updates = outbound_updates.into_iter().peekable();

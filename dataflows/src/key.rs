@@ -133,6 +133,36 @@ impl Hash for Key {
     }
 }
 
+/// A key's two names borrowed, for looking a key up without building it (in a packed message
+/// the names are bytes of its record). It hashes as [`Key`] does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KeyRef<'a>(pub &'a [u8], pub &'a [u8]);
+
+impl Hash for KeyRef<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+        state.write_u8(0xff);
+        state.write(self.1);
+        state.write_u8(0xff);
+    }
+}
+
+impl indexmap::Equivalent<Key> for KeyRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &Key) -> bool {
+        key.parts_bytes() == (self.0, self.1)
+    }
+}
+
+impl<'a> From<&'a Key> for KeyRef<'a> {
+    #[inline]
+    fn from(key: &'a Key) -> Self {
+        let (first, second) = key.parts_bytes();
+        KeyRef(first, second)
+    }
+}
+
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.parts(), f)
@@ -232,6 +262,19 @@ mod tests {
             prop_assert_eq!(&json, &serde_json::to_string(&pa).expect("a pair serializes"));
             prop_assert_eq!(serde_json::from_str::<Key>(&json).expect("a key reads back"), ka.clone());
             prop_assert_eq!(format!("{ka:?}"), format!("{:?}", (a.0.as_str(), a.1.as_str())));
+        }
+
+        /// A borrowed key hashes as the key and is equivalent to it alone, so a table finds a
+        /// key by its names' bytes.
+        #[test]
+        fn a_borrowed_key_finds_its_key(a in (arb_name(), arb_name()), b in (arb_name(), arb_name())) {
+            use indexmap::Equivalent;
+            let (ka, kb) = (Key::new(&a.0, &a.1), Key::new(&b.0, &b.1));
+            let borrowed = KeyRef(a.0.as_bytes(), a.1.as_bytes());
+            prop_assert_eq!(hash_of(&borrowed), hash_of(&ka));
+            prop_assert_eq!(KeyRef::from(&ka), borrowed);
+            prop_assert!(borrowed.equivalent(&ka));
+            prop_assert_eq!(borrowed.equivalent(&kb), ka == kb);
         }
     }
 }

@@ -38,7 +38,8 @@ use timely::progress::frontier::MutableAntichain;
 
 use crate::atp::{Base, RowBase};
 use crate::clock::Ticks;
-use crate::keys::KeyTable;
+use crate::key::KeyRef;
+use crate::keys::{warm, KeyTable};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
 use crate::packed::{Packed, PackedEvents, SortedEvents};
@@ -147,9 +148,9 @@ trait Book: 'static {
     fn apply_prefix(packed: &Packed<'_>) -> [u64; 2] {
         packed.order_prefix()
     }
-    /// Makes room for a tick's messages (sorted by [`Book::apply_order`]) before they are
-    /// applied.
-    fn make_room(&mut self, _events: &SortedEvents) {}
+    /// Makes ready for a tick's messages (sorted by [`Book::apply_order`]) before they are
+    /// applied: room for their keys, their keys' state in cache.
+    fn prepare_tick(&mut self, _events: &SortedEvents) {}
     /// Applies the messages of logical time `time` (sorted by [`Book::apply_order`]) and the
     /// side updates of `time` (consolidated), plus whatever timers fall due at `time`,
     /// appending the resulting updates to `out`.
@@ -427,7 +428,7 @@ impl<B: Book> BookRun<B> {
         // Sorted by their packed index and unpacked one at a time as the book reaches them:
         // a tick's messages never all exist as events at once (crate::packed).
         let events = events.unwrap_or_default().into_sorted(B::apply_prefix, B::apply_order);
-        self.book.make_room(&events);
+        self.book.prepare_tick(&events);
         let mut side_updates = side_updates.unwrap_or_default();
         differential_dataflow::consolidation::consolidate(&mut side_updates);
         self.book.close_tick(time, events.into_events(), side_updates, &mut self.by_port);
@@ -735,14 +736,17 @@ impl Book for KeyLedger {
     /// doubling at a time, and the last doubling held the old table beside the new one: at
     /// 1M keys 531 of the peak's 1010 MB of heap were the table (heaptrack). Room for the
     /// tick's keys is made at once instead. The table may then double one tick earlier than it
-    /// would have, when most of a large tick's keys are already in it.
-    fn make_room(&mut self, events: &SortedEvents) {
+    /// would have, when most of a large tick's keys are already in it. Then the first keys the
+    /// walk visits are looked up ahead of it ([`warm`]).
+    fn prepare_tick(&mut self, events: &SortedEvents) {
         if events.is_empty() {
             return;
         }
         // Sorted by key: a new key starts after the first message and wherever the key changes.
         let keys = 1 + events.iter().zip(events.iter().skip(1)).filter(|(a, b)| a.key() != b.key()).count();
-        self.keys.borrow_mut().keys.reserve(keys);
+        let mut table = self.keys.borrow_mut();
+        table.keys.reserve(keys);
+        warm(&table.keys, events.iter().map(|packed| KeyRef(packed.key().0, packed.key().1)));
     }
 
     /// Visits, in key order, every key with messages, an open-order change or a hold expiring
