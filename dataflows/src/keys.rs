@@ -23,10 +23,10 @@ use std::rc::Rc;
 
 use crate::atp::{Atp, RowInputs};
 use crate::changes::Change;
+use crate::key::KeyRef;
 use crate::ledger::KeyBook;
 use crate::model::Millis;
 use crate::stash::{Chunks, TickItems};
-use crate::key::KeyRef;
 use crate::{FastMap, Key};
 
 /// One key's state on its owning worker.
@@ -70,10 +70,11 @@ struct UnwrittenTick {
 /// own buckets paid for the empty ones too: its buckets are a power of two and at most 7/8
 /// full, so at 10M keys (2^24 buckets, 60% full) an entry cost 270 bytes a key, and at 30M keys
 /// (2^26, 45% full) 360. Here an empty bucket costs 9 bytes. The price is one more memory
-/// access per lookup (the index, then the entry); but the ledger adds a tick's new keys in the
-/// order it visits them, by name, so later visits in that order read the vector nearly in
-/// order. Iteration follows the vector, which a removal reorders (`swap_remove`): nothing
-/// that reaches the user depends on that order.
+/// access per lookup (the index, then the entry). The ledger adds a tick's new keys in the
+/// order it visits them, by name, so a large tick's visits read the vector nearly in order; a
+/// small tick's keys are far apart in it, and [`warm`] overlaps their misses. Iteration follows
+/// the vector, which a removal reorders (`swap_remove`): nothing that reaches the user depends
+/// on that order.
 pub(crate) type KeyMap = indexmap::IndexMap<Key, KeyEntry, std::hash::BuildHasherDefault<crate::FxHasher>>;
 
 /// The most keys [`warm`] looks up ahead of a walk. Their table lines (the index's control
