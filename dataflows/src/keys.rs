@@ -92,8 +92,7 @@ pub(crate) const WARM_KEYS: usize = 2048;
 /// work on one key and the next. Here the keys and their hashes are gathered first, and the
 /// lookups then run back to back, a few dozen instructions each, so that the processor has
 /// the misses of several in flight at once (looked up as they were gathered, each lookup
-/// came with a message's parsing and took as long as in the walk). docs/benchmarks.md, "The
-/// table's lookups back to back", has the profiles.
+/// came with a message's parsing and took as long as in the walk).
 pub(crate) fn warm<'k>(map: &KeyMap, keys: impl IntoIterator<Item = KeyRef<'k>>) {
     use indexmap::map::RawEntryApiV1;
     use indexmap::Equivalent;
@@ -108,14 +107,8 @@ pub(crate) fn warm<'k>(map: &KeyMap, keys: impl IntoIterator<Item = KeyRef<'k>>)
         }
         hashed.push((map.hasher().hash_one(key), key));
     }
-    // Two passes, so that the entries' misses overlap too: the first reads each key's index
-    // group and slot and takes the first entry whose hash tag matches without comparing it (a
-    // wrong one, one in a hundred or so, only warms the wrong entry); the second compares each
-    // key with its entry.
-    let candidates: Vec<Option<&Key>> =
-        hashed.iter().map(|(hash, _)| map.raw_entry_v1().from_hash(*hash, |_| true).map(|(k, _)| k)).collect();
-    for ((_, key), candidate) in hashed.iter().zip(candidates) {
-        std::hint::black_box(candidate.is_some_and(|k| key.equivalent(k)));
+    for (hash, key) in &hashed {
+        std::hint::black_box(map.raw_entry_v1().from_hash(*hash, |k| key.equivalent(k)).is_some());
     }
 }
 
