@@ -120,25 +120,22 @@ impl PartialOrd for Key {
 }
 
 impl Hash for Key {
-    /// As the tuple of two strings, so that sharding and hash tables see the pair: a `str`
-    /// hashes as its bytes and then 0xff (a byte no UTF-8 string holds), which is written out
-    /// here so that a lookup does not check the names' UTF-8 again.
+    /// As the tuple of two strings, so that sharding and hash tables see the pair (written out
+    /// by [`KeyRef`]'s hash).
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (first, second) = self.parts_bytes();
-        state.write(first);
-        state.write_u8(0xff);
-        state.write(second);
-        state.write_u8(0xff);
+        KeyRef::from(self).hash(state);
     }
 }
 
 /// A key's two names borrowed, for looking a key up without building it (in a packed message
-/// the names are bytes of its record). It hashes as [`Key`] does.
+/// the names are bytes of its record). A [`Key`] hashes as its `KeyRef`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct KeyRef<'a>(pub &'a [u8], pub &'a [u8]);
 
 impl Hash for KeyRef<'_> {
+    /// As the tuple of two strings: a `str` hashes as its bytes and then 0xff (a byte no UTF-8
+    /// string holds), written out here so that a lookup does not check the names' UTF-8 again.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write(self.0);
@@ -155,11 +152,17 @@ impl indexmap::Equivalent<Key> for KeyRef<'_> {
     }
 }
 
+impl<'a> From<(&'a [u8], &'a [u8])> for KeyRef<'a> {
+    #[inline]
+    fn from((first, second): (&'a [u8], &'a [u8])) -> Self {
+        KeyRef(first, second)
+    }
+}
+
 impl<'a> From<&'a Key> for KeyRef<'a> {
     #[inline]
     fn from(key: &'a Key) -> Self {
-        let (first, second) = key.parts_bytes();
-        KeyRef(first, second)
+        key.parts_bytes().into()
     }
 }
 

@@ -82,34 +82,38 @@ pub(crate) type KeyMap = indexmap::IndexMap<Key, KeyEntry, std::hash::BuildHashe
 /// cache until the walk reaches them. A streaming tick touches far fewer keys (a median of 118
 /// at 10M events over 1M keys); the setup tick's are nearly all new, so a lookup finds nothing
 /// to bring in.
-pub(crate) const WARM_KEYS: usize = 2048;
+const WARM_KEYS: usize = 2048;
 
 /// Looks up each of `keys` (in a walk's order; the first [`WARM_KEYS`] distinct ones) and
-/// drops the answer, just before the walk visits them. A lookup in a large table waits on three
-/// cache misses one after another: the index's control group, its slot, then the entry's key,
-/// each about a third of the lookups' samples (`perf annotate`; the lookups were 17% of a
-/// 1-worker replay's samples at 1M keys). In the walk each lookup waits alone, between the
-/// work on one key and the next. Here the keys and their hashes are gathered first, and the
-/// lookups then run back to back, a few dozen instructions each, so that the processor has
-/// the misses of several in flight at once (looked up as they were gathered, each lookup
-/// came with a message's parsing and took as long as in the walk).
-pub(crate) fn warm<'k>(map: &KeyMap, keys: impl IntoIterator<Item = KeyRef<'k>>) {
+/// drops the answer, just before the walk visits them; returns how many distinct keys `keys`
+/// holds (a repeat counts once when it follows its key, as in a sorted walk). A lookup in a
+/// large table waits on three cache misses one after another: the index's control group, its
+/// slot, then the entry's key, each about a third of the lookups' samples (`perf annotate`;
+/// the lookups were 17% of a 1-worker replay's samples at 1M keys). In the walk each lookup
+/// waits alone, between the work on one key and the next. Here the keys and their hashes are
+/// gathered first, and the lookups then run back to back, a few dozen instructions each, so
+/// that the processor has the misses of several in flight at once (looked up as they were
+/// gathered, each lookup came with a message's parsing and took as long as in the walk).
+/// docs/benchmarks.md, "The table's lookups back to back", has the profiles.
+pub(crate) fn warm<'k>(map: &KeyMap, keys: impl IntoIterator<Item = KeyRef<'k>>) -> usize {
     use indexmap::map::RawEntryApiV1;
     use indexmap::Equivalent;
     use std::hash::BuildHasher;
-    let mut hashed: Vec<(u64, KeyRef<'k>)> = Vec::new();
+    let (mut hashed, mut last, mut distinct) = (Vec::new(), None, 0);
     for key in keys {
-        if hashed.last().is_some_and(|(_, last)| *last == key) {
+        if last == Some(key) {
             continue;
         }
-        if hashed.len() == WARM_KEYS {
-            break;
+        last = Some(key);
+        distinct += 1;
+        if hashed.len() < WARM_KEYS {
+            hashed.push((map.hasher().hash_one(key), key));
         }
-        hashed.push((map.hasher().hash_one(key), key));
     }
     for (hash, key) in &hashed {
         std::hint::black_box(map.raw_entry_v1().from_hash(*hash, |k| key.equivalent(k)).is_some());
     }
+    distinct
 }
 
 /// The tables behind a [`KeyTable`].

@@ -38,7 +38,6 @@ use timely::progress::frontier::MutableAntichain;
 
 use crate::atp::{Base, RowBase};
 use crate::clock::Ticks;
-use crate::key::KeyRef;
 use crate::keys::{warm, KeyTable};
 use crate::model::{Body, Event, Millis, Name, PoStatus, Policy};
 use crate::order_plan::{is_external, line_for, Line, Planner};
@@ -736,17 +735,14 @@ impl Book for KeyLedger {
     /// doubling at a time, and the last doubling held the old table beside the new one: at
     /// 1M keys 531 of the peak's 1010 MB of heap were the table (heaptrack). Room for the
     /// tick's keys is made at once instead. The table may then double one tick earlier than it
-    /// would have, when most of a large tick's keys are already in it. Then the first keys the
-    /// walk visits are looked up ahead of it ([`warm`]).
+    /// would have, when most of a large tick's keys are already in it. The one pass over the
+    /// tick's keys that counts them also looks the first ones up ahead of the walk ([`warm`]):
+    /// a tick whose room moves the table loses that warming, one tick in a doubling.
     fn prepare_tick(&mut self, events: &SortedEvents) {
-        if events.is_empty() {
-            return;
-        }
-        // Sorted by key: a new key starts after the first message and wherever the key changes.
-        let keys = 1 + events.iter().zip(events.iter().skip(1)).filter(|(a, b)| a.key() != b.key()).count();
         let mut table = self.keys.borrow_mut();
+        // Sorted by key, so a key's messages are adjacent.
+        let keys = warm(&table.keys, events.iter().map(|packed| packed.key().into()));
         table.keys.reserve(keys);
-        warm(&table.keys, events.iter().map(|packed| KeyRef(packed.key().0, packed.key().1)));
     }
 
     /// Visits, in key order, every key with messages, an open-order change or a hold expiring
